@@ -1,0 +1,101 @@
+"""Optimizers by torch's string IDs: :func:`optimizer` and the :data:`OPTIMIZERS` table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsched._errors import ConfigError, unknown
+from jaxsched.optimizers import (
+    adadelta, adafactor, adagrad, adam, asgd, lbfgs, muon, optax_aliases, rmsprop, rprop, sgd,
+    sparse_adam,
+)
+from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS, LEARNING_RATE, OptimizerSpec
+
+# Each family module contributes its SPECS; the table is keyed by torch's class name.
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    spec.name: spec
+    for module in (sgd, adam, sparse_adam, rmsprop, adagrad, adadelta, rprop, asgd, adafactor, muon, lbfgs)
+    for spec in module.SPECS
+}
+
+# torch keywords that arrive as one pair but are scheduled separately.
+_SPLIT = {'betas': ('b1', 'b2')}
+
+
+def hyperparam_dtype() -> jnp.dtype:
+  """float64 when jax_enable_x64 is on, else float32: never narrower than float32."""
+  return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+  """The Optax transformation for torch.optim's ``name``, with torch's numbers.
+
+  Args:
+    name: a torch.optim class name ("Adam", "SGD", ...), or "optax.<alias>" for
+      any Optax optimizer alias with Optax's own keywords.
+    learning_rate: a float or a schedule (callable of the update count);
+      ``lr`` is accepted as an alias. Defaults to the spec's default.
+    **kwargs: torch's constructor keywords; ``foreach``, ``fused``,
+      ``capturable`` and ``differentiable`` are accepted and ignored.
+
+  Returns:
+    A transformation whose state holds the float hyperparameters
+    (``state.hyperparams``, as ``optax.inject_hyperparams``), so they can be read,
+    scheduled and changed without recompiling.
+
+  Raises:
+    ConfigError: unknown name or keyword, wrong type, out-of-range value.
+
+  Example:
+    >>> tx = optimizer('AdamW', lr=3e-4, betas=[0.9, 0.95])
+  """
+  if 'lr' in kwargs:
+    if learning_rate is not None:
+      raise ConfigError('give the learning rate once: learning_rate and lr were both set.')
+    learning_rate = kwargs.pop('lr')
+  if not isinstance(name, str):
+    raise ConfigError(f'optimizer={name!r} must be a string ID such as "Adam".')
+  if name.startswith('optax.'):
+    return optax_aliases.build(name[len('optax.'):], learning_rate, kwargs, hyperparam_dtype())
+  spec = OPTIMIZERS.get(name)
+  if spec is None:
+    raise unknown('optimizer', name, [*OPTIMIZERS, 'optax.<alias>'])
+  return _build(spec, learning_rate, kwargs)
+
+
+def resolve(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+  """Checks ``learning_rate`` and ``kwargs`` against ``spec``; fills defaults."""
+  for key in IMPLEMENTATION_FLAGS:
+    if key in kwargs and kwargs.pop(key) not in (None, True, False):
+      raise ConfigError(f'{spec.name}: {key} must be true, false or null.')
+  for key in kwargs:
+    if key not in spec.kwargs:
+      raise unknown(f'keyword for {spec.name}', key, [*spec.kwargs, 'lr', *IMPLEMENTATION_FLAGS])
+  lr = LEARNING_RATE(f'{spec.name}: lr', spec.lr if learning_rate is None else learning_rate)
+  checked = {
+      key: check(f'{spec.name}: {key}', kwargs.get(key, default))
+      for key, (default, check) in spec.kwargs.items()
+  }
+  if spec.cross_check is not None:
+    spec.cross_check(checked)
+  return lr, checked
+
+
+def _build(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
+  lr, checked = resolve(spec, learning_rate, dict(kwargs))
+  args: dict[str, Any] = {'learning_rate': lr}
+  for key, value in checked.items():
+    if key in spec.switchable and not callable(value) and value == 0:
+      value = None
+    if key in _SPLIT:
+      args.update(zip(_SPLIT[key], value))
+    else:
+      args[key] = value
+  # Floats and schedules live in the state; ints, bools, strings, tuples and
+  # None shape the computation and stay static.
+  static = [k for k, v in args.items() if not (isinstance(v, float) or callable(v))]
+  return optax.inject_hyperparams(spec.factory, static_args=static, hyperparam_dtype=hyperparam_dtype())(**args)

@@ -1,0 +1,69 @@
+"""Small transformations shared by the torch-faithful optimizers.
+
+Every scalar hyperparameter lives in the optimizer state in float32 or wider;
+before it meets a tensor it is cast to that tensor's dtype, as torch applies its
+Python-float hyperparameters to float32 or bfloat16 tensors, so moments and
+updates keep the parameters' dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def cast(x: Any, like: jax.Array) -> jax.Array:
+  """``x`` as a scalar of ``like``'s dtype."""
+  return jnp.asarray(x, dtype=like.dtype)
+
+
+def zeros_like(params: Any) -> Any:
+  return jax.tree.map(jnp.zeros_like, params)
+
+
+def negate() -> optax.GradientTransformation:
+  """Negates the gradient: torch's ``maximize=True``, applied before L2 decay."""
+  return optax.stateless(lambda g, _: jax.tree.map(jnp.negative, g))
+
+
+def l2(weight_decay: Any) -> optax.GradientTransformation:
+  """``g + weight_decay * p``: torch's coupled ``weight_decay`` (L2 added to the
+  gradient before the optimizer's own math), as in ``torch.optim.SGD``."""
+
+  def fn(g, p):
+    return jax.tree.map(lambda gi, pi: gi + cast(weight_decay, gi) * pi, g, p)
+
+  return optax.stateless(fn)
+
+
+def descend(learning_rate: Any) -> optax.GradientTransformation:
+  """``-lr * u``: the final step of every torch optimizer, ``p.add_(u, alpha=-lr)``."""
+  return optax.stateless(
+      lambda u, _: jax.tree.map(lambda ui: -cast(learning_rate, ui) * ui, u)
+  )
+
+
+def decoupled_decay(learning_rate: Any, weight_decay: Any) -> optax.GradientTransformation:
+  """Adds ``-lr * weight_decay * p``: torch's decoupled decay ``p.mul_(1 - lr * wd)``
+  (``torch.optim.AdamW``), placed after :func:`descend` in a chain."""
+
+  def fn(u, p):
+    return jax.tree.map(
+        lambda ui, pi: ui - cast(learning_rate * weight_decay, ui) * pi, u, p
+    )
+
+  return optax.stateless(fn)
+
+
+class CountState(NamedTuple):
+  """A step counter, as torch's ``state['step']`` (int32: exact to 2**31 - 1)."""
+
+  count: jax.Array
+
+
+def chain(*transforms: optax.GradientTransformation | None) -> optax.GradientTransformationExtraArgs:
+  """``optax.chain`` that skips None, so factories can write optional terms inline."""
+  return optax.chain(*(t for t in transforms if t is not None))

@@ -1,0 +1,114 @@
+"""torch as the oracle: run a torch.optim optimizer and jaxsched's port on the
+same parameters and gradients, and compare the parameters after every step.
+
+float64 runs with jax_enable_x64 on; float32 runs with it off (the usual setup),
+so hyperparameters are float32 there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+
+import jaxsched
+
+TOLERANCE = {'float64': 1e-9, 'float32': 1e-5}
+SHAPES = {'w': (4, 3), 'b': (3,), 'k': (2, 3, 5)}
+
+
+def x64(dtype: str):
+  """The JAX precision mode a dtype's run uses."""
+  return jax.enable_x64(dtype == 'float64')
+
+
+def problem(shapes: Mapping[str, tuple[int, ...]] = SHAPES, steps: int = 10, seed: int = 0,
+            scale: float = 1.0) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+  """Seeded float64 initial parameters and a gradient sequence."""
+  rng = np.random.default_rng(seed)
+  params = {k: rng.normal(size=s) for k, s in shapes.items()}
+  grads = [{k: scale * rng.normal(size=s) for k, s in shapes.items()} for _ in range(steps)]
+  return params, grads
+
+
+def torch_trajectory(name: str, kwargs: Mapping[str, Any], params, grads, dtype: str,
+                     grad_hook: Callable[[torch.Tensor], torch.Tensor] = lambda g: g):
+  """Parameters after each ``torch.optim.<name>(**kwargs).step()``."""
+  tdtype = getattr(torch, dtype)
+  tensors = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in params.items()}
+  opt = getattr(torch.optim, name)(list(tensors.values()), **kwargs)
+  out = []
+  for g in grads:
+    for k, t in tensors.items():
+      t.grad = grad_hook(torch.tensor(g[k], dtype=tdtype))
+    opt.step()
+    out.append({k: t.detach().numpy().copy() for k, t in tensors.items()})
+  return out
+
+
+def jax_trajectory(tx_fn: Callable[[], optax.GradientTransformation], params, grads, dtype: str,
+                   **extra_args):
+  """Parameters after each jit-compiled update of ``tx_fn()``, built in ``dtype``'s mode.
+
+  Also checks that updates and the moments keep the parameters' dtype.
+  """
+  with x64(dtype):
+    tx = tx_fn()
+    p = {k: jnp.asarray(v, dtype) for k, v in params.items()}
+    state = jax.jit(tx.init)(p)
+    state_dtypes = jax.tree.map(lambda x: x.dtype, state)
+
+    @jax.jit
+    def step(p, state, g):
+      u, state = tx.update(g, state, p, **extra_args)
+      return optax.apply_updates(p, u), u, state
+
+    out = []
+    for g in grads:
+      gj = {k: jnp.asarray(v, dtype) for k, v in g.items()}
+      p, u, state = step(p, state, gj)
+      for leaf in jax.tree.leaves(u):
+        assert leaf.dtype == jnp.dtype(dtype), f'update dtype {leaf.dtype} != {dtype}'
+      assert jax.tree.map(lambda x: x.dtype, state) == state_dtypes, 'state dtypes changed'
+      out.append({k: np.asarray(v) for k, v in p.items()})
+  return out
+
+
+def max_rel_diff(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> float:
+  """max over leaves of max|a - e| / max|e|."""
+  return max(
+      float(np.max(np.abs(actual[k] - expected[k])) / max(np.max(np.abs(expected[k])), 1e-30))
+      for k in expected
+  )
+
+
+def assert_trajectories_close(actual, expected, dtype: str, rtol: float | None = None) -> None:
+  rtol = TOLERANCE[dtype] if rtol is None else rtol
+  for step, (a, e) in enumerate(zip(actual, expected, strict=True)):
+    d = max_rel_diff(a, e)
+    assert d <= rtol, f'step {step}: max relative difference {d:.3g} > {rtol:g}'
+
+
+def assert_matches_torch(name: str, kwargs: Mapping[str, Any], dtype: str, *,
+                         jax_kwargs: Mapping[str, Any] | None = None, shapes=SHAPES,
+                         steps: int = 10, seed: int = 0, scale: float = 1.0,
+                         rtol: float | None = None) -> None:
+  """jaxsched.optimizer(name, **jax_kwargs) tracks torch.optim.<name>(**kwargs) step for step.
+
+  ``jax_kwargs`` defaults to ``kwargs``; both sides get every keyword explicitly
+  where the reference page's defaults differ from torch's.
+  """
+  params, grads = problem(shapes, steps, seed, scale)
+  expected = torch_trajectory(name, kwargs, params, grads, dtype)
+  jk = dict(kwargs if jax_kwargs is None else jax_kwargs)
+  actual = jax_trajectory(lambda: jaxsched.optimizer(name, **jk), params, grads, dtype)
+  assert_trajectories_close(actual, expected, dtype, rtol)
+
+
+DTYPES = ('float64', 'float32')
+
+
