@@ -98,4 +98,28 @@ def _build(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> o
   # Floats and schedules live in the state; ints, bools, strings, tuples and
   # None shape the computation and stay static.
   static = [k for k, v in args.items() if not (isinstance(v, float) or callable(v))]
-  return optax.inject_hyperparams(spec.factory, static_args=static, hyperparam_dtype=hyperparam_dtype())(**args)
+  tx = optax.inject_hyperparams(spec.factory, static_args=static, hyperparam_dtype=hyperparam_dtype())(**args)
+  schedules = {k: v for k, v in args.items() if callable(v)}
+  return _show_next_values(tx, schedules) if schedules else tx
+
+
+def _show_next_values(tx: optax.GradientTransformationExtraArgs,
+                      schedules: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
+  """After each update, ``state.hyperparams`` shows the values the NEXT update uses.
+
+  ``optax.inject_hyperparams`` keeps there the values of the update just made;
+  torch's ``param_group['lr']`` (what Lightning's LearningRateMonitor logs) is
+  the one the next step will use, as it is right after ``init``.
+  """
+  stateful = {
+      k: f if isinstance(f, optax.schedules.StatefulSchedule) else optax.WrappedSchedule(f) for k, f in schedules.items()
+  }
+
+  def update_fn(updates, state, params=None, **extra_args):
+    updates, state = tx.update(updates, state, params, **extra_args)
+    shown = dict(state.hyperparams)
+    for k, f in stateful.items():
+      shown[k] = jnp.asarray(f(state.hyperparams_states[k]), shown[k].dtype)
+    return updates, state._replace(hyperparams=shown)
+
+  return optax.GradientTransformationExtraArgs(tx.init, update_fn)
