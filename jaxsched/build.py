@@ -1,0 +1,285 @@
+"""From a config to one Optax transformation for a parameter tree.
+
+:func:`build` chains what Lightning does around a torch optimizer step:
+gradient accumulation, clipping, the optimizer with DynVision's parameter
+groups (each group with its own LR, scheduled from its own base LR) and
+ReduceLROnPlateau. :func:`current_lr` reads each group's learning rate back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsched._errors import ConfigError
+from jaxsched.config import Config, load_config
+from jaxsched.optimizers import OPTIMIZERS, optimizer
+from jaxsched.plateau import reduce_on_plateau
+from jaxsched.schedules import schedule
+
+PLATEAU = 'ReduceLROnPlateau'
+REGULAR, RECURRENT = 'regular', 'recurrent'
+# Scheduler keywords for which torch takes one value per parameter group.
+PER_GROUP = {
+    'OneCycleLR': ('max_lr', 'base_momentum', 'max_momentum'),
+    'CyclicLR': ('base_lr', 'max_lr', 'base_momentum', 'max_momentum'),
+    PLATEAU: ('min_lr',),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """A parameter group: its name, its base LR and its optimizer keywords."""
+
+  name: str
+  learning_rate: float
+  optimizer_kwargs: Mapping[str, Any]
+
+
+def path_name(path: tuple) -> str:
+  """A param's '/'-joined path, as DynVision's named_parameters ('layer/kernel')."""
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
+def _labeller(config: Config) -> Callable[[str], str]:
+  named = list(config.lr_parameter_groups)
+  patterns = [p.lower() for p in config.recurrent_param_patterns]
+  recurrent = config.recurrent_learning_rate_multiplier != 1.0
+
+  def label(path: str) -> str:
+    for name in named:  # DynVision's rule: substring of the path, first match wins
+      if name in path:
+        return name
+    if recurrent and any(p in path.lower() for p in patterns):
+      return RECURRENT
+    return REGULAR
+
+  return label
+
+
+def param_labels(config: Config, params: Any) -> Any:
+  """The group name of every parameter, as a tree like ``params``."""
+  label = _labeller(config)
+  return jax.tree_util.tree_map_with_path(lambda path, _: label(path_name(path)), params)
+
+
+def groups(config: Config, params: Any) -> list[Group]:
+  """The parameter groups that hold parameters, in torch's param_groups order:
+  regular, recurrent, then lr_parameter_groups as given.
+
+  Raises:
+    ConfigError: a configured group (a named one, or recurrent with a
+      multiplier other than 1) matches no parameter.
+  """
+  base_lr = config.learning_rate
+  if base_lr is None:
+    spec = OPTIMIZERS.get(config.optimizer)
+    base_lr = spec.lr if spec is not None else None
+  labels = param_labels(config, params)
+  used = set(jax.tree.leaves(labels))
+  paths = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  configured = list(config.lr_parameter_groups)
+  if config.recurrent_learning_rate_multiplier != 1.0:
+    configured.insert(0, RECURRENT)
+  for name in configured:
+    if name not in used:
+      what = (f'recurrent_learning_rate_multiplier={config.recurrent_learning_rate_multiplier} applies to params '
+              f'whose path contains one of {list(config.recurrent_param_patterns)}' if name == RECURRENT
+              else f'lr_parameter_groups.{name} applies to params whose path contains {name!r}')
+      raise ConfigError(f'{what}, but none does. Parameter paths: {", ".join(paths)}.')
+
+  out = []
+  for name in [REGULAR, RECURRENT, *config.lr_parameter_groups]:
+    if name not in used:
+      continue
+    if name == REGULAR:
+      factor, kwargs = 1.0, {}
+    elif name == RECURRENT:
+      factor, kwargs = config.recurrent_learning_rate_multiplier, {}
+    else:
+      kwargs = dict(config.lr_parameter_groups[name])
+      factor = kwargs.pop('lr_factor', 1.0)
+    lr = None if base_lr is None else base_lr * factor
+    out.append(Group(name, lr, {**config.optimizer_kwargs, **kwargs}))
+  return out
+
+
+def scheduler_steps(config: Config, steps_per_epoch: int | None) -> Callable[[jax.Array], jax.Array]:
+  """Scheduler steps taken before optimizer step k, under Lightning 2.x's rules.
+
+  interval "epoch": e // frequency with e = k // steps_per_epoch.
+  interval "step": Lightning steps when (batch_idx + 1) % frequency == 0 with
+  batch_idx counted within the epoch: e * (steps_per_epoch // frequency) + b // frequency.
+  """
+  interval, frequency = config.scheduler_configs['interval'], config.scheduler_configs['frequency']
+  if interval == 'step' and frequency == 1:
+    return lambda k: k
+  if steps_per_epoch is None:
+    why = ('interval is "epoch"' if interval == 'epoch'
+           else f'interval "step" with frequency {frequency} restarts its count each epoch')
+    raise ConfigError(f'build() needs steps_per_epoch: the {config.scheduler} scheduler is stepped per '
+                      f'epoch ({why}), and the optimizer counts batches.')
+  if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+    raise ConfigError(f'steps_per_epoch={steps_per_epoch!r} must be a positive integer.')
+  if interval == 'epoch':
+    return lambda k: (k // steps_per_epoch) // frequency
+  per_epoch = steps_per_epoch // frequency
+  return lambda k: (k // steps_per_epoch) * per_epoch + (k % steps_per_epoch) // frequency
+
+
+def _per_group(config: Config, kwargs: dict[str, Any], index: int, count: int) -> dict[str, Any]:
+  out = dict(kwargs)
+  for key in PER_GROUP.get(config.scheduler, ()):
+    value = out.get(key)
+    if isinstance(value, (list, tuple)):
+      if len(value) != count:
+        raise ConfigError(f'scheduler_kwargs.{key} has {len(value)} values, but there are {count} parameter '
+                          f'groups (torch: one value per param group).')
+      out[key] = value[index]
+  return out
+
+
+def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], steps_per_epoch: int | None):
+  """The group's LR (a float, a schedule of the optimizer count, or a Plateau)
+  and its momentum schedule (or None)."""
+  sc = config.scheduler_configs
+  if config.scheduler is None:
+    return group.learning_rate, None
+  if config.scheduler == PLATEAU:
+    return reduce_on_plateau(group.learning_rate, monitor=sc['monitor'], strict=sc['strict'],
+                             frequency=sc['frequency'], **kwargs), None
+  if config.scheduler == 'SequentialLR' and _ends_in_plateau(kwargs):
+    return _warmup_then_plateau(config, group, kwargs), None
+  sched = schedule(config.scheduler, group.learning_rate, **kwargs)
+  steps = scheduler_steps(config, steps_per_epoch)
+  lr = lambda k: sched(steps(k))  # noqa: E731
+  if sched.momentum is None:
+    return lr, None
+  return lr, (lambda k: sched.momentum(steps(k)))
+
+
+def _ends_in_plateau(kwargs: Mapping[str, Any]) -> bool:
+  members = kwargs.get('schedulers') or []
+  return bool(members) and isinstance(members[-1], Mapping) and members[-1].get('scheduler') == PLATEAU
+
+
+def _warmup_then_plateau(config: Config, group: Group, kwargs: dict[str, Any]):
+  """SequentialLR ending in ReduceLROnPlateau (torch rejects it, pytorch#68978):
+  the first members run on the counted reports until the last milestone, then
+  the plateau takes over from the base LR."""
+  members, milestones = list(kwargs['schedulers']), list(kwargs.get('milestones') or [])
+  if len(milestones) != len(members) - 1:
+    raise ConfigError(f'SequentialLR: {len(members)} schedulers need {len(members) - 1} milestones, '
+                      f'got {milestones}.')
+  head = members[:-1]
+  if len(head) == 1:
+    warm = schedule(head[0]['scheduler'], group.learning_rate, **(head[0].get('scheduler_kwargs') or {}))
+  else:
+    warm = schedule('SequentialLR', group.learning_rate, schedulers=head, milestones=milestones[:-1])
+  sc = config.scheduler_configs
+  return reduce_on_plateau(group.learning_rate, monitor=sc['monitor'], strict=sc['strict'],
+                           frequency=sc['frequency'], warmup=warm, warmup_steps=milestones[-1],
+                           **(members[-1].get('scheduler_kwargs') or {}))
+
+
+def _with_momentum(name: str, kwargs: dict[str, Any], momentum: Callable | None) -> dict[str, Any]:
+  """torch's cycle_momentum: the schedule drives SGD's/RMSprop's momentum or beta1."""
+  if momentum is None:
+    return kwargs
+  spec = OPTIMIZERS.get(name)
+  if spec is not None and 'momentum' in spec.kwargs:
+    return {**kwargs, 'momentum': momentum}
+  if spec is not None and 'betas' in spec.kwargs:
+    b2 = (kwargs.get('betas') or spec.kwargs['betas'][0])[1]
+    return {**kwargs, 'betas': (momentum, b2)}
+  raise ConfigError(f'{name} has neither momentum nor betas, so the scheduler cannot cycle momentum '
+                    f'(torch raises the same); set scheduler_kwargs.cycle_momentum: false.')
+
+
+def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+  """``torch.nn.utils.clip_grad_norm_``: g * min(1, max_norm / (norm + 1e-6)).
+
+  ``optax.clip_by_global_norm`` has no 1e-6 and leaves g alone below max_norm.
+  """
+
+  def fn(updates, params):
+    del params
+    norm = optax.tree.norm(updates)
+    coef = jnp.minimum(max_norm / (norm + 1e-6), 1.0)
+    return jax.tree.map(lambda g: g * coef.astype(g.dtype), updates)
+
+  return optax.stateless(fn)
+
+
+def build(config: Any, params: Any, *, steps_per_epoch: int | None = None) -> optax.GradientTransformationExtraArgs:
+  """One Optax transformation for ``params`` from a config.
+
+  Args:
+    config: a :class:`Config` or anything :func:`load_config` accepts.
+    params: the parameter tree (its paths name the groups).
+    steps_per_epoch: optimizer steps per epoch, needed for interval "epoch"
+      schedules and for interval "step" with frequency > 1.
+
+  Returns:
+    ``accumulate(clip -> multi_transform({group: optimizer(lr=schedule)}))``;
+    ``report`` feeds its plateaus and ``current_lr`` reads its groups' LRs.
+  """
+  config = config if isinstance(config, Config) else load_config(config)
+  group_list = groups(config, params)
+  transforms = {}
+  for i, group in enumerate(group_list):
+    kwargs = _per_group(config, dict(config.scheduler_kwargs), i, len(group_list))
+    lr, momentum = _learning_rate(config, group, kwargs, steps_per_epoch)
+    opt_kwargs = _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
+    transforms[group.name] = optimizer(config.optimizer, learning_rate=lr, **opt_kwargs)
+  if config.optimizer == 'LBFGS' and len(transforms) > 1:
+    raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
+  tx = optax.multi_transform(transforms, param_labels(config, params))
+  if config.gradient_clip_val is not None:
+    clip = (torch_clip_by_global_norm(config.gradient_clip_val) if config.gradient_clip_algorithm == 'norm'
+            else optax.clip(config.gradient_clip_val))
+    tx = optax.chain(clip, tx)
+  if config.accumulate_grad_batches > 1:
+    tx = optax.MultiSteps(tx, config.accumulate_grad_batches).gradient_transformation()
+  return tx
+
+
+def current_lr(opt_state: Any) -> dict[str, float]:
+  """Each group's learning rate for the next step, and momentum/beta1 where the
+  scheduler cycles it (as ``'<group>/momentum'``), from a state of :func:`build`."""
+  out: dict[str, Any] = {}
+  for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.MultiTransformState)):
+    if not isinstance(node, optax.MultiTransformState):
+      continue
+    for name, inner in node.inner_states.items():
+      inner = getattr(inner, 'inner_state', inner)
+      hp = inner.hyperparams
+      out[name] = hp['learning_rate']
+      for key in ('momentum', 'b1'):
+        if key in hp and _is_scheduled(inner, key):
+          out[f'{name}/momentum'] = hp[key]
+  return out
+
+
+def _is_scheduled(inject_state: Any, key: str) -> bool:
+  return key in getattr(inject_state, 'hyperparams_states', {})
+
+
+def lr_log_names(config: Any, opt_state: Any) -> dict[str, Any]:
+  """current_lr keyed as Lightning's LearningRateMonitor names them:
+  ``lr-<Optimizer>`` for one group, ``lr-<Optimizer>/<group>`` for several, or
+  ``<scheduler_configs.name>/<group>`` when a name is configured."""
+  config = config if isinstance(config, Config) else load_config(config)
+  lrs = current_lr(opt_state)
+  base = config.scheduler_configs.get('name') or f'lr-{config.optimizer}'
+  names = [k for k in lrs if '/' not in k]
+  out = {}
+  for key, v in lrs.items():
+    group, _, what = key.partition('/')
+    prefix = base if len(names) == 1 and not config.scheduler_configs.get('name') else f'{base}/{group}'
+    out[f'{prefix}-momentum' if what else prefix] = v
+  return out

@@ -1,0 +1,247 @@
+"""build(): whole configs train like torch with DynVision's param groups, stepped by Lightning's rules.
+
+The torch side is a hand-written Lightning 2.x loop (facts-measured-here.md):
+accumulate, clip, optimizer.step(), then scheduler.step() every `frequency`
+batches (interval "step", batch_idx within the epoch) or after each
+`frequency`-th epoch's validation (interval "epoch"; ReduceLROnPlateau gets
+the monitored metric).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+import jaxsched
+from jaxsched.build import build, current_lr, groups, lr_log_names, param_labels, scheduler_steps
+from jaxsched.config import load_config
+from oracle import max_rel_diff, x64
+
+SHAPES = {'conv/kernel': (3, 4), 'conv/bias': (4,), 'recurrent_conv/kernel': (4, 4), 'head/kernel': (4, 2)}
+
+
+def nested(flat):
+  out = {}
+  for path, v in flat.items():
+    a, b = path.split('/')
+    out.setdefault(a, {})[b] = v
+  return out
+
+
+def run_both(config, torch_groups, torch_optimizer, torch_scheduler, *, epochs, spe, accumulate=1,
+             metrics=None, clip=None, seed=0, grad_scale=1.0):
+  """Parameters after training both sides; torch_groups: [(paths, lr, extra kwargs)]."""
+  rng = np.random.default_rng(seed)
+  init = {k: rng.normal(size=s) for k, s in SHAPES.items()}
+  n_micro = epochs * spe * accumulate
+  grads = [{k: grad_scale * rng.normal(size=s) for k, s in SHAPES.items()} for _ in range(n_micro)]
+  metrics = metrics or [None] * epochs
+  cfg = load_config(config)
+
+  # torch, Lightning-style
+  tensors = {k: torch.tensor(v, requires_grad=True) for k, v in init.items()}
+  opt = torch_optimizer([{'params': [tensors[p] for p in paths], 'lr': lr, **kw} for paths, lr, kw in torch_groups])
+  sched = torch_scheduler(opt) if torch_scheduler else None
+  interval, freq = cfg.scheduler_configs['interval'], cfg.scheduler_configs['frequency']
+  i = 0
+  for e in range(epochs):
+    for b in range(spe):
+      for k in tensors:
+        tensors[k].grad = torch.tensor(np.mean([grads[i + j][k] for j in range(accumulate)], axis=0))
+      i += accumulate
+      if clip is not None:
+        clip(list(tensors.values()))
+      opt.step()
+      if sched is not None and interval == 'step' and (b + 1) % freq == 0:
+        sched.step()
+    if sched is not None and interval == 'epoch' and (e + 1) % freq == 0:
+      sched.step(metrics[e]) if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) else sched.step()
+  expected = {k: t.detach().numpy() for k, t in tensors.items()}
+  torch_lrs = [g['lr'] for g in opt.param_groups]
+
+  # jaxsched
+  with x64('float64'):
+    params = nested({k: jnp.asarray(v) for k, v in init.items()})
+    tx = build(cfg, params, steps_per_epoch=spe)
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state, g):
+      updates, state = tx.update(g, state, params)
+      return optax.apply_updates(params, updates), state
+
+    i = 0
+    for e in range(epochs):
+      for _ in range(spe * accumulate):
+        params, state = step(params, state, nested({k: jnp.asarray(v) for k, v in grads[i].items()}))
+        i += 1
+      if metrics[e] is not None:
+        state = jaxsched.report(state, {cfg.monitor: metrics[e], 'other': 0.0})
+    actual = {'/'.join((a, b)): np.asarray(v) for a, d in params.items() for b, v in d.items()}
+    # the LR each group would use next equals torch's param_group['lr'] (groups in torch's order)
+    lrs = current_lr(state)
+    np.testing.assert_allclose([float(lrs[g.name]) for g in groups(cfg, params)], torch_lrs, rtol=1e-12)
+  return actual, expected, state
+
+
+REC = ['recurrent_conv/kernel']
+REG = ['conv/kernel', 'conv/bias', 'head/kernel']
+
+
+def test_sgd_recurrent_multiplier_cosine_eta_min_epoch_interval_clip_norm():
+  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.9, 'weight_decay': 1e-3},
+            'scheduler': 'CosineAnnealingLR', 'scheduler_kwargs': {'T_max': 4, 'eta_min': 0.01},
+            'recurrent_learning_rate_multiplier': 0.1, 'gradient_clip_val': 1.5}
+  actual, expected, state = run_both(
+      config, [(REG, 0.1, {}), (REC, 0.01, {})],
+      lambda g: torch.optim.SGD(g, momentum=0.9, weight_decay=1e-3),
+      lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4, eta_min=0.01),
+      epochs=6, spe=3, clip=lambda ps: torch.nn.utils.clip_grad_norm_(ps, 1.5))
+  assert max_rel_diff(actual, expected) < 1e-9
+  # the recurrent LR is scheduled from its own base: not 0.1x the regular one (eta_min > 0)
+  lrs = current_lr(state)
+  assert float(lrs['recurrent']) != pytest.approx(0.1 * float(lrs['regular']))
+
+
+def test_adamw_named_groups_onecycle_per_group_max_lr_step_interval_clip_value_accumulate():
+  config = {'optimizer': 'AdamW', 'learning_rate': 1e-3, 'optimizer_kwargs': {'weight_decay': 0.05},
+            'lr_parameter_groups': {'bias': {'lr_factor': 2.0, 'weight_decay': 0.0}},
+            'recurrent_learning_rate_multiplier': 0.5,
+            'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': [0.01, 0.005, 0.02], 'total_steps': 12},
+            'scheduler_configs': {'interval': 'step'},
+            'gradient_clip_val': 0.8, 'gradient_clip_algorithm': 'value', 'accumulate_grad_batches': 2}
+  actual, expected, _ = run_both(
+      config,
+      [(['conv/kernel', 'head/kernel'], 1e-3, {}), (REC, 5e-4, {}), (['conv/bias'], 2e-3, {'weight_decay': 0.0})],
+      lambda g: torch.optim.AdamW(g, weight_decay=0.05),
+      lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[0.01, 0.005, 0.02], total_steps=12),
+      epochs=3, spe=4, accumulate=2, clip=lambda ps: torch.nn.utils.clip_grad_value_(ps, 0.8))
+  assert max_rel_diff(actual, expected) < 1e-9
+
+
+def test_adam_plateau_per_group_min_lr_val_loss():
+  config = {'optimizer': 'Adam', 'learning_rate': 0.01, 'recurrent_learning_rate_multiplier': 0.1,
+            'scheduler': 'ReduceLROnPlateau',
+            'scheduler_kwargs': {'patience': 1, 'factor': 0.5, 'min_lr': [0.003, 0.0], 'cooldown': 1},
+            'scheduler_configs': {'monitor': 'val_loss'}, 'gradient_clip_val': 2.0}
+  metrics = [1.0, 0.9, 0.9, 0.9, 0.9, 0.95, 0.8, 0.8, 0.8, 0.8]
+  actual, expected, state = run_both(
+      config, [(REG, 0.01, {}), (REC, 0.001, {})], torch.optim.Adam,
+      lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, patience=1, factor=0.5, min_lr=[0.003, 0.0],
+                                                           cooldown=1),
+      epochs=10, spe=2, metrics=metrics, clip=lambda ps: torch.nn.utils.clip_grad_norm_(ps, 2.0))
+  assert max_rel_diff(actual, expected) < 1e-9
+  lrs = current_lr(state)
+  assert float(lrs['regular']) == pytest.approx(0.003)  # floored at its own min_lr
+
+
+def test_step_interval_with_frequency_restarts_each_epoch():
+  # facts-measured-here.md: interval step, frequency 3, 5 batches per epoch, StepLR(1, 0.5).
+  config = {'optimizer': 'SGD', 'learning_rate': 1.0, 'optimizer_kwargs': {'momentum': 0.0},
+            'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 1, 'gamma': 0.5},
+            'scheduler_configs': {'interval': 'step', 'frequency': 3}}
+  cfg = load_config(config)
+  steps = scheduler_steps(cfg, 5)
+  lrs = [0.5 ** int(steps(jnp.asarray(k))) for k in range(10)]
+  assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25]
+  actual, expected, _ = run_both(
+      config, [(REG + REC, 1.0, {})], lambda g: torch.optim.SGD(g, momentum=0.0),
+      lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5), epochs=2, spe=5)
+  assert max_rel_diff(actual, expected) < 1e-12
+
+
+def test_epoch_interval_frequency_two():
+  cfg = load_config({'scheduler_configs': {'frequency': 2}})
+  steps = scheduler_steps(cfg, 5)
+  assert [int(steps(jnp.asarray(k))) for k in range(0, 30, 5)] == [0, 0, 1, 1, 2, 2]
+
+
+def test_cycle_momentum_drives_sgd_momentum():
+  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.9},
+            'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 10},
+            'scheduler_configs': {'interval': 'step'}}
+  actual, expected, state = run_both(
+      config, [(REG + REC, 0.1, {})], lambda g: torch.optim.SGD(g, momentum=0.9),
+      lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=10), epochs=2, spe=5)
+  assert max_rel_diff(actual, expected) < 1e-9
+  assert 'regular/momentum' in current_lr(state)
+
+
+def test_groups_order_and_labels():
+  cfg = load_config({'recurrent_learning_rate_multiplier': 0.1, 'lr_parameter_groups': {'head': {'lr_factor': 3}},
+                     'learning_rate': 0.01})
+  params = nested({k: jnp.zeros(s) for k, s in SHAPES.items()})
+  assert [(g.name, g.learning_rate) for g in groups(cfg, params)] == [
+      ('regular', 0.01), ('recurrent', pytest.approx(0.001)), ('head', pytest.approx(0.03))]
+  assert param_labels(cfg, params)['recurrent_conv']['kernel'] == 'recurrent'
+
+
+@pytest.mark.parametrize('config, words', [
+    ({'lr_parameter_groups': {'lstm': {'lr_factor': 2}}}, ['lstm', 'conv/kernel', 'head/kernel']),
+    ({'recurrent_learning_rate_multiplier': 0.1, 'recurrent_param_patterns': ['lateral']}, ['lateral', 'none']),
+    ({'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2}}, ['steps_per_epoch', 'epoch']),
+    ({'optimizer': 'Adagrad', 'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 10},
+      'scheduler_configs': {'interval': 'step'}}, ['Adagrad', 'cycle_momentum']),
+    ({'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': [0.1, 0.2], 'total_steps': 10},
+      'scheduler_configs': {'interval': 'step'}}, ['max_lr', '2 values', '1 parameter']),
+])
+def test_build_errors(config, words):
+  params = nested({k: jnp.zeros(s) for k, s in SHAPES.items()})
+  with pytest.raises(jaxsched.ConfigError) as e:
+    build(config, params)
+  for w in words:
+    assert w in str(e.value)
+
+
+def test_log_names():
+  params = nested({k: jnp.zeros(s) for k, s in SHAPES.items()})
+  cfg = {'optimizer': 'SGD', 'recurrent_learning_rate_multiplier': 0.1, 'scheduler': None,
+         'scheduler_configs': {'name': 'lr_scheduled'}}
+  state = build(cfg, params).init(params)
+  assert set(lr_log_names(cfg, state)) == {'lr_scheduled/regular', 'lr_scheduled/recurrent'}
+  single = {'optimizer': 'SGD', 'scheduler': None}
+  assert set(lr_log_names(single, build(single, params).init(params))) == {'lr-SGD'}
+
+
+def test_warmup_then_plateau_from_a_config():
+  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.0},
+            'scheduler': 'SequentialLR',
+            'scheduler_kwargs': {'schedulers': [
+                {'scheduler': 'LinearLR', 'scheduler_kwargs': {'start_factor': 0.25, 'total_iters': 3}},
+                {'scheduler': 'ReduceLROnPlateau', 'scheduler_kwargs': {'patience': 0, 'factor': 0.5}}],
+                'milestones': [3]},
+            'scheduler_configs': {'monitor': 'val_loss'}}
+  params = {'w': jnp.ones(2)}
+  tx = build(config, params)
+  state = tx.init(params)
+  seen = [float(current_lr(state)['regular'])]
+  for loss in [5.0, 5.0, 5.0, 1.0, 1.0, 1.0]:
+    _, state = tx.update({'w': jnp.ones(2)}, state, params)
+    state = jaxsched.report(state, {'val_loss': loss})
+    seen.append(float(current_lr(state)['regular']))
+  np.testing.assert_allclose(seen, [0.025, 0.05, 0.075, 0.1, 0.1, 0.05, 0.025], rtol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['adaptive_plateau', 'one_cycle', 'sgd_step_decay', 'warmup_cosine'])
+def test_reference_patterns_build_and_step(name):
+  path = jaxsched.patterns()[name]
+  params = nested({k: jnp.zeros(s) for k, s in SHAPES.items()})
+  tx = build(path, params, steps_per_epoch=100)
+  state = tx.init(params)
+  g = jax.tree.map(jnp.ones_like, params)
+  updates, state = jax.jit(tx.update)(g, state, params)
+  state = jaxsched.report(state, {'val_loss': 1.0, 'train_loss': 1.0})
+  assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+  cfg = load_config(path)
+  assert cfg.optimizer in jaxsched.OPTIMIZERS
+  lr = float(current_lr(state)['regular'])
+  # warmup_start_lr defaults to 0: the whole first epoch trains at LR 0 (the trap `jaxsched check` lints)
+  assert lr == 0.0 if name == 'warmup_cosine' else lr > 0
+
+
+def test_patterns_are_the_reference_pages():
+  assert load_config(jaxsched.patterns()['sgd_step_decay']).scheduler_kwargs == {'milestones': [30, 60, 90],
+                                                                                   'gamma': 0.1}
+  assert load_config(jaxsched.patterns()['adaptive_plateau']).monitor == 'val_loss'
