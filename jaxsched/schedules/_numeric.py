@@ -1,0 +1,147 @@
+"""Exact-count arithmetic shared by the closed forms.
+
+Every schedule computes in the float type of the current JAX mode (float64 when
+``jax_enable_x64`` is on, float32 otherwise), chosen when the schedule is
+called, i.e. at trace time. Counts are cast to int64 (x64) or int32 before any
+arithmetic, period arithmetic (``//``, ``%``) stays in integers, and the
+quantities that float32 would round badly are rewritten:
+
+* ``gamma ** m`` for an integer ``m`` up to 2**31 - 1 is ``exp(m * log(gamma))``
+  with the product carried in two float32 words (:func:`power`);
+* ``(1 + cos(pi * r / T)) / 2`` is ``sin(pi * (T - r) / (2 T)) ** 2`` with
+  ``T - r`` an exact integer (:func:`half_cosine`), which keeps full relative
+  precision near the trough where the cosine form cancels;
+* ``k - c`` for a fractional constant ``c`` subtracts the integer part exactly
+  (:func:`minus`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+INT_MAX = 2**31 - 1
+
+
+def float_dtype() -> jnp.dtype:
+  """float64 under x64, else float32 (decided at call time)."""
+  return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def int_dtype() -> jnp.dtype:
+  """int64 under x64, else int32 (decided at call time)."""
+  return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.int64))
+
+
+def as_count(count: Any) -> jax.Array:
+  """The step count as an integer array of the mode's width (int64 under x64)."""
+  count = jnp.asarray(count)
+  if not jnp.issubdtype(count.dtype, jnp.integer):
+    count = jnp.floor(count)
+  return count.astype(int_dtype())
+
+
+def const(x: float) -> jax.Array:
+  return jnp.asarray(x, float_dtype())
+
+
+def to_float(n: jax.Array) -> jax.Array:
+  return n.astype(float_dtype())
+
+
+def mod_period(n: jax.Array, period: int) -> jax.Array:
+  """``n % period`` in integers; a period beyond the int32 range leaves n as is."""
+  return n if period > INT_MAX else n % period
+
+
+def div_period(n: jax.Array, period: int) -> jax.Array:
+  """``n // period`` in integers (0 when the period exceeds every valid count)."""
+  return jnp.zeros_like(n) if period > INT_MAX else n // period
+
+
+def power(gamma: float, m: jax.Array) -> jax.Array:
+  """``gamma ** m`` for a Python float gamma and an integer array m >= 0.
+
+  Relative error of a few ulps for every m up to 2**31 - 1 in both modes: in
+  float32, ``m * log|gamma|`` is carried as an exact float32 sum plus a small
+  correction, so no rounding of m or of gamma is amplified by m.
+  """
+  dt = float_dtype()
+  m = jnp.maximum(m, 0)
+  if gamma == 0.0:
+    return jnp.where(m == 0, 1.0, 0.0).astype(dt)
+  sign = jnp.where(m % 2 == 1, -1.0, 1.0).astype(dt) if gamma < 0 else jnp.asarray(1.0, dt)
+  log_g = math.log(abs(gamma))
+  if log_g == 0.0:
+    return sign
+  if dt == jnp.float64:
+    return sign * jnp.exp(m.astype(dt) * log_g)
+  # float32: log_g = head + tail, head with 8 significant bits, so that
+  # hi * head and lo * head are exact for the 15/16-bit halves of m.
+  mant, exp = math.frexp(log_g)
+  head = math.ldexp(round(mant * 2**7), exp - 7)
+  tail = log_g - head
+  m = m.astype(jnp.int32)
+  hi = (m >> 16).astype(dt)
+  lo = (m & 0xFFFF).astype(dt)
+  p1 = hi * jnp.asarray(head * 65536.0, dt)
+  p2 = lo * jnp.asarray(head, dt)
+  s = p1 + p2
+  bb = s - p1
+  err = (p1 - (s - bb)) + (p2 - bb)  # two-sum: p1 + p2 == s + err exactly
+  rest = err + m.astype(dt) * jnp.asarray(tail, dt)
+  return sign * jnp.exp(s) * jnp.exp(rest)
+
+
+def half_cosine(distance: jax.Array, period2: int | float) -> jax.Array:
+  """``(1 + cos(pi * r / T)) / 2`` given ``distance = T - r`` and ``period2 = 2 T``.
+
+  Equal to ``sin(pi * (T - r) / (2 T)) ** 2``; ``distance`` is an exact integer
+  (or an accurate float), so the value keeps its relative precision near the
+  trough (r near T) where ``1 + cos`` cancels.
+  """
+  s = jnp.sin(distance.astype(float_dtype()) * const(math.pi / period2))
+  return s * s
+
+
+def minus(n: jax.Array, c: float) -> jax.Array:
+  """``n - c`` as a float, accurate for a fractional Python constant c."""
+  ci = math.floor(c)
+  cf = c - ci
+  return (n - ci).astype(float_dtype()) - const(cf)
+
+
+def fold_affine(step: Callable[[jax.Array], tuple[jax.Array, jax.Array]], n: jax.Array,
+                start: jax.Array, block: int = 256) -> jax.Array:
+  """Applies ``lr <- a(k) * lr + b(k)`` for k = 1..n to ``start``: torch's chainable
+  recursion where no closed form exists.
+
+  Pure jnp with a traced n (a ``while_loop`` over blocks of ``block`` steps,
+  each block evaluated as vectors and composed with suffix products), so the
+  cost is O(n), not O(1): fine for a training loop's count, slow for long
+  curves under vmap.
+  """
+  dt = float_dtype()
+  it = n.dtype
+  offsets = jnp.arange(block, dtype=it)
+
+  def body(carry):
+    first, lr = carry
+    ks = first + offsets
+    a, b = step(ks)
+    live = ks <= n
+    a = jnp.where(live, jnp.broadcast_to(a, ks.shape).astype(dt), 1.0)
+    b = jnp.where(live, jnp.broadcast_to(b, ks.shape).astype(dt), 0.0)
+    # lr_end = prod(a) * lr + sum_k b_k * prod_{j>k} a_j
+    rev = jnp.cumprod(a[::-1])[::-1]  # prod_{j>=k} a_j
+    after = jnp.concatenate([rev[1:], jnp.ones((1,), dt)])
+    return first + block, rev[0] * lr + jnp.sum(b * after)
+
+  def cond(carry):
+    return carry[0] <= n
+
+  _, lr = jax.lax.while_loop(cond, body, (jnp.ones((), it), jnp.asarray(start, dt)))
+  return lr
