@@ -238,7 +238,8 @@ def build(config: Any, params: Any, *, steps_per_epoch: int | None = None) -> op
     transforms[group.name] = optimizer(config.optimizer, learning_rate=lr, **opt_kwargs)
   if config.optimizer == 'LBFGS' and len(transforms) > 1:
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
-  tx = optax.multi_transform(transforms, param_labels(config, params))
+  # labels as a function of the tree, so containers such as nnx.State keep their own type
+  tx = optax.multi_transform(transforms, lambda tree: param_labels(config, tree))
   if config.gradient_clip_val is not None:
     clip = (torch_clip_by_global_norm(config.gradient_clip_val) if config.gradient_clip_algorithm == 'norm'
             else optax.clip(config.gradient_clip_val))
