@@ -182,6 +182,20 @@ def _is_numeric_scalar(value: Any) -> bool:
   return shape == () and dtype is not None and getattr(dtype, 'kind', '') in 'iuf'
 
 
+def representable_count(key: str, value: Any) -> None:
+  """ConfigError for an integer (or a list of them) that JAX's counts cannot hold:
+  beyond int32 with jax_enable_x64 off, beyond int64 with it on."""
+  import jax
+  import numpy as np
+
+  items = value if isinstance(value, (list, tuple)) else [value]
+  limit = np.iinfo(np.int64 if jax.config.jax_enable_x64 else np.int32).max
+  for v in items:
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > limit:
+      hint = ' (enable jax_enable_x64 for int64 counts)' if limit < np.iinfo(np.int64).max else ''
+      raise ConfigError(f'{key}={v} does not fit in the step counter: |value| <= {limit}{hint}.')
+
+
 PROBABILITY = Real(0.0, 1.0, hi_open=True)  # betas, alpha, rho, momentum-like decays
 NON_NEGATIVE = Real(0.0)
 POSITIVE = Real(0.0, lo_open=True)

@@ -200,6 +200,37 @@ def _with_momentum(name: str, kwargs: dict[str, Any], momentum: Callable | None)
                     f'(torch raises the same); set scheduler_kwargs.cycle_momentum: false.')
 
 
+def validate(config: Config) -> None:
+  """Builds the config's optimizer and schedule once per group kind, without params,
+  so that a config :func:`load_config` accepts also builds.
+
+  Raises:
+    ConfigError: an unknown optimizer or scheduler, a bad keyword or value, momentum
+      cycling with an optimizer without momentum.
+  """
+  optimizer(config.optimizer, learning_rate=config.learning_rate, **config.optimizer_kwargs)  # names first
+  spec = OPTIMIZERS.get(config.optimizer)
+  base = config.learning_rate if config.learning_rate is not None else (spec.lr if spec else None)
+  if base is None and config.scheduler is not None:
+    raise ConfigError(f'{config.optimizer} has no default learning rate: set learning_rate for the '
+                      f'{config.scheduler} scheduler.')
+  kinds = [(REGULAR, 1.0, {})]
+  if config.recurrent_learning_rate_multiplier != 1.0:
+    kinds.append((RECURRENT, config.recurrent_learning_rate_multiplier, {}))
+  for name, kw in config.lr_parameter_groups.items():
+    kw = dict(kw)
+    kinds.append((name, kw.pop('lr_factor', 1.0), kw))
+  lists = [len(v) for k, v in config.scheduler_kwargs.items()
+           if k in PER_GROUP.get(config.scheduler, ()) and isinstance(v, (list, tuple))]
+  count = lists[0] if lists else len(kinds)
+  for i, (name, factor, kw) in enumerate(kinds):
+    group = Group(name, None if base is None else base * factor, {**config.optimizer_kwargs, **kw})
+    kwargs = _per_group(config, dict(config.scheduler_kwargs), min(i, count - 1), count)
+    lr, momentum = _learning_rate(config, group, kwargs, steps_per_epoch=1)
+    optimizer(config.optimizer, learning_rate=lr, **_with_momentum(config.optimizer, dict(group.optimizer_kwargs),
+                                                                   momentum))
+
+
 def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
   """``torch.nn.utils.clip_grad_norm_``: g * min(1, max_norm / (norm + 1e-6)).
 

@@ -182,9 +182,9 @@ def load_config(source: Any = None, overrides: Iterable[str] = ()) -> Config:
 
   Raises:
     ConfigError: malformed YAML (with file and line), a near-miss of a known
-      key, a value of the wrong type. Optimizer and scheduler keywords are
-      checked when the optimizer is built (:func:`jaxsched.build`); use
-      ``jaxsched check`` to check a config without training.
+      key, a value of the wrong type, an unknown optimizer or scheduler or one
+      of their keywords: the optimizer and schedule of each group kind are
+      built once, so an accepted config builds.
   """
   if source is None:
     data: Any = {}
@@ -211,7 +211,11 @@ def load_config(source: Any = None, overrides: Iterable[str] = ()) -> Config:
       values[name] = value
     elif (guess := _near_miss(key)) is not None:
       raise ConfigError(f'unknown key {key!r}: did you mean {guess!r}?')
-  return _check(values)
+  config = _check(values)
+  from jaxsched.build import validate  # the optimizer layer imports this module
+
+  validate(config)
+  return config
 
 
 def _check(v: dict[str, Any]) -> Config:

@@ -132,3 +132,21 @@ def test_optimizer_configs_monitor_is_honoured():
 def test_config_round_trips():
   c = load_config({'optimizer': 'SGD', 'lr_parameter_groups': {'bias': {'lr_factor': 2}}})
   assert load_config(c) == c and isinstance(c, Config)
+
+
+@pytest.mark.parametrize('data, words', [
+    ({'optimizer': 'Adamm'}, ["'Adamm'", "Did you mean 'Adam'?"]),
+    ({'optimizer': 'SGD', 'optimizer_kwargs': {'momentun': 0.9}}, ["'momentun'", "Did you mean 'momentum'?"]),
+    ({'scheduler': 'StepLR'}, ['StepLR', 'step_size']),
+    ({'scheduler': 'CosineAnealingLR'}, ["Did you mean 'CosineAnnealingLR'?"]),
+    ({'scheduler_kwargs': {'T_max': 0}}, ['T_max', '0']),
+    ({'scheduler': 'ReduceLROnPlateau', 'scheduler_kwargs': {'factor': 2}}, ['factor', '2']),
+    ({'lr_parameter_groups': {'bias': {'lr_factor': 2, 'weight_decy': 0}}}, ["'weight_decy'"]),
+    ({'optimizer': 'Adagrad', 'scheduler': 'CyclicLR', 'scheduler_kwargs': {'base_lr': 0.01, 'max_lr': 0.1}},
+     ['cycle_momentum']),
+])
+def test_optimizer_and_scheduler_are_checked_at_load(data, words):
+  with pytest.raises(jaxsched.ConfigError) as e:
+    load_config(data)
+  for w in words:
+    assert w in str(e.value)

@@ -62,5 +62,7 @@ def schedule(name: str, learning_rate: Any, **kwargs: Any) -> Schedule:
     raise unknown('scheduler', name, SCHEDULES)
   lr = _LEARNING_RATE(f'{name}: learning_rate', learning_rate)
   checked = spec.resolve(kwargs)
+  for key, value in checked.items():
+    _checks.representable_count(f'{name}: {key}', value)
   curve = spec.builder(lr, **checked)
   return Schedule(name=name, curve=curve, momentum=momentum_schedule(curve), max_count=curve.horizon)
