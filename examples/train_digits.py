@@ -31,6 +31,7 @@ from flax import nnx
 
 import jaxsched
 from jaxsched.build import path_name
+from jaxsched.compat import check_compatible
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / 'configs' / 'digits.yaml'
@@ -110,7 +111,8 @@ class Checkpoints:
     import orbax.checkpoint as ocp
 
     self.manager = ocp.CheckpointManager(
-        directory.resolve() / 'checkpoints', options=ocp.CheckpointManagerOptions(max_to_keep=2))
+        directory.resolve() / 'checkpoints', options=ocp.CheckpointManagerOptions(max_to_keep=2),
+        item_handlers={'state': ocp.StandardCheckpointHandler(), 'history': ocp.JsonCheckpointHandler()})
 
   def save(self, epoch: int, params, opt_state, history):
     import orbax.checkpoint as ocp
@@ -126,6 +128,8 @@ class Checkpoints:
     epoch = self.manager.latest_step()
     if epoch is None:
       return None
+    saved = self.manager.item_metadata(epoch)['state']
+    check_compatible({'params': params, 'opt_state': opt_state}, saved.tree)
     got = self.manager.restore(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardRestore({'params': params, 'opt_state': opt_state}),
         history=ocp.args.JsonRestore()))
@@ -210,7 +214,11 @@ def main(argv=None) -> float:
   history = {'train_loss': [], 'train_accuracy': [], 'val_loss': [], 'val_accuracy': [], 'lr': {}}
   start = 0
   if args.resume:
-    restored = checkpoints.restore(params, opt_state)
+    try:
+      restored = checkpoints.restore(params, opt_state)
+    except jaxsched.ConfigError as e:
+      console.print(f'error: cannot resume from {out}: {e}', style='red')
+      raise SystemExit(1)
     if restored is None:
       console.print(f'no checkpoint in {out}: starting from scratch')
     else:

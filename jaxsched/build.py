@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxsched._errors import ConfigError
@@ -256,8 +257,9 @@ def build(config: Any, params: Any, *, steps_per_epoch: int | None = None) -> op
       schedules and for interval "step" with frequency > 1.
 
   Returns:
-    ``accumulate(clip -> multi_transform({group: optimizer(lr=schedule)}))``;
-    ``report`` feeds its plateaus and ``current_lr`` reads its groups' LRs.
+    ``accumulate(skip_nonfinite(clip -> multi_transform({group: optimizer(lr=schedule)})))``;
+    ``report`` feeds its plateaus, ``current_lr`` reads its groups' LRs and
+    ``skipped_steps`` counts the steps skipped for non-finite gradients.
   """
   config = config if isinstance(config, Config) else load_config(config)
   group_list = groups(config, params)
@@ -275,6 +277,8 @@ def build(config: Any, params: Any, *, steps_per_epoch: int | None = None) -> op
     clip = (torch_clip_by_global_norm(config.gradient_clip_val) if config.gradient_clip_algorithm == 'norm'
             else optax.clip(config.gradient_clip_val))
     tx = optax.chain(clip, tx)
+  if config.skip_nonfinite:
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=np.iinfo(np.int32).max)
   if config.accumulate_grad_batches > 1:
     tx = optax.MultiSteps(tx, config.accumulate_grad_batches).gradient_transformation()
   return tx
@@ -295,6 +299,13 @@ def current_lr(opt_state: Any) -> dict[str, float]:
         if key in hp and _is_scheduled(inner, key):
           out[f'{name}/momentum'] = hp[key]
   return out
+
+
+def skipped_steps(opt_state: Any) -> jax.Array:
+  """Steps skipped for non-finite gradients (``skip_nonfinite: true``); 0 otherwise."""
+  found = [n for n in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ApplyIfFiniteState))
+           if isinstance(n, optax.ApplyIfFiniteState)]
+  return found[0].total_notfinite if found else jnp.zeros([], jnp.int32)
 
 
 def _is_scheduled(inject_state: Any, key: str) -> bool:

@@ -53,6 +53,8 @@ class Config:
     gradient_clip_val, gradient_clip_algorithm: Lightning's clipping
       (torch's clip_grad_norm_ or clip_grad_value_); None: no clipping.
     accumulate_grad_batches: micro-batches per optimizer step.
+    skip_nonfinite: skip (and count) steps whose gradient holds a NaN or an
+      Inf (``optax.apply_if_finite``); by default they propagate, as in torch.
   """
 
   optimizer: str = 'Adam'
@@ -69,6 +71,7 @@ class Config:
   gradient_clip_val: float | None = None
   gradient_clip_algorithm: str = 'norm'
   accumulate_grad_batches: int = 1
+  skip_nonfinite: bool = False
 
   @property
   def monitor(self) -> str:
@@ -273,6 +276,8 @@ def _check(v: dict[str, Any]) -> Config:
         'gradient_clip_algorithm', v['gradient_clip_algorithm'])
   if v.get('accumulate_grad_batches') is not None:
     out['accumulate_grad_batches'] = _checks.Integer(1)('accumulate_grad_batches', v['accumulate_grad_batches'])
+  if v.get('skip_nonfinite') is not None:
+    out['skip_nonfinite'] = _checks.Boolean()('skip_nonfinite', v['skip_nonfinite'])
   return Config(**out)
 
 

@@ -62,3 +62,13 @@ def test_bad_config_is_one_line(tmp_path, capsys):
     example.main(['--out', str(tmp_path), 'optimizer=Adamm'])
   assert e.value.code == 1
   assert "Did you mean 'Adam'?" in capsys.readouterr().out
+
+
+def test_resume_under_another_config_says_what_differs(tmp_path, capsys):
+  example = load_example()
+  example.main(['--epochs', '1', '--out', str(tmp_path), '--quiet', *SHORT])
+  with pytest.raises(SystemExit) as e:
+    example.main(['--epochs', '2', '--out', str(tmp_path), '--quiet', '--resume', *SHORT, 'optimizer=SGD'])
+  assert e.value.code == 1
+  out = capsys.readouterr().out
+  assert 'cannot resume' in out and 'another config' in out and 'momentum' in out
