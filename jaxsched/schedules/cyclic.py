@@ -182,8 +182,8 @@ _MOMENTUM = _checks.Real()
 
 SPECS = (
     ScheduleSpec('CyclicLR', cyclic_lr, {
-        'base_lr': (REQUIRED, _checks.Real()),
-        'max_lr': (REQUIRED, _checks.Real()),
+        'base_lr': (REQUIRED, _checks.NON_NEGATIVE),
+        'max_lr': (REQUIRED, _checks.NON_NEGATIVE),
         'step_size_up': (2000, _checks.Integer(1)),
         'step_size_down': (None, _checks.Optional(_checks.Integer(0))),
         'mode': ('triangular', _checks.Choice(('triangular', 'triangular2', 'exp_range'))),
@@ -195,7 +195,7 @@ SPECS = (
         'max_momentum': (0.9, _MOMENTUM),
     }),
     ScheduleSpec('OneCycleLR', one_cycle_lr, {
-        'max_lr': (REQUIRED, _checks.Real()),
+        'max_lr': (REQUIRED, _checks.NON_NEGATIVE),
         'total_steps': (None, _checks.Optional(_checks.Integer(1))),
         'epochs': (None, _checks.Optional(_checks.Integer(1))),
         'steps_per_epoch': (None, _checks.Optional(_checks.Integer(1))),
