@@ -22,7 +22,6 @@ import torch
 from hypothesis import given, strategies as st
 
 import jaxsched
-from jaxsched.schedules import _numeric
 
 TOLERANCE = {'float64': 1e-9, 'float32': 1e-6}
 DTYPES = ('float64', 'float32')
@@ -335,7 +334,6 @@ def test_momentum_is_none_without_cycling():
 
 def test_optimizer_uses_the_momentum_schedule():
   """SGD + OneCycleLR in torch (momentum cycled) == jaxsched SGD with both schedules."""
-  import optax
   kw = dict(max_lr=0.5, total_steps=20)
   rng = np.random.default_rng(0)
   grads = rng.normal(size=(20, 3))
@@ -358,7 +356,6 @@ def test_optimizer_uses_the_momentum_schedule():
 
 
 def test_inject_hyperparams_int32_count_stays_float64():
-  import optax
   with jax.enable_x64(True):
     s = jaxsched.schedule('ExponentialLR', 0.1, gamma=0.95)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=s)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import optax
 
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.optimizers import (
+    _inject,
     adadelta, adafactor, adagrad, adam, asgd, lbfgs, muon, optax_aliases, rmsprop, rprop, sgd,
     sparse_adam,
 )
@@ -24,11 +23,6 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 
 # torch keywords that arrive as one pair but are scheduled separately.
 _SPLIT = {'betas': ('b1', 'b2')}
-
-
-def hyperparam_dtype() -> jnp.dtype:
-  """float64 when jax_enable_x64 is on, else float32: never narrower than float32."""
-  return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
 def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
@@ -60,7 +54,7 @@ def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.Grad
   if not isinstance(name, str):
     raise ConfigError(f'optimizer={name!r} must be a string ID such as "Adam".')
   if name.startswith('optax.'):
-    return optax_aliases.build(name[len('optax.'):], learning_rate, kwargs, hyperparam_dtype())
+    return optax_aliases.build(name[len('optax.'):], learning_rate, kwargs)
   spec = OPTIMIZERS.get(name)
   if spec is None:
     raise unknown('optimizer', name, [*OPTIMIZERS, 'optax.<alias>'])
@@ -95,31 +89,4 @@ def _build(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> o
       args.update(zip(_SPLIT[key], value))
     else:
       args[key] = value
-  # Floats and schedules live in the state; ints, bools, strings, tuples and
-  # None shape the computation and stay static.
-  static = [k for k, v in args.items() if not (isinstance(v, float) or callable(v))]
-  tx = optax.inject_hyperparams(spec.factory, static_args=static, hyperparam_dtype=hyperparam_dtype())(**args)
-  schedules = {k: v for k, v in args.items() if callable(v)}
-  return _show_next_values(tx, schedules) if schedules else tx
-
-
-def _show_next_values(tx: optax.GradientTransformationExtraArgs,
-                      schedules: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
-  """After each update, ``state.hyperparams`` shows the values the NEXT update uses.
-
-  ``optax.inject_hyperparams`` keeps there the values of the update just made;
-  torch's ``param_group['lr']`` (what Lightning's LearningRateMonitor logs) is
-  the one the next step will use, as it is right after ``init``.
-  """
-  stateful = {
-      k: f if isinstance(f, optax.schedules.StatefulSchedule) else optax.WrappedSchedule(f) for k, f in schedules.items()
-  }
-
-  def update_fn(updates, state, params=None, **extra_args):
-    updates, state = tx.update(updates, state, params, **extra_args)
-    shown = dict(state.hyperparams)
-    for k, f in stateful.items():
-      shown[k] = jnp.asarray(f(state.hyperparams_states[k]), shown[k].dtype)
-    return updates, state._replace(hyperparams=shown)
-
-  return optax.GradientTransformationExtraArgs(tx.init, update_fn)
+  return _inject.inject(spec.factory, args)

@@ -9,6 +9,7 @@ import optax
 from optax._src import alias as _alias
 
 from jaxsched._errors import ConfigError, unknown
+from jaxsched.optimizers import _inject
 
 # Every public Optax optimizer alias (optax._src.alias), by its name.
 ALIASES: dict[str, Any] = {
@@ -19,7 +20,7 @@ ALIASES: dict[str, Any] = {
 }
 
 
-def build(alias: str, learning_rate: Any, kwargs: dict[str, Any], dtype) -> optax.GradientTransformationExtraArgs:
+def build(alias: str, learning_rate: Any, kwargs: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
   """``optax.<alias>(learning_rate, **kwargs)`` with its float hyperparameters injected."""
   fn = ALIASES.get(alias)
   if fn is None:
@@ -40,8 +41,7 @@ def build(alias: str, learning_rate: Any, kwargs: dict[str, Any], dtype) -> opta
   ]
   if missing:
     raise ConfigError(f'optax.{alias} needs {", ".join(missing)}.')
-  static = [k for k, v in args.items() if not (isinstance(v, float) or callable(v))]
   try:
-    return optax.inject_hyperparams(fn, static_args=static, hyperparam_dtype=dtype)(**args)
+    return _inject.inject(fn, args)
   except (TypeError, ValueError) as e:
     raise ConfigError(f'optax.{alias}: {e}') from None

@@ -14,7 +14,7 @@ from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.schedules import basic, composite, cosine, cyclic
 from jaxsched.schedules._expr import compile_expression
-from jaxsched.schedules._registry import Curve, Schedule, ScheduleSpec, momentum_schedule
+from jaxsched.schedules._registry import Schedule, ScheduleSpec, momentum_schedule
 
 # Each family module contributes its SPECS; the table is keyed by torch's class name.
 SCHEDULES: dict[str, ScheduleSpec] = {
