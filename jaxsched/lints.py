@@ -1,0 +1,334 @@
+"""Lints: configs that are valid but probably not what the user meant.
+
+Each lint is a small function ``lint(config, run) -> list[str]`` returning
+warning messages (an empty list when the config is clean). They cover the
+traps of the reference page's Troubleshooting section and torch's own:
+warm-up from LR 0 per epoch, a cosine shorter than the run, a OneCycleLR that
+does not span the run, a plateau on a validation metric stepped per batch,
+absolute LRs that override the group multipliers, momentum cycling on a
+momentum-free optimizer, learning rates far from the optimizer's default, and
+schedulers that never step. :func:`lint` runs them all.
+
+A lint never raises on a config it cannot make sense of (a bad keyword is an
+error that ``build`` reports); it then returns no warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping
+
+from jaxsched.build import PLATEAU, RECURRENT, REGULAR, scheduler_steps
+from jaxsched.config import Config
+from jaxsched.optimizers import OPTIMIZERS
+
+ABSOLUTE_LR = {'OneCycleLR': 'max_lr', 'CyclicLR': 'base_lr/max_lr'}
+CYCLES_MOMENTUM = ('OneCycleLR', 'CyclicLR')
+# How far from the optimizer's default LR (the reference page's table) a learning
+# rate may be before it is flagged: [default / RANGE, default * RANGE].
+RANGE = 100.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """The run a config is checked against.
+
+  Attributes:
+    epochs: epochs in the run.
+    steps_per_epoch: optimizer steps per epoch.
+    explicit: True when the user gave the run's length (--epochs and
+      --steps-per-epoch); lints about the run's length only fire then.
+  """
+
+  epochs: int
+  steps_per_epoch: int
+  explicit: bool = True
+
+  @property
+  def steps(self) -> int:
+    return self.epochs * self.steps_per_epoch
+
+
+Lint = Callable[[Config, Run], list[str]]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _kw(config: Config, key: str, default: Any = None) -> Any:
+  return config.scheduler_kwargs.get(key, default)
+
+
+def _members(config: Config) -> list[tuple[str, Mapping[str, Any]]]:
+  """(scheduler, kwargs) of the config's scheduler, or of each SequentialLR /
+  ChainedScheduler member."""
+  if config.scheduler in ('SequentialLR', 'ChainedScheduler'):
+    out = []
+    for m in config.scheduler_kwargs.get('schedulers') or []:
+      if isinstance(m, Mapping) and isinstance(m.get('scheduler'), str):
+        out.append((m['scheduler'], m.get('scheduler_kwargs') or {}))
+    return out
+  return [(config.scheduler, config.scheduler_kwargs)] if config.scheduler else []
+
+
+def _is_plateau(config: Config) -> bool:
+  return any(name == PLATEAU for name, _ in _members(config))
+
+
+def _interval(config: Config) -> str:
+  return config.scheduler_configs['interval']
+
+
+def _counts(config: Config, run: Run) -> tuple[int, int]:
+  """(count at the last optimizer step, scheduler steps in the whole run)."""
+  steps = scheduler_steps(config, run.steps_per_epoch)
+  return int(steps(run.steps - 1)), int(steps(run.steps))
+
+
+def _unit(config: Config) -> str:
+  return 'epochs' if _interval(config) == 'epoch' else 'batches'
+
+
+def _float(x: Any) -> float | None:
+  try:
+    return float(x)
+  except (TypeError, ValueError):
+    return None
+
+
+def _group_factors(config: Config) -> dict[str, float]:
+  out = {REGULAR: 1.0}
+  if config.recurrent_learning_rate_multiplier != 1.0:
+    out[RECURRENT] = config.recurrent_learning_rate_multiplier
+  for name, spec in config.lr_parameter_groups.items():
+    out[name] = float(spec.get('lr_factor', 1.0))
+  return out
+
+
+def _base_lr(config: Config) -> float | None:
+  if config.learning_rate is not None:
+    return config.learning_rate
+  spec = OPTIMIZERS.get(config.optimizer)
+  return spec.lr if spec else None
+
+
+# ----------------------------------------------------------------------------- lints
+
+
+def warmup_from_zero_per_epoch(config: Config, run: Run) -> list[str]:
+  """A linear warm-up from LR 0 stepped per epoch trains the whole first epoch at 0.
+
+  (torch's LinearLR rejects start_factor 0, so only DynVision's
+  LinearWarmupCosineAnnealingLR, whose warmup_start_lr defaults to 0, has it.)
+  """
+  if _interval(config) != 'epoch':
+    return []
+  frequency = config.scheduler_configs['frequency']
+  span = 'the whole first epoch trains' if frequency == 1 else f'the first {frequency} epochs train'
+  out = []
+  for i, (name, kw) in enumerate(_members(config)):
+    if i > 0 and config.scheduler == 'SequentialLR':
+      break  # only the first member starts the run
+    if name == 'LinearWarmupCosineAnnealingLR' and _float(kw.get('warmup_start_lr', 0.0)) == 0.0:
+      out.append(f'LinearWarmupCosineAnnealingLR with warmup_start_lr: 0 and interval "epoch": {span} at '
+                 f'LR 0 (the scheduler only steps after an epoch). Set warmup_start_lr > 0 (e.g. learning_rate / '
+                 f'warmup_epochs), or use interval "step" with warmup_epochs/max_epochs counted in batches.')
+  return out
+
+
+def cosine_shorter_than_run(config: Config, run: Run) -> list[str]:
+  """T_max / max_epochs shorter than the run: torch's cosine rises again past it."""
+  if not run.explicit or not config.scheduler:
+    return []
+  last, _ = _counts(config, run)
+  members = _members(config)
+  if config.scheduler == 'SequentialLR':
+    milestones = [int(m) for m in config.scheduler_kwargs.get('milestones') or []]
+    starts = [0, *milestones]
+  else:
+    starts = [0] * len(members)
+  out = []
+  for i, (name, kw) in enumerate(members):
+    if i >= len(starts) or starts[i] > last:
+      continue
+    end = starts[i + 1] - 1 if config.scheduler == 'SequentialLR' and i + 1 < len(starts) else last
+    length = end - starts[i]  # the member's count at its last step
+    key = {'CosineAnnealingLR': 'T_max', 'LinearWarmupCosineAnnealingLR': 'max_epochs'}.get(name)
+    if key is None:
+      continue
+    horizon = kw.get(key, 250 if key == 'T_max' else None)
+    if horizon is None or _float(horizon) is None:
+      continue
+    if length > int(horizon):
+      out.append(f'{name}: {key}={horizon} but the run steps it to {length} ({_unit(config)}, interval '
+                 f'"{_interval(config)}"): past {key} torch\'s cosine rises again towards the base LR. '
+                 f'Set {key}: {length} (or more), or shorten the run.')
+  return out
+
+
+def one_cycle_total_steps(config: Config, run: Run) -> list[str]:
+  """OneCycleLR should step per batch, with total_steps = epochs x steps_per_epoch."""
+  if config.scheduler != 'OneCycleLR':
+    return []
+  out = []
+  if _interval(config) == 'epoch':
+    out.append('OneCycleLR with interval "epoch": its total_steps counts scheduler steps, so the cycle runs '
+               'over epochs, not batches, and the LR is constant within an epoch. Set scheduler_configs.interval: '
+               '"step" (the reference page\'s Pattern 4).')
+  if not run.explicit:
+    return out
+  total = _kw(config, 'total_steps')
+  if total is None and _kw(config, 'epochs') is not None and _kw(config, 'steps_per_epoch') is not None:
+    total = _kw(config, 'epochs') * _kw(config, 'steps_per_epoch')
+  _, taken = _counts(config, run)
+  # total_steps below the run's steps is an error (torch raises), which check reports.
+  if total is not None and _float(total) is not None and int(total) > taken:
+    out.append(f'OneCycleLR: total_steps={total}, but this run steps it {taken} times '
+               f'({run.epochs} epochs x {run.steps_per_epoch} steps per epoch): the cycle stops at '
+               f'{100 * taken / int(total):.0f}% and the LR never reaches its final value. '
+               f'Set total_steps: {taken}.')
+  return out
+
+
+def plateau_val_metric_per_step(config: Config, run: Run) -> list[str]:
+  """ReduceLROnPlateau on a validation metric, stepped every batch."""
+  if not _is_plateau(config) or _interval(config) != 'step':
+    return []
+  monitor = config.monitor
+  if not monitor.startswith('val'):
+    return []
+  return [f'ReduceLROnPlateau monitors {monitor!r} with interval "step": Lightning steps it every batch, but '
+          f'{monitor} is only logged after validation: before the first validation it is missing (an error with '
+          f'strict: true), and after it the same value is seen every batch, so patience counts batches. '
+          f'Use interval "epoch".']
+
+
+def absolute_lr_overrides_groups(config: Config, run: Run) -> list[str]:
+  """OneCycleLR / CyclicLR set every group's LR from their own absolute values."""
+  del run
+  key = ABSOLUTE_LR.get(config.scheduler)
+  if key is None:
+    return []
+  factors = _group_factors(config)
+  scaled = {g: f for g, f in factors.items() if f != 1.0}
+  out = []
+  keys = ('max_lr',) if config.scheduler == 'OneCycleLR' else ('base_lr', 'max_lr')
+  scalar = [k for k in keys if not isinstance(_kw(config, k), (list, tuple))]
+  if scaled and scalar:
+    what = ', '.join(f'recurrent_learning_rate_multiplier={f}' if g == RECURRENT
+                     else f'lr_parameter_groups.{g}.lr_factor={f}' for g, f in scaled.items())
+    order = ', '.join(factors)
+    out.append(f'{config.scheduler} sets every parameter group\'s LR from its absolute {" and ".join(scalar)}, '
+               f'so {what} has no effect. Give {" and ".join(scalar)} as a list with one value per group, '
+               f'in this order: [{order}].')
+  lr = config.learning_rate
+  first = _float(_kw(config, keys[-1]))
+  if lr is not None and first is not None and not math.isclose(lr, first, rel_tol=1e-9):
+    out.append(f'{config.scheduler} ignores learning_rate={lr}: the LR follows its {keys[-1]}={first}.')
+  return out
+
+
+def momentum_cycling_without_momentum(config: Config, run: Run) -> list[str]:
+  """cycle_momentum on an optimizer whose momentum is 0 (torch switches momentum on)."""
+  del run
+  if config.scheduler not in CYCLES_MOMENTUM or _kw(config, 'cycle_momentum', True) is False:
+    return []
+  spec = OPTIMIZERS.get(config.optimizer)
+  if spec is None or 'momentum' not in spec.kwargs:
+    return []  # betas: beta1 cycles (torch's behaviour); neither: build() reports the error
+  default = spec.kwargs['momentum'][0]
+  lo, hi = (0.85, 0.95) if config.scheduler == 'OneCycleLR' else (0.8, 0.9)
+  lo, hi = _kw(config, 'base_momentum', lo), _kw(config, 'max_momentum', hi)
+  settings = {'': config.optimizer_kwargs.get('momentum', default)}
+  for name, group in config.lr_parameter_groups.items():
+    if 'momentum' in group:
+      settings[f' (lr_parameter_groups.{name})'] = group['momentum']
+  return [f'{config.scheduler} cycles momentum, but {config.optimizer} has momentum: {m}{where}: torch '
+          f'(cycle_momentum: true) silently turns it into momentum {config.optimizer} with momentum between '
+          f'{lo} and {hi}. Set scheduler_kwargs.cycle_momentum: false to keep it momentum-free.'
+          for where, m in settings.items() if _float(m) == 0.0]
+
+
+def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
+  """A learning rate far outside the usual range for the optimizer."""
+  del run
+  spec = OPTIMIZERS.get(config.optimizer)
+  if spec is None:
+    return []
+  default = spec.lr
+  lo, hi = default / RANGE, default * RANGE
+  usual = f'{config.optimizer}\'s default is {default:g}; the usual range is about {lo:g} to {hi:g}'
+  checks: list[tuple[str, float]] = []
+  key = ABSOLUTE_LR.get(config.scheduler)
+  if key is not None:
+    for k in ('max_lr',) + (('base_lr',) if config.scheduler == 'CyclicLR' else ()):
+      value = _kw(config, k)
+      for i, v in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+        if _float(v) is not None and (k == 'max_lr' or v > 0):
+          checks.append((f'scheduler_kwargs.{k}' + (f'[{i}]' if isinstance(value, (list, tuple)) else ''), v))
+  else:
+    base = _base_lr(config)
+    if base is not None:
+      checks.append(('learning_rate', base))
+      for group, factor in _group_factors(config).items():
+        if group != REGULAR and factor != 0.0:  # lr_factor 0 freezes a group on purpose
+          checks.append((f'the {group!r} group\'s LR', base * factor))
+  out = []
+  for what, v in checks:
+    v = float(v)
+    if v == 0.0:
+      out.append(f'{what} is 0: nothing trains ({usual}).')
+    elif not lo <= v <= hi:
+      direction = 'high' if v > hi else 'low'
+      out.append(f'{what}={v:g} is far outside the usual range ({usual}); this looks too {direction}.')
+  return out
+
+
+def scheduler_never_steps(config: Config, run: Run) -> list[str]:
+  """Troubleshooting "Scheduler not updating": the LR stays constant over the run,
+  or milestones lie beyond it."""
+  if not run.explicit or not config.scheduler:
+    return []
+  last, _ = _counts(config, run)
+  if last == 0:
+    return [f'the scheduler never steps in this run ({run.epochs} epochs x {run.steps_per_epoch} steps, interval '
+            f'"{_interval(config)}", frequency {config.scheduler_configs["frequency"]}): the LR stays constant. '
+            f'Check scheduler_configs.interval and frequency.']
+  out = []
+  name = config.scheduler
+  if name in ('MultiStepLR', 'SequentialLR'):
+    beyond = [int(m) for m in _kw(config, 'milestones') or [] if _float(m) is not None and int(m) > last]
+    if beyond:
+      out.append(f'{name}: milestone(s) {beyond} are never reached: the run steps the scheduler to {last} '
+                 f'({_unit(config)}, interval "{_interval(config)}").')
+  if name == 'StepLR' and _float(_kw(config, 'step_size')) is not None and int(_kw(config, 'step_size')) > last:
+    out.append(f'StepLR: step_size={_kw(config, "step_size")} is never reached: the run steps the scheduler to '
+               f'{last} ({_unit(config)}, interval "{_interval(config)}"), so the LR stays constant.')
+  return out
+
+
+LINTS: list[Lint] = [
+    warmup_from_zero_per_epoch,
+    cosine_shorter_than_run,
+    one_cycle_total_steps,
+    plateau_val_metric_per_step,
+    absolute_lr_overrides_groups,
+    momentum_cycling_without_momentum,
+    learning_rate_out_of_range,
+    scheduler_never_steps,
+]
+
+
+def lint(config: Config, run: Run) -> list[str]:
+  """Every lint's warnings for ``config`` on ``run``, in :data:`LINTS` order."""
+  out: list[str] = []
+  for fn in LINTS:
+    try:
+      out.extend(fn(config, run))
+    except (TypeError, ValueError, KeyError, AttributeError):
+      continue  # a malformed value: build() reports it as an error
+  return out
+
+
+__all__ = ['LINTS', 'Run', 'lint', *[f.__name__ for f in LINTS]]
