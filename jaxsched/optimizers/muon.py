@@ -1,3 +1,146 @@
-"""Placeholder: filled by its family port."""
+"""Muon: ``torch.optim.Muon``, momentum orthogonalized by a Newton–Schulz iteration."""
 
-SPECS = ()
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsched import _checks
+from jaxsched._errors import ConfigError
+from jaxsched.optimizers import _common
+from jaxsched.optimizers._registry import OptimizerSpec
+from jaxsched.optimizers.adafactor import lerp
+
+NS_DTYPES = ('bfloat16', 'float32', 'float64')
+
+
+class MuonState(NamedTuple):
+  """torch's ``momentum_buffer`` per parameter."""
+
+  buffer: Any
+
+
+def newton_schulz(x: jax.Array, coefficients: tuple[float, float, float], steps: int, eps: Any,
+                  dtype: str) -> jax.Array:
+  """torch's ``_zeropower_via_newtonschulz`` run in ``dtype``, returned in ``x``'s dtype.
+
+  ``X = x / max(||x||_F, eps)`` on the wide orientation (transposed when rows >
+  cols), then ``steps`` times ``X = a X + (b A + c A A) X`` with ``A = X X^T``.
+  In bfloat16 each matmul accumulates in float32 and its ``alpha``/``beta``
+  combination is rounded to bfloat16 once, as torch's ``addmm`` does; float64
+  inputs pass through float32 on the way to bfloat16, as torch converts them.
+  """
+  a, b, c = coefficients
+  work = jnp.dtype(dtype)
+  acc = jnp.promote_types(work, jnp.float32)
+
+  def mm(p, q):
+    return jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST, preferred_element_type=acc)
+
+  y = x.astype(acc).astype(work)
+  tall = y.shape[0] > y.shape[1]
+  if tall:
+    y = y.T
+  norm = jnp.sqrt(jnp.sum(jnp.square(y.astype(acc)))).astype(work)
+  y = (y.astype(acc) / jnp.maximum(norm, jnp.asarray(eps, work)).astype(acc)).astype(work)
+
+  def iterate(_, y):
+    gram = mm(y, y.T).astype(work)
+    poly = (b * gram.astype(acc) + c * mm(gram, gram)).astype(work)
+    return (a * y.astype(acc) + mm(poly, y)).astype(work)
+
+  y = jax.lax.fori_loop(0, steps, iterate, y)
+  return (y.T if tall else y).astype(x.dtype)
+
+
+def lr_ratio(shape: tuple[int, ...], adjust_lr_fn: str | None) -> float:
+  """torch's ``_adjust_lr`` factor for a parameter of shape (rows, cols) = (out, in):
+  ``sqrt(max(1, rows / cols))`` ("original", the default) or
+  ``0.2 * sqrt(max(rows, cols))`` ("match_rms_adamw")."""
+  rows, cols = shape[:2]
+  if adjust_lr_fn == 'match_rms_adamw':
+    return 0.2 * math.sqrt(max(rows, cols))
+  return math.sqrt(max(1, rows / cols))
+
+
+def _check_params(params: Any, ns_dtype: str) -> None:
+  """Python-side checks at init (shapes are static, so this is legal under jit)."""
+  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if jnp.ndim(p) != 2:
+      raise ConfigError(
+          f'Muon: the parameter at {jax.tree_util.keystr(path) or "<root>"} has shape '
+          f'{tuple(jnp.shape(p))}; Muon only supports 2-D parameters (as torch.optim.Muon). '
+          f'Optimize the others with another optimizer (optax.multi_transform).'
+      )
+  if jnp.dtype(ns_dtype) != jax.dtypes.canonicalize_dtype(ns_dtype):
+    raise ConfigError(f"Muon: ns_dtype={ns_dtype!r} needs jax_enable_x64; use 'float32' or enable x64.")
+
+
+def scale_by_muon(momentum: Any, nesterov: bool, ns_coefficients: tuple[float, float, float],
+                  eps: Any, ns_steps: int, adjust_lr_fn: str | None,
+                  ns_dtype: str) -> optax.GradientTransformation:
+  """Muon's direction, as ``torch.optim.Muon`` computes it (before ``-lr``).
+
+  ``buf = buf.lerp(g, 1 - momentum)`` (torch's code keeps an EMA, not the
+  ``mu B + g`` of its docstring); the direction is ``g.lerp(buf, momentum)`` with
+  nesterov, else ``buf``; then :func:`newton_schulz` in ``ns_dtype``, scaled by
+  :func:`lr_ratio`. The parameter's shape is read as (out, in) = (rows, cols).
+  """
+
+  def init_fn(params):
+    _check_params(params, ns_dtype)
+    return MuonState(_common.zeros_like(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    buffer = jax.tree.map(lambda g, b: lerp(b, g, 1 - momentum), updates, state.buffer)
+    updates = jax.tree.map(lambda g, b: lerp(g, b, momentum), updates, buffer) if nesterov else buffer
+    updates = jax.tree.map(
+        lambda u: _common.cast(lr_ratio(u.shape, adjust_lr_fn), u)
+        * newton_schulz(u, ns_coefficients, ns_steps, eps, ns_dtype),
+        updates,
+    )
+    return updates, MuonState(buffer)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def muon(learning_rate, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps,
+         adjust_lr_fn, ns_dtype):
+  """Muon, as ``torch.optim.Muon``, for 2-D parameters only.
+
+  The direction of :func:`scale_by_muon`; decoupled decay
+  ``p *= 1 - lr * weight_decay`` (dropped when exactly 0, where torch's is a
+  no-op); ``p -= lr * ratio * O``. ``ns_dtype`` (jaxsched's own keyword) is the
+  Newton–Schulz precision: 'bfloat16' as torch, or 'float32'/'float64'.
+  A parameter that is not 2-D raises ConfigError at init, naming its path.
+  """
+  return _common.chain(
+      scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype),
+      _common.descend(learning_rate),
+      _common.decoupled_decay(learning_rate, weight_decay) if weight_decay is not None else None,
+  )
+
+
+SPECS = (
+    OptimizerSpec(
+        name='Muon',
+        factory=muon,
+        lr=1e-3,
+        kwargs={
+            'weight_decay': (0.1, _checks.Schedulable(_checks.NON_NEGATIVE)),
+            'momentum': (0.95, _checks.Schedulable(_checks.NON_NEGATIVE)),
+            'nesterov': (True, _checks.Boolean()),
+            'ns_coefficients': ((3.4445, -4.775, 2.0315), _checks.Sequence(_checks.Real(), 3)),
+            'eps': (1e-7, _checks.Real()),  # torch puts no bound on eps
+            'ns_steps': (5, _checks.Integer(0, 99)),  # torch raises for >= 100 at its first step
+            'adjust_lr_fn': (None, _checks.Optional(_checks.Choice(('original', 'match_rms_adamw')))),
+            'ns_dtype': ('bfloat16', _checks.Choice(NS_DTYPES)),
+        },
+        switchable=('weight_decay',),
+    ),
+)
