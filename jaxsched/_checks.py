@@ -48,6 +48,7 @@ class Real:
   hi: float | None = None
   lo_open: bool = False
   hi_open: bool = False
+  finite: bool = True
 
   def __call__(self, key: str, value: Any) -> float:
     if isinstance(value, str):
@@ -59,12 +60,14 @@ class Real:
       if not _is_numeric_scalar(value):
         raise _bad(key, value, self)
     x = float(value)
-    if not math.isfinite(x) or not _in_range(x, self.lo, self.hi, self.lo_open, self.hi_open):
+    if math.isnan(x) or (self.finite and math.isinf(x)) or not _in_range(
+        x, self.lo, self.hi, self.lo_open, self.hi_open):
       raise _bad(key, value, self)
     return x
 
   def __str__(self) -> str:
-    return f'a real number in {_interval(self.lo, self.hi, self.lo_open, self.hi_open)}'
+    what = 'a real number' if self.finite else 'a real number or inf'
+    return f'{what} in {_interval(self.lo, self.hi, self.lo_open, self.hi_open)}'
 
 
 @dataclasses.dataclass(frozen=True)

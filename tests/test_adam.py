@@ -160,3 +160,10 @@ def test_bad_input(name, kwargs, words):
     jaxsched.optimizer(name, **kwargs)
   for w in words:
     assert w in str(e.value)
+
+
+def test_nadam_infinite_momentum_decay_is_a_constant_beta1():
+  # torch accepts momentum_decay=inf: mu_t is then beta1 at every step (optax.nadam's form)
+  assert_matches_torch('NAdam', dict(lr=0.01, momentum_decay=float('inf')), 'float64')
+  with pytest.raises(jaxsched.ConfigError, match='momentum_decay'):
+    jaxsched.optimizer('NAdam', momentum_decay=float('nan'))

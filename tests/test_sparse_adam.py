@@ -132,3 +132,8 @@ def test_bad_input(kwargs, words):
     jaxsched.optimizer('SparseAdam', **kwargs)
   for w in words:
     assert w in str(e.value)
+
+
+def test_lr_must_be_positive_as_in_torch():
+  with pytest.raises(jaxsched.ConfigError, match='lr=0.0'):
+    jaxsched.optimizer('SparseAdam', lr=0.0)

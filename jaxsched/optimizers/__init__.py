@@ -12,7 +12,7 @@ from jaxsched.optimizers import (
     adadelta, adafactor, adagrad, adam, asgd, lbfgs, muon, optax_aliases, rmsprop, rprop, sgd,
     sparse_adam,
 )
-from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS, LEARNING_RATE, OptimizerSpec
+from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS, OptimizerSpec
 
 # Each family module contributes its SPECS; the table is keyed by torch's class name.
 OPTIMIZERS: dict[str, OptimizerSpec] = {
@@ -69,7 +69,7 @@ def resolve(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> 
   for key in kwargs:
     if key not in spec.kwargs:
       raise unknown(f'keyword for {spec.name}', key, [*spec.kwargs, 'lr', *IMPLEMENTATION_FLAGS])
-  lr = LEARNING_RATE(f'{spec.name}: lr', spec.lr if learning_rate is None else learning_rate)
+  lr = spec.lr_check(f'{spec.name}: lr', spec.lr if learning_rate is None else learning_rate)
   checked = {
       key: check(f'{spec.name}: {key}', kwargs.get(key, default))
       for key, (default, check) in spec.kwargs.items()

@@ -19,6 +19,9 @@ from jaxsched import _checks
 # ``fused: False``) and ignored, since XLA compiles one implementation.
 IMPLEMENTATION_FLAGS = ('foreach', 'fused', 'capturable', 'differentiable')
 
+# The learning-rate check of most optimizers: torch rejects lr < 0.
+LEARNING_RATE = _checks.Schedulable(_checks.NON_NEGATIVE)
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
@@ -41,6 +44,7 @@ class OptimizerSpec:
       is always kept.
     cross_check: optional check of the whole checked keyword dict, for rules
       between keywords (nesterov needs momentum), raising ConfigError.
+    lr_check: the learning rate's check (torch rejects lr < 0; SparseAdam lr <= 0).
   """
 
   name: str
@@ -49,11 +53,9 @@ class OptimizerSpec:
   kwargs: Mapping[str, tuple[Any, _checks.Check]]
   switchable: tuple[str, ...] = ()
   cross_check: Callable[[dict[str, Any]], None] | None = None
+  lr_check: _checks.Check = LEARNING_RATE
 
   @property
   def doc(self) -> str:
     return (self.factory.__doc__ or '').strip().splitlines()[0] if self.factory.__doc__ else ''
 
-
-# Learning-rate check shared by every optimizer: torch rejects lr < 0.
-LEARNING_RATE = _checks.Schedulable(_checks.NON_NEGATIVE)

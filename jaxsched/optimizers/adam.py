@@ -311,7 +311,8 @@ SPECS = (
     ),
     OptimizerSpec(
         name='NAdam', factory=nadam, lr=0.002,
-        kwargs=_kwargs(momentum_decay=(4e-3, _checks.NON_NEGATIVE),
+        # momentum_decay=inf gives a constant beta1, as torch (and optax.nadam)
+        kwargs=_kwargs(momentum_decay=(4e-3, _checks.Real(0.0, finite=False)),
                        decoupled_weight_decay=_DECOUPLED),
         switchable=('weight_decay',),
     ),

@@ -75,6 +75,7 @@ def sparse_adam(learning_rate, b1, b2, eps, maximize):
 SPECS = (
     OptimizerSpec(
         name='SparseAdam', factory=sparse_adam, lr=0.001,
+        lr_check=_checks.Schedulable(_checks.POSITIVE),  # torch: 0.0 < lr
         kwargs={
             'betas': ((0.9, 0.999), BETAS),
             'eps': (1e-8, _checks.POSITIVE),  # torch rejects eps <= 0 here
