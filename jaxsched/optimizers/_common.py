@@ -20,6 +20,24 @@ def cast(x: Any, like: jax.Array) -> jax.Array:
   return jnp.asarray(x, dtype=like.dtype)
 
 
+def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
+  """``torch.lerp(start, end, weight)`` with torch's two formulas, exact at both ends:
+  ``start + w (end - start)`` for ``|w| < 0.5``, else ``end - (end - start)(1 - w)``.
+
+  The one-sided form loses ``end`` to cancellation when ``w = 1`` (Adafactor's
+  first steps, RMSprop with alpha=0): ``v + (g**2 - v)`` is off by an ulp of ``v``.
+  """
+  w = cast(weight, start)
+  return jnp.where(jnp.abs(w) < 0.5, start + w * (end - start), end - (end - start) * (1 - w))
+
+
+def square_average(avg: jax.Array, x: jax.Array, decay: Any) -> jax.Array:
+  """``decay * avg + (1 - decay) * x * x`` as torch's
+  ``avg.mul_(decay).addcmul_(x, x, value=1 - decay)``, with ``1 - decay``
+  computed in the hyperparameter's precision (Adam's v, RMSprop, Adadelta)."""
+  return avg * cast(decay, avg) + cast(1 - decay, x) * x * x
+
+
 def zeros_like(params: Any) -> Any:
   return jax.tree.map(jnp.zeros_like, params)
 

@@ -29,17 +29,6 @@ def _init_moments(p: jax.Array) -> Any:
   return jnp.zeros_like(p)
 
 
-def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
-  """``torch.lerp(start, end, weight)`` with torch's formula, exact at both ends:
-  ``start + w (end - start)`` for ``|w| < 0.5``, else ``end - (end - start)(1 - w)``.
-
-  The naive form loses ``end`` to cancellation when ``w = 1`` (Adafactor's first
-  steps, or ``beta2_decay = 0``): ``v + (g**2 - v)`` is off by an ulp of ``v``.
-  """
-  w = _common.cast(weight, start)
-  return jnp.where(jnp.abs(w) < 0.5, start + w * (end - start), end - (end - start) * (1 - w))
-
-
 def _rms(x: jax.Array, dtype: Any) -> jax.Array:
   """``x.norm(2) / sqrt(x.numel())``: the norm in ``x``'s precision (float32 at
   least, as torch accumulates), the ratio in ``dtype``, as torch's ``.item()``."""
@@ -57,13 +46,13 @@ def _leaf_update(g, moments, weight, alpha, d, eps1):
   g2 = jnp.square(g)
   if g.ndim > 1:
     row, col = moments
-    row = lerp(row, jnp.mean(g2, axis=-1, keepdims=True), weight)
-    col = lerp(col, jnp.mean(g2, axis=-2, keepdims=True), weight)
+    row = _common.lerp(row, jnp.mean(g2, axis=-1, keepdims=True), weight)
+    col = _common.lerp(col, jnp.mean(g2, axis=-2, keepdims=True), weight)
     # row @ col is an outer product over the last two dims: one product per entry.
     v = row * col / jnp.maximum(jnp.mean(row, axis=-2, keepdims=True), _common.cast(eps1, g))
     moments = (row, col)
   else:
-    v = moments = lerp(moments, g2, weight)
+    v = moments = _common.lerp(moments, g2, weight)
   u = g * jax.lax.rsqrt(jnp.maximum(v, _common.cast(eps1 * eps1, g)))
   hp = jnp.result_type(alpha)
   denom = jnp.maximum(1.0, _rms(u, hp) / d)

@@ -2,7 +2,7 @@
 
 All five share torch's first moment (:func:`first_moment`), the bias corrections
 (:func:`bias_correction`) and, all but Adamax, the second moment
-(:func:`second_moment`); SparseAdam (``sparse_adam.py``) shares the bias
+(``_common.square_average``); SparseAdam (``sparse_adam.py``) shares the bias
 corrections. They are computed each step from the *current* betas, so a scheduled beta1 (OneCycleLR and
 CyclicLR cycle it) enters ``1 - beta1**t`` as it does in torch.
 """
@@ -39,20 +39,9 @@ class NAdamState(NamedTuple):
   nu: Any
 
 
-def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
-  """torch's ``start.lerp_(end, weight)``, with its two-sided formula."""
-  w = _common.cast(weight, start)
-  return jnp.where(w < 0.5, start + w * (end - start), end - (end - start) * (1 - w))
-
-
 def first_moment(g: jax.Array, m: jax.Array, b1: Any) -> jax.Array:
   """``exp_avg.lerp_(g, 1 - beta1)``."""
-  return lerp(m, g, 1 - b1)
-
-
-def second_moment(g: jax.Array, v: jax.Array, b2: Any) -> jax.Array:
-  """``exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)``."""
-  return v * _common.cast(b2, v) + _common.cast(1 - b2, g) * g * g
+  return _common.lerp(m, g, 1 - b1)
 
 
 def bias_correction(beta: Any, step: jax.Array) -> jax.Array:
@@ -74,7 +63,7 @@ def _init(params, amsgrad: bool = False) -> AdamState:
 def _moments(updates, state, b1, b2):
   """One step of torch's shared bookkeeping: ``step += 1`` and both moments."""
   mu = jax.tree.map(lambda g, m: first_moment(g, m, b1), updates, state.mu)
-  nu = jax.tree.map(lambda g, v: second_moment(g, v, b2), updates, state.nu)
+  nu = jax.tree.map(lambda g, v: _common.square_average(v, g, b2), updates, state.nu)
   return optax.safe_increment(state.count), mu, nu
 
 

@@ -13,7 +13,6 @@ from jaxsched import _checks
 from jaxsched._errors import ConfigError
 from jaxsched.optimizers import _common
 from jaxsched.optimizers._registry import OptimizerSpec
-from jaxsched.optimizers.adafactor import lerp
 
 NS_DTYPES = ('bfloat16', 'float32', 'float64')
 
@@ -97,8 +96,8 @@ def scale_by_muon(momentum: Any, nesterov: bool, ns_coefficients: tuple[float, f
 
   def update_fn(updates, state, params=None):
     del params
-    buffer = jax.tree.map(lambda g, b: lerp(b, g, 1 - momentum), updates, state.buffer)
-    updates = jax.tree.map(lambda g, b: lerp(g, b, momentum), updates, buffer) if nesterov else buffer
+    buffer = jax.tree.map(lambda g, b: _common.lerp(b, g, 1 - momentum), updates, state.buffer)
+    updates = jax.tree.map(lambda g, b: _common.lerp(g, b, momentum), updates, buffer) if nesterov else buffer
     updates = jax.tree.map(
         lambda u: _common.cast(lr_ratio(u.shape, adjust_lr_fn), u)
         * newton_schulz(u, ns_coefficients, ns_steps, eps, ns_dtype),

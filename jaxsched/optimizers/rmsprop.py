@@ -14,24 +14,6 @@ from jaxsched.optimizers._registry import OptimizerSpec
 from jaxsched.optimizers.sgd import torch_momentum
 
 
-def square_average(avg: jax.Array, x: jax.Array, decay: Any) -> jax.Array:
-  """``decay * avg + (1 - decay) * x * x`` as torch's
-  ``avg.mul_(decay).addcmul_(x, x, value=1 - decay)``, with ``1 - decay``
-  computed in the hyperparameter's precision. Shared with Adadelta."""
-  return avg * _common.cast(decay, avg) + _common.cast(1 - decay, x) * x * x
-
-
-def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
-  """``torch.lerp(start, end, weight)`` with torch's two formulas: the one
-  anchored at ``end`` for ``|weight| >= 0.5`` returns ``end`` exactly for a
-  weight of 1 (RMSprop with alpha=0), where the other can be off by an ulp."""
-  return jnp.where(
-      jnp.abs(weight) < 0.5,
-      start + weight * (end - start),
-      end - (end - start) * (1 - weight),
-  )
-
-
 class ScaleByTorchRMSState(NamedTuple):
   """torch's ``square_avg`` and, when centered, ``grad_avg`` (else None)."""
 
@@ -56,10 +38,10 @@ def scale_by_torch_rms(alpha: Any, eps: Any, centered: bool, scale: Any = 1.0) -
 
   def update_fn(updates, state, params=None):
     del params
-    square_avg = jax.tree.map(lambda v, g: square_average(v, g, alpha), state.square_avg, updates)
+    square_avg = jax.tree.map(lambda v, g: _common.square_average(v, g, alpha), state.square_avg, updates)
     if centered:
       grad_avg = jax.tree.map(
-          lambda a, g: lerp(a, g, _common.cast(1 - alpha, g)), state.grad_avg, updates
+          lambda a, g: _common.lerp(a, g, _common.cast(1 - alpha, g)), state.grad_avg, updates
       )
       variance = jax.tree.map(lambda v, a: v - a * a, square_avg, grad_avg)
     else:
