@@ -117,10 +117,10 @@ class Plateau:
   def init(self) -> PlateauState:
     dtype = _float_dtype()
     worse = math.inf if self.config.mode == 'min' else -math.inf
-    zero = jnp.zeros([], jnp.int32)
+    zero = lambda: jnp.zeros([], jnp.int32)  # noqa: E731  (one array per field, so the state can be donated)
     return PlateauState(
         lr=jnp.asarray(self.learning_rate, dtype), best=jnp.asarray(worse, dtype),
-        num_bad_epochs=zero, cooldown_counter=zero, reports=zero, steps=zero, config=self.config,
+        num_bad_epochs=zero(), cooldown_counter=zero(), reports=zero(), steps=zero(), config=self.config,
     )
 
   def update(self, state: PlateauState, **extra_args) -> PlateauState:
@@ -137,7 +137,7 @@ def value(state: PlateauState) -> jax.Array:
   then the plateau LR, which starts at the base LR."""
   c = state.config
   if c.warmup is None:
-    return state.lr
+    return jnp.array(state.lr)  # a copy, so a donated state never holds one buffer twice
   return jnp.where(state.steps < c.warmup_steps, jnp.asarray(c.warmup(state.steps), state.lr.dtype), state.lr)
 
 

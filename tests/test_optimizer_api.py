@@ -1,5 +1,6 @@
 """The optimizer table as a whole: coverage of torch.optim, errors, jit behaviour, dtypes."""
 
+import functools
 import inspect
 
 import jax
@@ -131,3 +132,30 @@ def test_optax_aliases_are_optax(alias, kwargs):
   u2, _ = jax.jit(theirs.update)(grads, theirs.init(params), params)
   for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
     np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.parametrize('name', TORCH_OPTIMIZERS)
+def test_an_eagerly_initialised_state_can_be_donated(name):
+  # A state built outside jit must not hold one buffer in two places.
+  tx = jaxsched.optimizer(name)
+  params = _params()
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, state):
+    updates, state = tx.update(jax.grad(_loss)(params), state, params, value_fn=_loss)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(params)
+  for _ in range(2):
+    params, state = step(params, state)
+
+
+def test_a_built_plateau_state_can_be_donated():
+  params = _params()
+  tx = jaxsched.build({'lr_parameter_groups': {'v': {'lr_factor': 0.5}},
+                       'scheduler': 'ReduceLROnPlateau', 'skip_nonfinite': True}, params)
+  step = jax.jit(lambda p, s: tx.update(jax.grad(_loss)(p), s, p), donate_argnums=(1,))
+  state = tx.init(params)
+  for _ in range(2):
+    _, state = step(params, state)
+    state = jaxsched.report(state, 1.0)

@@ -28,7 +28,11 @@ def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
   first steps, RMSprop with alpha=0): ``v + (g**2 - v)`` is off by an ulp of ``v``.
   """
   w = cast(weight, start)
-  return jnp.where(jnp.abs(w) < 0.5, start + w * (end - start), end - (end - start) * (1 - w))
+  near_start = jnp.abs(w) < 0.5
+  # One pass: the scalar picks the anchor and the coefficient (w, or w - 1 == -(1 - w)
+  # exactly), so both of torch's formulas round as torch's do without computing both.
+  anchor = jnp.where(near_start, start, end)
+  return anchor + jnp.where(near_start, w, w - 1) * (end - start)
 
 
 def square_average(avg: jax.Array, x: jax.Array, decay: Any) -> jax.Array:

@@ -56,8 +56,9 @@ def bias_correction(beta: Any, step: jax.Array) -> jax.Array:
 
 
 def _init(params, amsgrad: bool = False) -> AdamState:
-  zeros = _common.zeros_like(params)
-  return AdamState(jnp.zeros([], jnp.int32), zeros, zeros, zeros if amsgrad else None)
+  # one array per field: a state may be donated, and a buffer cannot be donated twice
+  return AdamState(jnp.zeros([], jnp.int32), _common.zeros_like(params), _common.zeros_like(params),
+                   _common.zeros_like(params) if amsgrad else None)
 
 
 def _moments(updates, state, b1, b2):

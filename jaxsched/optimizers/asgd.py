@@ -41,7 +41,7 @@ def torch_asgd(learning_rate: Any, lambd: Any, alpha: Any, t0: Any) -> optax.Gra
   def init_fn(params):
     return TorchASGDState(
         jnp.zeros([], jnp.int32),
-        jnp.asarray(learning_rate, SCALAR_DTYPE),
+        jnp.array(learning_rate, SCALAR_DTYPE),  # a copy: the state may be donated
         jnp.ones([], SCALAR_DTYPE),
         _common.zeros_like(params),
     )

@@ -293,14 +293,16 @@ def lbfgs(learning_rate: Any, max_iter: int, max_eval: int | None, tolerance_gra
 
   def init_fn(params):
     flat, _ = ravel_pytree(params)
-    n, zero = flat.shape[0], jnp.zeros([], flat.dtype)
-    count = jnp.zeros([], jnp.int32)
+    n = flat.shape[0]
+    # one array per field: a state may be donated, and a buffer cannot be donated twice
+    zero = lambda: jnp.zeros([], flat.dtype)  # noqa: E731
+    count = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
     return LBFGSState(
-        func_evals=count, n_iter=count, d=jnp.zeros_like(flat), t=zero,
+        func_evals=count(), n_iter=count(), d=jnp.zeros_like(flat), t=zero(),
         old_dirs=jnp.zeros((history_size, n), flat.dtype),
         old_stps=jnp.zeros((history_size, n), flat.dtype),
-        ro=jnp.zeros(history_size, flat.dtype), head=count, num_old=count,
-        h_diag=jnp.ones([], flat.dtype), prev_flat_grad=jnp.zeros_like(flat), prev_loss=zero)
+        ro=jnp.zeros(history_size, flat.dtype), head=count(), num_old=count(),
+        h_diag=jnp.ones([], flat.dtype), prev_flat_grad=jnp.zeros_like(flat), prev_loss=zero())
 
   def update_fn(updates, state, params=None, *, value_fn: Callable[[Any], Any] | None = None,
                 **extra_args):

@@ -35,8 +35,7 @@ def scale_by_sparse_adam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransforma
   """
 
   def init_fn(params):
-    zeros = _common.zeros_like(params)
-    return AdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+    return AdamState(jnp.zeros([], jnp.int32), _common.zeros_like(params), _common.zeros_like(params))
 
   def update_fn(updates, state, params=None):
     del params
