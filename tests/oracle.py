@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -112,3 +113,11 @@ def assert_matches_torch(name: str, kwargs: Mapping[str, Any], dtype: str, *,
 DTYPES = ('float64', 'float32')
 
 
+
+
+def assert_rejected(name: str, kwargs: Mapping[str, Any], words) -> None:
+  """jaxsched.optimizer(name, **kwargs) raises a ConfigError whose message holds every word."""
+  with pytest.raises(jaxsched.ConfigError) as e:
+    jaxsched.optimizer(name, **kwargs)
+  for w in words:
+    assert w in str(e.value)
