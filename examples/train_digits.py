@@ -200,7 +200,7 @@ def main(argv=None) -> float:
   steps_per_epoch = len(x_train) // BATCH
   graphdef, params = make_model(args.seed)
   try:
-    tx = jaxsched.build(config, params, steps_per_epoch=steps_per_epoch)
+    tx = jaxsched.build(config, params, steps_per_epoch=steps_per_epoch, run_steps=args.epochs * steps_per_epoch)
   except jaxsched.ConfigError as e:
     console.print(f'error: {e}', style='red')
     raise SystemExit(1)

@@ -144,7 +144,8 @@ def _per_group(config: Config, kwargs: dict[str, Any], index: int, count: int) -
   return out
 
 
-def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], steps_per_epoch: int | None):
+def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], steps_per_epoch: int | None,
+                   run_steps: int | None = None):
   """The group's LR (a float, a schedule of the optimizer count, or a Plateau)
   and its momentum schedule (or None)."""
   sc = config.scheduler_configs
@@ -157,6 +158,8 @@ def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], steps_p
     return _warmup_then_plateau(config, group, kwargs), None
   sched = schedule(config.scheduler, group.learning_rate, **kwargs)
   steps = scheduler_steps(config, steps_per_epoch)
+  if run_steps is not None:  # the scheduler steps once more after the run's last optimizer step
+    sched.check_steps(int(steps(run_steps)))
   lr = lambda k: sched(steps(k))  # noqa: E731
   if sched.momentum is None:
     return lr, None
@@ -247,7 +250,8 @@ def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
   return optax.stateless(fn)
 
 
-def build(config: Any, params: Any, *, steps_per_epoch: int | None = None) -> optax.GradientTransformationExtraArgs:
+def build(config: Any, params: Any, *, steps_per_epoch: int | None = None,
+          run_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
   """One Optax transformation for ``params`` from a config.
 
   Args:
@@ -255,6 +259,9 @@ def build(config: Any, params: Any, *, steps_per_epoch: int | None = None) -> op
     params: the parameter tree (its paths name the groups).
     steps_per_epoch: optimizer steps per epoch, needed for interval "epoch"
       schedules and for interval "step" with frequency > 1.
+    run_steps: the run's optimizer steps, where known: a schedule torch cannot
+      step that far (OneCycleLR past total_steps, where torch raises) is then a
+      ConfigError here rather than a held LR inside jit.
 
   Returns:
     ``accumulate(skip_nonfinite(clip -> multi_transform({group: optimizer(lr=schedule)})))``;
@@ -266,7 +273,7 @@ def build(config: Any, params: Any, *, steps_per_epoch: int | None = None) -> op
   transforms = {}
   for i, group in enumerate(group_list):
     kwargs = _per_group(config, dict(config.scheduler_kwargs), i, len(group_list))
-    lr, momentum = _learning_rate(config, group, kwargs, steps_per_epoch)
+    lr, momentum = _learning_rate(config, group, kwargs, steps_per_epoch, run_steps)
     opt_kwargs = _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
     transforms[group.name] = optimizer(config.optimizer, learning_rate=lr, **opt_kwargs)
   if config.optimizer == 'LBFGS' and len(transforms) > 1:

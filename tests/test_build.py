@@ -245,3 +245,12 @@ def test_patterns_are_the_reference_pages():
   assert load_config(jaxsched.patterns()['sgd_step_decay']).scheduler_kwargs == {'milestones': [30, 60, 90],
                                                                                    'gamma': 0.1}
   assert load_config(jaxsched.patterns()['adaptive_plateau']).monitor == 'val_loss'
+
+
+def test_a_run_longer_than_onecycle_total_steps_is_rejected_where_known():
+  config = {'optimizer': 'SGD', 'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 100},
+            'scheduler_configs': {'interval': 'step'}}
+  params = {'w': jnp.zeros(2)}
+  build(config, params, run_steps=100)  # torch steps the scheduler 100 times: fine
+  with pytest.raises(jaxsched.ConfigError, match='total_steps=100'):
+    build(config, params, run_steps=101)
