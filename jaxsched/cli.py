@@ -392,14 +392,13 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
   from jaxsched.build import build, current_lr, groups, scheduler_steps
   from jaxsched.plateau import report
 
-  _check_names(config)
   preview = dataclasses.replace(config, accumulate_grad_batches=1)  # steps are optimizer steps
   params = dummy_params(preview)
   order = [g.name for g in groups(preview, params)]
-  tx = build(preview, params, steps_per_epoch=run.steps_per_epoch)
+  # run_steps: torch raises when a OneCycleLR is stepped past total_steps, and so does check
+  tx = build(preview, params, steps_per_epoch=run.steps_per_epoch, run_steps=run.steps)
   plateau_kwargs = _plateau_kwargs(config)
   plateau = plateau_kwargs is not None
-  _check_horizon(config, run, params)
 
   given = metrics
   if plateau:
@@ -448,29 +447,6 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
   return Trace(run, lrs, momentum, counts, plateau, given)
 
 
-def _check_names(config) -> None:
-  """An unknown optimizer is reported as such (before its missing default LR is)."""
-  from jaxsched._errors import unknown
-  from jaxsched.optimizers import OPTIMIZERS
-
-  if not config.optimizer.startswith('optax.') and config.optimizer not in OPTIMIZERS:
-    raise unknown('optimizer', config.optimizer, [*OPTIMIZERS, 'optax.<alias>'])
-
-
-def _check_horizon(config, run, params) -> None:
-  """torch raises when a OneCycleLR is stepped past total_steps: so does check."""
-  from jaxsched.build import PLATEAU, _per_group, groups, scheduler_steps
-  from jaxsched.schedules import schedule
-
-  if config.scheduler in (None, PLATEAU) or _plateau_kwargs(config) is not None:
-    return
-  group_list = groups(config, params)
-  taken = int(scheduler_steps(config, run.steps_per_epoch)(run.steps))
-  for i, group in enumerate(group_list):
-    kwargs = _per_group(config, dict(config.scheduler_kwargs), i, len(group_list))
-    schedule(config.scheduler, group.learning_rate, **kwargs).check_steps(taken)
-
-
 # ----------------------------------------------------------------------------- check
 
 
@@ -481,7 +457,6 @@ def resolved(config) -> dict[str, Any]:
   from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
   from jaxsched.schedules import SCHEDULES
 
-  _check_names(config)
   out = config.to_dict()
   spec = OPTIMIZERS.get(config.optimizer)
   if spec is not None:
