@@ -18,11 +18,18 @@ import optax
 
 from jaxsched._errors import ConfigError
 from jaxsched.config import Config, load_config
-from jaxsched.optimizers import OPTIMIZERS, optimizer
+from jaxsched.optimizers import OPTIMIZERS, _inject, optimizer
 from jaxsched.plateau import reduce_on_plateau
 from jaxsched.schedules import schedule
 
 PLATEAU = 'ReduceLROnPlateau'
+# Optimizers whose step is -lr times a direction that does not depend on lr (decoupled decay
+# included): groups that differ only in their LR share one optimizer for the direction, and
+# each group scales it by its own LR. Adafactor (lr is a cap), ASGD (eta depends on lr),
+# Rprop (lr seeds step sizes) and LBFGS (line search) are not.
+LR_LINEAR = frozenset({'SGD', 'Adam', 'AdamW', 'Adamax', 'NAdam', 'RAdam', 'RMSprop', 'Adagrad', 'Adadelta',
+                       'SparseAdam', 'Muon'})
+MOMENTUM_KEYS = ('base_momentum', 'max_momentum')
 REGULAR, RECURRENT = 'regular', 'recurrent'
 # Scheduler keywords for which torch takes one value per parameter group.
 PER_GROUP = {
@@ -264,22 +271,32 @@ def build(config: Any, params: Any, *, steps_per_epoch: int | None = None,
       ConfigError here rather than a held LR inside jit.
 
   Returns:
-    ``accumulate(skip_nonfinite(clip -> multi_transform({group: optimizer(lr=schedule)})))``;
-    ``report`` feeds its plateaus, ``current_lr`` reads its groups' LRs and
+    ``accumulate(skip_nonfinite(clip -> multi_transform({group: optimizer(lr=schedule)})))``,
+    or, where the groups differ only in their LR and the optimizer's step is
+    linear in it (:data:`LR_LINEAR`), ``... clip -> optimizer(lr=1) ->
+    multi_transform({group: lr schedule})``: one moment computation for every
+    parameter, the same numbers. ``report`` feeds its plateaus, ``current_lr`` reads its groups' LRs and
     ``skipped_steps`` counts the steps skipped for non-finite gradients.
   """
   config = config if isinstance(config, Config) else load_config(config)
   group_list = groups(config, params)
-  transforms = {}
-  for i, group in enumerate(group_list):
-    kwargs = _per_group(config, dict(config.scheduler_kwargs), i, len(group_list))
-    lr, momentum = _learning_rate(config, group, kwargs, steps_per_epoch, run_steps)
-    opt_kwargs = _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
-    transforms[group.name] = optimizer(config.optimizer, learning_rate=lr, **opt_kwargs)
-  if config.optimizer == 'LBFGS' and len(transforms) > 1:
+  if config.optimizer == 'LBFGS' and len(group_list) > 1:
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
+  rates, kwargs = {}, {}
+  for i, group in enumerate(group_list):
+    sched_kwargs = _per_group(config, dict(config.scheduler_kwargs), i, len(group_list))
+    rates[group.name], momentum = _learning_rate(config, group, sched_kwargs, steps_per_epoch, run_steps)
+    kwargs[group.name] = _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
   # labels as a function of the tree, so containers such as nnx.State keep their own type
-  tx = optax.multi_transform(transforms, lambda tree: param_labels(config, tree))
+  labels = lambda tree: param_labels(config, tree)  # noqa: E731
+  if _shares_direction(config, group_list):
+    first = group_list[0].name
+    direction = optimizer(config.optimizer, learning_rate=1.0, **kwargs[first])
+    tx = optax.chain(direction, optax.multi_transform(
+        {name: _inject.inject(_scale_by_learning_rate, {'learning_rate': lr}) for name, lr in rates.items()}, labels))
+  else:
+    tx = optax.multi_transform(
+        {name: optimizer(config.optimizer, learning_rate=rates[name], **kwargs[name]) for name in rates}, labels)
   if config.gradient_clip_val is not None:
     clip = (torch_clip_by_global_norm(config.gradient_clip_val) if config.gradient_clip_algorithm == 'norm'
             else optax.clip(config.gradient_clip_val))
@@ -291,21 +308,43 @@ def build(config: Any, params: Any, *, steps_per_epoch: int | None = None,
   return tx
 
 
+def _shares_direction(config: Config, group_list: list[Group]) -> bool:
+  """Several groups that differ only in their LR, with an optimizer linear in the LR."""
+  return (len(group_list) > 1 and config.optimizer in LR_LINEAR
+          and all(g.optimizer_kwargs == group_list[0].optimizer_kwargs for g in group_list)
+          and not any(isinstance(config.scheduler_kwargs.get(k), (list, tuple)) for k in MOMENTUM_KEYS))
+
+
+def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
+  """A group's LR applied to the shared direction (which already carries torch's minus sign)."""
+  return optax.stateless(lambda u, _: jax.tree.map(lambda x: x * jnp.asarray(learning_rate, x.dtype), u))
+
+
 def current_lr(opt_state: Any) -> dict[str, float]:
   """Each group's learning rate for the next step, and momentum/beta1 where the
   scheduler cycles it (as ``'<group>/momentum'``), from a state of :func:`build`."""
   out: dict[str, Any] = {}
-  for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.MultiTransformState)):
-    if not isinstance(node, optax.MultiTransformState):
-      continue
-    for name, inner in node.inner_states.items():
-      inner = getattr(inner, 'inner_state', inner)
-      hp = inner.hyperparams
-      out[name] = hp['learning_rate']
-      for key in ('momentum', 'b1'):
-        if key in hp and _is_scheduled(inner, key):
-          out[f'{name}/momentum'] = hp[key]
+  shared_momentum = None  # cycled by the direction shared by all groups
+  kinds = (optax.MultiTransformState, optax.InjectStatefulHyperparamsState)
+  for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kinds)):
+    if isinstance(node, optax.InjectStatefulHyperparamsState):
+      shared_momentum = _scheduled_momentum(node)
+    elif isinstance(node, optax.MultiTransformState):
+      for name, inner in node.inner_states.items():
+        inner = getattr(inner, 'inner_state', inner)
+        out[name] = inner.hyperparams['learning_rate']
+        if (momentum := _scheduled_momentum(inner)) is not None:
+          out[f'{name}/momentum'] = momentum
+  if shared_momentum is not None:
+    out.update({f'{name}/momentum': shared_momentum for name in list(out)})
   return out
+
+
+def _scheduled_momentum(inject_state: Any) -> Any:
+  for key in ('momentum', 'b1'):
+    if key in inject_state.hyperparams and key in inject_state.hyperparams_states:
+      return inject_state.hyperparams[key]
+  return None
 
 
 def skipped_steps(opt_state: Any) -> jax.Array:
@@ -313,10 +352,6 @@ def skipped_steps(opt_state: Any) -> jax.Array:
   found = [n for n in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ApplyIfFiniteState))
            if isinstance(n, optax.ApplyIfFiniteState)]
   return found[0].total_notfinite if found else jnp.zeros([], jnp.int32)
-
-
-def _is_scheduled(inject_state: Any, key: str) -> bool:
-  return key in getattr(inject_state, 'hyperparams_states', {})
 
 
 def lr_log_names(config: Any, opt_state: Any) -> dict[str, Any]:

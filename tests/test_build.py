@@ -254,3 +254,19 @@ def test_a_run_longer_than_onecycle_total_steps_is_rejected_where_known():
   build(config, params, run_steps=100)  # torch steps the scheduler 100 times: fine
   with pytest.raises(jaxsched.ConfigError, match='total_steps=100'):
     build(config, params, run_steps=101)
+
+
+def test_groups_that_differ_only_in_lr_share_one_direction_and_cycle_beta1():
+  # Adam with a recurrent group and OneCycleLR (per-group max_lr, cycled beta1): one Adam
+  # computes the moments of every parameter; each group scales the step by its own LR.
+  config = {'optimizer': 'Adam', 'learning_rate': 1e-3, 'recurrent_learning_rate_multiplier': 0.1,
+            'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': [0.01, 0.002], 'total_steps': 12},
+            'scheduler_configs': {'interval': 'step'}}
+  actual, expected, state = run_both(
+      config, [(REG, 1e-3, {}), (REC, 1e-4, {})], torch.optim.Adam,
+      lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[0.01, 0.002], total_steps=12), epochs=2, spe=6)
+  assert max_rel_diff(actual, expected) < 1e-9
+  shared = [s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, 'mu')) if hasattr(s, 'mu')]
+  assert len(shared) == 1 and set(shared[0].mu) == {'conv', 'recurrent_conv', 'head'}
+  lrs = current_lr(state)
+  assert float(lrs['regular/momentum']) == float(lrs['recurrent/momentum']) != 0.9
