@@ -1,5 +1,5 @@
 """Hyperparameters in the optimizer state, as ``optax.inject_hyperparams`` keeps them,
-showing the values of the next update."""
+holding the values of the next update."""
 
 from __future__ import annotations
 
@@ -19,27 +19,43 @@ def inject(factory: Callable[..., optax.GradientTransformation], args: dict[str,
   """``factory(**args)`` with its floats and schedules in the state.
 
   Floats and schedules (callables of the update count, or Optax stateful
-  schedules such as :class:`jaxsched.Plateau`) live in ``state.hyperparams``;
-  ints, bools, strings, tuples and None shape the computation and stay static.
-  After each update ``state.hyperparams`` holds the values the NEXT update will
-  use, as right after ``init`` and as torch's ``param_group['lr']`` (what
-  Lightning's LearningRateMonitor logs); ``optax.inject_hyperparams`` alone
-  keeps those of the update just made.
+  schedules such as :class:`jaxsched.Plateau`) live in ``state.hyperparams``
+  (an ``optax.InjectStatefulHyperparamsState``, in float32 or wider); ints,
+  bools, strings, tuples and None shape the computation and stay static.
+
+  ``state.hyperparams`` holds the values the NEXT update uses, as torch's
+  ``param_group['lr']`` does (what Lightning's LearningRateMonitor logs): the
+  update reads them, and evaluates each schedule once, for the step after it.
+  (``optax.inject_hyperparams`` keeps the values of the update just made, and
+  evaluates the schedule for the current one.) So a value written into
+  ``state.hyperparams`` takes effect at the next update, without recompiling.
   """
-  static = [k for k, v in args.items() if not (isinstance(v, float) or callable(v))]
-  tx = optax.inject_hyperparams(factory, static_args=static, hyperparam_dtype=hyperparam_dtype())(**args)
+  dtype = hyperparam_dtype()
+  static = {k: v for k, v in args.items() if not (isinstance(v, float) or callable(v))}
+  numeric = {k: v for k, v in args.items() if isinstance(v, float)}
   schedules = {
       k: v if isinstance(v, optax.schedules.StatefulSchedule) else optax.WrappedSchedule(v)
-      for k, v in args.items() if callable(v) and k not in static
+      for k, v in args.items() if callable(v)
   }
-  if not schedules:
-    return tx
+
+  def scheduled(states: dict[str, Any]) -> dict[str, jax.Array]:
+    return {k: jnp.asarray(f(states[k]), dtype) for k, f in schedules.items()}
+
+  def inner(hyperparams: dict[str, jax.Array]) -> optax.GradientTransformationExtraArgs:
+    return optax.with_extra_args_support(factory(**static, **hyperparams))
+
+  def init_fn(params):
+    states = {k: f.init() for k, f in schedules.items()}
+    hyperparams = {**{k: jnp.asarray(v, dtype) for k, v in numeric.items()}, **scheduled(states)}
+    return optax.InjectStatefulHyperparamsState(
+        count=jnp.zeros([], jnp.int32), hyperparams=hyperparams, hyperparams_states=states,
+        inner_state=inner(hyperparams).init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
-    updates, state = tx.update(updates, state, params, **extra_args)
-    shown = dict(state.hyperparams)
-    for k, f in schedules.items():
-      shown[k] = jnp.asarray(f(state.hyperparams_states[k]), shown[k].dtype)
-    return updates, state._replace(hyperparams=shown)
+    updates, inner_state = inner(state.hyperparams).update(updates, state.inner_state, params, **extra_args)
+    states = {k: f.update(state.hyperparams_states[k], **extra_args) for k, f in schedules.items()}
+    return updates, optax.InjectStatefulHyperparamsState(
+        count=optax.safe_increment(state.count), hyperparams={**state.hyperparams, **scheduled(states)},
+        hyperparams_states=states, inner_state=inner_state)
 
-  return optax.GradientTransformationExtraArgs(tx.init, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

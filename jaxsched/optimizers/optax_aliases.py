@@ -41,6 +41,8 @@ def build(alias: str, learning_rate: Any, kwargs: dict[str, Any]) -> optax.Gradi
   ]
   if missing:
     raise ConfigError(f'optax.{alias} needs {", ".join(missing)}.')
+  # Optax's float defaults go into the state too, as optax.inject_hyperparams puts them.
+  args = {**{k: p.default for k, p in params.items() if isinstance(p.default, float)}, **args}
   try:
     return _inject.inject(fn, args)
   except (TypeError, ValueError) as e:
