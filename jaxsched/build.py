@@ -75,6 +75,23 @@ def param_labels(config: Config, params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(lambda path, _: label(path_name(path)), params)
 
 
+def configured_groups(config: Config) -> list[Group]:
+  """Every group the config defines, in torch's param_groups order: regular,
+  recurrent (with a multiplier other than 1), then lr_parameter_groups as given."""
+  base_lr = config.learning_rate
+  if base_lr is None:
+    spec = OPTIMIZERS.get(config.optimizer)
+    base_lr = spec.lr if spec is not None else None
+  kinds = [(REGULAR, 1.0, {})]
+  if config.recurrent_learning_rate_multiplier != 1.0:
+    kinds.append((RECURRENT, config.recurrent_learning_rate_multiplier, {}))
+  for name, kw in config.lr_parameter_groups.items():
+    kw = dict(kw)
+    kinds.append((name, kw.pop('lr_factor', 1.0), kw))
+  return [Group(name, None if base_lr is None else base_lr * factor, {**config.optimizer_kwargs, **kw})
+          for name, factor, kw in kinds]
+
+
 def groups(config: Config, params: Any) -> list[Group]:
   """The parameter groups that hold parameters, in torch's param_groups order:
   regular, recurrent, then lr_parameter_groups as given.
@@ -83,37 +100,17 @@ def groups(config: Config, params: Any) -> list[Group]:
     ConfigError: a configured group (a named one, or recurrent with a
       multiplier other than 1) matches no parameter.
   """
-  base_lr = config.learning_rate
-  if base_lr is None:
-    spec = OPTIMIZERS.get(config.optimizer)
-    base_lr = spec.lr if spec is not None else None
-  labels = param_labels(config, params)
-  used = set(jax.tree.leaves(labels))
+  used = set(jax.tree.leaves(param_labels(config, params)))
   paths = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-  configured = list(config.lr_parameter_groups)
-  if config.recurrent_learning_rate_multiplier != 1.0:
-    configured.insert(0, RECURRENT)
-  for name in configured:
+  configured = configured_groups(config)
+  for name in (g.name for g in configured if g.name != REGULAR):
     if name not in used:
       what = (f'recurrent_learning_rate_multiplier={config.recurrent_learning_rate_multiplier} applies to params '
               f'whose path contains one of {list(config.recurrent_param_patterns)}' if name == RECURRENT
               else f'lr_parameter_groups.{name} applies to params whose path contains {name!r}')
       raise ConfigError(f'{what}, but none does. Parameter paths: {", ".join(paths)}.')
 
-  out = []
-  for name in [REGULAR, RECURRENT, *config.lr_parameter_groups]:
-    if name not in used:
-      continue
-    if name == REGULAR:
-      factor, kwargs = 1.0, {}
-    elif name == RECURRENT:
-      factor, kwargs = config.recurrent_learning_rate_multiplier, {}
-    else:
-      kwargs = dict(config.lr_parameter_groups[name])
-      factor = kwargs.pop('lr_factor', 1.0)
-    lr = None if base_lr is None else base_lr * factor
-    out.append(Group(name, lr, {**config.optimizer_kwargs, **kwargs}))
-  return out
+  return [g for g in configured if g.name in used]
 
 
 def scheduler_steps(config: Config, steps_per_epoch: int | None) -> Callable[[jax.Array], jax.Array]:
@@ -173,6 +170,14 @@ def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], steps_p
   return lr, (lambda k: sched.momentum(steps(k)))
 
 
+def _group_setup(config: Config, group: Group, index: int, count: int, steps_per_epoch: int | None,
+                 run_steps: int | None = None) -> tuple[Any, dict[str, Any]]:
+  """The group's learning rate (float, schedule or Plateau) and optimizer keywords."""
+  sched_kwargs = _per_group(config, dict(config.scheduler_kwargs), index, count)
+  lr, momentum = _learning_rate(config, group, sched_kwargs, steps_per_epoch, run_steps)
+  return lr, _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
+
+
 def _ends_in_plateau(kwargs: Mapping[str, Any]) -> bool:
   members = kwargs.get('schedulers') or []
   return bool(members) and isinstance(members[-1], Mapping) and members[-1].get('scheduler') == PLATEAU
@@ -220,26 +225,16 @@ def validate(config: Config) -> None:
       cycling with an optimizer without momentum.
   """
   optimizer(config.optimizer, learning_rate=config.learning_rate, **config.optimizer_kwargs)  # names first
-  spec = OPTIMIZERS.get(config.optimizer)
-  base = config.learning_rate if config.learning_rate is not None else (spec.lr if spec else None)
-  if base is None and config.scheduler is not None:
+  configured = configured_groups(config)
+  if configured[0].learning_rate is None and config.scheduler is not None:
     raise ConfigError(f'{config.optimizer} has no default learning rate: set learning_rate for the '
                       f'{config.scheduler} scheduler.')
-  kinds = [(REGULAR, 1.0, {})]
-  if config.recurrent_learning_rate_multiplier != 1.0:
-    kinds.append((RECURRENT, config.recurrent_learning_rate_multiplier, {}))
-  for name, kw in config.lr_parameter_groups.items():
-    kw = dict(kw)
-    kinds.append((name, kw.pop('lr_factor', 1.0), kw))
   lists = [len(v) for k, v in config.scheduler_kwargs.items()
            if k in PER_GROUP.get(config.scheduler, ()) and isinstance(v, (list, tuple))]
-  count = lists[0] if lists else len(kinds)
-  for i, (name, factor, kw) in enumerate(kinds):
-    group = Group(name, None if base is None else base * factor, {**config.optimizer_kwargs, **kw})
-    kwargs = _per_group(config, dict(config.scheduler_kwargs), min(i, count - 1), count)
-    lr, momentum = _learning_rate(config, group, kwargs, steps_per_epoch=1)
-    optimizer(config.optimizer, learning_rate=lr, **_with_momentum(config.optimizer, dict(group.optimizer_kwargs),
-                                                                   momentum))
+  count = lists[0] if lists else len(configured)
+  for i, group in enumerate(configured):
+    lr, kwargs = _group_setup(config, group, min(i, count - 1), count, steps_per_epoch=1)
+    optimizer(config.optimizer, learning_rate=lr, **kwargs)
 
 
 def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -284,9 +279,8 @@ def build(config: Any, params: Any, *, steps_per_epoch: int | None = None,
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
   rates, kwargs = {}, {}
   for i, group in enumerate(group_list):
-    sched_kwargs = _per_group(config, dict(config.scheduler_kwargs), i, len(group_list))
-    rates[group.name], momentum = _learning_rate(config, group, sched_kwargs, steps_per_epoch, run_steps)
-    kwargs[group.name] = _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
+    rates[group.name], kwargs[group.name] = _group_setup(config, group, i, len(group_list), steps_per_epoch,
+                                                         run_steps)
   # labels as a function of the tree, so containers such as nnx.State keep their own type
   labels = lambda tree: param_labels(config, tree)  # noqa: E731
   if _shares_direction(config, group_list):

@@ -8,7 +8,7 @@ updates keep the parameters' dtype.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -78,12 +78,6 @@ def decoupled_decay(learning_rate: Any, weight_decay: Any) -> optax.GradientTran
     )
 
   return optax.stateless(fn)
-
-
-class CountState(NamedTuple):
-  """A step counter, as torch's ``state['step']`` (int32: exact to 2**31 - 1)."""
-
-  count: jax.Array
 
 
 def chain(*transforms: optax.GradientTransformation | None) -> optax.GradientTransformationExtraArgs:
