@@ -8,7 +8,8 @@ updates keep the parameters' dtype.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,26 +21,39 @@ def cast(x: Any, like: jax.Array) -> jax.Array:
   return jnp.asarray(x, dtype=like.dtype)
 
 
-def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
-  """``torch.lerp(start, end, weight)`` with torch's two formulas, exact at both ends:
-  ``start + w (end - start)`` for ``|w| < 0.5``, else ``end - (end - start)(1 - w)``.
+def lerp(weight: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """``torch.lerp(start, end, weight)`` as a function of ``(start, end)``, with torch's
+  two formulas, exact at both ends: ``start + w (end - start)`` for ``|w| < 0.5``,
+  else ``end - (end - start)(1 - w)``, ``w`` rounded to the tensors' dtype first.
 
   The one-sided form loses ``end`` to cancellation when ``w = 1`` (Adafactor's
   first steps, RMSprop with alpha=0): ``v + (g**2 - v)`` is off by an ulp of ``v``.
+  The scalar part (which formula, its coefficient) is worked out once per dtype,
+  so a ``jax.tree.map`` of the result costs one pass per leaf and no per-leaf
+  scalar work.
   """
-  w = cast(weight, start)
-  near_start = jnp.abs(w) < 0.5
-  # One pass: the scalar picks the anchor and the coefficient (w, or w - 1 == -(1 - w)
-  # exactly), so both of torch's formulas round as torch's do without computing both.
-  anchor = jnp.where(near_start, start, end)
-  return anchor + jnp.where(near_start, w, w - 1) * (end - start)
+
+  @functools.cache
+  def scalars(dtype):
+    w = jnp.asarray(weight, dtype)
+    near_start = jnp.abs(w) < 0.5
+    # the scalar picks the anchor and the coefficient (w, or w - 1 == -(1 - w) exactly),
+    # so both of torch's formulas round as torch's do without computing both
+    return near_start, jax.lax.select(near_start, w, w - 1)
+
+  def apply(start: jax.Array, end: jax.Array) -> jax.Array:
+    near_start, coef = scalars(start.dtype)
+    return jax.lax.select(near_start, start, end) + coef * (end - start)
+
+  return apply
 
 
-def square_average(avg: jax.Array, x: jax.Array, decay: Any) -> jax.Array:
-  """``decay * avg + (1 - decay) * x * x`` as torch's
+def square_average(decay: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """``(avg, x) -> decay * avg + (1 - decay) * x * x`` as torch's
   ``avg.mul_(decay).addcmul_(x, x, value=1 - decay)``, with ``1 - decay``
-  computed in the hyperparameter's precision (Adam's v, RMSprop, Adadelta)."""
-  return avg * cast(decay, avg) + cast(1 - decay, x) * x * x
+  computed once, in the hyperparameter's precision (Adam's v, RMSprop, Adadelta)."""
+  rest = 1 - decay
+  return lambda avg, x: avg * cast(decay, avg) + cast(rest, x) * x * x
 
 
 def zeros_like(params: Any) -> Any:
@@ -63,9 +77,12 @@ def l2(weight_decay: Any) -> optax.GradientTransformation:
 
 def descend(learning_rate: Any) -> optax.GradientTransformation:
   """``-lr * u``: the final step of every torch optimizer, ``p.add_(u, alpha=-lr)``."""
-  return optax.stateless(
-      lambda u, _: jax.tree.map(lambda ui: -cast(learning_rate, ui) * ui, u)
-  )
+
+  def fn(u, _):
+    step = -jnp.asarray(learning_rate)  # negation is exact: the same as negating after the cast
+    return jax.tree.map(lambda ui: cast(step, ui) * ui, u)
+
+  return optax.stateless(fn)
 
 
 def decoupled_decay(learning_rate: Any, weight_decay: Any) -> optax.GradientTransformation:
@@ -73,9 +90,8 @@ def decoupled_decay(learning_rate: Any, weight_decay: Any) -> optax.GradientTran
   (``torch.optim.AdamW``), placed after :func:`descend` in a chain."""
 
   def fn(u, p):
-    return jax.tree.map(
-        lambda ui, pi: ui - cast(learning_rate * weight_decay, ui) * pi, u, p
-    )
+    decay = learning_rate * weight_decay
+    return jax.tree.map(lambda ui, pi: ui - cast(decay, ui) * pi, u, p)
 
   return optax.stateless(fn)
 

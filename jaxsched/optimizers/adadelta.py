@@ -34,12 +34,12 @@ def scale_by_torch_adadelta(rho: Any, eps: Any) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    square_avg = jax.tree.map(lambda v, g: _common.square_average(v, g, rho), state.square_avg, updates)
+    square_avg = jax.tree.map(_common.square_average(rho), state.square_avg, updates)
     delta = jax.tree.map(
         lambda g, v, d: jnp.sqrt(d + _common.cast(eps, d)) / jnp.sqrt(v + _common.cast(eps, v)) * g,
         updates, square_avg, state.acc_delta,
     )
-    acc_delta = jax.tree.map(lambda d, x: _common.square_average(d, x, rho), state.acc_delta, delta)
+    acc_delta = jax.tree.map(_common.square_average(rho), state.acc_delta, delta)
     return delta, ScaleByTorchAdadeltaState(square_avg, acc_delta)
 
   return optax.GradientTransformation(init_fn, update_fn)

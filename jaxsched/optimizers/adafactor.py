@@ -36,23 +36,23 @@ def _rms(x: jax.Array, dtype: Any) -> jax.Array:
   return jnp.linalg.norm(wide).astype(x.dtype).astype(dtype) / math.sqrt(x.size)
 
 
-def _leaf_update(g, moments, weight, alpha, d, eps1):
+def _leaf_update(g, moments, mix, alpha, d, eps1):
   """One parameter's step ``-alpha * U / max(1, RMS(U) / d)`` and its new moments.
 
-  ``weight`` is ``t ** beta2_decay`` (the lerp weight); ``alpha`` the step scale,
+  ``mix`` lerps with weight ``t ** beta2_decay`` (:func:`_common.lerp`); ``alpha`` the step scale,
   computed from the parameter before weight decay.
   """
   eps1 = float(jnp.finfo(g.dtype).eps) if eps1 is None else eps1
   g2 = jnp.square(g)
   if g.ndim > 1:
     row, col = moments
-    row = _common.lerp(row, jnp.mean(g2, axis=-1, keepdims=True), weight)
-    col = _common.lerp(col, jnp.mean(g2, axis=-2, keepdims=True), weight)
+    row = mix(row, jnp.mean(g2, axis=-1, keepdims=True))
+    col = mix(col, jnp.mean(g2, axis=-2, keepdims=True))
     # row @ col is an outer product over the last two dims: one product per entry.
     v = row * col / jnp.maximum(jnp.mean(row, axis=-2, keepdims=True), _common.cast(eps1, g))
     moments = (row, col)
   else:
-    v = moments = _common.lerp(moments, g2, weight)
+    v = moments = mix(moments, g2)
   u = g * jax.lax.rsqrt(jnp.maximum(v, _common.cast(eps1 * eps1, g)))
   hp = jnp.result_type(alpha)
   denom = jnp.maximum(1.0, _rms(u, hp) / d)
@@ -80,11 +80,11 @@ def scale_by_adafactor(learning_rate: Any, beta2_decay: Any, eps: tuple[float | 
   def update_fn(updates, state, params):
     lr = jnp.asarray(learning_rate)
     t = (state.count + 1).astype(lr.dtype)
-    weight = jnp.power(t, beta2_decay)
+    mix = _common.lerp(jnp.power(t, beta2_decay))
     rho = jnp.minimum(lr, 1.0 / jnp.sqrt(t))
     leaves, treedef = jax.tree.flatten(updates)
     out = [
-        _leaf_update(g, m, weight, jnp.maximum(eps2, _rms(p, lr.dtype)) * rho, d, eps1)
+        _leaf_update(g, m, mix, jnp.maximum(eps2, _rms(p, lr.dtype)) * rho, d, eps1)
         for g, m, p in zip(leaves, treedef.flatten_up_to(state.moments), treedef.flatten_up_to(params))
     ]
     updates = treedef.unflatten([u for u, _ in out])

@@ -39,9 +39,9 @@ class NAdamState(NamedTuple):
   nu: Any
 
 
-def first_moment(g: jax.Array, m: jax.Array, b1: Any) -> jax.Array:
-  """``exp_avg.lerp_(g, 1 - beta1)``."""
-  return _common.lerp(m, g, 1 - b1)
+def first_moment(updates: Any, mu: Any, b1: Any) -> Any:
+  """``exp_avg.lerp_(g, 1 - beta1)`` for every parameter."""
+  return jax.tree.map(_common.lerp(1 - b1), mu, updates)
 
 
 def bias_correction(beta: Any, step: jax.Array) -> jax.Array:
@@ -63,8 +63,8 @@ def _init(params, amsgrad: bool = False) -> AdamState:
 
 def _moments(updates, state, b1, b2):
   """One step of torch's shared bookkeeping: ``step += 1`` and both moments."""
-  mu = jax.tree.map(lambda g, m: first_moment(g, m, b1), updates, state.mu)
-  nu = jax.tree.map(lambda g, v: _common.square_average(v, g, b2), updates, state.nu)
+  mu = first_moment(updates, state.mu, b1)
+  nu = jax.tree.map(_common.square_average(b2), state.nu, updates)
   return optax.safe_increment(state.count), mu, nu
 
 
@@ -80,11 +80,11 @@ def scale_by_adam(b1: Any, b2: Any, eps: Any, amsgrad: bool) -> optax.GradientTr
     del params
     count, mu, nu = _moments(updates, state, b1, b2)
     nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
-    bc1, bc2_sqrt = bias_correction(b1, count), jnp.sqrt(bias_correction(b2, count))
+    inv_bc1, bc2_sqrt = 1 / bias_correction(b1, count), jnp.sqrt(bias_correction(b2, count))
 
     def direction(m, v):
       denom = jnp.sqrt(v) / _common.cast(bc2_sqrt, v) + _common.cast(eps, v)
-      return _common.cast(1 / bc1, m) * (m / denom)
+      return _common.cast(inv_bc1, m) * (m / denom)
 
     updates = jax.tree.map(direction, mu, nu_max if amsgrad else nu)
     return updates, AdamState(count, mu, nu, nu_max)
@@ -102,12 +102,12 @@ def scale_by_adamax(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
   def update_fn(updates, state, params=None):
     del params
     count = optax.safe_increment(state.count)
-    mu = jax.tree.map(lambda g, m: first_moment(g, m, b1), updates, state.mu)
+    mu = first_moment(updates, state.mu, b1)
     nu = jax.tree.map(
         lambda g, u: jnp.maximum(u * _common.cast(b2, u), jnp.abs(g) + _common.cast(eps, g)),
         updates, state.nu)
-    bc1 = bias_correction(b1, count)
-    updates = jax.tree.map(lambda m, u: _common.cast(1 / bc1, m) * (m / u), mu, nu)
+    inv_bc1 = 1 / bias_correction(b1, count)
+    updates = jax.tree.map(lambda m, u: _common.cast(inv_bc1, m) * (m / u), mu, nu)
     return updates, AdamState(count, mu, nu)
 
   return optax.GradientTransformation(_init, update_fn)

@@ -96,8 +96,8 @@ def scale_by_muon(momentum: Any, nesterov: bool, ns_coefficients: tuple[float, f
 
   def update_fn(updates, state, params=None):
     del params
-    buffer = jax.tree.map(lambda g, b: _common.lerp(b, g, 1 - momentum), updates, state.buffer)
-    updates = jax.tree.map(lambda g, b: _common.lerp(g, b, momentum), updates, buffer) if nesterov else buffer
+    buffer = jax.tree.map(_common.lerp(1 - momentum), state.buffer, updates)
+    updates = jax.tree.map(_common.lerp(momentum), updates, buffer) if nesterov else buffer
     updates = jax.tree.map(
         lambda u: _common.cast(lr_ratio(u.shape, adjust_lr_fn), u)
         * newton_schulz(u, ns_coefficients, ns_steps, eps, ns_dtype),

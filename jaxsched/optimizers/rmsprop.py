@@ -38,11 +38,9 @@ def scale_by_torch_rms(alpha: Any, eps: Any, centered: bool, scale: Any = 1.0) -
 
   def update_fn(updates, state, params=None):
     del params
-    square_avg = jax.tree.map(lambda v, g: _common.square_average(v, g, alpha), state.square_avg, updates)
+    square_avg = jax.tree.map(_common.square_average(alpha), state.square_avg, updates)
     if centered:
-      grad_avg = jax.tree.map(
-          lambda a, g: _common.lerp(a, g, _common.cast(1 - alpha, g)), state.grad_avg, updates
-      )
+      grad_avg = jax.tree.map(_common.lerp(1 - alpha), state.grad_avg, updates)
       variance = jax.tree.map(lambda v, a: v - a * a, square_avg, grad_avg)
     else:
       grad_avg, variance = None, square_avg

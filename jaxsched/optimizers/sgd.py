@@ -34,12 +34,13 @@ def torch_momentum(momentum: Any, dampening: Any, nesterov: bool) -> optax.Gradi
 
   def update_fn(updates, state, params=None):
     del params
+    # The first step's buffer is g itself: 0 * 0 + 1 * g with the zeros of init,
+    # exactly g (torch clones it), without a per-leaf select.
     first = state.count == 0
-
-    def new_buffer(g, b):
-      return jnp.where(first, g, _common.cast(momentum, g) * b + _common.cast(1 - dampening, g) * g)
-
-    buffer = jax.tree.map(new_buffer, updates, state.buffer)
+    keep = jnp.where(first, 0, momentum)
+    take = jnp.where(first, 1, 1 - dampening)
+    buffer = jax.tree.map(lambda g, b: _common.cast(keep, g) * b + _common.cast(take, g) * g,
+                          updates, state.buffer)
     if nesterov:
       updates = jax.tree.map(lambda g, b: g + _common.cast(momentum, g) * b, updates, buffer)
     else:
