@@ -58,7 +58,8 @@ def _header(runs: dict[str, dict]) -> str:
     m = run['meta']
     v = m['versions']
     out.append(
-        f"- **{n}** — {m['date']}; device **{m['device']}**; machine {m['machine']}; "
+        f"- **{n}** — {m['date']}; code {m.get('code', 'not recorded')}; device **{m['device']}**; "
+        f"machine {m['machine']}; "
         f"torch on {m.get('torch_device', 'cpu')} with {m['torch_threads']} threads; "
         f"load average at start {', '.join(f'{x:.1f}' for x in m.get('load_average_start', []))}; "
         f"run took {m.get('wall_s', 0):.0f} s; `{m['command']}`; timing: "

@@ -87,6 +87,7 @@ def meta(argv: list[str]) -> dict[str, Any]:
       'versions': {'python': platform.python_version(), 'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
                    'optax': optax.__version__, 'flax': flax.__version__, 'torch': torch.__version__,
                    'jaxsched': jaxsched.__version__, 'numpy': np.__version__},
+      'code': code_version(),
       'torch_threads': torch.get_num_threads(),
       'torch_device': torch_device(),
   }
@@ -95,6 +96,22 @@ def meta(argv: list[str]) -> dict[str, Any]:
   except OSError:
     pass
   return out
+
+
+def code_version() -> str:
+  """The measured code: the git commit, marked ``+changes`` when jaxsched/ or
+  benchmarks/ differ from it."""
+  import subprocess
+
+  root = os.path.dirname(HERE)
+  try:
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'jaxsched', 'benchmarks'], cwd=root,
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown (not a git checkout)'
+  return commit + (' +changes' if dirty else '')
 
 
 def torch_device() -> str:
@@ -179,10 +196,9 @@ def scenario_variants(scenario: str, params, diagnose: bool, chunk: int) -> list
     vs.append(Variant('naive multi_transform(adam per group)', V.naive_groups(scenario), role='reference'))
   if scenario == 'one_group' and diagnose:
     diag = [
+        ('diag: optax.inject_hyperparams(optax.adam)', lambda: {'tx': V.optax_injected()}),
         ('diag: jaxsched.optimizer (no multi_transform)', lambda: {'tx': V.js_optimizer_only()}),
         ('diag: jaxsched adam chain, float hparams+lr (no inject)', lambda: {'tx': V.js_factory_only()}),
-        ('diag: torch math, one tree_map, select-lerp', lambda: {'tx': V.torch_math_one_map(plain_lerp=False)}),
-        ('diag: torch math, one tree_map, plain lerp', lambda: {'tx': V.torch_math_one_map(plain_lerp=True)}),
     ]
     if jax.default_backend() == 'cpu':  # XLA:GPU already fuses Adam into one multi-output kernel
       diag.append(('diag: one-pass chunked adam (fori_loop)',

@@ -9,7 +9,7 @@ Every factory returns an ``optax.GradientTransformation``; the runner times
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +113,12 @@ def _js_schedule():
   return jaxsched.schedule('CosineAnnealingLR', LR, T_max=T_MAX)
 
 
+def optax_injected() -> optax.GradientTransformation:
+  """Hand-written Optax with its hyperparameters in the state, as jaxsched keeps them
+  (``optax.inject_hyperparams(optax.adam)``): what the same feature costs in plain Optax."""
+  return optax.inject_hyperparams(optax.adam)(learning_rate=cosine(), b1=B1, b2=B2, eps=EPS)
+
+
 def js_optimizer_only() -> optax.GradientTransformation:
   """jaxsched.optimizer('Adam', lr=schedule): inject_hyperparams + _show_next_values,
   without build()'s multi_transform."""
@@ -131,56 +137,6 @@ def js_factory_only() -> optax.GradientTransformation:
 def bias_correction(beta: float, step: jax.Array) -> jax.Array:
   """``1 - beta**step`` as jaxsched computes it: ``-expm1(step * log(beta))``."""
   return -jnp.expm1(step.astype(jnp.float32) * jnp.log(jnp.float32(beta)))
-
-
-def select_lerp(m: jax.Array, g: jax.Array, w: float) -> jax.Array:
-  """torch's two-sided ``m.lerp_(g, w)`` as jaxsched writes it (a select between
-  both formulas, on a traced weight when b1 is a hyperparameter in the state)."""
-  w = jnp.asarray(w, m.dtype)
-  return jnp.where(w < 0.5, m + w * (g - m), g - (g - m) * (1 - w))
-
-
-class _PlainState(NamedTuple):
-  count: jax.Array
-  mu: Any
-  nu: Any
-  b1: jax.Array
-
-
-def torch_math_one_map(learning_rate: Callable[[jax.Array], jax.Array] | None = None,
-                       plain_lerp: bool = True) -> optax.GradientTransformation:
-  """torch.optim.Adam's arithmetic (``m̂ / (sqrt(v) / sqrt(bc2) + eps)``) in ONE
-  tree_map, every scalar folded first, with ``lerp`` as ``m + w (g - m)`` (torch's
-  CPU kernels take that branch for w < 0.5) or, with plain_lerp=False, jaxsched's
-  two-sided select. Emits the same update as jaxsched's chain."""
-  lr_fn = learning_rate or _js_schedule()
-
-  def init(params):
-    return _PlainState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params),
-                       jax.tree.map(jnp.zeros_like, params), jnp.float32(B1))
-
-  def update(g, state, params=None):
-    del params
-    count = optax.safe_increment(state.count)
-    lr = lr_fn(state.count)
-    bc1 = bias_correction(B1, count)
-    inv_bc2_sqrt = jax.lax.rsqrt(bias_correction(B2, count))
-    step = -lr / bc1
-    b1 = state.b1 if not plain_lerp else B1  # traced for the select, as jaxsched's injected b1
-
-    def moments(gi, m, v):
-      m = m + (1 - B1) * (gi - m) if plain_lerp else select_lerp(m, gi, 1 - b1)
-      return m, v * B2 + (1 - B2) * gi * gi
-
-    mv = jax.tree.map(moments, g, state.mu, state.nu)
-    is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
-    mu = jax.tree.map(lambda t: t[0], mv, is_leaf=is_pair)
-    nu = jax.tree.map(lambda t: t[1], mv, is_leaf=is_pair)
-    u = jax.tree.map(lambda m, v: step.astype(m.dtype) * (m / (jnp.sqrt(v) * inv_bc2_sqrt.astype(v.dtype)
-                                                                + jnp.asarray(EPS, v.dtype))), mu, nu)
-    return u, _PlainState(count, mu, nu, state.b1)
-
-  return optax.GradientTransformation(init, update)
 
 
 def one_pass_adam_step(chunk: int = 1 << 16) -> Callable:
