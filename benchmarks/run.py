@@ -54,7 +54,7 @@ def plan(quick: bool) -> dict[str, Any]:
     return dict(sizes=[(3, 4_096), (12, 64)], repeats=3, compile_repeats=1, big_compile_repeats=1,
                 torch_repeats=2, schedule_steps=20_000, torch_schedule_steps=300, recompile_steps=30,
                 copy_elems=1 << 20, chunk=1 << 10, torch_jax_all_sizes=('Adam',))
-  return dict(sizes=[(10, 1_000_000), (1_000, 10_000)], repeats=15, compile_repeats=3, big_compile_repeats=1,
+  return dict(sizes=[(10, 1_000_000), (1_000, 10_000)], repeats=15, compile_repeats=3, big_compile_repeats=3,
               torch_repeats=5, schedule_steps=1_000_000, torch_schedule_steps=20_000, recompile_steps=1_000,
               copy_elems=1 << 26, chunk=1 << 16, torch_jax_all_sizes=('Adam',))
 
