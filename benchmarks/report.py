@@ -84,6 +84,11 @@ def _findings(runs: dict[str, dict]) -> str:
       worst_c = max(ts, key=lambda r: r['compile_ratio'])
       lines.append(f"compile: jaxsched/hand-written {min(r['compile_ratio'] for r in ts):.3f}–"
                    f"{worst_c['compile_ratio']:.3f}; target ≤ {TARGET_COMPILE} met in {len(cm)}/{len(ts)}")
+      control = [r for r in run['train_step'] if r['role'] == 'control']
+      if control:
+        lines.append('A/A control (the hand-written step compiled twice; the noise floor): step '
+                     + ', '.join(f"{r['ratio']:.3f}" for r in control) + '; compile '
+                     + ', '.join(f"{r['compile_ratio']:.3f}" for r in control))
       naive = [r for r in run['train_step'] if r['role'] == 'reference']
       if naive:
         lines.append('naive multi_transform around whole Adams / hand-written: '
@@ -122,7 +127,8 @@ def render(allres: dict[str, Any]) -> str:
          'Optimizer step alone (grads given), `update + apply_updates` in one jit with params and state donated. '
          '"ratio" = variant / hand-written (same scenario, size and run); target ≤ 1.05 for steps, ≤ 1.2 for '
          'compile (trace + lower + XLA compile, a fresh jit each time). "fusions" = kernels per step in the '
-         'optimized HLO. Rows marked diag take jaxsched apart (see benchmarks/variants.py).\n',
+         'optimized HLO. The control row compiles the hand-written step a second time: its distance from 1 '
+         'is the noise floor of the run. Rows marked diag take jaxsched apart (see benchmarks/variants.py).\n',
          _side_by_side(
              runs, 'train_step', lambda r: (r['scenario'], r['leaves'], r['variant']),
              ['scenario', 'leaves', 'variant'],

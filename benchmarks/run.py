@@ -191,7 +191,10 @@ def compile_summary(v: Variant) -> dict[str, Any]:
 
 def scenario_variants(scenario: str, params, diagnose: bool, chunk: int) -> list[Variant]:
   vs = [Variant('hand-written optax', V.hand_written(scenario), role='baseline'),
-        Variant('jaxsched.build', V.jaxsched_build(scenario, params), role='jaxsched')]
+        Variant('jaxsched.build', V.jaxsched_build(scenario, params), role='jaxsched'),
+        # A/A control: the baseline's code again, as its own executable and buffers. Its ratio
+        # is the noise floor of this machine and run: a jaxsched ratio within it is no difference.
+        Variant('control: hand-written optax, compiled again', V.hand_written(scenario), role='control')]
   if scenario == 'groups_schedule':
     vs.append(Variant('naive multi_transform(adam per group)', V.naive_groups(scenario), role='reference'))
   if scenario == 'one_group' and diagnose:

@@ -29,33 +29,40 @@ def inject(factory: Callable[..., optax.GradientTransformation], args: dict[str,
   (``optax.inject_hyperparams`` keeps the values of the update just made, and
   evaluates the schedule for the current one.) So a value written into
   ``state.hyperparams`` takes effect at the next update, without recompiling.
+  ``state.hyperparams_states`` has an entry per scheduled hyperparameter: a
+  stateful schedule's state, or None for a plain schedule, which reads ``count``.
   """
   dtype = hyperparam_dtype()
   static = {k: v for k, v in args.items() if not (isinstance(v, float) or callable(v))}
   numeric = {k: v for k, v in args.items() if isinstance(v, float)}
-  schedules = {
-      k: v if isinstance(v, optax.schedules.StatefulSchedule) else optax.WrappedSchedule(v)
-      for k, v in args.items() if callable(v)
-  }
+  schedules = {k: v for k, v in args.items() if callable(v)}
+  stateful = {k: v for k, v in schedules.items() if isinstance(v, optax.schedules.StatefulSchedule)}
 
-  def scheduled(states: dict[str, Any]) -> dict[str, jax.Array]:
-    return {k: jnp.asarray(f(states[k]), dtype) for k, f in schedules.items()}
+  def scheduled(count: jax.Array, states: dict[str, Any]) -> dict[str, jax.Array]:
+    # a plain schedule reads the update count kept here; a stateful one (a plateau) its own state
+    return {k: jnp.asarray(stateful[k](states[k]) if k in stateful else f(count), dtype)
+            for k, f in schedules.items()}
 
   def inner(hyperparams: dict[str, jax.Array]) -> optax.GradientTransformationExtraArgs:
     return optax.with_extra_args_support(factory(**static, **hyperparams))
 
   def init_fn(params):
-    states = {k: f.init() for k, f in schedules.items()}
-    hyperparams = {**{k: jnp.asarray(v, dtype) for k, v in numeric.items()}, **scheduled(states)}
+    # a plain schedule's entry is None: it marks the hyperparameter as scheduled, with no
+    # counter of its own beside ``count``
+    states = {k: stateful[k].init() if k in stateful else None for k in schedules}
+    count = jnp.zeros([], jnp.int32)
+    hyperparams = {**{k: jnp.asarray(v, dtype) for k, v in numeric.items()}, **scheduled(count, states)}
     return optax.InjectStatefulHyperparamsState(
-        count=jnp.zeros([], jnp.int32), hyperparams=hyperparams, hyperparams_states=states,
+        count=count, hyperparams=hyperparams, hyperparams_states=states,
         inner_state=inner(hyperparams).init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
     updates, inner_state = inner(state.hyperparams).update(updates, state.inner_state, params, **extra_args)
-    states = {k: f.update(state.hyperparams_states[k], **extra_args) for k, f in schedules.items()}
+    count = optax.safe_increment(state.count)
+    states = {k: f.update(state.hyperparams_states[k], **extra_args) for k, f in stateful.items()}
+    states = {k: states.get(k) for k in schedules}
     return updates, optax.InjectStatefulHyperparamsState(
-        count=optax.safe_increment(state.count), hyperparams={**state.hyperparams, **scheduled(states)},
+        count=count, hyperparams={**state.hyperparams, **scheduled(count, states)},
         hyperparams_states=states, inner_state=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
