@@ -99,15 +99,15 @@ def meta(argv: list[str]) -> dict[str, Any]:
 
 
 def code_version() -> str:
-  """The measured code: the git commit, marked ``+changes`` when jaxsched/ or
-  benchmarks/ differ from it."""
+  """The measured code: the git commit, marked ``+changes`` when jaxsched/ or the
+  benchmark's own .py files differ from it."""
   import subprocess
 
   root = os.path.dirname(HERE)
   try:
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True,
                             text=True, check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'jaxsched', 'benchmarks'], cwd=root,
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'jaxsched', 'benchmarks/*.py'], cwd=root,
                            capture_output=True, text=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return 'unknown (not a git checkout)'
