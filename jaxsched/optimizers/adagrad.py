@@ -38,10 +38,10 @@ def torch_adagrad(learning_rate: Any, lr_decay: Any, eps: Any,
 
   def update_fn(updates, state, params=None):
     del params
-    clr = learning_rate / (1 + state.count * lr_decay)
+    step = -learning_rate / (1 + state.count * lr_decay)
     sums = jax.tree.map(lambda s, g: s + g * g, state.sum, updates)
     updates = jax.tree.map(
-        lambda g, s: _common.cast(-clr, g) * g / (jnp.sqrt(s) + _common.cast(eps, s)), updates, sums
+        lambda g, s: _common.cast(step, g) * g / (jnp.sqrt(s) + _common.cast(eps, s)), updates, sums
     )
     return updates, TorchAdagradState(optax.safe_increment(state.count), sums)
 

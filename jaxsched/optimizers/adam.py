@@ -195,7 +195,7 @@ def scale_by_radam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
 
     def direction(m, v):
       m_hat = m / _common.cast(bc1, m)
-      adaptive = jnp.where(rectified, 1 / (jnp.sqrt(v) + _common.cast(eps, v)), 1)
+      adaptive = jax.lax.select(rectified, 1 / (jnp.sqrt(v) + _common.cast(eps, v)), jnp.ones_like(v))
       return m_hat * _common.cast(scale, m) * adaptive
 
     updates = jax.tree.map(direction, mu, nu)

@@ -50,15 +50,17 @@ def torch_asgd(learning_rate: Any, lambd: Any, alpha: Any, t0: Any) -> optax.Gra
     if params is None:
       raise ValueError('ASGD needs the parameters: call update(grads, state, params).')
     decay = 1 - lambd * state.eta  # in the hyperparameters' precision, as torch's Python floats
+    step = -state.eta
 
     def new_param(g, p):
-      return p * _common.cast(decay, p) + _common.cast(-state.eta, g) * g
+      return p * _common.cast(decay, p) + _common.cast(step, g) * g
 
     # The update that optax.apply_updates turns into torch's new parameters.
     updates = jax.tree.map(lambda g, p: new_param(g, p) - p, updates, params)
     new_params = optax.apply_updates(params, updates)
+    copy = state.mu == 1  # torch copies the parameters while mu is 1, else averages
     ax = jax.tree.map(
-        lambda a, p: jnp.where(state.mu == 1, p, a + (p - a) * _common.cast(state.mu, p)),
+        lambda a, p: jax.lax.select(copy, p, a + (p - a) * _common.cast(state.mu, p)),
         state.ax, new_params,
     )
     count = optax.safe_increment(state.count)

@@ -38,7 +38,7 @@ def torch_momentum(momentum: Any, dampening: Any, nesterov: bool) -> optax.Gradi
     # exactly g (torch clones it), without a per-leaf select.
     first = state.count == 0
     keep = jnp.where(first, 0, momentum)
-    take = jnp.where(first, 1, 1 - dampening)
+    take = jnp.where(first, 1, 1 - dampening).astype(keep.dtype)  # RMSprop's literal 0.0 is weakly typed
     buffer = jax.tree.map(lambda g, b: _common.cast(keep, g) * b + _common.cast(take, g) * g,
                           updates, state.buffer)
     if nesterov:

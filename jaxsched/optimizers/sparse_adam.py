@@ -14,14 +14,14 @@ from jaxsched.optimizers._registry import OptimizerSpec
 from jaxsched.optimizers.adam import BETAS, AdamState, bias_correction
 
 
-def _toward(old: jax.Array, new: jax.Array, beta: Any) -> jax.Array:
-  """``old + (new - old) * (1 - beta)``: torch's SparseAdam moment update.
+def _toward(old: jax.Array, new: jax.Array, rest: Any) -> jax.Array:
+  """``old + (new - old) * (1 - beta)``, ``rest = 1 - beta``: torch's SparseAdam moment update.
 
   The same average as Adam's ``lerp``/``addcmul`` (:mod:`jaxsched.optimizers.adam`)
   but rounded differently, which shows in float32 (beta = 0: ``m + (g - m)`` is not
   exactly ``g``), so it is written as torch writes it.
   """
-  return old + (new - old) * _common.cast(1 - beta, new)
+  return old + (new - old) * _common.cast(rest, new)
 
 
 def scale_by_sparse_adam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
@@ -41,9 +41,10 @@ def scale_by_sparse_adam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransforma
     del params
     count = optax.safe_increment(state.count)
     present = jax.tree.map(lambda g: g != 0, updates)
-    mu = jax.tree.map(lambda k, g, m: jnp.where(k, _toward(m, g, b1), m),
+    rest1, rest2 = 1 - b1, 1 - b2
+    mu = jax.tree.map(lambda k, g, m: jnp.where(k, _toward(m, g, rest1), m),
                       present, updates, state.mu)
-    nu = jax.tree.map(lambda k, g, v: jnp.where(k, _toward(v, g * g, b2), v),
+    nu = jax.tree.map(lambda k, g, v: jnp.where(k, _toward(v, g * g, rest2), v),
                       present, updates, state.nu)
     step_size = jnp.sqrt(bias_correction(b2, count)) / bias_correction(b1, count)
 
