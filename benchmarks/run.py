@@ -100,7 +100,8 @@ def meta(argv: list[str]) -> dict[str, Any]:
 
 def code_version() -> str:
   """The measured code: the git commit, marked ``+changes`` when jaxsched/ or the
-  benchmark's own .py files differ from it."""
+  benchmark's own .py files differ from it; outside a git checkout (a copy of the
+  tree on a GPU machine), what the environment variable BENCH_CODE says."""
   import subprocess
 
   root = os.path.dirname(HERE)
@@ -110,7 +111,7 @@ def code_version() -> str:
     dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'jaxsched', 'benchmarks/*.py'], cwd=root,
                            capture_output=True, text=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
-    return 'unknown (not a git checkout)'
+    return os.environ.get('BENCH_CODE', 'unknown (not a git checkout; set BENCH_CODE)')
   return commit + (' +changes' if dirty else '')
 
 
