@@ -4,6 +4,10 @@ Every scalar hyperparameter lives in the optimizer state in float32 or wider;
 before it meets a tensor it is cast to that tensor's dtype, as torch applies its
 Python-float hyperparameters to float32 or bfloat16 tensors, so moments and
 updates keep the parameters' dtype.
+
+Scalar work (``1 - beta``, ``-lr``, a lerp's branch) is done once per update,
+outside the per-leaf maps, so a step's traced size and compile time grow with
+the parameters only by their tensor arithmetic (tests/test_trace_cost.py).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ def lerp(weight: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
   first steps, RMSprop with alpha=0): ``v + (g**2 - v)`` is off by an ulp of ``v``.
   The scalar part (which formula, its coefficient) is worked out once per dtype,
   so a ``jax.tree.map`` of the result costs one pass per leaf and no per-leaf
-  scalar work.
+  scalar work. Call it inside the update: the returned function keeps those
+  scalars for as long as it lives.
   """
 
   @functools.cache
