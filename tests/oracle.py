@@ -115,9 +115,14 @@ DTYPES = ('float64', 'float32')
 
 
 
+def assert_config_error(call: Callable[[], Any], words) -> None:
+  """``call()`` raises a ConfigError whose message holds every word."""
+  with pytest.raises(jaxsched.ConfigError) as e:
+    call()
+  for w in words:
+    assert w in str(e.value), str(e.value)
+
+
 def assert_rejected(name: str, kwargs: Mapping[str, Any], words) -> None:
   """jaxsched.optimizer(name, **kwargs) raises a ConfigError whose message holds every word."""
-  with pytest.raises(jaxsched.ConfigError) as e:
-    jaxsched.optimizer(name, **kwargs)
-  for w in words:
-    assert w in str(e.value)
+  assert_config_error(lambda: jaxsched.optimizer(name, **kwargs), words)
