@@ -80,6 +80,12 @@ def l2(weight_decay: Any) -> optax.GradientTransformation:
   return optax.stateless(fn)
 
 
+def gradient(maximize: bool, weight_decay: Any) -> tuple[optax.GradientTransformation | None, ...]:
+  """torch's first lines of a step, ``g = -g`` if maximize, then ``g += weight_decay * p``
+  (L2; None: none), as optional terms for :func:`chain`."""
+  return negate() if maximize else None, l2(weight_decay) if weight_decay is not None else None
+
+
 def descend(learning_rate: Any) -> optax.GradientTransformation:
   """``-lr * u``: the final step of every torch optimizer, ``p.add_(u, alpha=-lr)``."""
 

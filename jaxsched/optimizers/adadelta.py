@@ -54,8 +54,7 @@ def adadelta(learning_rate, rho, eps, weight_decay, maximize):
   exactly 0 removes the term, as in torch.
   """
   return _common.chain(
-      _common.negate() if maximize else None,
-      _common.l2(weight_decay) if weight_decay is not None else None,
+      *_common.gradient(maximize, weight_decay),
       scale_by_torch_adadelta(rho, eps),
       _common.descend(learning_rate),
   )

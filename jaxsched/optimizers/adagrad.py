@@ -57,8 +57,7 @@ def adagrad(learning_rate, lr_decay, weight_decay, initial_accumulator_value, ep
   the term, as in torch.
   """
   return _common.chain(
-      _common.negate() if maximize else None,
-      _common.l2(weight_decay) if weight_decay is not None else None,
+      *_common.gradient(maximize, weight_decay),
       torch_adagrad(learning_rate, lr_decay, eps, initial_accumulator_value),
   )
 

@@ -208,8 +208,7 @@ def _wrap(scale, learning_rate, weight_decay, decoupled: bool, maximize: bool):
   """torch's shared frame: maximize, L2 or decoupled decay, ``p -= lr * direction``."""
   coupled = weight_decay is not None and not decoupled
   return _common.chain(
-      _common.negate() if maximize else None,
-      _common.l2(weight_decay) if coupled else None,
+      *_common.gradient(maximize, weight_decay if coupled else None),
       scale,
       _common.descend(learning_rate),
       _common.decoupled_decay(learning_rate, weight_decay)

@@ -82,8 +82,7 @@ def asgd(learning_rate, lambd, alpha, t0, weight_decay, maximize):
   removes the term, as in torch.
   """
   return _common.chain(
-      _common.negate() if maximize else None,
-      _common.l2(weight_decay) if weight_decay is not None else None,
+      *_common.gradient(maximize, weight_decay),
       torch_asgd(learning_rate, lambd, alpha, t0),
   )
 

@@ -64,10 +64,7 @@ def rmsprop(learning_rate, alpha, eps, weight_decay, momentum, centered, maximiz
   exactly 0 removes that term (and its state), as in torch; momentum can be
   scheduled (OneCycleLR and CyclicLR cycle it).
   """
-  gradient = (  # maximize and L2 act on the gradient first
-      _common.negate() if maximize else None,
-      _common.l2(weight_decay) if weight_decay is not None else None,
-  )
+  gradient = _common.gradient(maximize, weight_decay)  # maximize and L2 act on the gradient first
   if momentum is None:
     # torch folds -lr into the numerator: p.addcdiv_(g, avg, value=-lr).
     return _common.chain(*gradient, scale_by_torch_rms(alpha, eps, centered, -learning_rate))

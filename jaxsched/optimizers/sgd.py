@@ -58,8 +58,7 @@ def sgd(learning_rate, momentum, dampening, weight_decay, nesterov, maximize):
   removes that term (and its state), as in torch.
   """
   return _common.chain(
-      _common.negate() if maximize else None,
-      _common.l2(weight_decay) if weight_decay is not None else None,
+      *_common.gradient(maximize, weight_decay),
       torch_momentum(momentum, dampening, nesterov) if momentum is not None else None,
       _common.descend(learning_rate),
   )
