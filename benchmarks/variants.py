@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 import jaxsched
+from jaxsched.optimizers.adam import bias_correction
 
 LR = 1e-3
 T_MAX = 100_000  # CosineAnnealingLR's period, far beyond the steps timed
@@ -132,11 +133,6 @@ def js_factory_only() -> optax.GradientTransformation:
   from jaxsched.optimizers import adam as js_adam
 
   return js_adam.adam(LR, B1, B2, EPS, None, False, False, False)
-
-
-def bias_correction(beta: float, step: jax.Array) -> jax.Array:
-  """``1 - beta**step`` as jaxsched computes it: ``-expm1(step * log(beta))``."""
-  return -jnp.expm1(step.astype(jnp.float32) * jnp.log(jnp.float32(beta)))
 
 
 def one_pass_adam_step(chunk: int = 1 << 16) -> Callable:
