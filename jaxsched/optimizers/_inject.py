@@ -59,8 +59,8 @@ def inject(factory: Callable[..., optax.GradientTransformation], args: dict[str,
   def update_fn(updates, state, params=None, **extra_args):
     updates, inner_state = inner(state.hyperparams).update(updates, state.inner_state, params, **extra_args)
     count = optax.safe_increment(state.count)
-    states = {k: f.update(state.hyperparams_states[k], **extra_args) for k, f in stateful.items()}
-    states = {k: states.get(k) for k in schedules}
+    states = {k: stateful[k].update(state.hyperparams_states[k], **extra_args) if k in stateful else None
+              for k in schedules}
     return updates, optax.InjectStatefulHyperparamsState(
         count=count, hyperparams={**state.hyperparams, **scheduled(count, states)},
         hyperparams_states=states, inner_state=inner_state)
