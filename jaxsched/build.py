@@ -18,7 +18,7 @@ import optax
 
 from jaxsched._errors import ConfigError
 from jaxsched.config import Config, load_config
-from jaxsched.optimizers import OPTIMIZERS, _inject, optimizer
+from jaxsched.optimizers import OPTIMIZERS, _common, _inject, optimizer
 from jaxsched.plateau import reduce_on_plateau
 from jaxsched.schedules import schedule
 
@@ -311,7 +311,7 @@ def _shares_direction(config: Config, group_list: list[Group]) -> bool:
 
 def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
   """A group's LR applied to the shared direction (which already carries torch's minus sign)."""
-  return optax.stateless(lambda u, _: jax.tree.map(lambda x: x * jnp.asarray(learning_rate, x.dtype), u))
+  return optax.stateless(lambda u, _: jax.tree.map(lambda x: x * _common.cast(learning_rate, x), u))
 
 
 def current_lr(opt_state: Any) -> dict[str, float]:
