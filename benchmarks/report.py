@@ -69,6 +69,10 @@ def _header(runs: dict[str, dict]) -> str:
   return '\n'.join(out) + '\n'
 
 
+def _size(r: dict) -> str:
+  return f"{r['leaves']} leaves" + (', distinct shapes' if r.get('shapes') == 'distinct' else '')
+
+
 def _findings(runs: dict[str, dict]) -> str:
   out = []
   for n, run in runs.items():
@@ -79,11 +83,12 @@ def _findings(runs: dict[str, dict]) -> str:
       worst = max(ts, key=lambda r: r['ratio'])
       lines.append(f"train step: jaxsched/hand-written {min(r['ratio'] for r in ts):.3f}–{worst['ratio']:.3f}; "
                    f"target ≤ {TARGET_STEP} met in {len(met)}/{len(ts)} (worst: {worst['scenario']}, "
-                   f"{worst['leaves']} leaves)")
+                   f"{_size(worst)})")
       cm = [r for r in ts if r['compile_ratio'] <= TARGET_COMPILE]
       worst_c = max(ts, key=lambda r: r['compile_ratio'])
       lines.append(f"compile: jaxsched/hand-written {min(r['compile_ratio'] for r in ts):.3f}–"
-                   f"{worst_c['compile_ratio']:.3f}; target ≤ {TARGET_COMPILE} met in {len(cm)}/{len(ts)}")
+                   f"{worst_c['compile_ratio']:.3f}; target ≤ {TARGET_COMPILE} met in {len(cm)}/{len(ts)} "
+                   f"(worst: {worst_c['scenario']}, {_size(worst_c)})")
       control = [r for r in run['train_step'] if r['role'] == 'control']
       if control:
         lines.append('A/A control (the hand-written step compiled twice; the noise floor): step '
@@ -92,7 +97,7 @@ def _findings(runs: dict[str, dict]) -> str:
       naive = [r for r in run['train_step'] if r['role'] == 'reference']
       if naive:
         lines.append('naive multi_transform around whole Adams / hand-written: '
-                     + ', '.join(f"{r['ratio']:.3f} ({r['leaves']} leaves)" for r in naive))
+                     + ', '.join(f"{r['ratio']:.3f} ({_size(r)})" for r in naive))
     tr = [r for r in run.get('torch', []) if r['variant'] == 'jax: jaxsched.build' and 'vs_torch' in r]
     if tr:
       lines.append('torch step time / jaxsched step time (>1: jaxsched faster): ' + '; '.join(
@@ -126,18 +131,23 @@ def render(allres: dict[str, Any]) -> str:
   md += ['## 1–2. Train step and compile time: jaxsched.build vs hand-written Optax\n',
          'Optimizer step alone (grads given), `update + apply_updates` in one jit with params and state donated. '
          '"ratio" = variant / hand-written (same scenario, size and run); target ≤ 1.05 for steps, ≤ 1.2 for '
-         'compile (trace + lower + XLA compile, a fresh jit each time). "fusions" = kernels per step in the '
-         'optimized HLO. The control row compiles the hand-written step a second time: its distance from 1 '
-         'is the noise floor of the run. Rows marked diag take jaxsched apart (see benchmarks/variants.py).\n',
+         'compile (trace + lower + XLA compile, a fresh jit each time). "fusions" = kernels launched per step in the '
+         'optimized HLO; "distinct" = how many of them differ other than by name, the kernels XLA compiles '
+         '(it reuses one for equal fusions, which it can only do for leaves of one shape). "shapes": all leaves '
+         'of one shape, or no two alike (sizes 10⁶ − 7i). The control row compiles the hand-written step a '
+         'second time: its distance from 1 is the noise floor of the run. Rows marked diag take jaxsched apart '
+         '(see benchmarks/variants.py).\n',
          _side_by_side(
-             runs, 'train_step', lambda r: (r['scenario'], r['leaves'], r['variant']),
-             ['scenario', 'leaves', 'variant'],
+             runs, 'train_step',
+             lambda r: (r['scenario'], r['leaves'], r.get('shapes', 'same'), r['variant']),
+             ['scenario', 'leaves', 'shapes', 'variant'],
              [('step ms', lambda r: _ms(r['step'])),
               ('ratio', lambda r: _x(r['ratio'], TARGET_STEP if r['role'] == 'jaxsched' else None)),
               ('compile s (n)', lambda r: f"{r['compile_s']['total']['median']:.2f} ({r['compile_s']['total']['n']})"),
               ('trace+lower s', lambda r: f"{r['compile_s']['trace']['median'] + r['compile_s']['lower']['median']:.2f}"),
               ('compile ratio', lambda r: _x(r['compile_ratio'], TARGET_COMPILE if r['role'] == 'jaxsched' else None)),
-              ('fusions', lambda r: str(r['fusions'].get('total', '?')))]),
+              ('fusions / distinct',
+               lambda r: f"{r['fusions'].get('total', '?')} / {r['fusions'].get('distinct', '?')}")]),
          '\n## 3. Against torch (same config and parameter count)\n',
          'torch for-loop is `foreach=False` (what DynVision\'s `fused: False` gives on a CPU). "× vs torch fused" = '
          'this step time / torch fused step time (<1: faster than torch fused). Torch steps without a scheduler.\n',

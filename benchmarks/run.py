@@ -51,12 +51,13 @@ import report as R  # noqa: E402
 
 def plan(quick: bool) -> dict[str, Any]:
   if quick:
-    return dict(sizes=[(3, 4_096), (12, 64)], repeats=3, compile_repeats=1, big_compile_repeats=1,
-                torch_repeats=2, schedule_steps=20_000, torch_schedule_steps=300, recompile_steps=30,
-                copy_elems=1 << 20, chunk=1 << 10, torch_jax_all_sizes=('Adam',))
-  return dict(sizes=[(10, 1_000_000), (1_000, 10_000)], repeats=15, compile_repeats=3, big_compile_repeats=3,
-              torch_repeats=5, schedule_steps=1_000_000, torch_schedule_steps=20_000, recompile_steps=1_000,
-              copy_elems=1 << 26, chunk=1 << 16, torch_jax_all_sizes=('Adam',))
+    return dict(sizes=[(3, 4_096), (12, 64)], distinct_sizes=[(3, 4_096)], repeats=3, compile_repeats=1,
+                big_compile_repeats=1, torch_repeats=2, schedule_steps=20_000, torch_schedule_steps=300,
+                recompile_steps=30, copy_elems=1 << 20, chunk=1 << 10, torch_jax_all_sizes=('Adam',))
+  return dict(sizes=[(10, 1_000_000), (1_000, 10_000)], distinct_sizes=[(10, 1_000_000)], repeats=15,
+              compile_repeats=7, big_compile_repeats=3, torch_repeats=5, schedule_steps=1_000_000,
+              torch_schedule_steps=20_000, recompile_steps=1_000, copy_elems=1 << 26, chunk=1 << 16,
+              torch_jax_all_sizes=('Adam',))
 
 
 # ---------------------------------------------------------------- metadata
@@ -216,14 +217,19 @@ def scenario_variants(scenario: str, params, diagnose: bool, chunk: int) -> list
 
 
 def section_train_step(p: dict, diagnose: bool, cache: dict) -> list[dict]:
+  """Every scenario at every size, with all leaves of one shape; then at
+  ``distinct_sizes`` with no two leaves of one shape, where XLA cannot reuse one
+  leaf's kernel for another (a real model's mix lies between the two)."""
   rows = []
-  for leaves, size in p['sizes']:
+  runs = [(n, size, False) for n, size in p['sizes']] + [(n, size, True) for n, size in p['distinct_sizes']]
+  for leaves, size, distinct in runs:
     big = leaves >= 500
+    shapes = 'distinct' if distinct else 'same'
     for scenario in ('one_group', 'groups_schedule', 'groups_plateau'):
-      log(f'train step: {scenario}, {leaves} leaves x {size}')
-      params = V.make_params(leaves, size, recurrent=scenario.startswith('groups'))
+      log(f'train step: {scenario}, {leaves} leaves x {size}, {shapes} shapes')
+      params = V.make_params(leaves, size, recurrent=scenario.startswith('groups'), distinct=distinct)
       grads = V.make_grads(params)
-      vs = scenario_variants(scenario, params, diagnose, p['chunk'])
+      vs = scenario_variants(scenario, params, diagnose and not distinct, p['chunk'])
       compile_all(vs, params, grads, p['big_compile_repeats'] if big else p['compile_repeats'])
       hs = holders(vs, params, grads)
       res = timing.interleaved(hs, p['repeats'], sync={n: h.block for n, h in hs.items()})
@@ -232,12 +238,13 @@ def section_train_step(p: dict, diagnose: bool, cache: dict) -> list[dict]:
       for v in vs:
         c = compile_summary(v)
         rows.append({
-            'scenario': scenario, 'leaves': leaves, 'params': leaves * size, 'variant': v.name, 'role': v.role,
+            'scenario': scenario, 'leaves': leaves, 'shapes': shapes, 'params': timing.tree_bytes(params) // 4,
+            'variant': v.name, 'role': v.role,
             'step': res[v.name], 'ratio': res[v.name]['median'] / base,
             'compile_s': c, 'compile_ratio': c['total']['median'] / base_c['total']['median'],
             'fusions': v.fusions,
         })
-        if scenario == 'one_group' and v.role in ('baseline', 'jaxsched'):
+        if scenario == 'one_group' and v.role in ('baseline', 'jaxsched') and not distinct:
           cache[('Adam', v.role, leaves, size)] = v
       del hs
       gc.collect()
@@ -501,7 +508,7 @@ def section_bandwidth(p: dict, train_rows: list[dict]) -> dict[str, Any]:
   copy_bw = max(nbytes / r['median'] for r in res.values())
   adam = []
   for r in train_rows:
-    if r['scenario'] != 'one_group':
+    if r['scenario'] != 'one_group' or r.get('shapes') == 'distinct':
       continue
     moved = 7 * r['params'] * 4  # read p, g, m, v; write p, m, v
     bw = moved / r['step']['median']

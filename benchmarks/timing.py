@@ -59,16 +59,29 @@ def summarize(xs: list[float]) -> dict[str, float]:
 
 def count_fusions(hlo_text: str) -> dict[str, int]:
   """Fusion calls in an optimized HLO module's entry computation (kernels launched
-  per step, one per fusion on CPU and GPU), by kind, plus 'total'."""
+  per step, one per fusion on CPU and GPU), by kind, plus 'total', and 'distinct':
+  the fused computations that differ other than by their names. XLA compiles a
+  kernel per distinct computation and reuses it for equal fusions (on the CPU each
+  is an LLVM module, the bulk of a small step's compile time)."""
   entry = hlo_text[hlo_text.find('ENTRY'):]
   kinds = re.findall(r'= [^=]*? fusion\([^\n]*?kind=(k\w+)', entry)
   out: dict[str, int] = {'total': len(kinds)}
   for k in kinds:
     out[k] = out.get(k, 0) + 1
+  bodies = dict(re.findall(r'^(%[\w.\-]+) \(.*?\{\n(.*?)\n\}', hlo_text, re.DOTALL | re.MULTILINE))
+  called = re.findall(r'= [^=\n]*? fusion\([^\n]*?calls=(%[\w.\-]+)', entry)
+  out['distinct'] = len({_canonical(bodies.get(c, c)) for c in called})
   # ops outside fusions that touch memory (copies, dynamic-update-slices, while loops)
   out['while'] = len(re.findall(r'= [^\n]* while\(', entry))
   out['copy'] = len(re.findall(r'= [^\n]* copy\(', entry))
   return out
+
+
+def _canonical(body: str) -> str:
+  """A computation's text without metadata, each name replaced by its order of appearance."""
+  names: dict[str, str] = {}
+  body = re.sub(r', metadata=\{[^}]*\}', '', body)
+  return re.sub(r'%[\w.\-]+', lambda m: names.setdefault(m.group(0), f'%{len(names)}'), body)
 
 
 def compile_step(step_fn: Callable, args: tuple, donate: tuple[int, ...] = (0, 1)) -> tuple[Any, dict[str, float]]:
