@@ -134,7 +134,7 @@ def render(allres: dict[str, Any]) -> str:
          'compile (trace + lower + XLA compile, a fresh jit each time). "fusions" = kernels launched per step in the '
          'optimized HLO; "distinct" = how many of them differ other than by name, the kernels XLA compiles '
          '(it reuses one for equal fusions, which it can only do for leaves of one shape). "shapes": all leaves '
-         'of one shape, or no two alike (sizes 10⁶ − 7i). The control row compiles the hand-written step a '
+         'of one shape, or no two alike (sizes 10⁶ − 8i). The control row compiles the hand-written step a '
          'second time: its distance from 1 is the noise floor of the run. Rows marked diag take jaxsched apart '
          '(see benchmarks/variants.py).\n',
          _side_by_side(

@@ -26,14 +26,15 @@ B1, B2, EPS = 0.9, 0.999, 1e-8
 
 def make_params(leaves: int, size: int, key: int = 0, recurrent: bool = False,
                 distinct: bool = False) -> dict[str, jax.Array]:
-  """``leaves`` float32 vectors of ``size`` (with ``distinct``, of ``size - 7 i``: no two
-  leaves share a shape); with ``recurrent``, every other leaf is named ``recurrent<i>``
-  (DynVision's recurrent group), the rest ``layer<i>``."""
+  """``leaves`` float32 vectors of ``size`` (with ``distinct``, of ``size - 8 i``: no two
+  leaves share a shape, and each is a multiple of 8 where ``size`` is, as layer widths
+  are); with ``recurrent``, every other leaf is named ``recurrent<i>`` (DynVision's
+  recurrent group), the rest ``layer<i>``."""
   k = jax.random.PRNGKey(key)
   out = {}
   for i in range(leaves):
     name = f'recurrent{i:04d}' if recurrent and i % 2 else f'layer{i:04d}'
-    out[name] = jax.random.normal(jax.random.fold_in(k, i), (size - 7 * i if distinct else size,), jnp.float32)
+    out[name] = jax.random.normal(jax.random.fold_in(k, i), (size - 8 * i if distinct else size,), jnp.float32)
   return out
 
 
