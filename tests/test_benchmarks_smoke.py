@@ -30,5 +30,12 @@ def test_quick_run_writes_every_section(tmp_path):
   scenarios = {(r['scenario'], r['role']) for r in run['train_step']}
   for scenario in ('one_group', 'groups_schedule', 'groups_plateau'):
     assert (scenario, 'jaxsched') in scenarios and (scenario, 'baseline') in scenarios
+  assert {r['shapes'] for r in run['train_step']} == {'same', 'distinct'}
+  # kernel counts are facts too: fusions equal but for names share one kernel, which leaves of one
+  # shape allow and leaves of distinct shapes do not
+  for r in run['train_step']:
+    assert 0 < r['fusions']['distinct'] <= r['fusions']['total'], r
+  same = [r for r in run['train_step'] if r['shapes'] == 'same' and r['leaves'] == 12]
+  assert same and all(r['fusions']['distinct'] < r['fusions']['total'] for r in same)
   # the recompile counts are facts, not timings: a plateau or a schedule never recompiles
   assert all(r['compiles_after_first'] == 0 for r in run['recompiles']), run['recompiles']
