@@ -238,7 +238,8 @@ def section_train_step(p: dict, diagnose: bool, cache: dict) -> list[dict]:
       for v in vs:
         c = compile_summary(v)
         rows.append({
-            'scenario': scenario, 'leaves': leaves, 'shapes': shapes, 'params': timing.tree_bytes(params) // 4,
+            'scenario': scenario, 'leaves': leaves, 'shapes': shapes,
+            'params': sum(x.size for x in jax.tree.leaves(params)),
             'variant': v.name, 'role': v.role,
             'step': res[v.name], 'ratio': res[v.name]['median'] / base,
             'compile_s': c, 'compile_ratio': c['total']['median'] / base_c['total']['median'],
