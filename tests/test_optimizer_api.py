@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import jaxsched
+from jaxsched.optimizers import _complex
 from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS
-from oracle import assert_config_error
+from oracle import assert_config_error, TOLERANCE, max_rel_diff, x64
 
 TORCH_OPTIMIZERS = sorted(
     name for name, obj in vars(torch.optim).items()
@@ -157,3 +158,149 @@ def test_a_built_plateau_state_can_be_donated():
   for _ in range(2):
     _, state = step(params, state)
     state = jaxsched.report(state, 1.0)
+
+
+# Complex parameters. torch.optim runs these optimizers on torch.view_as_real(p);
+# Adafactor, Muon and SparseAdam raise. Options reach each one's state (amsgrad's
+# max, Adagrad's and Rprop's initial fills, centered RMSprop), parameter-dependent
+# terms (weight decay) and maximize; SGD's lr and momentum are given, as jaxsched's
+# defaults are the reference page's.
+COMPLEX_REFUSED = ('Adafactor', 'Muon', 'SparseAdam')
+COMPLEX_OPTIONS = {
+    'SGD': {'lr': 0.1, 'momentum': 0.9, 'nesterov': True, 'weight_decay': 0.1, 'maximize': True},
+    'Adam': {'amsgrad': True, 'weight_decay': 0.1, 'maximize': True},
+    'AdamW': {'amsgrad': True, 'weight_decay': 0.1},
+    'Adamax': {'weight_decay': 0.1, 'maximize': True},
+    'NAdam': {'decoupled_weight_decay': True, 'weight_decay': 0.1},
+    'RAdam': {'betas': (0.9, 0.9), 'weight_decay': 0.1},  # beta2 0.9: rectified from step 6
+    'RMSprop': {'centered': True, 'momentum': 0.9, 'weight_decay': 0.1, 'maximize': True},
+    'Adagrad': {'lr_decay': 0.1, 'weight_decay': 0.1, 'initial_accumulator_value': 0.3},
+    'Adadelta': {'weight_decay': 0.1, 'maximize': True},
+    'Rprop': {'lr': 0.05, 'maximize': True},
+    'ASGD': {'weight_decay': 0.1, 't0': 2.0, 'lambd': 0.01},
+    'LBFGS': {'lr': 0.5, 'max_iter': 3, 'history_size': 3},
+}
+# float32 (complex64) for a few, to keep compile time small: the wrapper is the same
+# for every dtype, and each optimizer's float32 math has its own tests.
+COMPLEX_FLOAT32 = ('Adam', 'RMSprop', 'Adagrad', 'Rprop')
+COMPLEX_STEPS = 6
+COMPLEX_DTYPES = {'float64': 'complex128', 'float32': 'complex64'}
+
+
+def _complex_problem():
+  """A complex leaf (nested) and a real one, and a gradient sequence, in float64/complex128."""
+  rng = np.random.default_rng(0)
+  cplx = lambda *shape: rng.normal(size=shape) + 1j * rng.normal(size=shape)  # noqa: E731
+  params = {'layer': {'z': cplx(3, 4)}, 'w': rng.normal(size=(4,))}
+  grads = [{'layer': {'z': cplx(3, 4)}, 'w': rng.normal(size=(4,))} for _ in range(COMPLEX_STEPS)]
+  return params, grads
+
+
+def _complex_loss(p, m):
+  """LBFGS's loss of both leaves, in torch (m=torch) or JAX (m=jnp)."""
+  z, w = p['layer']['z'], p['w']
+  return (m.sum(m.sin(z.real) * z.imag + 0.25 * (z.real**2 + 2 * z.imag**2) ** 2)
+          + m.sum(w**4) + m.sum(w) * m.sum(z.imag))
+
+
+def _torch_complex_run(name, kwargs, params, grads, dtype):
+  """torch's parameters after each step; LBFGS minimises :func:`_complex_loss` instead of
+  taking the gradients."""
+  def tensor(x):
+    return torch.tensor(x, dtype=getattr(torch, dtype if np.isrealobj(x) else COMPLEX_DTYPES[dtype]))
+
+  tensors = jax.tree.map(lambda x: tensor(x).requires_grad_(True), params)
+  opt = getattr(torch.optim, name)(jax.tree.leaves(tensors), **kwargs)
+
+  def closure():
+    opt.zero_grad()
+    loss = _complex_loss(tensors, torch)
+    loss.backward()
+    return loss
+
+  out = []
+  for g in grads:
+    if name == 'LBFGS':
+      opt.step(closure)
+    else:
+      for t, gi in zip(jax.tree.leaves(tensors), jax.tree.leaves(g)):
+        t.grad = tensor(gi)
+      opt.step()
+    out.append(jax.tree.map(lambda t: t.detach().numpy().copy(), tensors))
+  return out
+
+
+def _jax_complex_run(name, kwargs, params, grads, dtype):
+  """jaxsched's parameters after each jit-compiled step, given gradients as jax.grad
+  gives them: the conjugate of torch's ``.grad`` for a complex leaf."""
+  cast = lambda x: jnp.asarray(x, dtype if np.isrealobj(x) else COMPLEX_DTYPES[dtype])  # noqa: E731
+  with x64(dtype):
+    tx = jaxsched.optimizer(name, **kwargs)
+    loss = functools.partial(_complex_loss, m=jnp)
+
+    @jax.jit
+    def step(p, state, g):
+      if name == 'LBFGS':
+        g = jax.grad(loss)(p)
+      updates, state = tx.update(g, state, p, value_fn=loss)
+      assert jax.tree.map(jnp.result_type, updates) == jax.tree.map(jnp.result_type, p)
+      return optax.apply_updates(p, updates), state
+
+    p = jax.tree.map(cast, params)
+    state = jax.jit(tx.init)(p)
+    out = []
+    for g in grads:
+      p, state = step(p, state, jax.tree.map(lambda x: jnp.conj(cast(x)), g))
+      out.append(jax.tree.map(np.asarray, p))
+    return out
+
+
+@pytest.mark.parametrize('name, dtype', [*((n, 'float64') for n in COMPLEX_OPTIONS),
+                                         *((n, 'float32') for n in COMPLEX_FLOAT32)])
+def test_complex_parameters_train_as_torchs(name, dtype):
+  params, grads = _complex_problem()
+  expected = _torch_complex_run(name, COMPLEX_OPTIONS[name], params, grads, dtype)
+  actual = _jax_complex_run(name, COMPLEX_OPTIONS[name], params, grads, dtype)
+  for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
+    d = max_rel_diff(dict(enumerate(jax.tree.leaves(a))), dict(enumerate(jax.tree.leaves(e))))
+    assert d <= TOLERANCE[dtype], f'step {k}: max relative difference {d:.3g}'
+
+
+def test_complex_support_is_torchs():
+  assert set(COMPLEX_OPTIONS) | set(COMPLEX_REFUSED) == set(TORCH_OPTIMIZERS)
+  assert {n for n, spec in jaxsched.OPTIMIZERS.items() if not spec.complex_params} == set(COMPLEX_REFUSED)
+  for name in COMPLEX_REFUSED:
+    p = torch.zeros(2, 2, dtype=torch.complex64, requires_grad=True)
+    with pytest.raises((RuntimeError, ValueError), match='not support complex'):
+      opt = getattr(torch.optim, name)([p])
+      p.grad = torch.ones_like(p)
+      opt.step()
+
+
+@pytest.mark.parametrize('name', COMPLEX_REFUSED)
+def test_complex_parameters_are_refused_where_torch_refuses_them(name):
+  tx = jaxsched.optimizer(name)
+  params = {'w': jnp.ones((2, 2)), 'layer': {'z': jnp.ones((2, 2), jnp.complex64)}}
+  assert_config_error(lambda: jax.jit(tx.init)(params), [name, "['layer']['z']", 'complex'])
+  tx.init({'w': jnp.ones((2, 2))})
+
+
+def test_complex_state_holds_real_views():
+  tx = jaxsched.optimizer('Adam', amsgrad=True)
+  params = {'w': jnp.ones(3), 'z': jnp.ones((2, 3), jnp.complex64)}
+  state = jax.jit(tx.init)(params)
+  assert isinstance(state, optax.InjectStatefulHyperparamsState)  # no node of its own
+  assert float(state.hyperparams['learning_rate']) == pytest.approx(1e-3)
+  moments = [s for s in state.inner_state if hasattr(s, 'mu')][0]
+  assert moments.mu['z'].shape == (2, 3, 2) and moments.mu['z'].dtype == jnp.float32
+  assert moments.mu['w'].shape == (3,)
+
+
+def test_the_complex_wrapper_adds_nothing_to_a_real_tree():
+  tx = optax.adam(0.1)
+  params = {'w': jnp.ones(3)}
+  state = tx.init(params)
+  wrapped = _complex.as_real_view(tx)
+  assert jax.tree.structure(wrapped.init(params)) == jax.tree.structure(state)
+  trace = lambda t: str(jax.make_jaxpr(t.update)(params, state, params))  # noqa: E731
+  assert trace(wrapped) == trace(tx)

@@ -8,7 +8,7 @@ import optax
 
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.optimizers import (
-    _inject,
+    _complex, _inject,
     adadelta, adafactor, adagrad, adam, asgd, lbfgs, muon, optax_aliases, rmsprop, rprop, sgd,
     sparse_adam,
 )
@@ -89,4 +89,4 @@ def _build(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> o
       args.update(zip(_SPLIT[key], value))
     else:
       args[key] = value
-  return _inject.inject(spec.factory, args)
+  return _complex.complex_support(spec.name, spec.complex_params, _inject.inject(spec.factory, args))

@@ -45,6 +45,10 @@ class OptimizerSpec:
     cross_check: optional check of the whole checked keyword dict, for rules
       between keywords (nesterov needs momentum), raising ConfigError.
     lr_check: the learning rate's check (torch rejects lr < 0; SparseAdam lr <= 0).
+    complex_params: whether torch accepts complex parameters, optimizing their
+      real view (``torch.view_as_real``: real and imaginary parts as two reals);
+      if not (Adafactor, Muon, SparseAdam raise), ``init`` raises ConfigError
+      for them. See :mod:`jaxsched.optimizers._complex`.
   """
 
   name: str
@@ -54,6 +58,7 @@ class OptimizerSpec:
   switchable: tuple[str, ...] = ()
   cross_check: Callable[[dict[str, Any]], None] | None = None
   lr_check: _checks.Check = LEARNING_RATE
+  complex_params: bool = True
 
   @property
   def doc(self) -> str:

@@ -129,5 +129,6 @@ SPECS = (
         },
         switchable=('weight_decay',),
         cross_check=_check_eps,
+        complex_params=False,  # torch raises at the first step
     ),
 )

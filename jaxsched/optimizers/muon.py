@@ -141,5 +141,6 @@ SPECS = (
             'ns_dtype': ('bfloat16', _checks.Choice(NS_DTYPES)),
         },
         switchable=('weight_decay',),
+        complex_params=False,  # torch raises at the first step
     ),
 )

@@ -76,6 +76,7 @@ SPECS = (
     OptimizerSpec(
         name='SparseAdam', factory=sparse_adam, lr=0.001,
         lr_check=_checks.Schedulable(_checks.POSITIVE),  # torch: 0.0 < lr
+        complex_params=False,  # torch raises in the constructor
         kwargs={
             'betas': ((0.9, 0.999), BETAS),
             'eps': (1e-8, _checks.POSITIVE),  # torch rejects eps <= 0 here
