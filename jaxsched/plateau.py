@@ -218,18 +218,47 @@ def _is_plateau(node: Any) -> bool:
 
 
 def _metric(config: PlateauConfig, metrics: Any) -> Any:
+  """The monitored value from ``metrics`` (a mapping, or the value itself), checked:
+  torch's ReduceLROnPlateau takes ``float(metrics)``. None or a missing name is an
+  error, or with ``strict: false`` a warning and a skipped report (Lightning's rule)."""
   if not isinstance(metrics, Mapping):
-    return metrics
-  if config.monitor in metrics:
-    return metrics[config.monitor]
-  message = (
-      f'ReduceLROnPlateau monitors {config.monitor!r}, which is not among the reported metrics '
-      f'({", ".join(map(repr, metrics)) or "none"}). Report it, or set scheduler_configs.monitor.'
-  )
+    value, where = metrics, 'the metric given to report()'
+    missing = 'report() got None for the monitored metric.'
+  else:
+    value, where = metrics.get(config.monitor), f'the metric {config.monitor!r}'
+    what = 'is None' if config.monitor in metrics else 'is not among the reported metrics'
+    missing = (f'ReduceLROnPlateau monitors {config.monitor!r}, which {what} '
+               f'({", ".join(repr(k) for k, v in metrics.items() if v is not None) or "none"}). Report it, or '
+               f'set scheduler_configs.monitor.')
+  if value is not None:
+    return _scalar(where, value)
   if config.strict:
-    raise ConfigError(message)
-  warnings.warn(message + ' Skipped (strict: false).', stacklevel=3)
+    raise ConfigError(missing)
+  warnings.warn(missing + ' Skipped (strict: false).', stacklevel=3)
   return None
+
+
+def _scalar(where: str, value: Any) -> Any:
+  """``value`` if it is one real number (a Python number or a 0-d array, traced or
+  not), else a ConfigError that says what it is."""
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    return value
+  shape, dtype = getattr(value, 'shape', None), getattr(value, 'dtype', None)
+  kind = getattr(jnp.dtype(dtype), 'kind', '') if _is_dtype(dtype) else ''
+  if shape is None or kind not in 'iuf' or not kind:
+    raise ConfigError(f'{where} must be one real number, got {value!r} ({type(value).__name__}).')
+  if tuple(shape) != ():
+    raise ConfigError(f'{where} must be one number (as torch\'s float(metrics)), got an array of shape '
+                      f'{tuple(shape)}: reduce it first (e.g. .mean()).')
+  return value
+
+
+def _is_dtype(dtype: Any) -> bool:
+  try:
+    jnp.dtype(dtype)
+  except TypeError:
+    return False
+  return True
 
 
 def report(opt_state: Any, metrics: Any) -> Any:
@@ -246,8 +275,10 @@ def report(opt_state: Any, metrics: Any) -> Any:
       plateau's ``monitor`` is taken.
 
   Raises:
-    ConfigError: the monitored name is missing from ``metrics`` (unless the
-      plateau was built with ``strict=False``, which warns and skips).
+    ConfigError: the monitored value is missing or None (unless the plateau
+      was built with ``strict=False``, which warns and skips, as Lightning), or
+      is not one real number (a string, a list, an array of another shape than
+      ``()``: torch's ReduceLROnPlateau takes ``float(metrics)``).
   """
   from flax import nnx
 

@@ -136,6 +136,35 @@ def test_missing_monitor_strict_and_lenient():
   assert int(skipped.reports) == 0 and float(skipped.lr) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize('metric, words', [
+    (jnp.array([0.5, 0.7]), ["'val_loss'", 'shape (2,)', '.mean()']),  # a forgotten .mean()
+    (jnp.ones(1), ["'val_loss'", 'shape (1,)']),
+    (np.ones((2, 2)), ["'val_loss'", 'shape (2, 2)']),
+    ([0.5], ["'val_loss'", '[0.5]', 'one real number']),
+    ('abc', ["'val_loss'", "'abc'", 'one real number']),
+    (True, ["'val_loss'", 'True']),
+    (jnp.array(1 + 2j), ["'val_loss'", 'one real number']),
+    (None, ["'val_loss'", 'is None']),
+])
+def test_a_metric_that_is_not_one_number_is_an_error(metric, words):
+  # torch's ReduceLROnPlateau takes float(metrics); a vector would turn every LR into a vector
+  state = P.reduce_on_plateau(0.1, monitor='val_loss').init()
+  assert_config_error(lambda: P.report(state, {'val_loss': metric}), words)
+  if metric is not None and not isinstance(metric, str):  # the same under jit, at trace time
+    assert_config_error(lambda: jax.jit(P.report)(state, {'val_loss': metric}), words[:1])
+
+
+def test_a_metric_given_alone_is_checked_too():
+  state = P.reduce_on_plateau(0.1, monitor='val_loss').init()
+  assert_config_error(lambda: P.report(state, jnp.zeros(3)), ['report()', 'shape (3,)'])
+  assert_config_error(lambda: P.report(state, None), ['report()', 'None'])
+  lenient = P.reduce_on_plateau(0.1, monitor='val_loss', strict=False).init()
+  with pytest.warns(UserWarning, match='strict: false'):
+    assert int(P.report(lenient, {'val_loss': None}).reports) == 0  # Lightning: skipped, with a warning
+  for scalar in (0.5, 1, np.float32(0.5), jnp.float32(0.5), np.array(0.5), jnp.array(2, jnp.int32)):
+    assert int(P.report(state, {'val_loss': scalar}).reports) == 1
+
+
 def test_report_without_plateau_is_a_no_op():
   tx = jaxsched.optimizer('Adam')
   state = tx.init({'w': jnp.ones(2)})
