@@ -9,18 +9,21 @@ ReduceLROnPlateau. :func:`current_lr` reads each group's learning rate back.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from jaxsched._errors import ConfigError
+from jaxsched import _checks
+from jaxsched._errors import ConfigError, unknown
+from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, load_config
-from jaxsched.optimizers import OPTIMIZERS, _common, _inject, optimizer
-from jaxsched.plateau import reduce_on_plateau
-from jaxsched.schedules import schedule
+from jaxsched.optimizers import OPTIMIZERS, _common, _inject, optax_aliases, optimizer, optimizer_direction, resolve
+from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
+from jaxsched.plateau import PlateauState, reduce_on_plateau
+from jaxsched.schedules import SCHEDULES, schedule
 
 PLATEAU = 'ReduceLROnPlateau'
 # Optimizers whose step is -lr times a direction that does not depend on lr (decoupled decay
@@ -37,15 +40,21 @@ PER_GROUP = {
     'CyclicLR': ('base_lr', 'max_lr', 'base_momentum', 'max_momentum'),
     PLATEAU: ('min_lr',),
 }
+# Optimizer keywords torch reads from the constructor only: a param group's own value
+# has no effect (torch.optim.Adagrad fills every accumulator from its constructor's
+# initial_accumulator_value).
+CONSTRUCTOR_ONLY = {'Adagrad': ('initial_accumulator_value',)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Group:
-  """A parameter group: its name, its base LR and its optimizer keywords."""
+  """A parameter group: its name, its base LR (the config's times ``lr_factor``)
+  and its optimizer keywords."""
 
   name: str
   learning_rate: float
   optimizer_kwargs: Mapping[str, Any]
+  lr_factor: float = 1.0
 
 
 def path_name(path: tuple) -> str:
@@ -53,10 +62,14 @@ def path_name(path: tuple) -> str:
   return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
 
 
+def _has_recurrent(config: Config) -> bool:
+  return config.recurrent_learning_rate_multiplier != 1.0 or RECURRENT in config.lr_parameter_groups
+
+
 def _labeller(config: Config) -> Callable[[str], str]:
-  named = list(config.lr_parameter_groups)
+  named = [name for name in config.lr_parameter_groups if name not in (REGULAR, RECURRENT)]
   patterns = [p.lower() for p in config.recurrent_param_patterns]
-  recurrent = config.recurrent_learning_rate_multiplier != 1.0
+  recurrent = _has_recurrent(config)
 
   def label(path: str) -> str:
     for name in named:  # DynVision's rule: substring of the path, first match wins
@@ -77,19 +90,38 @@ def param_labels(config: Config, params: Any) -> Any:
 
 def configured_groups(config: Config) -> list[Group]:
   """Every group the config defines, in torch's param_groups order: regular,
-  recurrent (with a multiplier other than 1), then lr_parameter_groups as given."""
+  recurrent (with a multiplier other than 1, or configured in lr_parameter_groups),
+  then the other lr_parameter_groups as given.
+
+  ``lr_parameter_groups.regular`` and ``lr_parameter_groups.recurrent`` configure
+  those two groups (their lr_factor and keywords) rather than naming new ones.
+
+  Raises:
+    ConfigError: the recurrent group's LR is set both by
+      recurrent_learning_rate_multiplier and by lr_parameter_groups.recurrent.lr_factor.
+  """
   base_lr = config.learning_rate
   if base_lr is None:
     spec = OPTIMIZERS.get(config.optimizer)
     base_lr = spec.lr if spec is not None else None
-  kinds = [(REGULAR, 1.0, {})]
-  if config.recurrent_learning_rate_multiplier != 1.0:
-    kinds.append((RECURRENT, config.recurrent_learning_rate_multiplier, {}))
-  for name, kw in config.lr_parameter_groups.items():
-    kw = dict(kw)
-    kinds.append((name, kw.pop('lr_factor', 1.0), kw))
-  return [Group(name, None if base_lr is None else base_lr * factor, {**config.optimizer_kwargs, **kw})
-          for name, factor, kw in kinds]
+  given = {name: dict(kw) for name, kw in config.lr_parameter_groups.items()}
+  multiplier = config.recurrent_learning_rate_multiplier
+  if multiplier != 1.0 and 'lr_factor' in given.get(RECURRENT, {}):
+    raise ConfigError(
+        f'the recurrent group\'s LR is set twice: recurrent_learning_rate_multiplier={multiplier} and '
+        f'lr_parameter_groups.recurrent.lr_factor={given[RECURRENT]["lr_factor"]}. Set it with one of them.')
+  kinds = [(REGULAR, given.pop(REGULAR, {}))]
+  if _has_recurrent(config):
+    recurrent = given.pop(RECURRENT, {})
+    kinds.append((RECURRENT, {'lr_factor': multiplier, **recurrent}))
+  kinds += list(given.items())
+  ignored = CONSTRUCTOR_ONLY.get(config.optimizer, ())
+  out = []
+  for name, kw in kinds:
+    factor = kw.pop('lr_factor', 1.0)
+    kw = {**config.optimizer_kwargs, **{k: v for k, v in kw.items() if k not in ignored}}
+    out.append(Group(name, None if base_lr is None else base_lr * factor, kw, factor))
+  return out
 
 
 def groups(config: Config, params: Any) -> list[Group]:
@@ -105,35 +137,71 @@ def groups(config: Config, params: Any) -> list[Group]:
   configured = configured_groups(config)
   for name in (g.name for g in configured if g.name != REGULAR):
     if name not in used:
-      what = (f'recurrent_learning_rate_multiplier={config.recurrent_learning_rate_multiplier} applies to params '
-              f'whose path contains one of {list(config.recurrent_param_patterns)}' if name == RECURRENT
-              else f'lr_parameter_groups.{name} applies to params whose path contains {name!r}')
+      what = (f'the recurrent group (recurrent_learning_rate_multiplier={config.recurrent_learning_rate_multiplier}'
+              f') applies to params whose path contains one of {list(config.recurrent_param_patterns)}'
+              if name == RECURRENT else f'lr_parameter_groups.{name} applies to params whose path contains {name!r}')
       raise ConfigError(f'{what}, but none does. Parameter paths: {", ".join(paths)}.')
 
   return [g for g in configured if g.name in used]
 
 
-def scheduler_steps(config: Config, steps_per_epoch: int | None) -> Callable[[jax.Array], jax.Array]:
+def epoch_batches(config: Config, batches: int | None, steps: int | None) -> int | None:
+  """The epoch's micro-batch count (Lightning's ``num_training_batches``) from
+  build()'s ``batches_per_epoch`` or, without accumulation, ``steps_per_epoch``.
+
+  Raises:
+    ConfigError: both given, ``steps_per_epoch`` with accumulate_grad_batches > 1
+      (optimizer steps do not tell where an epoch ends), none with it, or a value
+      that is not a positive integer.
+  """
+  n = config.accumulate_grad_batches
+  if batches is not None and steps is not None:
+    raise ConfigError(f'give batches_per_epoch (micro-batches, len(train_loader)) or steps_per_epoch, not both '
+                      f'(got {batches} and {steps}).')
+  if steps is not None and n > 1:
+    raise ConfigError(
+        f'steps_per_epoch={steps!r} counts optimizer steps, but with accumulate_grad_batches={n} Lightning also '
+        f'steps the optimizer on each epoch\'s last batch, so the epoch\'s length must be known in micro-batches: '
+        f'give batches_per_epoch=len(train_loader) instead (optimizer steps per epoch are then '
+        f'ceil(batches_per_epoch / {n})).')
+  value, key = (steps, 'steps_per_epoch') if steps is not None else (batches, 'batches_per_epoch')
+  if value is None:
+    if n > 1:
+      raise ConfigError(f'accumulate_grad_batches={n} needs batches_per_epoch=len(train_loader): Lightning steps '
+                        f'the optimizer every {n} micro-batches and on each epoch\'s last one, and starts a new '
+                        f'group each epoch.')
+    return None
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ConfigError(f'{key}={value!r} must be a positive integer.')
+  _checks.representable_count(key, value)
+  return value
+
+
+def scheduler_steps(config: Config, batches_per_epoch: int | None) -> Callable[[jax.Array], jax.Array]:
   """Scheduler steps taken before optimizer step k, under Lightning 2.x's rules.
 
-  interval "epoch": e // frequency with e = k // steps_per_epoch.
-  interval "step": Lightning steps when (batch_idx + 1) % frequency == 0 with
-  batch_idx counted within the epoch: e * (steps_per_epoch // frequency) + b // frequency.
+  With N = accumulate_grad_batches and B micro-batches per epoch, an epoch has
+  S = ceil(B / N) optimizer steps. interval "epoch": ``(k // S) // frequency``.
+  interval "step": Lightning steps the scheduler after an optimizer step whose
+  last micro-batch has ``(batch_idx + 1) % frequency == 0``, batch_idx counted
+  in micro-batches within the epoch.
   """
   interval, frequency = config.scheduler_configs['interval'], config.scheduler_configs['frequency']
   if interval == 'step' and frequency == 1:
     return lambda k: k
-  if steps_per_epoch is None:
+  if batches_per_epoch is None:
     why = ('interval is "epoch"' if interval == 'epoch'
            else f'interval "step" with frequency {frequency} restarts its count each epoch')
-    raise ConfigError(f'build() needs steps_per_epoch: the {config.scheduler} scheduler is stepped per '
-                      f'epoch ({why}), and the optimizer counts batches.')
-  if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-    raise ConfigError(f'steps_per_epoch={steps_per_epoch!r} must be a positive integer.')
+    raise ConfigError(f'build() needs batches_per_epoch (len(train_loader)): the {config.scheduler} scheduler is '
+                      f'stepped per epoch ({why}), and the optimizer counts batches.')
+  n = config.accumulate_grad_batches
+  per_epoch = -(-batches_per_epoch // n)  # optimizer steps
   if interval == 'epoch':
-    return lambda k: (k // steps_per_epoch) // frequency
-  per_epoch = steps_per_epoch // frequency
-  return lambda k: (k // steps_per_epoch) * per_epoch + (k % steps_per_epoch) // frequency
+    return lambda k: (k // per_epoch) // frequency
+  # step j of an epoch ends at micro-batch (j + 1) n - 1, the epoch's last one at batches_per_epoch - 1
+  period = frequency // math.gcd(n, frequency)
+  stepped = (batches_per_epoch // n) // period + int(batches_per_epoch % n != 0 and batches_per_epoch % frequency == 0)
+  return lambda k: (k // per_epoch) * stepped + (k % per_epoch) // period
 
 
 def _per_group(config: Config, kwargs: dict[str, Any], index: int, count: int) -> dict[str, Any]:
@@ -148,7 +216,7 @@ def _per_group(config: Config, kwargs: dict[str, Any], index: int, count: int) -
   return out
 
 
-def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], steps_per_epoch: int | None,
+def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], batches: int | None,
                    run_steps: int | None = None):
   """The group's LR (a float, a schedule of the optimizer count, or a Plateau)
   and its momentum schedule (or None)."""
@@ -161,7 +229,7 @@ def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], steps_p
   if config.scheduler == 'SequentialLR' and _ends_in_plateau(kwargs):
     return _warmup_then_plateau(config, group, kwargs), None
   sched = schedule(config.scheduler, group.learning_rate, **kwargs)
-  steps = scheduler_steps(config, steps_per_epoch)
+  steps = scheduler_steps(config, batches)
   if run_steps is not None:  # the scheduler steps once more after the run's last optimizer step
     sched.check_steps(int(steps(run_steps)))
   lr = lambda k: sched(steps(k))  # noqa: E731
@@ -170,11 +238,11 @@ def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], steps_p
   return lr, (lambda k: sched.momentum(steps(k)))
 
 
-def _group_setup(config: Config, group: Group, index: int, count: int, steps_per_epoch: int | None,
+def _group_setup(config: Config, group: Group, index: int, count: int, batches: int | None,
                  run_steps: int | None = None) -> tuple[Any, dict[str, Any]]:
   """The group's learning rate (float, schedule or Plateau) and optimizer keywords."""
   sched_kwargs = _per_group(config, dict(config.scheduler_kwargs), index, count)
-  lr, momentum = _learning_rate(config, group, sched_kwargs, steps_per_epoch, run_steps)
+  lr, momentum = _learning_rate(config, group, sched_kwargs, batches, run_steps)
   return lr, _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
 
 
@@ -216,9 +284,14 @@ def _with_momentum(name: str, kwargs: dict[str, Any], momentum: Callable | None)
                     f'(torch raises the same); set scheduler_kwargs.cycle_momentum: false.')
 
 
-def validate(config: Config) -> None:
+def validate(config: Config) -> Config:
   """Builds the config's optimizer and schedule once per group kind, without params,
   so that a config :func:`load_config` accepts also builds.
+
+  Returns:
+    The config with numbers given as strings (YAML 1.1 reads ``1e-4`` as one) in
+    optimizer_kwargs, lr_parameter_groups and scheduler_kwargs converted, as the
+    optimizer and scheduler read them.
 
   Raises:
     ConfigError: an unknown optimizer or scheduler, a bad keyword or value, momentum
@@ -233,8 +306,39 @@ def validate(config: Config) -> None:
            if k in PER_GROUP.get(config.scheduler, ()) and isinstance(v, (list, tuple))]
   count = lists[0] if lists else len(configured)
   for i, group in enumerate(configured):
-    lr, kwargs = _group_setup(config, group, min(i, count - 1), count, steps_per_epoch=1)
+    lr, kwargs = _group_setup(config, group, min(i, count - 1), count, batches=1)
     optimizer(config.optimizer, learning_rate=lr, **kwargs)
+  return dataclasses.replace(
+      config, optimizer_kwargs=_optimizer_numbers(config.optimizer, config.optimizer_kwargs),
+      lr_parameter_groups={name: _optimizer_numbers(config.optimizer, kw)
+                           for name, kw in config.lr_parameter_groups.items()},
+      scheduler_kwargs=_numbers(config.scheduler_kwargs, _checked_scheduler_kwargs(config, count)))
+
+
+def _numbers(given: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
+  """``given`` with each string that its check read as a number replaced by that number."""
+  def number(key, value):
+    new = checked.get(key)
+    is_number = isinstance(new, (int, float)) and not isinstance(new, bool)
+    return new if isinstance(value, str) and is_number else value
+  return {k: number(k, v) for k, v in given.items()}
+
+
+def _optimizer_numbers(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+  if name.startswith('optax.'):
+    return optax_aliases.convert(name[len('optax.'):], kwargs)
+  spec = OPTIMIZERS[name]
+  keywords = {k: v for k, v in kwargs.items() if k in spec.kwargs}
+  return _numbers(kwargs, resolve(spec, None, keywords)[1])
+
+
+def _checked_scheduler_kwargs(config: Config, count: int) -> dict[str, Any]:
+  kwargs = _per_group(config, dict(config.scheduler_kwargs), 0, count)
+  if config.scheduler == PLATEAU:
+    return {k: PLATEAU_KWARGS[k][1](k, v) for k, v in kwargs.items()}
+  if config.scheduler in SCHEDULES and not _ends_in_plateau(kwargs):
+    return SCHEDULES[config.scheduler].resolve(kwargs)
+  return {}
 
 
 def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -252,54 +356,68 @@ def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
   return optax.stateless(fn)
 
 
-def build(config: Any, params: Any, *, steps_per_epoch: int | None = None,
+def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, steps_per_epoch: int | None = None,
           run_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
-  """One Optax transformation for ``params`` from a config.
+  """One Optax transformation for ``params`` from a config; one ``update`` per training batch.
 
   Args:
     config: a :class:`Config` or anything :func:`load_config` accepts.
     params: the parameter tree (its paths name the groups).
-    steps_per_epoch: optimizer steps per epoch, needed for interval "epoch"
-      schedules and for interval "step" with frequency > 1.
+    batches_per_epoch: the training batches (micro-batches) in one epoch,
+      ``len(train_loader)`` (Lightning's ``num_training_batches``). Needed for
+      interval "epoch" schedules, for interval "step" with frequency > 1 and for
+      accumulate_grad_batches > 1 (the optimizer also steps on each epoch's
+      last batch).
+    steps_per_epoch: the same number under its older name, accepted without
+      accumulation only (where batches and optimizer steps are one thing).
     run_steps: the run's optimizer steps, where known: a schedule torch cannot
       step that far (OneCycleLR past total_steps, where torch raises) is then a
       ConfigError here rather than a held LR inside jit.
 
   Returns:
-    ``accumulate(skip_nonfinite(clip -> multi_transform({group: optimizer(lr=schedule)})))``,
+    ``accumulate(clip -> multi_transform({group: optimizer(lr=schedule)}))``,
     or, where the groups differ only in their LR and the optimizer's step is
     linear in it (:data:`LR_LINEAR`), ``... clip -> optimizer(lr=1) ->
     multi_transform({group: lr schedule})``: one moment computation for every
-    parameter, the same numbers. ``report`` feeds its plateaus, ``current_lr`` reads its groups' LRs and
-    ``skipped_steps`` counts the steps skipped for non-finite gradients.
+    parameter, the same numbers. The accumulation wrapper (:mod:`jaxsched.accumulate`)
+    is there with accumulate_grad_batches > 1 or skip_nonfinite. ``report`` feeds the
+    plateaus, ``current_lr`` and ``set_lr`` read and write the groups' LRs, and
+    ``skipped_steps`` counts the batches dropped for non-finite gradients.
   """
   config = config if isinstance(config, Config) else load_config(config)
+  batches = epoch_batches(config, batches_per_epoch, steps_per_epoch)
   group_list = groups(config, params)
   if config.optimizer == 'LBFGS' and len(group_list) > 1:
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
   rates, kwargs = {}, {}
   for i, group in enumerate(group_list):
-    rates[group.name], kwargs[group.name] = _group_setup(config, group, i, len(group_list), steps_per_epoch,
-                                                         run_steps)
+    rates[group.name], kwargs[group.name] = _group_setup(config, group, i, len(group_list), batches, run_steps)
   # labels as a function of the tree, so containers such as nnx.State keep their own type
   labels = lambda tree: param_labels(config, tree)  # noqa: E731
   if _shares_direction(config, group_list):
-    first = group_list[0].name
-    direction = optimizer(config.optimizer, learning_rate=1.0, **kwargs[first])
+    direction = optimizer_direction(config.optimizer, **kwargs[group_list[0].name])
     tx = optax.chain(direction, optax.multi_transform(
         {name: _inject.inject(_scale_by_learning_rate, {'learning_rate': lr}) for name, lr in rates.items()}, labels))
   else:
     tx = optax.multi_transform(
         {name: optimizer(config.optimizer, learning_rate=rates[name], **kwargs[name]) for name in rates}, labels)
-  if config.gradient_clip_val is not None:
-    clip = (torch_clip_by_global_norm(config.gradient_clip_val) if config.gradient_clip_algorithm == 'norm'
-            else optax.clip(config.gradient_clip_val))
+  if config.gradient_clip_val:  # Lightning: None and values <= 0 mean no clipping
+    if config.gradient_clip_algorithm == 'norm':
+      clip = torch_clip_by_global_norm(config.gradient_clip_val)
+    else:
+      _no_complex(params, 'gradient_clip_algorithm: value (torch.nn.utils.clip_grad_value_ clamps, and torch '
+                  'cannot clamp complex numbers); clip by norm instead')
+      clip = optax.clip(config.gradient_clip_val)
     tx = optax.chain(clip, tx)
-  if config.skip_nonfinite:
-    tx = optax.apply_if_finite(tx, max_consecutive_errors=np.iinfo(np.int32).max)
-  if config.accumulate_grad_batches > 1:
-    tx = optax.MultiSteps(tx, config.accumulate_grad_batches).gradient_transformation()
+  if config.accumulate_grad_batches > 1 or config.skip_nonfinite:
+    tx = accumulate(tx, config.accumulate_grad_batches, batches, config.skip_nonfinite)
   return tx
+
+
+def _no_complex(params: Any, what: str) -> None:
+  paths = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_flatten_with_path(params)[0] if jnp.iscomplexobj(x)]
+  if paths:
+    raise ConfigError(f'complex parameter at {", ".join(paths)}: {what}.')
 
 
 def _shares_direction(config: Config, group_list: list[Group]) -> bool:
@@ -341,11 +459,56 @@ def _scheduled_momentum(inject_state: Any) -> Any:
   return None
 
 
+def set_lr(opt_state: Any, learning_rate: Any) -> Any:
+  """The state of :func:`build` with new learning rates for the next step, as
+  setting torch's ``param_group['lr']``.
+
+  Args:
+    opt_state: a state of :func:`build`.
+    learning_rate: one LR for every group, or a mapping of group names (as
+      :func:`current_lr` gives them) to LRs.
+
+  Returns:
+    The new state. A group under ReduceLROnPlateau goes on from the new LR (torch's
+    plateau reduces ``param_group['lr']``); under a schedule of the step count the
+    new LR holds for the next step, after which the schedule gives its own values.
+    Pure: works inside ``jax.jit`` and does not recompile for a new value.
+
+  Raises:
+    ConfigError: a group name the state does not have.
+  """
+  known = [k for k in current_lr(opt_state) if '/' not in k]
+  wanted = dict(learning_rate) if isinstance(learning_rate, Mapping) else dict.fromkeys(known, learning_rate)
+  for name, lr in wanted.items():
+    if name not in known:
+      raise unknown('parameter group', name, known)
+    if not isinstance(lr, jax.Array):  # a traced or device value is the caller's to check
+      _checks.NON_NEGATIVE(f'learning_rate of group {name!r}', lr)
+
+  def visit(node):
+    if not isinstance(node, optax.MultiTransformState):
+      return node
+    inner_states = dict(node.inner_states)
+    for name, lr in wanted.items():
+      masked = inner_states[name]
+      inject = masked.inner_state
+      hyper = inject.hyperparams
+      value = jnp.asarray(lr, hyper['learning_rate'].dtype)
+      states = dict(inject.hyperparams_states)
+      if isinstance(states.get('learning_rate'), PlateauState):
+        states['learning_rate'] = states['learning_rate'].replace(lr=jnp.asarray(lr, states['learning_rate'].lr.dtype))
+      inject = inject._replace(hyperparams={**hyper, 'learning_rate': value}, hyperparams_states=states)
+      inner_states[name] = masked._replace(inner_state=inject)
+    return node._replace(inner_states=inner_states)
+
+  return jax.tree.map(visit, opt_state, is_leaf=lambda x: isinstance(x, optax.MultiTransformState))
+
+
 def skipped_steps(opt_state: Any) -> jax.Array:
-  """Steps skipped for non-finite gradients (``skip_nonfinite: true``); 0 otherwise."""
-  found = [n for n in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ApplyIfFiniteState))
-           if isinstance(n, optax.ApplyIfFiniteState)]
-  return found[0].total_notfinite if found else jnp.zeros([], jnp.int32)
+  """Micro-batches dropped for non-finite gradients (``skip_nonfinite: true``); 0 otherwise."""
+  found = [n for n in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AccumulateState))
+           if isinstance(n, AccumulateState)]
+  return found[0].skipped if found else jnp.zeros([], jnp.int32)
 
 
 def lr_log_names(config: Any, opt_state: Any) -> dict[str, Any]:

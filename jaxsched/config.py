@@ -217,8 +217,7 @@ def load_config(source: Any = None, overrides: Iterable[str] = ()) -> Config:
   config = _check(values)
   from jaxsched.build import validate  # the optimizer layer imports this module
 
-  validate(config)
-  return config
+  return validate(config)
 
 
 def _check(v: dict[str, Any]) -> Config:
@@ -265,6 +264,9 @@ def _check(v: dict[str, Any]) -> Config:
     groups = _mapping('lr_parameter_groups', v['lr_parameter_groups'])
     out['lr_parameter_groups'] = {}
     for name, spec in groups.items():
+      if not name:
+        raise ConfigError('lr_parameter_groups: a group name must be a non-empty path substring (an empty one '
+                          'would take every parameter).')
       spec = _mapping(f'lr_parameter_groups.{name}', spec)
       if 'lr_factor' in spec:
         spec['lr_factor'] = _checks.NON_NEGATIVE(f'lr_parameter_groups.{name}.lr_factor', spec['lr_factor'])

@@ -2,6 +2,8 @@
 
 import textwrap
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxsched
@@ -44,7 +46,7 @@ def test_dynvision_file_with_unrelated_keys(tmp_path):
       """)
   c = load_config(path)
   assert c.optimizer == 'AdamW' and c.learning_rate == 0.0005
-  assert c.optimizer_kwargs['eps'] == '1e-8'  # YAML 1.1; the optimizer's check reads it as 1e-8
+  assert c.optimizer_kwargs['eps'] == 1e-8  # YAML 1.1 reads a string; the Config keeps the number torch gets
   assert c.monitor == 'val_loss' and c.recurrent_learning_rate_multiplier == 0.1
 
 
@@ -106,6 +108,10 @@ def test_yaml_is_read_safely(tmp_path):
     ({'gradient_clip_algorithm': 'norms'}, ['gradient_clip_algorithm', "'norms'"]),
     ({'accumulate_grad_batches': 0}, ['accumulate_grad_batches', '0']),
     ({'learning_rate': 0.1, 'lr': 0.1}, ['twice']),
+    ({'gradient_clip_val': -0.5}, ['gradient_clip_val', '-0.5']),
+    ({'lr_parameter_groups': {'': {'lr_factor': 2}}}, ['lr_parameter_groups', 'non-empty', 'every parameter']),
+    ({'optimizer': 'optax.adam', 'learning_rate': 1e-3, 'optimizer_kwargs': {'eps': 'tiny'}},
+     ['optax.adam', "eps='tiny'", 'not a number']),
 ])
 def test_bad_values(data, words):
   assert_config_error(lambda: load_config(data), words)
@@ -145,3 +151,19 @@ def test_config_round_trips():
 ])
 def test_optimizer_and_scheduler_are_checked_at_load(data, words):
   assert_config_error(lambda: load_config(data), words)
+
+
+def test_numbers_given_as_strings_are_numbers_in_the_config():
+  # YAML 1.1 reads 1e-4 (no dot) as a string; torch would get a float, and so does every consumer of the Config
+  c = load_config({'optimizer': 'SGD', 'optimizer_kwargs': {'weight_decay': '1e-4', 'nesterov': False},
+                   'lr_parameter_groups': {'bias': {'lr_factor': '2', 'weight_decay': '0'}},
+                   'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': '30', 'gamma': '5e-1'}})
+  assert c.optimizer_kwargs == {'weight_decay': 1e-4, 'nesterov': False}
+  assert c.lr_parameter_groups == {'bias': {'lr_factor': 2.0, 'weight_decay': 0.0}}
+  assert c.scheduler_kwargs == {'step_size': 30, 'gamma': 0.5}
+  alias = load_config({'optimizer': 'optax.adam', 'learning_rate': '1e-3', 'optimizer_kwargs': {'eps': '1e-8'}})
+  assert alias.learning_rate == 1e-3 and alias.optimizer_kwargs == {'eps': 1e-8}
+  tx = jaxsched.optimizer('optax.adam', learning_rate='1e-3', eps='1e-8')
+  params = {'w': jnp.ones(2)}
+  updates, _ = tx.update({'w': jnp.ones(2)}, tx.init(params), params)  # no TypeError at the first update
+  np.testing.assert_allclose(updates['w'], -1e-3, rtol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import optax
 
 from jaxsched._errors import ConfigError, unknown
@@ -79,9 +80,19 @@ def resolve(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> 
   return lr, checked
 
 
-def _build(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
+def optimizer_direction(name: str, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+  """torch.optim's ``name`` for lr = 1, for param groups that each scale its step by
+  their own LR (:func:`jaxsched.build`). The 1 is a constant of the computation, not a
+  hyperparameter in the state, so a ``learning_rate`` set in the state reaches the
+  groups' LRs only."""
+  return _build(OPTIMIZERS[name], 1.0, kwargs, lr_in_state=False)
+
+
+def _build(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any],
+           lr_in_state: bool = True) -> optax.GradientTransformationExtraArgs:
   lr, checked = resolve(spec, learning_rate, dict(kwargs))
-  args: dict[str, Any] = {'learning_rate': lr}
+  # a 0-d array in the hyperparameters' dtype stays a constant in inject(), as cheap as the state's scalar
+  args: dict[str, Any] = {'learning_rate': lr if lr_in_state else np.asarray(lr, _inject.hyperparam_dtype())}
   for key, value in checked.items():
     if key in spec.switchable and not callable(value) and value == 0:
       value = None

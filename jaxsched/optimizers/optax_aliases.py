@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Mapping
 
 import optax
 from optax._src import alias as _alias
@@ -20,20 +20,44 @@ ALIASES: dict[str, Any] = {
 }
 
 
-def build(alias: str, learning_rate: Any, kwargs: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
-  """``optax.<alias>(learning_rate, **kwargs)`` with its float hyperparameters injected."""
+def _parameters(alias: str) -> Mapping[str, inspect.Parameter]:
   fn = ALIASES.get(alias)
   if fn is None:
     raise unknown('Optax alias', f'optax.{alias}', [f'optax.{a}' for a in ALIASES])
-  params = inspect.signature(fn).parameters
-  for key in kwargs:
+  return inspect.signature(fn).parameters
+
+
+def convert(alias: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+  """``kwargs`` with numbers given as strings (YAML 1.1 reads ``1e-8`` as one) read
+  as floats, for every keyword of ``optax.<alias>`` whose default is not a string.
+
+  Raises:
+    ConfigError: an unknown alias or keyword.
+  """
+  params = _parameters(alias)
+  out = {}
+  for key, value in kwargs.items():
     if key not in params:
       raise unknown(f'keyword for optax.{alias}', key, list(params))
-  args = dict(kwargs)
-  if learning_rate is not None:
-    if 'learning_rate' not in params:
-      raise ConfigError(f'optax.{alias} takes no learning_rate.')
-    args['learning_rate'] = learning_rate
+    default = params[key].default
+    if isinstance(value, str) and not isinstance(default, str):
+      try:
+        value = float(value)
+      except ValueError:
+        if key == 'learning_rate' or (isinstance(default, (int, float)) and not isinstance(default, bool)):
+          raise ConfigError(f'optax.{alias}: {key}={value!r} is not a number.') from None
+    out[key] = value
+  return out
+
+
+def build(alias: str, learning_rate: Any, kwargs: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
+  """``optax.<alias>(learning_rate, **kwargs)`` with its float hyperparameters injected;
+  numbers given as strings are read as floats (:func:`convert`)."""
+  params = _parameters(alias)
+  if learning_rate is not None and 'learning_rate' not in params:
+    raise ConfigError(f'optax.{alias} takes no learning_rate.')
+  args = convert(alias, {**kwargs, **({} if learning_rate is None else {'learning_rate': learning_rate})})
+  fn = ALIASES[alias]
   missing = [
       k for k, p in params.items()
       if p.default is inspect.Parameter.empty and k not in args
