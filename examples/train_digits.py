@@ -9,6 +9,7 @@ groups, schedule (stepped as Lightning steps it), clipping, ReduceLROnPlateau.
     python examples/train_digits.py                              # the default config
     python examples/train_digits.py --config jaxsched/patterns/adaptive_plateau.yaml --epochs 30
     python examples/train_digits.py --epochs 20 optimizer=SGD learning_rate=0.05 scheduler=none
+    python examples/train_digits.py accumulate_grad_batches=3   # 22 batches: 7 groups of 3 and one of 1
     python examples/train_digits.py --resume                     # continue from --out's checkpoint
 
 The last line printed is ``final val_accuracy=<float>``.
@@ -197,10 +198,13 @@ def main(argv=None) -> float:
     raise SystemExit(1)
 
   (x_train, y_train), (x_val, y_val) = load_digits(args.seed)
-  steps_per_epoch = len(x_train) // BATCH
+  batches_per_epoch = len(x_train) // BATCH  # len(train_loader); one update() per batch
+  # with accumulate_grad_batches N, Lightning steps every N batches and on each epoch's last one
+  steps_per_epoch = -(-batches_per_epoch // config.accumulate_grad_batches)
   graphdef, params = make_model(args.seed)
   try:
-    tx = jaxsched.build(config, params, steps_per_epoch=steps_per_epoch, run_steps=args.epochs * steps_per_epoch)
+    tx = jaxsched.build(config, params, batches_per_epoch=batches_per_epoch,
+                        run_steps=args.epochs * steps_per_epoch)
   except jaxsched.ConfigError as e:
     console.print(f'error: {e}', style='red')
     raise SystemExit(1)
@@ -227,7 +231,8 @@ def main(argv=None) -> float:
 
   console.print(f'{config.optimizer} + {config.scheduler or "constant LR"}: '
                 f'groups {", ".join(f"{k}={v:.3g}" for k, v in lrs_of(opt_state).items())}; '
-                f'{steps_per_epoch} steps per epoch, epochs {start}..{args.epochs - 1}')
+                f'{batches_per_epoch} batches ({steps_per_epoch} optimizer steps) per epoch, '
+                f'epochs {start}..{args.epochs - 1}')
   columns = [TextColumn('epoch {task.completed:>3.0f}/{task.total:.0f}'), BarColumn(), TimeElapsedColumn(),
              TextColumn('{task.fields[status]}')]
   with Progress(*columns, console=console, disable=args.quiet, transient=True) as progress:

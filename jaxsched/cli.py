@@ -74,7 +74,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: st
 
 
 def _steps(n: int, what: str = 'step') -> str:
-  return f'{n} {what}{"s" if n != 1 else ""}'
+  return f'{n} {what}{("es" if what.endswith("ch") else "s") if n != 1 else ""}'
 
 
 def _warn(message: str) -> None:
@@ -188,39 +188,50 @@ def _natural_length(config) -> tuple[int | None, str]:
   return None, ''
 
 
-def _run(config, epochs: int | None, steps_per_epoch: int | None):
-  """The run to check against: the given one, or one fitted to the schedule."""
+def _run(config, epochs: int | None, batches: int | None, steps: int | None = None):
+  """The run to check against: the given one, or one fitted to the schedule.
+
+  ``batches`` is --batches-per-epoch; ``steps`` (--steps-per-epoch) is accepted as the
+  same number without accumulation only, as :func:`jaxsched.build` accepts it.
+  """
+  from jaxsched.build import epoch_batches
   from jaxsched.lints import Run
 
-  for flag, v in (('--epochs', epochs), ('--steps-per-epoch', steps_per_epoch)):
+  for flag, v in (('--epochs', epochs), ('--batches-per-epoch', batches), ('--steps-per-epoch', steps)):
     if v is not None and v < 1:
       raise CliError(f'{flag}={v} must be a positive integer.')
+  n = config.accumulate_grad_batches
+  if n == 1 or batches is not None or steps is not None:
+    batches = epoch_batches(config, batches, steps)
   interval = config.scheduler_configs['interval']
-  if epochs is not None and (steps_per_epoch is not None or interval == 'epoch'):
-    if steps_per_epoch is None:  # per-epoch schedulers count epochs only
-      _note('no --steps-per-epoch: assuming 1 (an interval "epoch" scheduler does not depend on it).')
-    return Run(epochs, steps_per_epoch or 1, explicit=True)
+  if epochs is not None and (batches is not None or interval == 'epoch' and n == 1):
+    if batches is None:  # per-epoch schedulers count epochs only
+      _note('no --batches-per-epoch: assuming 1 (an interval "epoch" scheduler does not depend on it).')
+    return Run(epochs, batches or 1, n, explicit=True)
   kw = config.scheduler_kwargs
   if config.scheduler == 'OneCycleLR' and kw.get('epochs') and kw.get('steps_per_epoch') and interval == 'step':
-    e, spe = epochs or int(kw['epochs']), steps_per_epoch or int(kw['steps_per_epoch'])
-    _note(f'assuming a run of {e} epochs x {spe} steps per epoch (from OneCycleLR\'s epochs and steps_per_epoch).')
-    return Run(e, spe, explicit=False)
+    e, spe = epochs or int(kw['epochs']), int(kw['steps_per_epoch'])
+    _note(f'assuming a run of {e} epochs x {spe} optimizer steps per epoch (from OneCycleLR\'s epochs and '
+          f'steps_per_epoch).')
+    return Run(e, batches or spe * n, n, explicit=False)
   length, source = _natural_length(config)
   frequency = config.scheduler_configs['frequency']
   if interval == 'epoch':
-    spe = steps_per_epoch or 1
+    spe = -(-batches // n) if batches else 1
     e = epochs or (length * frequency if length else 100)
   else:
     length = (length or 10000) * frequency
-    if steps_per_epoch is not None:
-      spe, e = steps_per_epoch, epochs or max(1, length // steps_per_epoch)
+    if batches is not None:
+      spe = -(-batches // n)
+      e = epochs or max(1, length // spe)
     else:
       e = epochs or min(100, length)
       spe = max(1, length // e)
+  batches = batches or spe * n
   why = f' (from {config.scheduler}\'s {source})' if source else ''
-  _note(f'assuming a run of {e} epochs x {_steps(spe)} per epoch{why}; give --epochs and --steps-per-epoch '
-        f'to check the run\'s length.')
-  return Run(e, spe, explicit=False)
+  _note(f'assuming a run of {e} epochs x {_steps(batches, "batch")} per epoch{why}; give --epochs and '
+        f'--batches-per-epoch to check the run\'s length.')
+  return Run(e, batches, n, explicit=False)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -359,16 +370,17 @@ def dummy_params(config) -> dict[str, Any]:
   """One (2, 2) leaf per parameter group the config names, labelled as build labels it."""
   import jax.numpy as jnp
 
-  from jaxsched.build import RECURRENT, REGULAR, param_labels
+  from jaxsched.build import RECURRENT, REGULAR, configured_groups, param_labels
 
   def label(path: str) -> str:
     return param_labels(config, {path: 0})[path]
 
   wanted = {REGULAR: ['regular', 'params', 'weights', 'w', 'x', 'q', 'z']}
-  if config.recurrent_learning_rate_multiplier != 1.0:
-    wanted[RECURRENT] = [*config.recurrent_param_patterns, 'recurrent']
-  for name in config.lr_parameter_groups:
-    wanted[name] = [name]
+  for group in configured_groups(config):
+    if group.name == RECURRENT:
+      wanted[RECURRENT] = [*config.recurrent_param_patterns, 'recurrent']
+    elif group.name != REGULAR:
+      wanted[group.name] = [group.name]
   leaves = {}
   for group, candidates in wanted.items():
     found = next((c for c in candidates if label(c) == group), None)
@@ -392,11 +404,10 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
   from jaxsched.build import build, current_lr, groups, scheduler_steps
   from jaxsched.plateau import report
 
-  preview = dataclasses.replace(config, accumulate_grad_batches=1)  # steps are optimizer steps
-  params = dummy_params(preview)
-  order = [g.name for g in groups(preview, params)]
+  params = dummy_params(config)
+  order = [g.name for g in groups(config, params)]
   # run_steps: torch raises when a OneCycleLR is stepped past total_steps, and so does check
-  tx = build(preview, params, steps_per_epoch=run.steps_per_epoch, run_steps=run.steps)
+  tx = build(config, params, batches_per_epoch=run.batches_per_epoch, run_steps=run.steps)
   plateau_kwargs = _plateau_kwargs(config)
   plateau = plateau_kwargs is not None
 
@@ -428,8 +439,8 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
       state = report(state, {monitor: metric})
     return (state, metric), lr
 
-  def epoch(state, metric):
-    (state, _), lrs = jax.lax.scan(step, (state, metric), None, length=run.steps_per_epoch)
+  def epoch(state, metric):  # one update per micro-batch, as the training loop calls it
+    (state, _), lrs = jax.lax.scan(step, (state, metric), None, length=run.batches_per_epoch)
     if plateau and not per_step_report:
       state = report(state, {monitor: metric})
     return state, lrs
@@ -439,8 +450,11 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
     return jax.lax.scan(epoch, state, metric_values)
 
   _, out = scan(tx.init(params), jnp.asarray(metrics, jax.dtypes.canonicalize_dtype(jnp.float64)))
-  out = {k: np.asarray(v, np.float64).reshape(-1) for k, v in out.items()}
-  counts = np.asarray(scheduler_steps(preview, run.steps_per_epoch)(np.arange(run.steps))) if config.scheduler else \
+  # the LR in the state before the micro-batch that completes each group is the one its optimizer step uses
+  b = np.arange(run.batches_per_epoch)
+  stepping = ((b + 1) % run.accumulate == 0) | (b + 1 == run.batches_per_epoch)
+  out = {k: np.asarray(v, np.float64)[:, stepping].reshape(-1) for k, v in out.items()}
+  counts = np.asarray(scheduler_steps(config, run.batches_per_epoch)(np.arange(run.steps))) if config.scheduler else \
       np.zeros(run.steps, int)
   lrs = {g: out[g] for g in order}
   momentum = {g: out[f'{g}/momentum'] for g in order if f'{g}/momentum' in out}
@@ -560,13 +574,38 @@ def lr_table(config, trace: Trace) -> tuple[list[str], list[list[str]]]:
   return headers, rows
 
 
+def check_learning_rates(trace: Trace) -> list[str]:
+  """Warnings for negative learning rates in the run.
+
+  Raises:
+    CliError: a group's learning rate is not finite somewhere in the run (torch
+      would go on training with it, and every parameter would become NaN).
+  """
+  import numpy as np
+
+  out = []
+  for group, lrs in trace.lrs.items():
+    bad = np.flatnonzero(~np.isfinite(lrs))
+    if bad.size:
+      k = int(bad[0])
+      raise CliError(f'the {group!r} group\'s learning rate is {lrs[k]} at optimizer step {k} (epoch '
+                     f'{k // trace.run.steps_per_epoch}): training would turn every parameter into NaN. Check the '
+                     f'scheduler\'s keywords.')
+    negative = np.flatnonzero(lrs < 0)
+    if negative.size:
+      k = int(negative[0])
+      out.append(f'the {group!r} group\'s learning rate is negative ({lrs[k]:.6g}) from optimizer step {k} '
+                 f'(epoch {k // trace.run.steps_per_epoch}): the optimizer then climbs the loss.')
+  return out
+
+
 def cmd_check(args: argparse.Namespace) -> int:
   import yaml
 
   from jaxsched.lints import lint
 
   path, config = _load(args.config, args.overrides)
-  run = _run(config, args.epochs, args.steps_per_epoch)
+  run = _run(config, args.epochs, args.batches_per_epoch, args.steps_per_epoch)
   metrics = read_metrics(args.metrics, config.monitor) if args.metrics else None
   warnings = lint(config, run)
 
@@ -575,9 +614,13 @@ def cmd_check(args: argparse.Namespace) -> int:
   try:
     text = yaml.safe_dump(resolved(config), sort_keys=False, default_flow_style=None, width=100)
     print('\n'.join('  ' + line for line in text.rstrip().splitlines()))
-    print(f'run: {run.epochs} epochs x {_steps(run.steps_per_epoch)} per epoch = {_steps(run.steps, "optimizer step")}'
+    per_epoch = _steps(run.steps_per_epoch) if run.accumulate == 1 else (
+        f'{_steps(run.batches_per_epoch, "batch")} ({run.steps_per_epoch} optimizer steps: accumulate_grad_batches '
+        f'{run.accumulate}, the last group of an epoch may be partial)')
+    print(f'run: {run.epochs} epochs x {per_epoch} per epoch = {_steps(run.steps, "optimizer step")}'
           + ('' if run.explicit else ' (assumed)'))
     trace = simulate(config, run, metrics)
+    warnings += check_learning_rates(trace)
   except Exception as e:  # noqa: BLE001 - reported as one line below
     error = e
   for w in warnings:
@@ -602,14 +645,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
   from jaxsched.lints import lint
 
   path, config = _load(args.config, args.overrides)
-  run = _run(config, args.epochs, args.steps_per_epoch)
+  run = _run(config, args.epochs, args.batches_per_epoch, args.steps_per_epoch)
   metrics = read_metrics(args.metrics, config.monitor) if args.metrics else None
   out_dir = os.path.dirname(os.path.abspath(args.output))
   if not os.path.isdir(out_dir):
     raise CliError(f'cannot write {args.output!r}: the directory {out_dir} does not exist.')
-  for w in lint(config, run):
-    _warn(w)
   trace = simulate(config, run, metrics)
+  for w in lint(config, run) + check_learning_rates(trace):
+    _warn(w)
   draw(config, trace, path, args.output, log=args.log)
   print(f'wrote {args.output}')
   return 0
@@ -701,8 +744,12 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     p.add_argument('overrides', nargs='*', metavar='KEY=VALUE',
                    help='snakemake-style overrides, e.g. learning_rate=0.01 '
                    'optimizer_kwargs="{momentum:0.9}" scheduler_kwargs.T_max=50')
-    p.add_argument('--steps-per-epoch', type=int, required=run_required, metavar='N',
-                   help='optimizer steps per epoch (batches / accumulate_grad_batches)')
+    length = p.add_mutually_exclusive_group(required=run_required)
+    length.add_argument('--batches-per-epoch', type=int, metavar='B',
+                        help='training batches per epoch, len(train_loader) (micro-batches with '
+                        'accumulate_grad_batches)')
+    length.add_argument('--steps-per-epoch', type=int, metavar='N',
+                        help='the same, without accumulation (where batches and optimizer steps are one thing)')
     p.add_argument('--epochs', type=int, required=run_required, metavar='E', help='epochs in the run')
     p.add_argument('--metrics', metavar='FILE',
                    help='per-epoch values of the monitored metric (CSV or JSON), for ReduceLROnPlateau')

@@ -19,7 +19,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping
 
-from jaxsched.build import PLATEAU, RECURRENT, REGULAR, scheduler_steps
+from jaxsched.build import CONSTRUCTOR_ONLY, PLATEAU, RECURRENT, REGULAR, configured_groups, scheduler_steps
 from jaxsched.config import Config
 from jaxsched.optimizers import OPTIMIZERS
 
@@ -36,17 +36,27 @@ class Run:
 
   Attributes:
     epochs: epochs in the run.
-    steps_per_epoch: optimizer steps per epoch.
+    batches_per_epoch: training batches (micro-batches) per epoch,
+      ``len(train_loader)``.
+    accumulate: accumulate_grad_batches: the optimizer steps every
+      ``accumulate`` micro-batches and on each epoch's last one.
     explicit: True when the user gave the run's length (--epochs and
-      --steps-per-epoch); lints about the run's length only fire then.
+      --batches-per-epoch); lints about the run's length only fire then.
   """
 
   epochs: int
-  steps_per_epoch: int
+  batches_per_epoch: int
+  accumulate: int = 1
   explicit: bool = True
 
   @property
+  def steps_per_epoch(self) -> int:
+    """Optimizer steps per epoch: ceil(batches_per_epoch / accumulate)."""
+    return -(-self.batches_per_epoch // self.accumulate)
+
+  @property
   def steps(self) -> int:
+    """Optimizer steps in the run."""
     return self.epochs * self.steps_per_epoch
 
 
@@ -82,7 +92,7 @@ def _interval(config: Config) -> str:
 
 def _counts(config: Config, run: Run) -> tuple[int, int]:
   """(count at the last optimizer step, scheduler steps in the whole run)."""
-  steps = scheduler_steps(config, run.steps_per_epoch)
+  steps = scheduler_steps(config, run.batches_per_epoch)
   return int(steps(run.steps - 1)), int(steps(run.steps))
 
 
@@ -98,12 +108,7 @@ def _float(x: Any) -> float | None:
 
 
 def _group_factors(config: Config) -> dict[str, float]:
-  out = {REGULAR: 1.0}
-  if config.recurrent_learning_rate_multiplier != 1.0:
-    out[RECURRENT] = config.recurrent_learning_rate_multiplier
-  for name, spec in config.lr_parameter_groups.items():
-    out[name] = float(spec.get('lr_factor', 1.0))
-  return out
+  return {g.name: g.lr_factor for g in configured_groups(config)}
 
 
 def _base_lr(config: Config) -> float | None:
@@ -308,6 +313,21 @@ def scheduler_never_steps(config: Config, run: Run) -> list[str]:
   return out
 
 
+def group_value_torch_ignores(config: Config, run: Run) -> list[str]:
+  """A per-group keyword torch reads from the constructor only (torch.optim.Adagrad
+  fills every accumulator from its own initial_accumulator_value): no effect."""
+  del run
+  out = []
+  for name, spec in config.lr_parameter_groups.items():
+    for key in CONSTRUCTOR_ONLY.get(config.optimizer, ()):
+      if key in spec:
+        value = config.optimizer_kwargs.get(key, OPTIMIZERS[config.optimizer].kwargs[key][0])
+        out.append(f'lr_parameter_groups.{name}.{key}={spec[key]} has no effect: torch.optim.{config.optimizer} '
+                   f'fills every parameter\'s state from the constructor\'s {key} ({value}, from optimizer_kwargs), '
+                   f'and so does jaxsched. Set optimizer_kwargs.{key} instead.')
+  return out
+
+
 LINTS: list[Lint] = [
     warmup_from_zero_per_epoch,
     cosine_shorter_than_run,
@@ -317,6 +337,7 @@ LINTS: list[Lint] = [
     momentum_cycling_without_momentum,
     learning_rate_out_of_range,
     scheduler_never_steps,
+    group_value_torch_ignores,
 ]
 
 

@@ -18,6 +18,7 @@ import jaxsched
 from jaxsched import lints
 from jaxsched.cli import improving_metrics, read_metrics
 from jaxsched.lints import LINTS, Run
+from oracle import x64
 
 PNG = b'\x89PNG\r\n\x1a\n'
 SCRIPT = shutil.which('jaxsched', path=os.path.dirname(sys.executable))
@@ -44,6 +45,10 @@ COMMANDS = {
     'plot plateau': ['plot', 'adaptive_plateau', '--steps-per-epoch', '5', '--epochs', '20', '-o', 'plateau.png',
                      '--metrics', 'metrics.json', 'scheduler_kwargs.patience=2'],
     'plot no run': ['plot', 'one_cycle', '-o', 'x.png'],
+    'plot no batches': ['plot', 'one_cycle', '--epochs', '1', '-o', 'x.png'],
+    # 10 micro-batches per epoch in groups of 3: 4 optimizer steps per epoch, the last one after a partial group
+    'accumulate': ['check', P['one_cycle'], 'accumulate_grad_batches=3', 'scheduler_kwargs.total_steps=8',
+                   '--epochs', '2', '--batches-per-epoch', '10'],
     'plot no dir': ['plot', 'one_cycle', '--steps-per-epoch', '1', '--epochs', '1', '-o', 'no/x.png'],
 }
 ERRORS = {
@@ -57,6 +62,11 @@ ERRORS = {
                     'error: Adagrad has neither momentum nor betas'),
     'short metrics': (['adaptive_plateau', '--epochs', '20', '--steps-per-epoch', '2', '--metrics', 'short.json'],
                       "error: the metrics file has 3 values of 'val_loss', but the run has 20 epochs"),
+    'steps with accumulation': (['sgd_step_decay', 'accumulate_grad_batches=2', '--epochs', '2', '--steps-per-epoch', '5'],
+                                'error: steps_per_epoch=5 counts optimizer steps'),
+    'infinite lr': (['sgd_step_decay', 'scheduler=LambdaLR', 'scheduler_kwargs={lr_lambda: 1/(10-epoch)}',
+                     '--epochs', '20', '--steps-per-epoch', '2'],
+                    "error: the 'regular' group's learning rate is inf at optimizer step 20 (epoch 10)"),
 }
 COMMANDS.update({f'error {k}': ['check', *args] for k, (args, _) in ERRORS.items()})
 
@@ -139,11 +149,9 @@ def test_check_passes_on_every_shipped_pattern(ran, name):
   assert 'note: assuming a run of' in p.stderr  # no --epochs: a run fitted to the schedule
   rows = table(p.stdout)
   assert rows[0]['point'].startswith('start') and rows[-1]['point'].endswith('end')
-  if name == 'warmup_cosine':  # the reference's Pattern 1 warms up from LR 0, per epoch
-    assert 'warning: LinearWarmupCosineAnnealingLR with warmup_start_lr: 0' in p.stderr
-    assert rows[0]['lr regular'] == '0' and any(r['point'] == 'end of warm-up' for r in rows)
-  else:
-    assert 'warning' not in p.stderr
+  assert 'warning' not in p.stderr  # the patterns show good practice: the lints are quiet
+  if name == 'warmup_cosine':  # warmed up from warmup_start_lr, not from LR 0
+    assert rows[0]['lr regular'] == '0.0001' and any(r['point'] == 'end of warm-up' for r in rows)
   if name == 'one_cycle':  # momentum cycles: its column is shown
     assert rows[0]['momentum regular'] == '0.95'
   if name == 'adaptive_plateau':
@@ -161,6 +169,15 @@ def test_check_tables_the_run_with_overrides_and_groups(ran):
   assert rows['milestone 90']['lr recurrent'] == '1e-05'
   assert rows['end']['step'] == '999'
   assert p.stderr == ''  # a clean config: no warnings
+
+
+def test_check_with_accumulation_counts_optimizer_steps_and_partial_groups(ran):
+  p = ran[0]['accumulate']
+  assert p.returncode == 0, p.stderr
+  assert ('run: 2 epochs x 10 batches (4 optimizer steps: accumulate_grad_batches 3, the last group of an epoch '
+          'may be partial) per epoch = 8 optimizer steps') in p.stdout
+  rows = {r['point']: r for r in table(p.stdout)}
+  assert rows['end']['step'] == '7' and rows['end']['epoch'] == '1'
 
 
 def test_check_plateau_follows_the_metrics_file_like_lightning(ran):
@@ -187,7 +204,9 @@ def test_plot_writes_pngs(ran):
     assert p.returncode == 0, p.stderr
     assert (d / png).read_bytes().startswith(PNG) and f'wrote {png}' in p.stdout
   p = ran['plot no run']  # the run's length is required
-  assert p.returncode == 2 and 'required: --steps-per-epoch, --epochs' in p.stderr
+  assert p.returncode == 2 and 'required: --epochs' in p.stderr
+  p = ran['plot no batches']
+  assert p.returncode == 2 and 'one of the arguments --batches-per-epoch --steps-per-epoch is required' in p.stderr
   p = ran['plot no dir']
   assert p.returncode == 1 and 'does not exist' in p.stderr
 
@@ -235,7 +254,9 @@ CLEAN = [
     (cfg('sgd_step_decay'), Run(100, 10)),
     (cfg('one_cycle'), Run(100, 100)),
     (cfg('adaptive_plateau'), Run(50, 10)),
-    (cfg('warmup_cosine', 'scheduler_kwargs.warmup_start_lr=1e-5'), Run(100, 10)),
+    (cfg('warmup_cosine'), Run(100, 10)),
+    (jaxsched.load_config(os.path.join(os.path.dirname(__file__), '..', 'examples', 'configs', 'digits.yaml')),
+     Run(100, 22)),  # the example's default config
     (cfg(optimizer='SGD', learning_rate=0.05, scheduler='CosineAnnealingLR', scheduler_kwargs={'T_max': 30},
          recurrent_learning_rate_multiplier=0.5), Run(30, 20)),
     (cfg(optimizer='SGD', scheduler='CyclicLR', scheduler_kwargs={'base_lr': [1e-3, 1e-4], 'max_lr': [0.1, 0.01]},
@@ -257,8 +278,10 @@ def one(fn, config, run=Run(100, 10)):
 
 def test_warmup_from_zero_per_epoch():
   fn = lints.warmup_from_zero_per_epoch
-  assert 'the whole first epoch trains at LR 0' in one(fn, cfg('warmup_cosine'))
-  assert 'first 2 epochs train' in one(fn, cfg('warmup_cosine', 'scheduler_configs.frequency=2'))
+  from_zero = 'scheduler_kwargs.warmup_start_lr=0'
+  assert fn(cfg('warmup_cosine'), Run(100, 10)) == []
+  assert 'the whole first epoch trains at LR 0' in one(fn, cfg('warmup_cosine', from_zero))
+  assert 'first 2 epochs train' in one(fn, cfg('warmup_cosine', from_zero, 'scheduler_configs.frequency=2'))
   assert fn(cfg('warmup_cosine', 'scheduler_configs.interval=step'), Run(1, 100)) == []
 
 
@@ -332,6 +355,30 @@ def test_scheduler_never_steps():
   assert 'milestone(s) [60, 90] are never reached' in one(fn, cfg('sgd_step_decay'), Run(50, 10))
   assert 'step_size=30 is never reached' in one(fn, cfg(scheduler='StepLR', scheduler_kwargs={'step_size': 30}),
                                                 Run(20, 10))
+
+
+def test_group_value_torch_ignores():
+  fn = lints.group_value_torch_ignores
+  config = cfg(optimizer='Adagrad', optimizer_kwargs={'initial_accumulator_value': 0.1},
+               lr_parameter_groups={'head': {'initial_accumulator_value': 5.0}})
+  w = one(fn, config)
+  assert 'lr_parameter_groups.head.initial_accumulator_value=5.0 has no effect' in w and '(0.1' in w
+  assert fn(cfg(optimizer='SGD', lr_parameter_groups={'head': {'weight_decay': 0.0}}), Run(1, 1)) == []
+
+
+def test_negative_learning_rates_are_warned_and_non_finite_ones_are_errors():
+  from jaxsched.cli import CliError, check_learning_rates, simulate
+
+  with x64('float64'):  # as the command runs
+    negative = cfg(optimizer='SGD', learning_rate=0.1, scheduler='LambdaLR',
+                   scheduler_kwargs={'lr_lambda': '1 - epoch / 4'})  # 0 at epoch 4, exactly
+    warnings = check_learning_rates(simulate(negative, Run(8, 1)))
+    assert len(warnings) == 1 and "'regular' group's learning rate is negative" in warnings[0]
+    assert 'optimizer step 5 (epoch 5)' in warnings[0]
+    infinite = cfg(optimizer='SGD', learning_rate=0.1, scheduler='LambdaLR',
+                   scheduler_kwargs={'lr_lambda': '1 / (3 - epoch)'})
+    with pytest.raises(CliError, match="learning rate is inf at optimizer step 6 \\(epoch 3\\)"):
+      check_learning_rates(simulate(infinite, Run(5, 2)))
 
 
 def test_lint_skips_what_build_reports():
