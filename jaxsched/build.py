@@ -478,6 +478,9 @@ def set_lr(opt_state: Any, learning_rate: Any) -> Any:
     ConfigError: a group name the state does not have.
   """
   known = [k for k in current_lr(opt_state) if '/' not in k]
+  if not known:
+    raise ConfigError('set_lr takes a state of jaxsched.build(); in a state of jaxsched.optimizer(), set '
+                      "opt_state.hyperparams['learning_rate'] (or use optax.tree_utils.tree_set).")
   wanted = dict(learning_rate) if isinstance(learning_rate, Mapping) else dict.fromkeys(known, learning_rate)
   for name, lr in wanted.items():
     if name not in known:

@@ -475,3 +475,5 @@ def test_set_lr_checks_a_python_number():
   params = {'w': jnp.zeros(2)}
   state = build({'scheduler': None}, params).init(params)
   assert_config_error(lambda: jaxsched.set_lr(state, -0.1), ["'regular'", '-0.1'])
+  tx = jaxsched.optimizer('SGD')
+  assert_config_error(lambda: jaxsched.set_lr(tx.init(params), 0.1), ['build()', "hyperparams['learning_rate']"])
