@@ -22,6 +22,7 @@ import torch
 from hypothesis import given, strategies as st
 
 import jaxsched
+from oracle import assert_config_error
 
 TOLERANCE = {'float64': 1e-9, 'float32': 1e-6}
 DTYPES = ('float64', 'float32')
@@ -312,6 +313,22 @@ def test_quirks_match_torch(name, kwargs, steps):
   assert_matches_torch(name, 0.1, kwargs, steps, momentum=name in ('CyclicLR', 'OneCycleLR'))
 
 
+@pytest.mark.parametrize('name, kwargs, words', [
+    ('LambdaLR', dict(lr_lambda='1/epoch'), ["lr_lambda='1/epoch'", 'learning rate of inf']),
+    ('LambdaLR', dict(lr_lambda='log(epoch-5)'), ["lr_lambda='log(epoch-5)'", 'learning rate of nan']),
+    ('CyclicLR', dict(base_lr=0.0, max_lr=1.0, step_size_up=5, scale_fn='1 / x', scale_mode='iterations'),
+     ["scale_fn='1 / x'", 'learning rate of nan']),
+    ('ChainedScheduler', dict(schedulers=[M('StepLR', step_size=3), M('LambdaLR', lr_lambda='log(epoch)')]),
+     ["schedulers[1].lr_lambda='log(epoch)'", 'learning rate of -inf']),
+], ids=lambda v: v if isinstance(v, str) else '')
+def test_first_lr_torch_cannot_compute_is_a_config_error(name, kwargs, words):
+  """torch computes the lr of step 0 in Python when it builds the scheduler, and raises."""
+  assert _torch_raises(name, 0.1, kwargs, 0)
+  for dtype in DTYPES:
+    with jax.enable_x64(dtype == 'float64'):
+      assert_config_error(lambda: jaxsched.schedule(name, 0.1, **kwargs), [f'{name}:', *words, f'step 0 ({dtype}'])
+
+
 @pytest.mark.parametrize('name, kwargs', [
     ('OneCycleLR', dict(max_lr=0.1, total_steps=300)),
     ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=20)),
@@ -475,3 +492,107 @@ def test_jit_scalar_and_python_int_counts():
   assert float(s(3)) == pytest.approx(0.01)
   assert float(jax.jit(s)(jnp.int32(6))) == pytest.approx(0.001)
   assert float(s(np.int64(3))) == pytest.approx(0.01)
+
+
+# ---------------------------------------------------------------------------
+# The same value eagerly, under vmap and under jit, for every scheduler and count.
+
+_I = 2**31 - 1
+EXTREMES = [  # (name, kwargs, horizons): powers out of range, huge periods, counts at every horizon
+    ('LambdaLR', dict(lr_lambda='0.5 ** epoch * min(1, (epoch + 1) / 10) + (1 - 1e-9) ** -epoch'), [9]),
+    ('MultiplicativeLR', dict(lr_lambda=1e-30), []),
+    ('StepLR', dict(step_size=10, gamma=0.5), [10]),
+    ('MultiStepLR', dict(milestones=[5, 5, 10**6, _I, -3], gamma=1e30), [5, 10**6]),
+    ('ConstantLR', dict(factor=1e-30, total_iters=_I), [_I]),
+    ('LinearLR', dict(start_factor=1e-3, total_iters=_I), [_I]),
+    ('ExponentialLR', dict(gamma=-0.5), []),
+    ('PolynomialLR', dict(total_iters=_I, power=1e4), [_I // 2]),
+    ('CosineAnnealingLR', dict(T_max=_I, eta_min=1e-5), [_I]),
+    ('CosineAnnealingWarmRestarts', dict(T_0=3, T_mult=1000, eta_min=1e-3), [3, 3003]),
+    ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=10**6, max_epochs=_I, eta_min=1e-5), [10**6, _I]),
+    ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=7, step_size_down=3, mode='exp_range', gamma=0.5),
+     [7, 10]),
+    ('OneCycleLR', dict(max_lr=0.1, total_steps=_I, three_phase=True), [644245093, 1288490186, _I]),
+    ('SequentialLR', dict(schedulers=[M('LinearLR', start_factor=0.1, total_iters=5), M('StepLR', step_size=3, gamma=1e-30),
+                                      M('CosineAnnealingWarmRestarts', T_0=_I)], milestones=[5, 10**6]), [5, 10**6]),
+    ('ChainedScheduler', dict(schedulers=[M('ExponentialLR', gamma=0.5), M('PolynomialLR', total_iters=100, power=100.0),
+                                          M('LambdaLR', lr_lambda='1 / (epoch + 1)')]), [50, 100]),
+]
+_COUNTS = [0, 1, 2, 127, 128, 1075, 10**6, 2**24 + 1, _I - 1, _I]
+
+
+def _extreme_counts(horizons):
+  """Counts at, around and past every horizon, padded to one length (eager vmap
+  compiles each operation once per shape)."""
+  near = {h + d for h in horizons for d in (-1, 0, 1)} | {2 * h for h in horizons}
+  counts = sorted(c for c in set(_COUNTS) | near if 0 <= c <= _I)
+  return counts + counts[-1:] * (20 - len(counts))
+
+
+def _assert_same(actual, expected, ulps, what):
+  """Equal NaN and inf patterns; finite values within ``ulps`` ulps of the larger."""
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.dtype == expected.dtype, what
+  np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), err_msg=what)
+  inf = np.isinf(actual) | np.isinf(expected)
+  np.testing.assert_array_equal(actual[inf], expected[inf], err_msg=what)
+  a, e = actual[np.isfinite(actual)], expected[np.isfinite(actual)]
+  gap = np.abs(a - e) / np.spacing(np.maximum(np.abs(a), np.abs(e)))
+  assert np.all(gap <= ulps), f'{what}: {gap.max()} ulps\n{actual}\n{expected}'
+
+
+def test_extremes_cover_every_scheduler():
+  assert {name for name, *_ in EXTREMES} == set(jaxsched.SCHEDULES)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('name, kwargs, horizons', EXTREMES, ids=lambda v: v if isinstance(v, str) else '')
+def test_eager_vmap_and_jit_agree(name, kwargs, horizons, dtype):
+  """Bitwise but for XLA's fused ``a * b + c`` under jit (one rounding instead of
+  two): 1 ulp. (MultiplicativeLR of the step and chains with a cosine loop over the
+  steps, compiled even eagerly: not here.)"""
+  counts = _extreme_counts(horizons)
+  with jax.enable_x64(dtype == 'float64'):
+    sched = jaxsched.schedule(name, 0.1, **kwargs)
+    for what, fn in (('lr', sched), ('momentum', sched.momentum)):
+      if fn is None:
+        continue
+      eager = np.array([fn(c) for c in counts])
+      assert eager.dtype == jnp.dtype(dtype)
+      batch = jnp.asarray(counts)
+      # one compile for the batched code (vmap) and the scalar one (a loop over the counts)
+      batched, looped = jax.jit(lambda b: (jax.vmap(fn)(b), jax.lax.map(fn, b)))(batch)
+      _assert_same(jax.vmap(fn)(batch), eager, 0, f'{name} {what}: vmap')
+      _assert_same(batched, eager, 1, f'{name} {what}: jit(vmap)')
+      _assert_same(looped, eager, 1, f'{name} {what}: jit')
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('name, kwargs', [
+    ('ExponentialLR', dict(gamma=-2.0)),
+    ('StepLR', dict(step_size=1, gamma=1e-30)),
+    ('MultiStepLR', dict(milestones=list(range(1, 30)), gamma=1e30)),
+    ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=7, mode='exp_range', gamma=0.5)),
+], ids=lambda v: v if isinstance(v, str) else '')
+def test_powers_out_of_range_are_torch_zero_or_inf(name, kwargs, dtype):
+  """Where torch's lr reaches 0 or +-inf, so does the schedule, at every larger count
+  (of the same parity, for a negative gamma), eagerly and under jit."""
+  lrs, _ = torch_curve(name, 0.1, kwargs, 1100)
+  assert lrs[1098] == lrs[1100] and lrs[1097] == lrs[1099], lrs[-4:]  # settled (0, +-inf or base_lr)
+  counts = [1099, 1100, 10**6 + 1, 10**6, _I, _I - 1]
+  expected = np.array([lrs[1099], lrs[1100]] * 3).astype(dtype)
+  with jax.enable_x64(dtype == 'float64'):
+    sched = jaxsched.schedule(name, 0.1, **kwargs)
+    np.testing.assert_array_equal(np.array([sched(c) for c in counts]), expected)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(sched))(jnp.asarray(counts)), expected)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_underflowed_powers_are_zero_eagerly_as_under_jit(dtype):
+  # were NaN eagerly with x64 off (exp(s) = 0 times exp(rest) = inf), 0.0 under jit; torch gives 0.0
+  cases = [(('StepLR', dict(step_size=10, gamma=0.5)), 10**6), (('StepLR', dict(step_size=10, gamma=0.5)), 2**31 - 1),
+           (('ExponentialLR', dict(gamma=0.5)), 10**6)]
+  with jax.enable_x64(dtype == 'float64'):
+    for (name, kwargs), n in cases:
+      sched = jaxsched.schedule(name, 0.1, **kwargs)
+      assert float(sched(n)) == float(jax.jit(sched)(n)) == 0.1 * 0.5 ** (n // kwargs.get('step_size', 1)) == 0.0

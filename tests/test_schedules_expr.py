@@ -166,6 +166,54 @@ def test_degenerate_inputs_stay_finite():
       assert np.all(np.isfinite(vals)), (name, vals)
 
 
+@pytest.mark.parametrize('lr_lambda, words', [
+    (float('nan'), ['lr_lambda=nan', 'must be finite']),
+    (float('inf'), ['lr_lambda=inf', 'must be finite']),
+    (10**400, ['must be finite']),
+    ('1e999 * epoch', ['not finite']),
+    ('1e308 * 10 * epoch', ['the result is inf, not a finite number']),
+    ('(1e308 + 1e308) ** epoch', ['not a finite number']),
+])
+def test_lr_lambda_numbers_must_be_finite(lr_lambda, words):
+  for name in ('LambdaLR', 'MultiplicativeLR'):  # MultiplicativeLR: a constant factor's power
+    assert_config_error(lambda: jaxsched.schedule(name, 0.1, lr_lambda=lr_lambda), [f'{name}: lr_lambda', *words])
+
+
+@pytest.mark.parametrize('fn, error', [
+    (lambda n: math.exp(-n), 'ConcretizationTypeError'),
+    (lambda n: 0.9 if n < 3 else 0.1, 'TracerBoolConversionError'),
+    (lambda n: np.exp(-n), 'TracerArrayConversionError'),
+    (lambda: 1.0, 'TypeError'),
+])
+def test_lr_lambda_callables_must_trace(fn, error):
+  assert_config_error(lambda: jaxsched.schedule('LambdaLR', 0.1, lr_lambda=fn),
+                      ['LambdaLR: lr_lambda=<function', f'fails at step 0 ({error}', 'jnp-traceable'])
+  assert_config_error(lambda: jaxsched.schedule('MultiplicativeLR', 0.1, lr_lambda=fn),  # traced on blocks of steps
+                      ['MultiplicativeLR: lr_lambda=<function', 'fails at step 0', 'jnp-traceable'])
+  assert_config_error(lambda: jaxsched.schedule('ChainedScheduler', 0.1, schedulers=[M('LambdaLR', lr_lambda=fn)]),
+                      ['schedulers[0].lr_lambda=<function', error])
+
+
+@pytest.mark.filterwarnings('ignore:overflow encountered in cast')  # 1e39 as a float32
+def test_first_lr_must_be_finite():
+  assert_config_error(lambda: jaxsched.schedule('LambdaLR', 0.1, lr_lambda=lambda n: 1.0 / n),
+                      ['LambdaLR: lr_lambda=<function', 'learning rate of inf at step 0'])
+  assert_config_error(lambda: jaxsched.schedule('StepLR', 1e39, step_size=2),  # beyond float32
+                      ['learning_rate=1e+39, step_size=2', 'learning rate of inf at step 0 (float32, finite up to'])
+  with jax.enable_x64(True):
+    assert float(jaxsched.schedule('StepLR', 1e39, step_size=2)(0)) == 1e39
+    assert_config_error(lambda: jaxsched.schedule('OneCycleLR', 0.1, max_lr=0.1, total_steps=9, div_factor=1e-320),
+                        ['div_factor=1e-320', 'learning rate of inf at step 0 (float64'])
+  jaxsched.schedule('MultiplicativeLR', 0.1, lr_lambda='1 / epoch')  # torch never calls lr_lambda(0) there
+
+
+def test_first_lr_is_checked_under_jit_too():
+  f = jax.jit(lambda n: jaxsched.schedule('StepLR', 0.1, step_size=2)(n))
+  assert float(f(4)) == pytest.approx(1e-3)
+  with pytest.raises(jaxsched.ConfigError, match='step 0'):
+    jax.jit(lambda n: jaxsched.schedule('LambdaLR', 0.1, lr_lambda='1/epoch')(n))(3)
+
+
 def test_table_lists_torch_keywords():
   import inspect
   import torch

@@ -8,11 +8,15 @@ function of a traced count (jit, vmap, ``optax.inject_hyperparams``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import jax
+import jax.numpy as jnp
 
 from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
-from jaxsched.schedules import basic, composite, cosine, cyclic
+from jaxsched.schedules import _numeric, basic, composite, cosine, cyclic
 from jaxsched.schedules._expr import compile_expression
 from jaxsched.schedules._registry import Schedule, ScheduleSpec, momentum_schedule
 
@@ -22,6 +26,7 @@ SCHEDULES: dict[str, ScheduleSpec] = {
 }
 
 _LEARNING_RATE = _checks.Real()
+_FUNCTIONS = ('lr_lambda', 'scale_fn')  # the keywords that hold the user's own function
 
 __all__ = ['SCHEDULES', 'Schedule', 'ScheduleSpec', 'compile_expression', 'schedule']
 
@@ -46,7 +51,8 @@ def schedule(name: str, learning_rate: Any, **kwargs: Any) -> Schedule:
 
   Raises:
     ConfigError: unknown name or keyword, missing required keyword, wrong type,
-      or an input torch cannot run.
+      an input torch cannot run, or a learning rate (or momentum) at step 0
+      that is not finite, or cannot be computed.
 
   Example:
     >>> sched = schedule('StepLR', 0.1, step_size=30)
@@ -65,4 +71,52 @@ def schedule(name: str, learning_rate: Any, **kwargs: Any) -> Schedule:
   for key, value in checked.items():
     _checks.representable_count(f'{name}: {key}', value)
   curve = spec.builder(lr, **checked)
-  return Schedule(name=name, curve=curve, momentum=momentum_schedule(curve), max_count=curve.horizon)
+  sched = Schedule(name=name, curve=curve, momentum=momentum_schedule(curve), max_count=curve.horizon)
+  _check_start(sched, dict(learning_rate=learning_rate, **kwargs))
+  return sched
+
+
+def _check_start(sched: Schedule, given: dict[str, Any]) -> None:
+  """ConfigError unless the lr (and cycled momentum) at step 0 are finite.
+
+  torch computes the first lr when it builds the scheduler, in Python, and
+  raises where jnp gives inf or nan (LambdaLR's ``lr_lambda(0)`` for
+  ``1/epoch`` or ``log(epoch)``, CyclicLR's ``scale_fn(0)``). So step 0 is
+  computed here, eagerly, and a callable must also trace.
+  """
+  functions = dict(_functions(given))
+  culprit = ', '.join(f'{k}={v!r}' for k, v in (functions or given).items())
+  curves = {'learning rate': sched}
+  if sched.momentum is not None:
+    curves['momentum'] = sched.momentum
+  try:
+    if any(callable(f) for f in functions.values()):
+      for fn in curves.values():
+        jax.eval_shape(fn, 0)  # fails for a callable that is not jnp-traceable
+    with jax.ensure_compile_time_eval(), jax.disable_jit():  # op by op: no loop compiled
+      values = {what: float(fn(0)) for what, fn in curves.items()}
+  except Exception as e:  # raised by the user's function (torch raises there too)
+    if not functions:
+      raise
+    detail = str(e).splitlines()[0] if str(e) else ''
+    raise ConfigError(
+        f'{sched.name}: {culprit} fails at step 0 ({type(e).__name__}: {detail}); it must be '
+        f'a jnp-traceable function of the step, finite at step 0.'
+    ) from None
+  dtype = _numeric.float_dtype()
+  for what, value in values.items():
+    if not math.isfinite(value):
+      raise ConfigError(
+          f'{sched.name}: {culprit} gives a {what} of {value} at step 0 ({dtype.name}, '
+          f'finite up to {jnp.finfo(dtype).max:.3g}); it must be finite.'
+      )
+
+
+def _functions(kwargs: dict[str, Any], prefix: str = ''):
+  """``(path, value)`` of each lr_lambda / scale_fn in kwargs, members' included."""
+  for key, value in kwargs.items():
+    if key in _FUNCTIONS and value is not None:
+      yield prefix + key, value
+    elif key == 'schedulers':
+      for i, member in enumerate(value):
+        yield from _functions(member.get('scheduler_kwargs') or {}, f'{prefix}schedulers[{i}].')

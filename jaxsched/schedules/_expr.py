@@ -78,6 +78,8 @@ def compile_expression(source: str, key: str, variable: str = 'epoch') -> Expres
       if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
         raise _error(text, key, node.col_offset, f'{node.value!r} is not a number.')
       value = node.value
+      if isinstance(value, float) and not math.isfinite(value):
+        raise _error(text, key, node.col_offset, 'this number overflows: it is not finite.')
       is_int = isinstance(value, int)
       return (lambda n, v=value, i=is_int: jnp.asarray(v, n.dtype if i else _numeric.float_dtype())), is_int, value
     if isinstance(node, ast.Name):
@@ -102,7 +104,7 @@ def compile_expression(source: str, key: str, variable: str = 'epoch') -> Expres
       value = None
       if va is not None and vb is not None:
         try:
-          value = _PY_OPS[op](va, vb)
+          value = _finite(_PY_OPS[op](va, vb))
         except (ZeroDivisionError, OverflowError, ValueError) as e:
           raise _error(text, key, node.col_offset, f'cannot evaluate ({e}).') from None
       jop = _JNP_OPS[op]
@@ -114,6 +116,8 @@ def compile_expression(source: str, key: str, variable: str = 'epoch') -> Expres
           return jnp.where(m >= 0, p, 1.0 / p)
 
         return pw, False, value
+      if op == '/' and vb:  # by a constant: times its reciprocal, as XLA computes it (see _numeric)
+        return (lambda n, r=1.0 / vb: _float(fa(n)) * _numeric.const(r)), False, value
       if is_int:
         return (lambda n: jop(fa(n), fb(n))), True, value
       return (lambda n: jop(_float(fa(n)), _float(fb(n)))), False, value
@@ -165,12 +169,22 @@ def compile_expression(source: str, key: str, variable: str = 'epoch') -> Expres
                  f'parentheses, pi and {", ".join(_FUNCS)}().')
 
   fn, _, value = build(tree.body)
-  constant = None if uses_variable else float(value)
+  try:
+    constant = None if uses_variable else float(value)
+  except OverflowError as e:
+    raise _error(text, key, None, f'cannot evaluate ({e}).') from None
 
   def compiled(n: jax.Array) -> jax.Array:
     return _float(fn(n))
 
   return Expression(text, compiled, constant)
+
+
+def _finite(value: Any) -> Any:
+  """value, or OverflowError for an inf or nan float (Python raises only for ``**``)."""
+  if isinstance(value, float) and not math.isfinite(value):
+    raise OverflowError(f'the result is {value}, not a finite number')
+  return value
 
 
 def _float(x: jax.Array) -> jax.Array:
@@ -200,7 +214,10 @@ def lambda_function(value: Any, key: str, variable: str = 'epoch') -> tuple[Call
     expr = compile_expression(value, key, variable)
     return expr.fn, expr.constant
   if isinstance(value, (int, float)) and not isinstance(value, bool):
-    c = float(value)
+    try:
+      c = _finite(float(value))
+    except OverflowError:
+      raise ConfigError(f'{key}={value!r} is not allowed: a number must be finite.') from None
     return (lambda n: jnp.full(jnp.shape(n), c, _numeric.float_dtype())), c
   if callable(value):
     return (lambda n: jnp.asarray(value(n)).astype(_numeric.float_dtype())), None

@@ -7,16 +7,26 @@ arithmetic, period arithmetic (``//``, ``%``) stays in integers, and the
 quantities that float32 would round badly are rewritten:
 
 * ``gamma ** m`` for an integer ``m`` up to 2**31 - 1 is ``exp(m * log(gamma))``
-  with the product carried in two float32 words (:func:`power`);
+  with the product carried in two words and the exponential scaled by ``2**k``
+  from its bits (:func:`power`), so it is 0 or inf, not NaN, out of range;
 * ``(1 + cos(pi * r / T)) / 2`` is ``sin(pi * (T - r) / (2 T)) ** 2`` with
   ``T - r`` an exact integer (:func:`half_cosine`), which keeps full relative
   precision near the trough where the cosine form cancels;
 * ``k - c`` for a fractional constant ``c`` subtracts the integer part exactly
   (:func:`minus`).
+
+A value is the same called eagerly, under vmap and under jit, where XLA
+rewrites ``x / c`` into ``x * (1 / c)`` and ``c1 * (x * c2)`` into
+``x * (c1 * c2)``: so the closed forms divide by a constant only as a product
+with its reciprocal and fold constant factors into one constant themselves.
+What XLA still fuses differently is ``a * b + c`` (one rounding under jit,
+two eagerly): at most an ulp of the larger term.
 """
 
 from __future__ import annotations
 
+import decimal
+import functools
 import math
 from typing import Any, Callable
 
@@ -65,35 +75,66 @@ def div_period(n: jax.Array, period: int) -> jax.Array:
 def power(gamma: float, m: jax.Array) -> jax.Array:
   """``gamma ** m`` for a Python float gamma and an integer array m >= 0.
 
-  Relative error of a few ulps for every m up to 2**31 - 1 in both modes: in
-  float32, ``m * log|gamma|`` is carried as an exact float32 sum plus a small
-  correction, so no rounding of m or of gamma is amplified by m.
+  Relative error of a few ulps for every m up to 2**31 - 1 in both modes, 0 or
+  inf (never NaN) where the power under- or overflows: ``m * log|gamma|`` is
+  carried as an exact float sum plus a small correction (no rounding of m or
+  of gamma is amplified by m) and exponentiated by :func:`exp_sum`.
   """
   dt = float_dtype()
   m = jnp.maximum(m, 0)
   if gamma == 0.0:
     return jnp.where(m == 0, 1.0, 0.0).astype(dt)
   sign = jnp.where(m % 2 == 1, -1.0, 1.0).astype(dt) if gamma < 0 else jnp.asarray(1.0, dt)
-  log_g = math.log(abs(gamma))
-  if log_g == 0.0:
+  if abs(gamma) == 1.0:
     return sign
-  if dt == jnp.float64:
-    return sign * jnp.exp(m.astype(dt) * log_g)
-  # float32: log_g = head + tail, head with 8 significant bits, so that
-  # hi * head and lo * head are exact for the 15/16-bit halves of m.
-  mant, exp = math.frexp(log_g)
-  head = math.ldexp(round(mant * 2**7), exp - 7)
-  tail = log_g - head
-  m = m.astype(jnp.int32)
-  hi = (m >> 16).astype(dt)
-  lo = (m & 0xFFFF).astype(dt)
-  p1 = hi * jnp.asarray(head * 65536.0, dt)
-  p2 = lo * jnp.asarray(head, dt)
+  # log|gamma| = head + tail, head with 8 significant bits, so that hi * head and
+  # lo * head are exact for the 16-bit halves of m (m < 2**32 in float32).
+  head, tail = split_log(abs(gamma), 8)
+  hi = to_float(m >> 16)
+  lo = to_float(m & 0xFFFF)
+  p1 = hi * const(head * 65536.0)
+  p2 = lo * const(head)
   s = p1 + p2
   bb = s - p1
   err = (p1 - (s - bb)) + (p2 - bb)  # two-sum: p1 + p2 == s + err exactly
-  rest = err + m.astype(dt) * jnp.asarray(tail, dt)
-  return sign * jnp.exp(s) * jnp.exp(rest)
+  return sign * exp_sum(s, err + to_float(m) * const(tail))
+
+
+@functools.lru_cache(maxsize=None)
+def split_log(x: float, bits: int) -> tuple[float, float]:
+  """``log(x)`` as ``head + tail``: head with ``bits`` significant bits, tail the
+  rest to double precision (the log is taken to 40 digits)."""
+  with decimal.localcontext() as ctx:
+    ctx.prec = 40
+    exact = decimal.Decimal(x).ln()
+    mant, exp = math.frexp(float(exact))
+    head = math.ldexp(round(mant * 2**bits), exp - bits)
+    return head, float(exact - decimal.Decimal(head))
+
+
+def exp_sum(s: jax.Array, rest: jax.Array) -> jax.Array:
+  """``exp(s + rest)`` for a correction ``|rest| <= |s| / 64``, to a few ulps.
+
+  ``s + rest`` is reduced by ``k * log(2)`` (Cody-Waite, exact for the ``|s|``
+  of every finite non-zero result) and the result scaled by ``2**k`` built from
+  its bits, so no exp under- or overflows alone: a power that is out of range
+  is 0 or inf, never ``0 * inf``. One ``exp`` of the reduced argument also keeps
+  XLA from rewriting ``exp(a) * exp(b)`` into a rounded ``exp(a + b)`` under jit.
+  """
+  info = jnp.finfo(float_dtype())
+  kmax = 2 * (info.maxexp - 2)  # each half of k stays a normal exponent
+  ln2_hi, ln2_lo = split_log(2.0, info.nmant + 1 - kmax.bit_length())  # k * ln2_hi exact
+  k = jnp.clip(jnp.round((s + rest) * const(1 / math.log(2))), -kmax, kmax)
+  r = (s - k * const(ln2_hi)) + (rest - k * const(ln2_lo))
+  k = k.astype(int_dtype())
+  half = k >> 1
+  return jnp.exp(r) * _exp2(half) * _exp2(k - half)
+
+
+def _exp2(k: jax.Array) -> jax.Array:
+  """``2.0 ** k`` for integers k of normal exponents, exactly (from the bits)."""
+  info = jnp.finfo(float_dtype())
+  return jax.lax.bitcast_convert_type((k + (info.maxexp - 1)) << info.nmant, float_dtype())
 
 
 def half_cosine(distance: jax.Array, period2: int | float) -> jax.Array:

@@ -160,8 +160,8 @@ def linear_lr(lr, start_factor, end_factor, total_iters):
   def c(n):
     m = jnp.clip(n, 0, t)
     if s0 <= e0:  # both terms non-negative: no cancellation
-      return const(s0) + const(e0 - s0) * (to_float(m) / const(t))
-    return const(e0) + const(s0 - e0) * (to_float(t - m) / const(t))
+      return const(s0) + to_float(m) * const((e0 - s0) / t)
+    return const(e0) + to_float(t - m) * const((s0 - e0) / t)
 
   def s(k):
     d = e0 - s0
@@ -192,8 +192,13 @@ def polynomial_lr(lr, total_iters, power):
   end = 0.0 if p > 0 else 1.0  # 0.0 ** p, also for p too small for float32
 
   def c(n):
-    left = t - jnp.clip(n, 0, t)
-    return jnp.where(left == 0, const(end), jnp.power(to_float(left) / const(t), const(p)))
+    m = jnp.clip(n, 0, t)
+    pf = const(min(p, float(jnp.finfo(_numeric.float_dtype()).max)))  # no inf * 0 at m = 0
+    # (1 - m / t) ** p from log1p(-m / t) while 1 - m / t >= 1/2, so that the
+    # rounding of 1 - m / t (all of m / t below the float epsilon) is not raised to p.
+    near = jnp.exp(pf * jnp.log1p(to_float(m) * const(-1 / t)))
+    far = jnp.power(to_float(t - m) * const(1 / t), pf)
+    return jnp.where(m == t, const(end), jnp.where(m <= t // 2, near, far))
 
   def s(k):
     kk = jnp.clip(k, 1, t)

@@ -105,9 +105,9 @@ def linear_warmup_cosine_annealing_lr(lr, warmup_epochs, max_epochs, warmup_star
   def value(n):
     if w >= 2:
       if lr >= ws:
-        warm = const(ws) + const(lr - ws) * (to_float(n) / const(w - 1))
+        warm = const(ws) + to_float(n) * const((lr - ws) / (w - 1))
       else:
-        warm = const(lr) + const(ws - lr) * (to_float(w - 1 - n) / const(w - 1))
+        warm = const(lr) + to_float(w - 1 - n) * const((ws - lr) / (w - 1))
     else:
       warm = jnp.full(jnp.shape(n), ws, _numeric.float_dtype())
     cos = const(eta_min) + const(lr - eta_min) * half_cosine(d - mod_period(jnp.maximum(n - w, 0), 2 * d), 2 * d)

@@ -57,8 +57,9 @@ def cyclic_lr(lr, base_lr, max_lr, step_size_up, step_size_down, mode, gamma, sc
   def shape(n):
     n = jnp.maximum(n, 0)
     r = _numeric.mod_period(n, total)
-    rising = to_float(r) / const(up)
-    falling = to_float(total - r) / const(max(down, 1))
+    rising = to_float(r) * const(1 / up)
+    # S - r as down - (r - up): both int32 terms, where S itself may not be.
+    falling = to_float(down - jnp.maximum(r - up, 0)) * const(1 / max(down, 1))
     x = jnp.where(r <= up, rising, falling)
     if custom is not None:
       f = custom(1 + _numeric.div_period(n, total) if by_cycle else n)
@@ -153,15 +154,16 @@ def one_cycle_lr(lr, max_lr, total_steps, epochs, steps_per_epoch, pct_start, an
       # (1 + cos(pi * pct)) / 2 == sin(pi * (1 - pct) / 2) ** 2 == cos(pi * pct / 2) ** 2,
       # with pct or 1 - pct computed exactly from the nearer phase boundary.
       if abs(a) <= abs(b):
-        frac = minus(n, start) / const(den)  # pct
+        x, scale = minus(n, start), 1 / den  # pct = x * scale
         lo, hi = a, b
       else:
-        frac = -minus(n, end) / const(den)  # 1 - pct
+        x, scale = minus(n, end), -1 / den  # 1 - pct
         lo, hi = b, a
       if anneal_strategy == 'cos':
-        s = jnp.sin(frac * const(math.pi / 2))
-        frac = s * s
-      v = const(lo) + const(hi - lo) * frac
+        s = jnp.sin(x * const(scale * math.pi / 2))
+        v = const(lo) + const(hi - lo) * (s * s)
+      else:
+        v = const(lo) + x * const((hi - lo) * scale)
       if out is None:
         out = v
       else:
