@@ -171,8 +171,7 @@ def epoch_batches(config: Config, batches: int | None, steps: int | None) -> int
                         f'the optimizer every {n} micro-batches and on each epoch\'s last one, and starts a new '
                         f'group each epoch.')
     return None
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ConfigError(f'{key}={value!r} must be a positive integer.')
+  value = _checks.Integer(1)(key, value)  # numpy integers too
   _checks.representable_count(key, value)
   return value
 

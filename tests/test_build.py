@@ -335,8 +335,10 @@ def test_accumulation_keeps_float64():
     ({'steps_per_epoch': 4}, ['steps_per_epoch=4', 'optimizer steps', 'batches_per_epoch', 'ceil']),
     ({}, ['accumulate_grad_batches=2', 'batches_per_epoch']),
     ({'batches_per_epoch': 4, 'steps_per_epoch': 2}, ['not both']),
-    ({'batches_per_epoch': 0}, ['batches_per_epoch=0', 'positive']),
-    ({'batches_per_epoch': 2.5}, ['batches_per_epoch=2.5', 'positive']),
+    ({'batches_per_epoch': 0}, ['batches_per_epoch=0', 'integer']),
+    ({'batches_per_epoch': 2.5}, ['batches_per_epoch=2.5', 'integer']),
+    ({'batches_per_epoch': True}, ['batches_per_epoch=True', 'integer']),
+    ({'batches_per_epoch': [4]}, ['batches_per_epoch=[4]', 'integer']),
 ])
 def test_accumulation_needs_the_epochs_length_in_micro_batches(kwargs, words):
   params = {'w': jnp.zeros(2)}
