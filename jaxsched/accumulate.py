@@ -60,6 +60,14 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
 
 
+def steps_after(batch_idx: Any, every: int, batches_per_epoch: int | None) -> Any:
+  """Whether the optimizer steps after micro-batch ``batch_idx`` (0-based, within the
+  epoch; numpy or jnp): every ``every``-th one and the epoch's last one."""
+  done = batch_idx + 1
+  emit = done % every == 0
+  return emit if batches_per_epoch is None else emit | (done == batches_per_epoch)
+
+
 def keep_schedules(ok: jax.Array, new: Any, old: Any) -> Any:
   """``new`` where ``ok``; otherwise ``old``, except the hyperparameters and
   their counters (``optax.InjectStatefulHyperparamsState``), which take ``new``'s:
@@ -112,10 +120,7 @@ def accumulate(inner: optax.GradientTransformation, every: int = 1, batches_per_
       grads = jax.tree.map(add, state.grads, scaled)
     else:
       grads = updates
-    batch = state.batch + 1
-    emit = batch % every == 0
-    if batches_per_epoch is not None:
-      emit |= batch == batches_per_epoch
+    emit = steps_after(state.batch, every, batches_per_epoch)
     kept = state.kept + finite.astype(jnp.int32)
 
     def step(_):
@@ -134,7 +139,7 @@ def accumulate(inner: optax.GradientTransformation, every: int = 1, batches_per_
       new_updates, inner_state = step(None)
     reset = lambda x: jnp.where(emit, jnp.zeros_like(x), x)  # noqa: E731
     return new_updates, AccumulateState(
-        batch=jnp.where(batch == period, 0, batch),
+        batch=jnp.where(state.batch + 1 == period, 0, state.batch + 1),
         grads=jax.tree.map(reset, grads) if every > 1 else None,
         kept=reset(kept),
         skipped=state.skipped + (~finite).astype(jnp.int32),

@@ -20,7 +20,7 @@ from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, load_config
-from jaxsched.optimizers import OPTIMIZERS, _common, _inject, optax_aliases, optimizer, optimizer_direction, resolve
+from jaxsched.optimizers import OPTIMIZERS, _common, _complex, _inject, optax_aliases, optimizer, optimizer_direction, resolve
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.plateau import PlateauState, reduce_on_plateau
 from jaxsched.schedules import SCHEDULES, schedule
@@ -414,7 +414,7 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
 
 
 def _no_complex(params: Any, what: str) -> None:
-  paths = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_flatten_with_path(params)[0] if jnp.iscomplexobj(x)]
+  paths = _complex.complex_paths(params)
   if paths:
     raise ConfigError(f'complex parameter at {", ".join(paths)}: {what}.')
 

@@ -401,6 +401,7 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
   import jax.numpy as jnp
   import numpy as np
 
+  from jaxsched.accumulate import steps_after
   from jaxsched.build import build, current_lr, groups, scheduler_steps
   from jaxsched.plateau import report
 
@@ -451,8 +452,7 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
 
   _, out = scan(tx.init(params), jnp.asarray(metrics, jax.dtypes.canonicalize_dtype(jnp.float64)))
   # the LR in the state before the micro-batch that completes each group is the one its optimizer step uses
-  b = np.arange(run.batches_per_epoch)
-  stepping = ((b + 1) % run.accumulate == 0) | (b + 1 == run.batches_per_epoch)
+  stepping = steps_after(np.arange(run.batches_per_epoch), run.accumulate, run.batches_per_epoch)
   out = {k: np.asarray(v, np.float64)[:, stepping].reshape(-1) for k, v in out.items()}
   counts = np.asarray(scheduler_steps(config, run.batches_per_epoch)(np.arange(run.steps))) if config.scheduler else \
       np.zeros(run.steps, int)

@@ -36,6 +36,12 @@ def _has_complex(tree: Any) -> bool:
   return any(_is_complex(x) for x in jax.tree.leaves(tree))
 
 
+def complex_paths(tree: Any) -> list[str]:
+  """The paths (``jax.tree_util.keystr``) of the complex leaves of ``tree``."""
+  return [jax.tree_util.keystr(path) or '<root>'
+          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0] if _is_complex(x)]
+
+
 def real_view(tree: Any) -> Any:
   """``torch.view_as_real`` of every complex leaf: ``stack([re, im], -1)``, float32 for
   complex64 and float64 for complex128; real leaves as they are."""
@@ -86,8 +92,7 @@ def refusing_complex(name: str, inner: optax.GradientTransformation) -> optax.Gr
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
-    paths = [jax.tree_util.keystr(path) or '<root>'
-             for path, x in jax.tree_util.tree_flatten_with_path(params)[0] if _is_complex(x)]
+    paths = complex_paths(params)
     if paths:
       raise ConfigError(
           f'{name}: complex parameter at {", ".join(paths)}; {name} does not support complex '
