@@ -59,7 +59,10 @@ class Real:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       if not _is_numeric_scalar(value):
         raise _bad(key, value, self)
-    x = float(value)
+    try:
+      x = float(value)
+    except OverflowError:  # an int beyond any float, e.g. 10**400
+      raise _bad(key, value, self) from None
     if math.isnan(x) or (self.finite and math.isinf(x)) or not _in_range(
         x, self.lo, self.hi, self.lo_open, self.hi_open):
       raise _bad(key, value, self)

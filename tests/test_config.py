@@ -112,6 +112,10 @@ def test_yaml_is_read_safely(tmp_path):
     ({'lr_parameter_groups': {'': {'lr_factor': 2}}}, ['lr_parameter_groups', 'non-empty', 'every parameter']),
     ({'optimizer': 'optax.adam', 'learning_rate': 1e-3, 'optimizer_kwargs': {'eps': 'tiny'}},
      ['optax.adam', "eps='tiny'", 'not a number']),
+    ({'optimizer': 'optax.adam', 'learning_rate': 1e-3, 'optimizer_kwargs': {'eps': 'nan'}},
+     ['optax.adam', "eps='nan'", 'NaN']),
+    ({'optimizer': 'optax.adam', 'learning_rate': 'nan'}, ['learning_rate=nan', 'real number']),
+    ({'learning_rate': 10**400}, ['learning_rate=1000', 'real number']),
 ])
 def test_bad_values(data, words):
   assert_config_error(lambda: load_config(data), words)
@@ -167,3 +171,10 @@ def test_numbers_given_as_strings_are_numbers_in_the_config():
   params = {'w': jnp.ones(2)}
   updates, _ = tx.update({'w': jnp.ones(2)}, tx.init(params), params)  # no TypeError at the first update
   np.testing.assert_allclose(updates['w'], -1e-3, rtol=1e-5)
+
+
+def test_an_optax_alias_given_nan_is_an_error():
+  assert_config_error(lambda: jaxsched.optimizer('optax.adam', learning_rate=float('nan')),
+                      ['optax.adam', 'learning_rate=nan', 'NaN'])
+  assert_config_error(lambda: jaxsched.optimizer('optax.sgd', learning_rate=0.1, momentum=float('nan')),
+                      ['optax.sgd', 'momentum=nan', 'NaN'])

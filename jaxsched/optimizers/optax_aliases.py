@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Mapping
 
 import optax
@@ -46,6 +47,9 @@ def convert(alias: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
       except ValueError:
         if key == 'learning_rate' or (isinstance(default, (int, float)) and not isinstance(default, bool)):
           raise ConfigError(f'optax.{alias}: {key}={value!r} is not a number.') from None
+    if isinstance(value, float) and math.isnan(value):
+      raise ConfigError(f'optax.{alias}: {key}={kwargs[key]!r} is not a number (NaN would train every parameter '
+                        f'into NaN).')
     out[key] = value
   return out
 
