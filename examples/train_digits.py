@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 
 import jaxsched
-from jaxsched.build import path_name
+from jaxsched.groups import path_name
 from jaxsched.compat import check_compatible
 
 HERE = Path(__file__).resolve().parent

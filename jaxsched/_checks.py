@@ -17,18 +17,32 @@ from jaxsched._errors import ConfigError
 Check = Callable[[str, Any], Any]
 
 
+def shown(value: Any, limit: int = 60) -> str:
+  """``repr(value)`` cut to ``limit`` characters, for messages (a 400-digit integer, a huge list)."""
+  try:
+    text = repr(value)
+  except (RecursionError, ValueError):  # a self-referencing list; an int beyond str()'s digit limit
+    text = f'<{type(value).__name__}>'
+  return text if len(text) <= limit else f'{text[:limit - 20]}...{text[-12:]} ({len(text)} characters)'
+
+
 def _bad(key: str, value: Any, allowed: object) -> ConfigError:
-  return ConfigError(f'{key}={value!r} is not allowed: expected {allowed}.')
+  return ConfigError(f'{key}={shown(value)} is not allowed: expected {allowed}.')
+
+
+def _num(x: float | int) -> str:
+  return f'{x:g}' if isinstance(x, float) else str(x)
 
 
 def _interval(lo, hi, lo_open, hi_open) -> str:
+  """The range in words: '', ' >= 0', ' in [0, 1)'."""
   if lo is None and hi is None:
-    return 'any value'
+    return ''
   if hi is None:
-    return f'{">" if lo_open else ">="} {lo}'
+    return f' {">" if lo_open else ">="} {_num(lo)}'
   if lo is None:
-    return f'{"<" if hi_open else "<="} {hi}'
-  return f'{"(" if lo_open else "["}{lo}, {hi}{")" if hi_open else "]"}'
+    return f' {"<" if hi_open else "<="} {_num(hi)}'
+  return f' in {"(" if lo_open else "["}{_num(lo)}, {_num(hi)}{")" if hi_open else "]"}'
 
 
 def _in_range(x, lo, hi, lo_open, hi_open) -> bool:
@@ -69,8 +83,8 @@ class Real:
     return x
 
   def __str__(self) -> str:
-    what = 'a real number' if self.finite else 'a real number or inf'
-    return f'{what} in {_interval(self.lo, self.hi, self.lo_open, self.hi_open)}'
+    what = 'a finite real number' if self.finite else 'a real number (inf allowed, not NaN)'
+    return what + _interval(self.lo, self.hi, self.lo_open, self.hi_open)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +114,7 @@ class Integer:
     return n
 
   def __str__(self) -> str:
-    return f'an integer in {_interval(self.lo, self.hi, False, False)}'
+    return 'an integer' + _interval(self.lo, self.hi, False, False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +131,19 @@ class Boolean:
 
 
 @dataclasses.dataclass(frozen=True)
+class Text:
+  """A non-empty string."""
+
+  def __call__(self, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+      raise _bad(key, value, self)
+    return value
+
+  def __str__(self) -> str:
+    return 'a non-empty string'
+
+
+@dataclasses.dataclass(frozen=True)
 class Choice:
   """One of a fixed set of strings."""
 
@@ -128,7 +155,7 @@ class Choice:
 
       guess = nearest(str(value), self.options) if isinstance(value, str) else None
       hint = f' Did you mean {guess!r}?' if guess is not None else ''
-      raise ConfigError(f'{key}={value!r} is not allowed: expected {self}.{hint}')
+      raise ConfigError(f'{key}={shown(value)} is not allowed: expected {self}.{hint}')
     return value
 
   def __str__(self) -> str:
@@ -165,7 +192,7 @@ class Sequence:
 
   def __str__(self) -> str:
     n = f'{self.length} ' if self.length is not None else ''
-    return f'a list of {n}items, each {self.check}'
+    return f'a list of {n}items, each {self.check}'  # every check in this module has a __str__
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +229,8 @@ def representable_count(key: str, value: Any) -> None:
       raise ConfigError(f'{key}={v} does not fit in the step counter: |value| <= {limit}{hint}.')
 
 
+COUNT_MAX = 2**31 - 1  # jaxsched's step and batch counters are int32 unless jax_enable_x64 is on
+COUNT = Integer(1, COUNT_MAX)  # a number of batches or steps: accumulate_grad_batches, frequency, batches_per_epoch
 PROBABILITY = Real(0.0, 1.0, hi_open=True)  # betas, alpha, rho, momentum-like decays
 NON_NEGATIVE = Real(0.0)
 POSITIVE = Real(0.0, lo_open=True)

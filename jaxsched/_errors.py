@@ -14,6 +14,11 @@ class ConfigError(ValueError):
   """
 
 
+class ConfigWarning(UserWarning):
+  """A config was changed on the way in (keywords dropped after an override changed the
+  optimizer or scheduler); the message says what and why."""
+
+
 def nearest(word: str, choices: Iterable[str]) -> str | None:
   """The valid name closest to ``word`` (case-insensitive), or None."""
   choices = list(choices)

@@ -101,9 +101,9 @@ def accumulate(inner: optax.GradientTransformation, every: int = 1, batches_per_
     A transformation whose ``update`` takes one micro-batch's gradient and
     returns zero updates except where the optimizer steps.
   """
-  every = _checks.Integer(1)('accumulate_grad_batches', every)
+  every = _checks.COUNT('accumulate_grad_batches', every)
   if batches_per_epoch is not None:
-    batches_per_epoch = _checks.Integer(1)('batches_per_epoch', batches_per_epoch)
+    batches_per_epoch = _checks.COUNT('batches_per_epoch', batches_per_epoch)
   inner = optax.with_extra_args_support(inner)
   period = every if batches_per_epoch is None else batches_per_epoch
 

@@ -8,9 +8,7 @@ ReduceLROnPlateau. :func:`current_lr` reads each group's learning rate back.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Any, Callable, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +17,11 @@ import optax
 from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
-from jaxsched.config import Config, load_config
-from jaxsched.optimizers import OPTIMIZERS, _common, _complex, _inject, optax_aliases, optimizer, optimizer_direction, resolve
-from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
-from jaxsched.plateau import PlateauState, reduce_on_plateau
-from jaxsched.schedules import SCHEDULES, schedule
+from jaxsched.config import Config, read_config
+from jaxsched.groups import Group, _group_setup, epoch_batches, groups, param_labels, path_name, validate
+from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
+from jaxsched.plateau import PlateauState
 
-PLATEAU = 'ReduceLROnPlateau'
 # Optimizers whose step is -lr times a direction that does not depend on lr (decoupled decay
 # included): groups that differ only in their LR share one optimizer for the direction, and
 # each group scales it by its own LR. Adafactor (lr is a cap), ASGD (eta depends on lr),
@@ -33,311 +29,28 @@ PLATEAU = 'ReduceLROnPlateau'
 LR_LINEAR = frozenset({'SGD', 'Adam', 'AdamW', 'Adamax', 'NAdam', 'RAdam', 'RMSprop', 'Adagrad', 'Adadelta',
                        'SparseAdam', 'Muon'})
 MOMENTUM_KEYS = ('base_momentum', 'max_momentum')
-REGULAR, RECURRENT = 'regular', 'recurrent'
-# Scheduler keywords for which torch takes one value per parameter group.
-PER_GROUP = {
-    'OneCycleLR': ('max_lr', 'base_momentum', 'max_momentum'),
-    'CyclicLR': ('base_lr', 'max_lr', 'base_momentum', 'max_momentum'),
-    PLATEAU: ('min_lr',),
-}
-# Optimizer keywords torch reads from the constructor only: a param group's own value
-# has no effect (torch.optim.Adagrad fills every accumulator from its constructor's
-# initial_accumulator_value).
-CONSTRUCTOR_ONLY = {'Adagrad': ('initial_accumulator_value',)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Group:
-  """A parameter group: its name, its base LR (the config's times ``lr_factor``)
-  and its optimizer keywords."""
+def load_config(source: Any = None, overrides: Iterable[str] | str | None = ()) -> Config:
+  """A checked :class:`Config` from a YAML path, a shipped pattern's name or a mapping, plus overrides.
 
-  name: str
-  learning_rate: float
-  optimizer_kwargs: Mapping[str, Any]
-  lr_factor: float = 1.0
-
-
-def path_name(path: tuple) -> str:
-  """A param's '/'-joined path, as DynVision's named_parameters ('layer/kernel')."""
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
-
-
-def _has_recurrent(config: Config) -> bool:
-  return config.recurrent_learning_rate_multiplier != 1.0 or RECURRENT in config.lr_parameter_groups
-
-
-def _labeller(config: Config) -> Callable[[str], str]:
-  named = [name for name in config.lr_parameter_groups if name not in (REGULAR, RECURRENT)]
-  patterns = [p.lower() for p in config.recurrent_param_patterns]
-  recurrent = _has_recurrent(config)
-
-  def label(path: str) -> str:
-    for name in named:  # DynVision's rule: substring of the path, first match wins
-      if name in path:
-        return name
-    if recurrent and any(p in path.lower() for p in patterns):
-      return RECURRENT
-    return REGULAR
-
-  return label
-
-
-def param_labels(config: Config, params: Any) -> Any:
-  """The group name of every parameter, as a tree like ``params``."""
-  label = _labeller(config)
-  return jax.tree_util.tree_map_with_path(lambda path, _: label(path_name(path)), params)
-
-
-def configured_groups(config: Config) -> list[Group]:
-  """Every group the config defines, in torch's param_groups order: regular,
-  recurrent (with a multiplier other than 1, or configured in lr_parameter_groups),
-  then the other lr_parameter_groups as given.
-
-  ``lr_parameter_groups.regular`` and ``lr_parameter_groups.recurrent`` configure
-  those two groups (their lr_factor and keywords) rather than naming new ones.
+  Args:
+    source: a path to a YAML file, the name of a shipped pattern
+      (:func:`jaxsched.patterns`), a mapping (dict, OmegaConf DictConfig, a
+      Config), or None for the defaults.
+    overrides: snakemake-style ``KEY=VALUE`` strings (or one space-separated
+      string), applied after the source. An override that changes the optimizer
+      (scheduler) drops the source's optimizer_kwargs (scheduler_kwargs) that the
+      new one does not take, with a :class:`jaxsched.ConfigWarning`.
 
   Raises:
-    ConfigError: the recurrent group's LR is set both by
-      recurrent_learning_rate_multiplier and by lr_parameter_groups.recurrent.lr_factor.
+    ConfigError: malformed YAML (with file and line), a file beyond the bounds in
+      :mod:`jaxsched.config`, a near-miss of a known key, a value of the wrong
+      type, an unknown optimizer or scheduler or one of their keywords: the
+      optimizer and schedule of each group kind are built once, so an accepted
+      config builds.
   """
-  base_lr = config.learning_rate
-  if base_lr is None:
-    spec = OPTIMIZERS.get(config.optimizer)
-    base_lr = spec.lr if spec is not None else None
-  given = {name: dict(kw) for name, kw in config.lr_parameter_groups.items()}
-  multiplier = config.recurrent_learning_rate_multiplier
-  if multiplier != 1.0 and 'lr_factor' in given.get(RECURRENT, {}):
-    raise ConfigError(
-        f'the recurrent group\'s LR is set twice: recurrent_learning_rate_multiplier={multiplier} and '
-        f'lr_parameter_groups.recurrent.lr_factor={given[RECURRENT]["lr_factor"]}. Set it with one of them.')
-  kinds = [(REGULAR, given.pop(REGULAR, {}))]
-  if _has_recurrent(config):
-    recurrent = given.pop(RECURRENT, {})
-    kinds.append((RECURRENT, {'lr_factor': multiplier, **recurrent}))
-  kinds += list(given.items())
-  ignored = CONSTRUCTOR_ONLY.get(config.optimizer, ())
-  out = []
-  for name, kw in kinds:
-    factor = kw.pop('lr_factor', 1.0)
-    kw = {**config.optimizer_kwargs, **{k: v for k, v in kw.items() if k not in ignored}}
-    out.append(Group(name, None if base_lr is None else base_lr * factor, kw, factor))
-  return out
-
-
-def groups(config: Config, params: Any) -> list[Group]:
-  """The parameter groups that hold parameters, in torch's param_groups order:
-  regular, recurrent, then lr_parameter_groups as given.
-
-  Raises:
-    ConfigError: a configured group (a named one, or recurrent with a
-      multiplier other than 1) matches no parameter.
-  """
-  used = set(jax.tree.leaves(param_labels(config, params)))
-  paths = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-  configured = configured_groups(config)
-  for name in (g.name for g in configured if g.name != REGULAR):
-    if name not in used:
-      what = (f'the recurrent group (recurrent_learning_rate_multiplier={config.recurrent_learning_rate_multiplier}'
-              f') applies to params whose path contains one of {list(config.recurrent_param_patterns)}'
-              if name == RECURRENT else f'lr_parameter_groups.{name} applies to params whose path contains {name!r}')
-      raise ConfigError(f'{what}, but none does. Parameter paths: {", ".join(paths)}.')
-
-  return [g for g in configured if g.name in used]
-
-
-def epoch_batches(config: Config, batches: int | None, steps: int | None) -> int | None:
-  """The epoch's micro-batch count (Lightning's ``num_training_batches``) from
-  build()'s ``batches_per_epoch`` or, without accumulation, ``steps_per_epoch``.
-
-  Raises:
-    ConfigError: both given, ``steps_per_epoch`` with accumulate_grad_batches > 1
-      (optimizer steps do not tell where an epoch ends), none with it, or a value
-      that is not a positive integer.
-  """
-  n = config.accumulate_grad_batches
-  if batches is not None and steps is not None:
-    raise ConfigError(f'give batches_per_epoch (micro-batches, len(train_loader)) or steps_per_epoch, not both '
-                      f'(got {batches} and {steps}).')
-  if steps is not None and n > 1:
-    raise ConfigError(
-        f'steps_per_epoch={steps!r} counts optimizer steps, but with accumulate_grad_batches={n} Lightning also '
-        f'steps the optimizer on each epoch\'s last batch, so the epoch\'s length must be known in micro-batches: '
-        f'give batches_per_epoch=len(train_loader) instead (optimizer steps per epoch are then '
-        f'ceil(batches_per_epoch / {n})).')
-  value, key = (steps, 'steps_per_epoch') if steps is not None else (batches, 'batches_per_epoch')
-  if value is None:
-    if n > 1:
-      raise ConfigError(f'accumulate_grad_batches={n} needs batches_per_epoch=len(train_loader): Lightning steps '
-                        f'the optimizer every {n} micro-batches and on each epoch\'s last one, and starts a new '
-                        f'group each epoch.')
-    return None
-  value = _checks.Integer(1)(key, value)  # numpy integers too
-  _checks.representable_count(key, value)
-  return value
-
-
-def scheduler_steps(config: Config, batches_per_epoch: int | None) -> Callable[[jax.Array], jax.Array]:
-  """Scheduler steps taken before optimizer step k, under Lightning 2.x's rules.
-
-  With N = accumulate_grad_batches and B micro-batches per epoch, an epoch has
-  S = ceil(B / N) optimizer steps. interval "epoch": ``(k // S) // frequency``.
-  interval "step": Lightning steps the scheduler after an optimizer step whose
-  last micro-batch has ``(batch_idx + 1) % frequency == 0``, batch_idx counted
-  in micro-batches within the epoch.
-  """
-  interval, frequency = config.scheduler_configs['interval'], config.scheduler_configs['frequency']
-  if interval == 'step' and frequency == 1:
-    return lambda k: k
-  if batches_per_epoch is None:
-    why = ('interval is "epoch"' if interval == 'epoch'
-           else f'interval "step" with frequency {frequency} restarts its count each epoch')
-    raise ConfigError(f'build() needs batches_per_epoch (len(train_loader)): the {config.scheduler} scheduler is '
-                      f'stepped per epoch ({why}), and the optimizer counts batches.')
-  n = config.accumulate_grad_batches
-  per_epoch = -(-batches_per_epoch // n)  # optimizer steps
-  if interval == 'epoch':
-    return lambda k: (k // per_epoch) // frequency
-  # step j of an epoch ends at micro-batch (j + 1) n - 1, the epoch's last one at batches_per_epoch - 1
-  period = frequency // math.gcd(n, frequency)
-  stepped = (batches_per_epoch // n) // period + int(batches_per_epoch % n != 0 and batches_per_epoch % frequency == 0)
-  return lambda k: (k // per_epoch) * stepped + (k % per_epoch) // period
-
-
-def _per_group(config: Config, kwargs: dict[str, Any], index: int, count: int) -> dict[str, Any]:
-  out = dict(kwargs)
-  for key in PER_GROUP.get(config.scheduler, ()):
-    value = out.get(key)
-    if isinstance(value, (list, tuple)):
-      if len(value) != count:
-        raise ConfigError(f'scheduler_kwargs.{key} has {len(value)} values, but there are {count} parameter '
-                          f'groups (torch: one value per param group).')
-      out[key] = value[index]
-  return out
-
-
-def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], batches: int | None,
-                   run_steps: int | None = None):
-  """The group's LR (a float, a schedule of the optimizer count, or a Plateau)
-  and its momentum schedule (or None)."""
-  sc = config.scheduler_configs
-  if config.scheduler is None:
-    return group.learning_rate, None
-  if config.scheduler == PLATEAU:
-    return reduce_on_plateau(group.learning_rate, monitor=sc['monitor'], strict=sc['strict'],
-                             frequency=sc['frequency'], **kwargs), None
-  if config.scheduler == 'SequentialLR' and _ends_in_plateau(kwargs):
-    return _warmup_then_plateau(config, group, kwargs), None
-  sched = schedule(config.scheduler, group.learning_rate, **kwargs)
-  steps = scheduler_steps(config, batches)
-  if run_steps is not None:  # the scheduler steps once more after the run's last optimizer step
-    sched.check_steps(int(steps(run_steps)))
-  lr = lambda k: sched(steps(k))  # noqa: E731
-  if sched.momentum is None:
-    return lr, None
-  return lr, (lambda k: sched.momentum(steps(k)))
-
-
-def _group_setup(config: Config, group: Group, index: int, count: int, batches: int | None,
-                 run_steps: int | None = None) -> tuple[Any, dict[str, Any]]:
-  """The group's learning rate (float, schedule or Plateau) and optimizer keywords."""
-  sched_kwargs = _per_group(config, dict(config.scheduler_kwargs), index, count)
-  lr, momentum = _learning_rate(config, group, sched_kwargs, batches, run_steps)
-  return lr, _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
-
-
-def _ends_in_plateau(kwargs: Mapping[str, Any]) -> bool:
-  members = kwargs.get('schedulers') or []
-  return bool(members) and isinstance(members[-1], Mapping) and members[-1].get('scheduler') == PLATEAU
-
-
-def _warmup_then_plateau(config: Config, group: Group, kwargs: dict[str, Any]):
-  """SequentialLR ending in ReduceLROnPlateau (torch rejects it, pytorch#68978):
-  the first members run on the counted reports until the last milestone, then
-  the plateau takes over from the base LR."""
-  members, milestones = list(kwargs['schedulers']), list(kwargs.get('milestones') or [])
-  if len(milestones) != len(members) - 1:
-    raise ConfigError(f'SequentialLR: {len(members)} schedulers need {len(members) - 1} milestones, '
-                      f'got {milestones}.')
-  head = members[:-1]
-  if len(head) == 1:
-    warm = schedule(head[0]['scheduler'], group.learning_rate, **(head[0].get('scheduler_kwargs') or {}))
-  else:
-    warm = schedule('SequentialLR', group.learning_rate, schedulers=head, milestones=milestones[:-1])
-  sc = config.scheduler_configs
-  return reduce_on_plateau(group.learning_rate, monitor=sc['monitor'], strict=sc['strict'],
-                           frequency=sc['frequency'], warmup=warm, warmup_steps=milestones[-1],
-                           **(members[-1].get('scheduler_kwargs') or {}))
-
-
-def _with_momentum(name: str, kwargs: dict[str, Any], momentum: Callable | None) -> dict[str, Any]:
-  """torch's cycle_momentum: the schedule drives SGD's/RMSprop's momentum or beta1."""
-  if momentum is None:
-    return kwargs
-  spec = OPTIMIZERS.get(name)
-  if spec is not None and 'momentum' in spec.kwargs:
-    return {**kwargs, 'momentum': momentum}
-  if spec is not None and 'betas' in spec.kwargs:
-    b2 = (kwargs.get('betas') or spec.kwargs['betas'][0])[1]
-    return {**kwargs, 'betas': (momentum, b2)}
-  raise ConfigError(f'{name} has neither momentum nor betas, so the scheduler cannot cycle momentum '
-                    f'(torch raises the same); set scheduler_kwargs.cycle_momentum: false.')
-
-
-def validate(config: Config) -> Config:
-  """Builds the config's optimizer and schedule once per group kind, without params,
-  so that a config :func:`load_config` accepts also builds.
-
-  Returns:
-    The config with numbers given as strings (YAML 1.1 reads ``1e-4`` as one) in
-    optimizer_kwargs, lr_parameter_groups and scheduler_kwargs converted, as the
-    optimizer and scheduler read them.
-
-  Raises:
-    ConfigError: an unknown optimizer or scheduler, a bad keyword or value, momentum
-      cycling with an optimizer without momentum.
-  """
-  optimizer(config.optimizer, learning_rate=config.learning_rate, **config.optimizer_kwargs)  # names first
-  configured = configured_groups(config)
-  if configured[0].learning_rate is None and config.scheduler is not None:
-    raise ConfigError(f'{config.optimizer} has no default learning rate: set learning_rate for the '
-                      f'{config.scheduler} scheduler.')
-  lists = [len(v) for k, v in config.scheduler_kwargs.items()
-           if k in PER_GROUP.get(config.scheduler, ()) and isinstance(v, (list, tuple))]
-  count = lists[0] if lists else len(configured)
-  for i, group in enumerate(configured):
-    lr, kwargs = _group_setup(config, group, min(i, count - 1), count, batches=1)
-    optimizer(config.optimizer, learning_rate=lr, **kwargs)
-  return dataclasses.replace(
-      config, optimizer_kwargs=_optimizer_numbers(config.optimizer, config.optimizer_kwargs),
-      lr_parameter_groups={name: _optimizer_numbers(config.optimizer, kw)
-                           for name, kw in config.lr_parameter_groups.items()},
-      scheduler_kwargs=_numbers(config.scheduler_kwargs, _checked_scheduler_kwargs(config, count)))
-
-
-def _numbers(given: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
-  """``given`` with each string that its check read as a number replaced by that number."""
-  def number(key, value):
-    new = checked.get(key)
-    is_number = isinstance(new, (int, float)) and not isinstance(new, bool)
-    return new if isinstance(value, str) and is_number else value
-  return {k: number(k, v) for k, v in given.items()}
-
-
-def _optimizer_numbers(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-  if name.startswith('optax.'):
-    return optax_aliases.convert(name[len('optax.'):], kwargs)
-  spec = OPTIMIZERS[name]
-  keywords = {k: v for k, v in kwargs.items() if k in spec.kwargs}
-  return _numbers(kwargs, resolve(spec, None, keywords)[1])
-
-
-def _checked_scheduler_kwargs(config: Config, count: int) -> dict[str, Any]:
-  kwargs = _per_group(config, dict(config.scheduler_kwargs), 0, count)
-  if config.scheduler == PLATEAU:
-    return {k: PLATEAU_KWARGS[k][1](k, v) for k, v in kwargs.items()}
-  if config.scheduler in SCHEDULES and not _ends_in_plateau(kwargs):
-    return SCHEDULES[config.scheduler].resolve(kwargs)
-  return {}
+  return validate(read_config(source, overrides))
 
 
 def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -373,6 +86,13 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
       step that far (OneCycleLR past total_steps, where torch raises) is then a
       ConfigError here rather than a held LR inside jit.
 
+  Raises:
+    ConfigError: a bad config; a leaf of ``params`` that is not a float or
+      complex array (torch trains only those: leave integer, boolean and PRNG-key
+      leaves out of the tree, e.g. ``nnx.state(model, nnx.Param)``); a configured
+      group that matches no parameter; a bad ``batches_per_epoch``,
+      ``steps_per_epoch`` or ``run_steps``.
+
   Returns:
     ``accumulate(clip -> multi_transform({group: optimizer(lr=schedule)}))``,
     or, where the groups differ only in their LR and the optimizer's step is
@@ -385,6 +105,9 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
   """
   config = config if isinstance(config, Config) else load_config(config)
   batches = epoch_batches(config, batches_per_epoch, steps_per_epoch)
+  if run_steps is not None:
+    run_steps = _checks.Integer(0, _checks.COUNT_MAX)('run_steps', run_steps)
+  _trainable(params)
   group_list = groups(config, params)
   if config.optimizer == 'LBFGS' and len(group_list) > 1:
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
@@ -410,7 +133,24 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
     tx = optax.chain(clip, tx)
   if config.accumulate_grad_batches > 1 or config.skip_nonfinite:
     tx = accumulate(tx, config.accumulate_grad_batches, batches, config.skip_nonfinite)
-  return tx
+  init = tx.init
+  return tx._replace(init=lambda tree: init(_trainable(tree)))
+
+
+def _trainable(params: Any) -> Any:
+  """``params``, or a ConfigError naming each leaf that is not a float or complex array."""
+  bad = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = getattr(leaf, 'dtype', None)
+    dtype = jnp.result_type(leaf) if dtype is None else dtype
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      bad.append(f'{path_name(path) or "the root"} ({dtype})')
+  if bad:
+    raise ConfigError(f'parameters must be float or complex arrays, as torch trains only those; not: '
+                      f'{", ".join(bad[:5])}{" ..." if len(bad) > 5 else ""}. Leave integer, boolean and PRNG-key '
+                      f'leaves out of the tree given to build() and init() (with Flax NNX: '
+                      f'nnx.state(model, nnx.Param)).')
+  return params
 
 
 def _no_complex(params: Any, what: str) -> None:

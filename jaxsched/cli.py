@@ -137,7 +137,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _load(config: str, overrides: Sequence[str]):
-  from jaxsched.config import load_config, patterns
+  from jaxsched.build import load_config
+  from jaxsched.config import patterns
 
   path = config
   if not os.path.exists(path) and config in patterns():
@@ -194,7 +195,7 @@ def _run(config, epochs: int | None, batches: int | None, steps: int | None = No
   ``batches`` is --batches-per-epoch; ``steps`` (--steps-per-epoch) is accepted as the
   same number without accumulation only, as :func:`jaxsched.build` accepts it.
   """
-  from jaxsched.build import epoch_batches
+  from jaxsched.groups import epoch_batches
   from jaxsched.lints import Run
 
   for flag, v in (('--epochs', epochs), ('--batches-per-epoch', batches), ('--steps-per-epoch', steps)):
@@ -343,7 +344,7 @@ class Trace:
 
 
 def _plateau_kwargs(config) -> dict[str, Any] | None:
-  from jaxsched.build import PLATEAU, _ends_in_plateau
+  from jaxsched.groups import PLATEAU, _ends_in_plateau
 
   if config.scheduler == PLATEAU:
     return dict(config.scheduler_kwargs)
@@ -370,7 +371,7 @@ def dummy_params(config) -> dict[str, Any]:
   """One (2, 2) leaf per parameter group the config names, labelled as build labels it."""
   import jax.numpy as jnp
 
-  from jaxsched.build import RECURRENT, REGULAR, configured_groups, param_labels
+  from jaxsched.groups import RECURRENT, REGULAR, configured_groups, param_labels
 
   def label(path: str) -> str:
     return param_labels(config, {path: 0})[path]
@@ -402,7 +403,8 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
   import numpy as np
 
   from jaxsched.accumulate import steps_after
-  from jaxsched.build import build, current_lr, groups, scheduler_steps
+  from jaxsched.build import build, current_lr
+  from jaxsched.groups import groups, scheduler_steps
   from jaxsched.plateau import report
 
   params = dummy_params(config)
@@ -466,7 +468,7 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
 
 def resolved(config) -> dict[str, Any]:
   """The config with every default filled in (optimizer and scheduler keywords included)."""
-  from jaxsched.build import PER_GROUP
+  from jaxsched.groups import PER_GROUP
   from jaxsched.optimizers import OPTIMIZERS, resolve
   from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
   from jaxsched.schedules import SCHEDULES

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
-import re
+import warnings
 from typing import Any, Iterable, Mapping
 
 import yaml
 
 from jaxsched import _checks
-from jaxsched._errors import ConfigError
+from jaxsched._errors import ConfigError, ConfigWarning
 
 SCHEDULER_CONFIG_KEYS = {
     # Lightning's lr_scheduler_config keys, with the reference page's defaults.
     'interval': ('epoch', _checks.Choice(('epoch', 'step'))),
-    'frequency': (1, _checks.Integer(1)),
+    'frequency': (1, _checks.COUNT),
     'monitor': ('train_loss', None),
     'name': (None, None),
     'strict': (True, _checks.Boolean()),
@@ -78,61 +79,146 @@ class Config:
     return self.scheduler_configs['monitor']
 
   def to_dict(self) -> dict[str, Any]:
-    return _plain(dataclasses.asdict(self))
+    return _plain(dataclasses.asdict(self), 'the config')
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 ALIASES = {'lr': 'learning_rate'}
 
 
-def _plain(x: Any) -> Any:
-  """Mappings to dicts and sequences to lists, recursively (OmegaConf included)."""
+# Bounds on what a config may hold. A DynVision file needs a few levels, a few
+# aliases and a few hundred values; these stop a hostile file (a "billion laughs"
+# of nested aliases, a list that contains itself, 5,000 nested brackets) with a
+# ConfigError before it costs time or memory.
+MAX_DEPTH = 64
+MAX_ALIASES = 1000
+MAX_VALUES = 100_000
+# Optimizer keywords that a file might set at the top level by mistake, where
+# neither DynVision nor jaxsched reads them: a ConfigError that points to optimizer_kwargs.
+TOP_LEVEL_MISTAKES = ('weight_decay', 'momentum', 'betas', 'eps', 'nesterov', 'amsgrad', 'dampening', 'lr_decay')
+# Lightning Trainer arguments that a LightningCLI-style file sets under trainer:.
+TRAINER_KEYS = ('gradient_clip_val', 'gradient_clip_algorithm', 'accumulate_grad_batches')
+
+
+def _plain(x: Any, where: str, _depth: int = 0, _count: list[int] | None = None) -> Any:
+  """Mappings to dicts and sequences to lists, recursively (OmegaConf included), within
+  :data:`MAX_DEPTH` levels and :data:`MAX_VALUES` values."""
+  count = [0] if _count is None else _count
+  count[0] += 1
+  if count[0] > MAX_VALUES:
+    raise ConfigError(f'{where} holds more than {MAX_VALUES} values (YAML aliases that expand into copies of '
+                      f'copies?); a config needs far fewer.')
+  if _depth > MAX_DEPTH:
+    raise ConfigError(f'{where} is nested more than {MAX_DEPTH} levels deep, or contains itself.')
   if isinstance(x, Mapping) or (hasattr(x, 'keys') and hasattr(x, '__getitem__') and not isinstance(x, type)):
-    return {str(k) if not isinstance(k, str) else k: _plain(x[k]) for k in x.keys()}
+    return {k if isinstance(k, str) else str(k): _plain(x[k], where, _depth + 1, count) for k in x.keys()}
   if isinstance(x, (list, tuple)) or (hasattr(x, '__iter__') and type(x).__name__ == 'ListConfig'):
-    return [_plain(v) for v in x]
+    return [_plain(v, where, _depth + 1, count) for v in x]
   return x
 
 
+def _top_level(x: Any, where: str) -> dict[Any, Any]:
+  """The config's top-level mapping, one level deep: the values of keys jaxsched does
+  not read are never walked (an alias bomb under ``model:`` costs nothing)."""
+  if isinstance(x, Mapping) or (hasattr(x, 'keys') and hasattr(x, '__getitem__') and not isinstance(x, type)):
+    return {k: x[k] for k in x.keys()}
+  raise ConfigError(f'{where}: a config must be a mapping of keys to values, got {type(x).__name__}.')
+
+
+class _BoundedLoader(yaml.SafeLoader):
+  """yaml.SafeLoader with at most :data:`MAX_DEPTH` levels and :data:`MAX_ALIASES` aliases."""
+
+  def __init__(self, stream: Any) -> None:
+    super().__init__(stream)
+    self._depth = 0
+    self._aliases = 0
+
+  def compose_node(self, parent: Any, index: Any) -> Any:
+    if self.check_event(yaml.AliasEvent):
+      self._aliases += 1
+      if self._aliases > MAX_ALIASES:
+        raise yaml.YAMLError(f'more than {MAX_ALIASES} aliases (*name); a config needs far fewer')
+      return super().compose_node(parent, index)
+    self._depth += 1
+    try:
+      if self._depth > MAX_DEPTH:
+        mark = self.peek_event().start_mark
+        raise yaml.YAMLError(f'line {mark.line + 1}: nested more than {MAX_DEPTH} levels deep')
+      return super().compose_node(parent, index)
+    finally:
+      self._depth -= 1
+
+
 def _read_yaml(path: str | os.PathLike) -> Any:
+  name = os.fspath(path)
   try:
     with open(path, encoding='utf-8') as f:
-      return yaml.safe_load(f)
+      return yaml.load(f, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader)
+  except UnicodeDecodeError as e:
+    raise ConfigError(f'{name} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it '
+                      f'as UTF-8.') from None
   except yaml.MarkedYAMLError as e:
     mark = e.problem_mark or e.context_mark
     where = f' line {mark.line + 1}, column {mark.column + 1}' if mark else ''
-    raise ConfigError(f'{os.fspath(path)}:{where}: malformed YAML: {e.problem or e}') from None
+    raise ConfigError(f'{name}:{where}: malformed YAML: {e.problem or e}') from None
   except yaml.YAMLError as e:
-    raise ConfigError(f'{os.fspath(path)}: malformed YAML: {e}') from None
+    raise ConfigError(f'{name}: malformed YAML: {e}') from None
   except OSError as e:
-    raise ConfigError(f'cannot read config {os.fspath(path)!r}: {e.strerror}') from None
+    raise ConfigError(f'cannot read config {name!r}: {e.strerror}') from None
 
 
-_FLOW_COLON = re.compile(r'(?<=[^\s:{,\[]):(?=[^\s/])')
+def _split_top(text: str, sep: str) -> list[str]:
+  """``text`` split at each ``sep`` outside brackets and quotes."""
+  parts, depth, quote, start = [], 0, '', 0
+  for i, c in enumerate(text):
+    if quote:
+      quote = '' if c == quote else quote
+    elif c in '\'"':
+      quote = c
+    elif c in '([{':
+      depth += 1
+    elif c in ')]}':
+      depth -= 1
+    elif c == sep and depth == 0:
+      parts.append(text[start:i])
+      start = i + 1
+      if sep == ':':
+        break
+  return [*parts, text[start:]]
 
 
 def parse_value(text: str) -> Any:
   """A command-line value as snakemake's ``--config`` reads it, through safe YAML.
 
   ``{momentum:0.9,weight_decay:0.0001}`` is a mapping (plain YAML would read one
-  key "momentum:0.9"): inside ``{...}`` a colon followed by a value is a
-  key/value separator.
+  key "momentum:0.9"): inside ``{...}`` each comma outside brackets and quotes
+  ends an item and its first colon ends the key, so
+  ``{lr_lambda:min(1.0,(epoch+1)/5)}`` keeps its expression whole.
   """
   stripped = text.strip()
-  if stripped.startswith('{'):
-    stripped = _FLOW_COLON.sub(': ', stripped)
-    stripped = re.sub(r',(?=\S)', ', ', stripped)
+  if stripped.startswith('{') and stripped.endswith('}'):
+    out = {}
+    for item in _split_top(stripped[1:-1], ','):
+      if not item.strip():
+        continue
+      key, *rest = _split_top(item, ':')
+      if not rest:
+        raise ConfigError(f'cannot read the value {text!r}: {item.strip()!r} is not KEY:VALUE.')
+      out[parse_value(key)] = parse_value(rest[0])
+    return out
   try:
-    return yaml.safe_load(stripped) if stripped else None
+    return yaml.load(stripped, Loader=_BoundedLoader) if stripped else None  # noqa: S506 (a SafeLoader)
   except yaml.YAMLError as e:
-    raise ConfigError(f'cannot read the value {text!r}: {getattr(e, "problem", e)}') from None
+    raise ConfigError(f'cannot read the value {text!r}: {getattr(e, "problem", None) or e}') from None
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-  """``KEY=VALUE`` strings applied to ``data``; ``a.b=VALUE`` sets one nested value."""
+def _overrides(overrides: Iterable[str] | str | None) -> list[tuple[list[str], Any]]:
+  """``KEY=VALUE`` strings (or one space-separated string) as (key path, value) pairs."""
+  if overrides is None:
+    return []
   if isinstance(overrides, str):
     overrides = overrides.split()
-  data = dict(data)
+  out = []
   for item in overrides:
     if not isinstance(item, str) or '=' not in item:
       raise ConfigError(f'override {item!r} must look like KEY=VALUE (e.g. learning_rate=0.01).')
@@ -140,26 +226,47 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     path = key.strip().split('.')
     if not all(path):
       raise ConfigError(f'override {item!r}: empty key.')
+    out.append((path, parse_value(raw)))
+  return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str] | str | None) -> dict[str, Any]:
+  """``KEY=VALUE`` strings applied to ``data``; ``a.b=VALUE`` sets one nested value.
+
+  An override replaces the key's other spelling too: ``lr=0.01`` on a file that
+  sets ``learning_rate`` replaces it.
+  """
+  return _apply(data, _overrides(overrides))
+
+
+def _apply(data: dict[str, Any], changes: list[tuple[list[str], Any]]) -> dict[str, Any]:
+  data = dict(data)
+  for path, value in changes:
+    if len(path) == 1:
+      field = ALIASES.get(path[0], path[0])
+      for other in [k for k in data if k != path[0] and ALIASES.get(k, k) == field]:
+        del data[other]
     node = data
     for part in path[:-1]:
       child = node.get(part)
       node[part] = dict(child) if isinstance(child, Mapping) else {}
       node = node[part]
-    node[path[-1]] = parse_value(raw)
+    node[path[-1]] = value
   return data
 
 
 def _near_miss(key: str) -> str | None:
-  known = [*FIELDS, *ALIASES]
-  match = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
-  return match[0] if match else None
+  """The known key that ``key`` nearly spells, case-insensitively ("LEARNING_RATE", "optimzer")."""
+  known = {k.lower(): k for k in (*FIELDS, *ALIASES)}
+  match = difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=0.8)
+  return known[match[0]] if match else None
 
 
 def _mapping(key: str, value: Any) -> dict[str, Any]:
   if value is None:
     return {}
   if not isinstance(value, Mapping):
-    raise ConfigError(f'{key}={value!r} must be a mapping of keywords.')
+    raise ConfigError(f'{key}={_checks.shown(value)} must be a mapping of keywords.')
   bad = [k for k in value if not isinstance(k, str)]
   if bad:
     raise ConfigError(f'{key}: keys must be strings, got {bad[0]!r}.')
@@ -174,35 +281,91 @@ def patterns() -> dict[str, str]:
   return {os.path.splitext(f)[0]: os.path.join(PATTERNS_DIR, f) for f in sorted(os.listdir(PATTERNS_DIR))}
 
 
-def load_config(source: Any = None, overrides: Iterable[str] = ()) -> Config:
-  """A checked :class:`Config` from a YAML path or a mapping, plus overrides.
-
-  Args:
-    source: a path to a YAML file, a mapping (dict, OmegaConf DictConfig, a
-      Config), or None for the defaults.
-    overrides: snakemake-style ``KEY=VALUE`` strings (or one space-separated
-      string), applied after the source.
-
-  Raises:
-    ConfigError: malformed YAML (with file and line), a near-miss of a known
-      key, a value of the wrong type, an unknown optimizer or scheduler or one
-      of their keywords: the optimizer and schedule of each group kind are
-      built once, so an accepted config builds.
-  """
+def _source(source: Any) -> tuple[dict[Any, Any], str]:
+  """The source's top-level mapping and a name for messages."""
   if source is None:
-    data: Any = {}
-  elif isinstance(source, Config):
-    data = source.to_dict()
-  elif isinstance(source, (str, os.PathLike)):
-    data = _read_yaml(source)
-    data = {} if data is None else data
-  else:
-    data = source
-  data = _plain(data)
-  if not isinstance(data, dict):
-    raise ConfigError(f'a config must be a mapping of keys to values, got {type(data).__name__}.')
-  data = apply_overrides(data, overrides)
+    return {}, 'the config'
+  if isinstance(source, Config):
+    return source.to_dict(), 'the config'
+  if isinstance(source, (str, os.PathLike)):
+    path = os.fspath(source)
+    if not os.path.exists(path) and path in patterns():
+      path = patterns()[path]
+    data = _read_yaml(path)
+    return ({} if data is None else _top_level(data, path)), path
+  return _top_level(source, 'the config'), 'the config'
 
+
+def _keywords(kind: str, name: Any) -> frozenset[str] | None:
+  """The keywords the optimizer or scheduler ``name`` takes; None if ``name`` is unknown."""
+  from jaxsched.optimizers import OPTIMIZERS, IMPLEMENTATION_FLAGS, optax_aliases
+  from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
+  from jaxsched.schedules import SCHEDULES
+
+  if not isinstance(name, str):
+    return None
+  if kind == 'optimizer':
+    if name.startswith('optax.'):
+      alias = name[len('optax.'):]
+      return frozenset(optax_aliases.parameters(alias)) if alias in optax_aliases.ALIASES else None
+    spec = OPTIMIZERS.get(name)
+    return None if spec is None else frozenset({*spec.kwargs, 'lr', *IMPLEMENTATION_FLAGS})
+  if name == 'ReduceLROnPlateau':
+    return frozenset(PLATEAU_KWARGS)
+  spec = SCHEDULES.get(name)
+  return None if spec is None else frozenset(spec.kwargs)
+
+
+def _drop_foreign_kwargs(data: dict[str, Any], given: dict[str, Any], changes: list[tuple[list[str], Any]]) -> None:
+  """After an override changes the optimizer (scheduler), the file's optimizer_kwargs
+  (scheduler_kwargs) that the new one does not take are dropped, with a ConfigWarning.
+  Keywords that the overrides set are kept: a wrong one is still an error."""
+  for kind in ('optimizer', 'scheduler'):
+    key = f'{kind}_kwargs'
+    old, new = given.get(kind), data.get(kind)
+    if not any(path == [kind] for path, _ in changes) or old == new or not isinstance(data.get(key), Mapping):
+      continue
+    if any(path == [key] for path, _ in changes):
+      continue  # the whole mapping came from the overrides
+    takes = _keywords(kind, new)
+    if takes is None:
+      continue  # an unknown name: load_config says so
+    ours = {path[1] for path, _ in changes if len(path) == 2 and path[0] == key}
+    dropped = [k for k in data[key] if k not in takes and k not in ours]
+    if dropped:
+      data[key] = {k: v for k, v in data[key].items() if k not in dropped}
+      listed = ', '.join(f'{k}={_checks.shown(given[key][k])}' for k in dropped)
+      warnings.warn(f'{key} {listed} dropped: the override {kind}={new} replaced {old}, which took '
+                    f'{"it" if len(dropped) == 1 else "them"}, and {new} does not.', ConfigWarning, stacklevel=4)
+
+
+def _trainer_keys(data: dict[str, Any]) -> None:
+  """LightningCLI's ``trainer.gradient_clip_val`` (and the other Trainer arguments jaxsched
+  applies) read as the top-level keys; the same key in both places must agree."""
+  trainer = data.get('trainer')
+  if not (isinstance(trainer, Mapping) or hasattr(trainer, 'keys')):
+    return
+  for key in TRAINER_KEYS:
+    if key not in trainer.keys():
+      continue
+    value = trainer[key]
+    if key in data and data[key] != value:
+      raise ConfigError(f'{key} is set twice, to {_checks.shown(data[key])} at the top level and to '
+                        f'{_checks.shown(value)} under trainer; keep one.')
+    data[key] = value
+
+
+def read_config(source: Any = None, overrides: Iterable[str] | str | None = ()) -> Config:
+  """The :class:`Config` a source and overrides describe, each key checked on its own.
+
+  :func:`jaxsched.load_config` also checks that the optimizer and the schedule
+  build; use that one.
+  """
+  data, where = _source(source)
+  changes = _overrides(overrides)
+  given = data
+  data = _apply(data, changes)
+  _trainer_keys(data)
   values: dict[str, Any] = {}
   for key, value in data.items():
     if not isinstance(key, str):
@@ -210,14 +373,16 @@ def load_config(source: Any = None, overrides: Iterable[str] = ()) -> Config:
     name = ALIASES.get(key, key)
     if name in FIELDS:
       if name in values:
-        raise ConfigError(f'{key} is given twice (learning_rate and its alias lr).')
-      values[name] = value
+        raise ConfigError(f'{where}: the learning rate is given twice, as learning_rate and as lr; keep one.')
+      values[name] = _plain(value, key)
+    elif key in TOP_LEVEL_MISTAKES:
+      raise ConfigError(f'{key}={_checks.shown(value)} at the top level is not read: it is an optimizer keyword, '
+                        f'so set optimizer_kwargs.{key} instead.')
     elif (guess := _near_miss(key)) is not None:
       raise ConfigError(f'unknown key {key!r}: did you mean {guess!r}?')
-  config = _check(values)
-  from jaxsched.build import validate  # the optimizer layer imports this module
-
-  return validate(config)
+  _drop_foreign_kwargs(values, {ALIASES.get(k, k): v for k, v in given.items() if isinstance(k, str)},
+                       [([ALIASES.get(p[0], p[0]), *p[1:]], v) for p, v in changes])
+  return _check(values)
 
 
 def _check(v: dict[str, Any]) -> Config:
@@ -259,7 +424,7 @@ def _check(v: dict[str, Any]) -> Config:
   if 'recurrent_param_patterns' in v:
     patterns = v['recurrent_param_patterns']
     patterns = [patterns] if isinstance(patterns, str) else patterns
-    out['recurrent_param_patterns'] = _checks.Sequence(_string)('recurrent_param_patterns', patterns)
+    out['recurrent_param_patterns'] = _checks.Sequence(_checks.Text())('recurrent_param_patterns', patterns)
   if 'lr_parameter_groups' in v:
     groups = _mapping('lr_parameter_groups', v['lr_parameter_groups'])
     out['lr_parameter_groups'] = {}
@@ -268,6 +433,9 @@ def _check(v: dict[str, Any]) -> Config:
         raise ConfigError('lr_parameter_groups: a group name must be a non-empty path substring (an empty one '
                           'would take every parameter).')
       spec = _mapping(f'lr_parameter_groups.{name}', spec)
+      for key in ('lr', 'learning_rate'):
+        if key in spec:
+          raise ConfigError(_group_lr_message(name, key, spec[key], v))
       if 'lr_factor' in spec:
         spec['lr_factor'] = _checks.NON_NEGATIVE(f'lr_parameter_groups.{name}.lr_factor', spec['lr_factor'])
       out['lr_parameter_groups'][name] = spec
@@ -277,13 +445,27 @@ def _check(v: dict[str, Any]) -> Config:
     out['gradient_clip_algorithm'] = _checks.Choice(('norm', 'value'))(
         'gradient_clip_algorithm', v['gradient_clip_algorithm'])
   if v.get('accumulate_grad_batches') is not None:
-    out['accumulate_grad_batches'] = _checks.Integer(1)('accumulate_grad_batches', v['accumulate_grad_batches'])
+    out['accumulate_grad_batches'] = _checks.COUNT('accumulate_grad_batches', v['accumulate_grad_batches'])
   if v.get('skip_nonfinite') is not None:
     out['skip_nonfinite'] = _checks.Boolean()('skip_nonfinite', v['skip_nonfinite'])
   return Config(**out)
 
 
-def _string(key: str, value: Any) -> str:
-  if not isinstance(value, str) or not value:
-    raise ConfigError(f'{key}={value!r} must be a non-empty string.')
-  return value
+
+def _group_lr_message(name: str, key: str, value: Any, v: dict[str, Any]) -> str:
+  """Why ``lr_parameter_groups.<name>.lr`` is refused, and the lr_factor that gives that LR."""
+  from jaxsched.optimizers import OPTIMIZERS
+
+  base = v.get('learning_rate')
+  if base is None and isinstance(v.get('optimizer', 'Adam'), str):
+    spec = OPTIMIZERS.get(v.get('optimizer', 'Adam'))
+    base = None if spec is None else spec.lr
+  hint = ''
+  try:
+    lr, base = float(value), float(base)
+    if base > 0 and math.isfinite(lr):
+      hint = f' (lr_factor: {lr / base:g} gives {lr:g} with learning_rate {base:g})'
+  except (TypeError, ValueError):
+    pass
+  return (f'lr_parameter_groups.{name}.{key}={_checks.shown(value)}: a group\'s learning rate is set with '
+          f'lr_factor, a multiple of learning_rate{hint}, so that the scheduler scales every group alike.')

@@ -19,7 +19,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping
 
-from jaxsched.build import CONSTRUCTOR_ONLY, PLATEAU, RECURRENT, REGULAR, configured_groups, scheduler_steps
+from jaxsched.groups import CONSTRUCTOR_ONLY, PLATEAU, RECURRENT, REGULAR, configured_groups, scheduler_steps
 from jaxsched.config import Config
 from jaxsched.optimizers import OPTIMIZERS
 

@@ -168,7 +168,7 @@ def reduce_on_plateau(learning_rate: float, *, monitor: str = 'train_loss', stri
     raise ConfigError(f'monitor={monitor!r} must be the name of a logged metric, e.g. "val_loss".')
   config = PlateauConfig(
       **checked, monitor=monitor, strict=_checks.Boolean()('strict', strict),
-      frequency=_checks.Integer(1)('frequency', frequency),
+      frequency=_checks.COUNT('frequency', frequency),
       warmup_steps=_checks.Integer(0)('warmup_steps', warmup_steps), warmup=warmup,
   )
   if (warmup is None) != (warmup_steps == 0):

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import torch
 
 import jaxsched
-from jaxsched.build import build, current_lr, groups, lr_log_names, param_labels, scheduler_steps
-from jaxsched.config import load_config
+from jaxsched.build import build, current_lr, load_config, lr_log_names
+from jaxsched.groups import groups, param_labels, scheduler_steps
 from oracle import assert_config_error, max_rel_diff, x64
 
 SHAPES = {'conv/kernel': (3, 4), 'conv/bias': (4,), 'recurrent_conv/kernel': (4, 4), 'head/kernel': (4, 2)}

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import jaxsched
-from jaxsched.config import Config, load_config, parse_value
+from jaxsched import load_config
+from jaxsched.config import Config, parse_value
 from oracle import assert_config_error
 
 

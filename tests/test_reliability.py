@@ -14,8 +14,9 @@ import yaml
 from hypothesis import given, settings, strategies as st
 
 import jaxsched
-from jaxsched.build import scheduler_steps
-from jaxsched.config import FIELDS, apply_overrides, load_config
+from jaxsched.build import load_config
+from jaxsched.groups import scheduler_steps
+from jaxsched.config import FIELDS, apply_overrides
 from jaxsched.schedules import compile_expression
 
 PACKAGE = pathlib.Path(jaxsched.__file__).parent

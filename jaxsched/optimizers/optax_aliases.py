@@ -21,7 +21,7 @@ ALIASES: dict[str, Any] = {
 }
 
 
-def _parameters(alias: str) -> Mapping[str, inspect.Parameter]:
+def parameters(alias: str) -> Mapping[str, inspect.Parameter]:
   fn = ALIASES.get(alias)
   if fn is None:
     raise unknown('Optax alias', f'optax.{alias}', [f'optax.{a}' for a in ALIASES])
@@ -35,7 +35,7 @@ def convert(alias: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
   Raises:
     ConfigError: an unknown alias or keyword.
   """
-  params = _parameters(alias)
+  params = parameters(alias)
   out = {}
   for key, value in kwargs.items():
     if key not in params:
@@ -57,7 +57,7 @@ def convert(alias: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def build(alias: str, learning_rate: Any, kwargs: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
   """``optax.<alias>(learning_rate, **kwargs)`` with its float hyperparameters injected;
   numbers given as strings are read as floats (:func:`convert`)."""
-  params = _parameters(alias)
+  params = parameters(alias)
   if learning_rate is not None and 'learning_rate' not in params:
     raise ConfigError(f'optax.{alias} takes no learning_rate.')
   args = convert(alias, {**kwargs, **({} if learning_rate is None else {'learning_rate': learning_rate})})

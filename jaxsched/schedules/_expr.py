@@ -9,7 +9,8 @@ at the offending column.
 Integer-valued subexpressions (the variable, integer literals, and ``+ - * // %``
 of those) stay integers, as Python's ints would, so ``epoch // 30`` and
 ``epoch % 7`` are exact; ``/``, ``**`` and the functions give floats. As in
-JAX, division by zero gives inf or nan instead of raising.
+JAX, division by zero gives inf or nan instead of raising. An expression has at
+most 1000 characters and 50 levels of nesting (:data:`MAX_LENGTH`, :data:`MAX_DEPTH`).
 """
 
 from __future__ import annotations
@@ -60,16 +61,35 @@ def _error(source: str, key: str, col: int | None, message: str) -> ConfigError:
   return ConfigError(f'{key}={source!r}: {message}{where}')
 
 
+MAX_LENGTH = 1000  # characters of one expression
+MAX_DEPTH = 50  # operators and calls nested in one another
+
+
+def _depth(tree: ast.AST) -> int:
+  deepest, stack = 0, [(tree, 0)]
+  while stack:
+    node, depth = stack.pop()
+    deepest = max(deepest, depth)
+    stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+  return deepest
+
+
 def compile_expression(source: str, key: str, variable: str = 'epoch') -> Expression:
   """Parses ``source`` with the whitelist above and returns an :class:`Expression`."""
   if not isinstance(source, str):
     raise ConfigError(f'{key}={source!r} must be an expression string.')
   text = source.strip()
+  if len(text) > MAX_LENGTH:
+    raise ConfigError(f'{key}: the expression has {len(text)} characters; at most {MAX_LENGTH} are read.')
   try:
     tree = ast.parse(text, mode='eval')
   except SyntaxError as e:
     col = (e.offset - 1) if e.offset else None
     raise _error(text, key, col, f'not a valid expression ({e.msg}).') from None
+  except (RecursionError, MemoryError):
+    raise _error(text, key, None, f'nested more than {MAX_DEPTH} levels deep.') from None
+  if _depth(tree) > MAX_DEPTH:
+    raise _error(text, key, None, f'nested more than {MAX_DEPTH} levels deep.')
   uses_variable = False
 
   def build(node):

@@ -32,6 +32,10 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxsched import _checks
+from jaxsched._errors import ConfigError
 
 INT_MAX = 2**31 - 1
 
@@ -47,7 +51,23 @@ def int_dtype() -> jnp.dtype:
 
 
 def as_count(count: Any) -> jax.Array:
-  """The step count as an integer array of the mode's width (int64 under x64)."""
+  """The step count as an integer array of the mode's width (int64 under x64).
+
+  Raises:
+    ConfigError: a Python or NumPy count beyond that width (JAX would raise an
+      OverflowError for a Python int and wrap a NumPy one to a wrong step).
+  """
+  if isinstance(count, (int, float, np.integer, np.floating, np.ndarray)) and not isinstance(count, bool):
+    limit = np.iinfo(int_dtype()).max
+    values = np.asarray(count) if not isinstance(count, int) else None
+    if values is None:
+      inside = -limit - 1 <= count <= limit
+    else:
+      inside = values.size == 0 or bool(values.min() >= -limit - 1) and bool(values.max() <= limit)
+    if not inside:
+      hint = '' if jax.config.jax_enable_x64 else ' (enable jax_enable_x64 for int64 counts)'
+      raise ConfigError(f'step count {_checks.shown(count)} is not a count the schedule\'s counter holds: '
+                        f'|count| <= {limit}{hint}.')
   count = jnp.asarray(count)
   if not jnp.issubdtype(count.dtype, jnp.integer):
     count = jnp.floor(count)
