@@ -156,6 +156,12 @@ def plot(history, path: Path):
   for group, lrs in history['lr'].items():
     axes[2].plot(epochs, lrs, label=group)
   axes[2].set(title='learning rate per group (used in the epoch)', xlabel='epoch', yscale='log')
+  if history.get('momentum'):  # a scheduler that cycles momentum: on its own axis, never on the LR's
+    twin = axes[2].twinx()
+    for group, values in history['momentum'].items():
+      twin.plot(epochs, values, linestyle='--', label=f'momentum ({group})')
+    twin.set(ylabel='momentum / beta1')
+    twin.legend(loc='lower right')
   for ax in axes:
     ax.legend()
     ax.grid(alpha=0.3)
@@ -174,6 +180,10 @@ def announce_reductions(epoch: int, before: dict, after: dict, console) -> None:
 
 def lrs_of(opt_state) -> dict[str, float]:
   return {k: float(v) for k, v in jaxsched.current_lr(opt_state).items()}
+
+
+def momenta_of(opt_state) -> dict[str, float]:
+  return {k: float(v) for k, v in jaxsched.current_momentum(opt_state).items()}
 
 
 def main(argv=None) -> float:
@@ -214,7 +224,7 @@ def main(argv=None) -> float:
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   checkpoints = Checkpoints(out)
-  history = {'train_loss': [], 'train_accuracy': [], 'val_loss': [], 'val_accuracy': [], 'lr': {}}
+  history = {'train_loss': [], 'train_accuracy': [], 'val_loss': [], 'val_accuracy': [], 'lr': {}, 'momentum': {}}
   start = 0
   if args.resume:
     try:
@@ -238,7 +248,7 @@ def main(argv=None) -> float:
   with Progress(*columns, console=console, disable=args.quiet, transient=True) as progress:
     task = progress.add_task('train', total=args.epochs, completed=start, status='')
     for epoch in range(start, args.epochs):
-      lrs = lrs_of(opt_state)
+      lrs, momenta = lrs_of(opt_state), momenta_of(opt_state)
       losses, accs = [], []
       for xb, yb in batches(x_train, y_train, epoch, args.seed):
         params, opt_state, loss, acc = train_step(params, opt_state, xb, yb)
@@ -255,6 +265,8 @@ def main(argv=None) -> float:
         history[key].append(value)
       for group, lr in lrs.items():
         history['lr'].setdefault(group, []).append(lr)
+      for group, momentum in momenta.items():
+        history.setdefault('momentum', {}).setdefault(group, []).append(momentum)
       checkpoints.save(epoch, params, opt_state, history)
       lr_text = ' '.join(f'lr[{g}]={v:.3e}' for g, v in lrs.items())
       status = f'loss {metrics["train_loss"]:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} {lr_text}'

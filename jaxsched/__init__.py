@@ -1,8 +1,8 @@
 """jaxsched: DynVision's torch optimizers and LR schedulers, by string ID, for JAX/Optax."""
 
 from jaxsched._errors import ConfigError, ConfigWarning
-from jaxsched.build import build, current_lr, load_config, lr_log_names, set_lr, skipped_steps
-from jaxsched.compat import check_compatible
+from jaxsched.build import build, current_lr, current_momentum, load_config, lr_log_names, set_lr, skipped_steps
+from jaxsched.compat import carry_over, check_compatible
 from jaxsched.config import Config, patterns
 from jaxsched.optimizers import OPTIMIZERS, optimizer
 from jaxsched.plateau import Plateau, PlateauState, reduce_on_plateau, report
@@ -10,7 +10,7 @@ from jaxsched.schedules import SCHEDULES, Schedule, schedule
 
 __all__ = [
     'Config', 'ConfigError', 'ConfigWarning', 'OPTIMIZERS', 'Plateau', 'PlateauState', 'SCHEDULES', 'Schedule', 'build', 'check_compatible',
-    'current_lr', 'load_config', 'lr_log_names', 'optimizer', 'patterns', 'reduce_on_plateau', 'report',
+    'carry_over', 'current_lr', 'current_momentum', 'load_config', 'lr_log_names', 'optimizer', 'patterns', 'reduce_on_plateau', 'report',
     'schedule', 'set_lr', 'skipped_steps',
 ]
 __version__ = '0.1.0'

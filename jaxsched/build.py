@@ -18,7 +18,7 @@ from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, read_config
-from jaxsched.groups import Group, _group_setup, epoch_batches, groups, param_labels, path_name, validate
+from jaxsched.groups import RECURRENT, REGULAR, Group, _group_setup, epoch_batches, groups, param_labels, path_name, validate
 from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
 from jaxsched.plateau import PlateauState
 
@@ -171,24 +171,47 @@ def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
   return optax.stateless(lambda u, _: jax.tree.map(lambda x: x * _common.cast(learning_rate, x), u))
 
 
-def current_lr(opt_state: Any) -> dict[str, float]:
-  """Each group's learning rate for the next step, and momentum/beta1 where the
-  scheduler cycles it (as ``'<group>/momentum'``), from a state of :func:`build`."""
-  out: dict[str, Any] = {}
+def _group_order(name: str) -> tuple[int, str]:
+  return ({REGULAR: 0, RECURRENT: 1}.get(name, 2), name)
+
+
+def _per_group_hyperparams(opt_state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Each group's learning rate and, where a scheduler cycles it, momentum/beta1."""
+  lrs: dict[str, Any] = {}
+  momenta: dict[str, Any] = {}
   shared_momentum = None  # cycled by the direction shared by all groups
   kinds = (optax.MultiTransformState, optax.InjectStatefulHyperparamsState)
   for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kinds)):
     if isinstance(node, optax.InjectStatefulHyperparamsState):
       shared_momentum = _scheduled_momentum(node)
     elif isinstance(node, optax.MultiTransformState):
-      for name, inner in node.inner_states.items():
+      for name in sorted(node.inner_states, key=_group_order):
+        inner = node.inner_states[name]
         inner = getattr(inner, 'inner_state', inner)
-        out[name] = inner.hyperparams['learning_rate']
+        lrs[name] = inner.hyperparams['learning_rate']
         if (momentum := _scheduled_momentum(inner)) is not None:
-          out[f'{name}/momentum'] = momentum
+          momenta[name] = momentum
   if shared_momentum is not None:
-    out.update({f'{name}/momentum': shared_momentum for name in list(out)})
-  return out
+    momenta = dict.fromkeys(lrs, shared_momentum)
+  return lrs, momenta
+
+
+def current_lr(opt_state: Any) -> dict[str, jax.Array]:
+  """Each group's learning rate for the next step, from a state of :func:`build`, as
+  torch's ``param_group['lr']``.
+
+  The values are 0-d JAX arrays, so this works inside jit too (``float(v)`` for a
+  plain number); the keys are the groups' names, in the same order for every state:
+  regular, recurrent, then the named groups alphabetically.
+  """
+  return _per_group_hyperparams(opt_state)[0]
+
+
+def current_momentum(opt_state: Any) -> dict[str, jax.Array]:
+  """Each group's momentum (SGD, RMSprop) or beta1 (the Adam family) for the next step,
+  for the groups whose scheduler cycles it (OneCycleLR, CyclicLR with
+  ``cycle_momentum``); empty otherwise. Keys and values as :func:`current_lr`'s."""
+  return _per_group_hyperparams(opt_state)[1]
 
 
 def _scheduled_momentum(inject_state: Any) -> Any:
@@ -254,16 +277,18 @@ def skipped_steps(opt_state: Any) -> jax.Array:
 
 
 def lr_log_names(config: Any, opt_state: Any) -> dict[str, Any]:
-  """current_lr keyed as Lightning's LearningRateMonitor names them:
-  ``lr-<Optimizer>`` for one group, ``lr-<Optimizer>/<group>`` for several, or
-  ``<scheduler_configs.name>/<group>`` when a name is configured."""
+  """current_lr and current_momentum keyed as Lightning's LearningRateMonitor names
+  them: ``lr-<Optimizer>`` for one group, ``lr-<Optimizer>/<group>`` for several, or
+  ``<scheduler_configs.name>/<group>`` when a name is configured; momentum as the
+  same name plus ``-momentum`` (``log_momentum=True``)."""
   config = config if isinstance(config, Config) else load_config(config)
-  lrs = current_lr(opt_state)
+  lrs, momenta = _per_group_hyperparams(opt_state)
   base = config.scheduler_configs.get('name') or f'lr-{config.optimizer}'
-  names = [k for k in lrs if '/' not in k]
+  single = len(lrs) == 1 and not config.scheduler_configs.get('name')
   out = {}
-  for key, v in lrs.items():
-    group, _, what = key.partition('/')
-    prefix = base if len(names) == 1 and not config.scheduler_configs.get('name') else f'{base}/{group}'
-    out[f'{prefix}-momentum' if what else prefix] = v
+  for group, v in lrs.items():
+    name = base if single else f'{base}/{group}'
+    out[name] = v
+    if group in momenta:
+      out[f'{name}-momentum'] = momenta[group]
   return out

@@ -403,7 +403,7 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
   import numpy as np
 
   from jaxsched.accumulate import steps_after
-  from jaxsched.build import build, current_lr
+  from jaxsched.build import build, current_lr, current_momentum
   from jaxsched.groups import groups, scheduler_steps
   from jaxsched.plateau import report
 
@@ -436,7 +436,7 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
 
   def step(carry, _):
     state, metric = carry
-    lr = current_lr(state)
+    lr = (current_lr(state), current_momentum(state))
     _, state = tx.update(grads, state, params, **extra)
     if per_step_report:
       state = report(state, {monitor: metric})
@@ -455,11 +455,11 @@ def simulate(config, run, metrics: list[float] | None = None) -> Trace:
   _, out = scan(tx.init(params), jnp.asarray(metrics, jax.dtypes.canonicalize_dtype(jnp.float64)))
   # the LR in the state before the micro-batch that completes each group is the one its optimizer step uses
   stepping = steps_after(np.arange(run.batches_per_epoch), run.accumulate, run.batches_per_epoch)
-  out = {k: np.asarray(v, np.float64)[:, stepping].reshape(-1) for k, v in out.items()}
+  out_lr, out_momentum = ({k: np.asarray(v, np.float64)[:, stepping].reshape(-1) for k, v in d.items()} for d in out)
   counts = np.asarray(scheduler_steps(config, run.batches_per_epoch)(np.arange(run.steps))) if config.scheduler else \
       np.zeros(run.steps, int)
-  lrs = {g: out[g] for g in order}
-  momentum = {g: out[f'{g}/momentum'] for g in order if f'{g}/momentum' in out}
+  lrs = {g: out_lr[g] for g in order}
+  momentum = {g: out_momentum[g] for g in order if g in out_momentum}
   return Trace(run, lrs, momentum, counts, plateau, given)
 
 

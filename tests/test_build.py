@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import torch
 
 import jaxsched
-from jaxsched.build import build, current_lr, load_config, lr_log_names
+from jaxsched.build import build, current_lr, current_momentum, load_config, lr_log_names
 from jaxsched.groups import groups, param_labels, scheduler_steps
 from oracle import assert_config_error, max_rel_diff, x64
 
@@ -175,7 +175,7 @@ def test_cycle_momentum_drives_sgd_momentum():
       config, [(REG + REC, 0.1, {})], lambda g: torch.optim.SGD(g, momentum=0.9),
       lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=10), epochs=2, batches=5)
   assert max_rel_diff(actual, expected) < 1e-9
-  assert 'regular/momentum' in current_lr(state)
+  assert set(current_lr(state)) == set(current_momentum(state)) == {'regular'}
 
 
 def test_groups_order_and_labels():
@@ -209,6 +209,22 @@ def test_log_names():
   assert set(lr_log_names(cfg, state)) == {'lr_scheduled/regular', 'lr_scheduled/recurrent'}
   single = {'optimizer': 'SGD', 'scheduler': None}
   assert set(lr_log_names(single, build(single, params).init(params))) == {'lr-SGD'}
+  cycled = {'optimizer': 'SGD', 'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 9},
+            'scheduler_configs': {'interval': 'step'}}
+  assert list(lr_log_names(cycled, build(cycled, params).init(params))) == ['lr-SGD', 'lr-SGD-momentum']
+
+
+def test_current_lr_keys_keep_one_order_across_jit():
+  params = {'zeta': jnp.ones(2), 'alpha': jnp.ones(2), 'recurrent': jnp.ones(2), 'other': jnp.ones(2)}
+  cfg = {'optimizer': 'Adam', 'recurrent_learning_rate_multiplier': 0.1, 'scheduler': None,
+         'lr_parameter_groups': {'zeta': {'lr_factor': 2.0}, 'alpha': {'lr_factor': 3.0}}}
+  tx = build(cfg, params)
+  state = tx.init(params)
+  order = ['regular', 'recurrent', 'alpha', 'zeta']
+  assert list(current_lr(state)) == order
+  _, state = jax.jit(tx.update)(params, state, params)
+  assert list(current_lr(state)) == order and current_momentum(state) == {}
+  assert [float(v) for v in current_lr(state).values()] == pytest.approx([1e-3, 1e-4, 3e-3, 2e-3])
 
 
 def test_warmup_then_plateau_from_a_config():
@@ -273,8 +289,9 @@ def test_groups_that_differ_only_in_lr_share_one_direction_and_cycle_beta1():
   assert max_rel_diff(actual, expected) < 1e-9
   shared = [s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, 'mu')) if hasattr(s, 'mu')]
   assert len(shared) == 1 and set(shared[0].mu) == {'conv', 'recurrent_conv', 'head'}
-  lrs = current_lr(state)
-  assert float(lrs['regular/momentum']) == float(lrs['recurrent/momentum']) != 0.9
+  momenta = current_momentum(state)
+  assert list(momenta) == list(current_lr(state)) == ['regular', 'recurrent']
+  assert float(momenta['regular']) == float(momenta['recurrent']) != 0.9
 
 
 # ----------------------------------------------------------------------------- Lightning's accumulation
