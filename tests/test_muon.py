@@ -240,3 +240,26 @@ def test_float64_newton_schulz_needs_x64():
 ])
 def test_bad_input(kwargs, words):
   assert_rejected('Muon', kwargs, words)
+
+
+@pytest.mark.parametrize('adjust_lr_fn', [None, 'match_rms_adamw'])
+def test_flax_dense_kernels_take_torchs_step_with_layout_in_out(adjust_lr_fn):
+  """A Flax Dense kernel is torch's Linear weight transposed: with layout 'in_out' its
+  Muon step is torch's step on the same layer, transposed."""
+  rng = np.random.default_rng(0)
+  weight = rng.normal(size=(3, 5))  # torch: (out, in); Flax kernel: (in, out) = (5, 3)
+  grads = [{'w': rng.normal(size=(3, 5))} for _ in range(4)]
+  kwargs = dict(lr=LR, adjust_lr_fn=adjust_lr_fn)
+  with torch_newton_schulz('float64'):
+    expected = torch_trajectory('Muon', kwargs, {'w': weight}, grads, 'float64')
+  kernel_grads = [{'w': g['w'].T} for g in grads]
+
+  def kernel_trajectory(**extra):
+    tx = lambda: jaxsched.optimizer('Muon', **kwargs, ns_dtype='float64', **extra)  # noqa: E731
+    return [{'w': p['w'].T} for p in jax_trajectory(tx, {'w': weight.T}, kernel_grads, 'float64')]
+
+  assert max(max_rel_diff(a, e) for a, e in zip(kernel_trajectory(layout='in_out'), expected)) < 1e-9
+  # read as (out, in), the kernel takes another step: 'original' scales by sqrt(max(1, rows / cols));
+  # 'match_rms_adamw' scales by 0.2 sqrt(max(rows, cols)), the same both ways
+  wrong = max(max_rel_diff(a, e) for a, e in zip(kernel_trajectory(), expected))
+  assert wrong > 1e-3 if adjust_lr_fn is None else wrong < 1e-9

@@ -20,7 +20,7 @@ TORCH_OPTIMIZERS = sorted(
     if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer
 )
 # jaxsched's own keywords beyond torch's.
-EXTRA_KWARGS = {'Muon': {'ns_dtype'}}
+EXTRA_KWARGS = {'Muon': {'ns_dtype', 'layout'}}
 
 
 def _params():

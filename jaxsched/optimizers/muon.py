@@ -15,6 +15,8 @@ from jaxsched.optimizers import _common
 from jaxsched.optimizers._registry import OptimizerSpec
 
 NS_DTYPES = ('bfloat16', 'float32', 'float64')
+# How a 2-D parameter's axes are laid out: torch's Linear weight is (out, in), Flax's Dense kernel (in, out).
+LAYOUTS = ('out_in', 'in_out')
 
 
 class MuonState(NamedTuple):
@@ -81,14 +83,18 @@ def _check_params(params: Any, ns_dtype: str) -> None:
 
 def scale_by_muon(momentum: Any, nesterov: bool, ns_coefficients: tuple[float, float, float],
                   eps: Any, ns_steps: int, adjust_lr_fn: str | None,
-                  ns_dtype: str) -> optax.GradientTransformation:
+                  ns_dtype: str, layout: str = 'out_in') -> optax.GradientTransformation:
   """Muon's direction, as ``torch.optim.Muon`` computes it (before ``-lr``).
 
   ``buf = buf.lerp(g, 1 - momentum)`` (torch's code keeps an EMA, not the
   ``mu B + g`` of its docstring); the direction is ``g.lerp(buf, momentum)`` with
   nesterov, else ``buf``; then :func:`newton_schulz` in ``ns_dtype``, scaled by
-  :func:`lr_ratio`. The parameter's shape is read as (out, in) = (rows, cols).
+  :func:`lr_ratio`. The parameter's shape is read as (out, in) = (rows, cols),
+  torch's Linear weight; with ``layout='in_out'`` (Flax's Dense kernel) the
+  update is computed on the transpose and transposed back, so a Flax layer takes
+  torch's step for the same layer.
   """
+  flip = (lambda u: u.T) if layout == 'in_out' else (lambda u: u)  # noqa: E731
 
   def init_fn(params):
     _check_params(params, ns_dtype)
@@ -99,8 +105,8 @@ def scale_by_muon(momentum: Any, nesterov: bool, ns_coefficients: tuple[float, f
     buffer = jax.tree.map(_common.lerp(1 - momentum), state.buffer, updates)
     updates = jax.tree.map(_common.lerp(momentum), updates, buffer) if nesterov else buffer
     updates = jax.tree.map(
-        lambda u: _common.cast(lr_ratio(u.shape, adjust_lr_fn), u)
-        * newton_schulz(u, ns_coefficients, ns_steps, eps, ns_dtype),
+        lambda u: flip(_common.cast(lr_ratio(flip(u).shape, adjust_lr_fn), u)
+                       * newton_schulz(flip(u), ns_coefficients, ns_steps, eps, ns_dtype)),
         updates,
     )
     return updates, MuonState(buffer)
@@ -109,17 +115,19 @@ def scale_by_muon(momentum: Any, nesterov: bool, ns_coefficients: tuple[float, f
 
 
 def muon(learning_rate, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps,
-         adjust_lr_fn, ns_dtype):
+         adjust_lr_fn, ns_dtype, layout):
   """Muon, as ``torch.optim.Muon``, for 2-D parameters only.
 
   The direction of :func:`scale_by_muon`; decoupled decay
   ``p *= 1 - lr * weight_decay`` (dropped when exactly 0, where torch's is a
   no-op); ``p -= lr * ratio * O``. ``ns_dtype`` (jaxsched's own keyword) is the
   Newton–Schulz precision: 'bfloat16' as torch, or 'float32'/'float64'.
+  ``layout`` (jaxsched's own keyword) says how the parameters are laid out:
+  'out_in' as torch's Linear weight, or 'in_out' as Flax's Dense kernel.
   A parameter that is not 2-D raises ConfigError at init, naming its path.
   """
   return _common.chain(
-      scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype),
+      scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype, layout),
       _common.descend(learning_rate),
       _common.decoupled_decay(learning_rate, weight_decay) if weight_decay is not None else None,
   )
@@ -139,6 +147,7 @@ SPECS = (
             'ns_steps': (5, _checks.Integer(0, 99)),  # torch raises for >= 100 at its first step
             'adjust_lr_fn': (None, _checks.Optional(_checks.Choice(('original', 'match_rms_adamw')))),
             'ns_dtype': ('bfloat16', _checks.Choice(NS_DTYPES)),
+            'layout': ('out_in', _checks.Choice(LAYOUTS)),
         },
         switchable=('weight_decay',),
         complex_params=False,  # torch raises at the first step
