@@ -21,7 +21,8 @@ from jaxsched.schedules import compile_expression
 
 PACKAGE = pathlib.Path(jaxsched.__file__).parent
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**13, 10**13), st.floats(allow_nan=True),
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**13, 10**13), st.integers(-10**500, 10**500),
+                    st.floats(allow_nan=True),
                     st.text(max_size=12), st.sampled_from(['Adam', 'SGD', 'StepLR', 'OneCycleLR', 'epoch', 'step',
                                                            'ReduceLROnPlateau', 'norm', 'value', '1e-8', 'none']))
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
@@ -67,6 +68,58 @@ def test_any_yaml_text_is_a_config_or_a_config_error(tmp_path_factory, text):
     load_config(path)
   except jaxsched.ConfigError:
     pass
+
+
+@settings(max_examples=100)
+@given(st.binary(max_size=200))
+def test_any_bytes_are_a_config_or_a_config_error(tmp_path_factory, data):
+  path = tmp_path_factory.mktemp('fuzz') / 'c.yaml'
+  path.write_bytes(data)
+  try:
+    load_config(path)
+  except jaxsched.ConfigError:
+    pass
+
+
+YAML_TOKENS = ['&a ', '&b ', '*a', '*b', '[', ']', '{', '}', ': ', ', ', '\n', '  ', '- ', 'x', '1e-3', '0.9',
+               'optimizer', 'optimizer_kwargs', 'scheduler_kwargs', 'lr', 'model', '!!str ', '"\\xff"', '\t']
+
+
+@settings(max_examples=150)
+@given(st.lists(st.sampled_from(YAML_TOKENS), max_size=40))
+def test_yaml_with_anchors_and_aliases_is_a_config_or_a_config_error(tmp_path_factory, tokens):
+  path = tmp_path_factory.mktemp('fuzz') / 'c.yaml'
+  path.write_text(''.join(tokens), encoding='utf-8')
+  try:
+    load_config(path)
+  except jaxsched.ConfigError:
+    pass
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 400), st.sampled_from(['[', '{a: ']), st.sampled_from(['model', 'optimizer_kwargs', 'lr']))
+def test_deep_nesting_is_a_config_or_a_config_error(tmp_path_factory, depth, opener, key):
+  closer = ']' if opener == '[' else '}'
+  path = tmp_path_factory.mktemp('fuzz') / 'c.yaml'
+  path.write_text(f'{key}: {opener * depth}1{closer * depth}\n', encoding='utf-8')
+  try:
+    load_config(path)
+  except jaxsched.ConfigError as e:
+    assert depth > 0, e
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from(['int8', 'int32', 'uint8', 'bool', 'float16', 'bfloat16', 'float32', 'complex64']))
+def test_parameter_leaves_of_any_dtype_build_or_are_a_config_error(dtype):
+  params = {'w': jnp.ones(3), 'x': jnp.zeros(2, dtype)}
+  floating = jnp.issubdtype(jnp.dtype(dtype), jnp.inexact)
+  try:
+    tx = jaxsched.build({'optimizer': 'Adam', 'scheduler': None}, params)
+    updates, _ = tx.update(params, tx.init(params), params)
+  except jaxsched.ConfigError as e:
+    assert not floating and 'x (' in str(e)
+    return
+  assert floating and updates['x'].dtype == jnp.dtype(dtype)
 
 
 @settings(max_examples=200)
