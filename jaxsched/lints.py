@@ -42,12 +42,14 @@ class Run:
       ``accumulate`` micro-batches and on each epoch's last one.
     explicit: True when the user gave the run's length (--epochs and
       --batches-per-epoch); lints about the run's length only fire then.
+    param_dtype: the parameters' dtype ('float32', 'float16', 'bfloat16', ...).
   """
 
   epochs: int
   batches_per_epoch: int
   accumulate: int = 1
   explicit: bool = True
+  param_dtype: str = 'float32'
 
   @property
   def steps_per_epoch(self) -> int:
@@ -290,6 +292,29 @@ def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
   return out
 
 
+def eps_vanishes_in_param_dtype(config: Config, run: Run) -> list[str]:
+  """An ``eps`` that the parameters' dtype rounds to 0 (1e-8 in float16): torch keeps
+  the optimizer state in the parameters' dtype, so where a second moment is 0 the
+  step divides by 0 and the parameter becomes inf or NaN; jaxsched does the same."""
+  import numpy as np
+
+  try:
+    dtype = np.dtype(run.param_dtype)
+  except TypeError:
+    return []
+  if dtype.kind != 'f':
+    return []
+  spec = OPTIMIZERS.get(config.optimizer)
+  default = spec.kwargs.get('eps', (None,))[0] if spec is not None else None
+  eps = _float(config.optimizer_kwargs.get('eps', default))
+  if eps is None or eps <= 0 or dtype.type(eps) != 0:
+    return []
+  tiny = float(np.finfo(dtype).smallest_subnormal)
+  return [f'{config.optimizer}: eps={eps:g} is 0 in {dtype.name} (the smallest {dtype.name} is {tiny:.2g}): where a '
+          f'second moment is 0 the step divides by 0 and the parameter becomes inf or NaN, as in torch. Set '
+          f'optimizer_kwargs.eps to {dtype.name}\'s range (e.g. 1e-4) or train in float32.']
+
+
 def scheduler_never_steps(config: Config, run: Run) -> list[str]:
   """Troubleshooting "Scheduler not updating": the LR stays constant over the run,
   or milestones lie beyond it."""
@@ -338,6 +363,7 @@ LINTS: list[Lint] = [
     learning_rate_out_of_range,
     scheduler_never_steps,
     group_value_torch_ignores,
+    eps_vanishes_in_param_dtype,
 ]
 
 

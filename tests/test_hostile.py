@@ -159,3 +159,28 @@ def test_trainer_section_is_read_as_lightning_reads_it():
 
 def test_a_shipped_pattern_loads_by_name():
   assert jaxsched.load_config('warmup_cosine') == jaxsched.load_config(jaxsched.patterns()['warmup_cosine'])
+
+
+def test_eps_that_vanishes_in_the_parameters_dtype_is_a_lint():
+  import optax
+  import torch
+
+  from jaxsched import lints
+  from jaxsched.lints import Run
+
+  fn = lints.eps_vanishes_in_param_dtype
+  (w,) = fn(jaxsched.load_config({'optimizer': 'Adam'}), Run(1, 1, param_dtype='float16'))
+  assert 'eps=1e-08 is 0 in float16' in w and 'optimizer_kwargs.eps' in w
+  for config, dtype in (({'optimizer': 'Adam'}, 'float32'), ({'optimizer': 'Adam'}, 'bfloat16'),
+                        ({'optimizer': 'Adam', 'optimizer_kwargs': {'eps': 1e-4}}, 'float16'),
+                        ({'optimizer': 'SGD'}, 'float16')):
+    assert fn(jaxsched.load_config(config), Run(1, 1, param_dtype=dtype)) == []
+  # what it warns about: torch and jaxsched both divide by an eps of 0, into NaN and -inf
+  params = torch.tensor([1.0, 2.0], dtype=torch.float16, requires_grad=True)
+  opt = torch.optim.Adam([params], lr=1e-3)
+  params.grad = torch.tensor([0.0, 1e-4], dtype=torch.float16)
+  opt.step()
+  tx, p = jaxsched.optimizer('Adam', lr=1e-3), {'w': jnp.array([1.0, 2.0], jnp.float16)}
+  updates, _ = tx.update({'w': jnp.array([0.0, 1e-4], jnp.float16)}, tx.init(p), p)
+  np.testing.assert_array_equal(np.asarray(optax.apply_updates(p, updates)['w']), params.detach().numpy())
+  assert not np.isfinite(params.detach().numpy()).any()
