@@ -222,7 +222,7 @@ def representable_count(key: str, value: Any) -> None:
   import numpy as np
 
   items = value if isinstance(value, (list, tuple)) else [value]
-  limit = np.iinfo(np.int64 if jax.config.jax_enable_x64 else np.int32).max
+  limit = np.iinfo(np.int64 if jax.config.read("jax_enable_x64") else np.int32).max
   for v in items:
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) > limit:
       hint = ' (enable jax_enable_x64 for int64 counts)' if limit < np.iinfo(np.int64).max else ''

@@ -67,7 +67,7 @@ def _core(tree: Any) -> tuple[Any, list[str]]:
 
 def _groups(entries: dict[str, tuple]) -> set[str]:
   """Group names appear as the keys after 'inner_states/'."""
-  out = set()
+  out: set[str] = set()
   for path in entries:
     parts = path.split('/')
     out.update(parts[i + 1] for i, p in enumerate(parts[:-1]) if p == 'inner_states')

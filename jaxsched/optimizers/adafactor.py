@@ -19,7 +19,7 @@ class AdafactorState(NamedTuple):
   """The step count and, per parameter, torch's second moments: a ``(row_var,
   col_var)`` pair for a parameter of two or more dimensions, else ``variance``."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
   moments: Any
 
 

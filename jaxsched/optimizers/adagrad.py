@@ -16,7 +16,7 @@ from jaxsched.optimizers._registry import OptimizerSpec
 class TorchAdagradState(NamedTuple):
   """torch's ``step`` (updates already applied) and ``sum`` per parameter."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
   sum: Any
 
 

@@ -24,7 +24,7 @@ class AdamState(NamedTuple):
   """torch's per-parameter state: ``step``, ``exp_avg``, ``exp_avg_sq`` (Adamax:
   ``exp_inf``) and, with amsgrad only, ``max_exp_avg_sq``."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
   mu: Any
   nu: Any
   nu_max: Any = None
@@ -33,7 +33,7 @@ class AdamState(NamedTuple):
 class NAdamState(NamedTuple):
   """NAdam's state: :class:`AdamState`'s plus torch's running ``mu_product``."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
   mu_product: jax.Array
   mu: Any
   nu: Any
@@ -165,7 +165,8 @@ def sma_lengths(b2: Any, step: jax.Array) -> tuple[jax.Array, jax.Array]:
   u = -jnp.log(b2)
   x = step * u
   power = jnp.exp(-x)
-  series, term_x, term_u, factorial = 0.0, x, -u, 1.0
+  series: Any = 0.0
+  term_x, term_u, factorial = x, -u, 1.0
   for n in range(2, 18):  # the first omitted term is < 1e-16 of the sum
     term_x, term_u, factorial = term_x * x, term_u * -u, factorial * n
     series = series + (term_x + step * term_u) / factorial

@@ -21,7 +21,7 @@ class TorchASGDState(NamedTuple):
   """torch's ``step``, ``eta`` (step size), ``mu`` (averaging weight) and
   ``ax`` (the Polyak average of the parameters)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
   eta: jax.Array
   mu: jax.Array
   ax: Any

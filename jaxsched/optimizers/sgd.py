@@ -17,7 +17,7 @@ from jaxsched.optimizers._registry import OptimizerSpec
 class MomentumState(NamedTuple):
   """torch's ``momentum_buffer`` per parameter and the step count."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
   buffer: Any
 
 

@@ -9,7 +9,7 @@ function of a traced count (jit, vmap, ``optax.inject_hyperparams``).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +86,7 @@ def _check_start(sched: Schedule, given: dict[str, Any]) -> None:
   """
   functions = dict(_functions(given))
   culprit = ', '.join(f'{k}={v!r}' for k, v in (functions or given).items())
-  curves = {'learning rate': sched}
+  curves: dict[str, Callable[[Any], Any]] = {'learning rate': sched}
   if sched.momentum is not None:
     curves['momentum'] = sched.momentum
   try:

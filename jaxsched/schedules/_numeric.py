@@ -65,7 +65,7 @@ def as_count(count: Any) -> jax.Array:
     else:
       inside = values.size == 0 or bool(values.min() >= -limit - 1) and bool(values.max() <= limit)
     if not inside:
-      hint = '' if jax.config.jax_enable_x64 else ' (enable jax_enable_x64 for int64 counts)'
+      hint = '' if jax.config.read("jax_enable_x64") else ' (enable jax_enable_x64 for int64 counts)'
       raise ConfigError(f'step count {_checks.shown(count)} is not a count the schedule\'s counter holds: '
                         f'|count| <= {limit}{hint}.')
   count = jnp.asarray(count)

@@ -79,7 +79,7 @@ def cyclic_lr(lr, base_lr, max_lr, step_size_up, step_size_down, mode, gamma, sc
                momentum=momentum)
 
 
-def _one_cycle_phases(kw: dict[str, Any]) -> tuple[int, list[tuple[float, float, str, str]]]:
+def _one_cycle_phases(kw: dict[str, Any]) -> tuple[int, list[tuple[float, float, Any, Any, bool]]]:
   total = kw['total_steps']
   if total is None:
     if kw['epochs'] is None or kw['steps_per_epoch'] is None:
