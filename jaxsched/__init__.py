@@ -2,6 +2,7 @@
 
 from jaxsched._errors import ConfigError
 from jaxsched.build import build, current_lr, lr_log_names, set_lr, skipped_steps
+from jaxsched.cli.simulate import lr_curve
 from jaxsched.compat import check_compatible
 from jaxsched.config import Config, load_config, patterns
 from jaxsched.optimizers import OPTIMIZERS, optimizer
@@ -10,7 +11,7 @@ from jaxsched.schedules import SCHEDULES, Schedule, schedule
 
 __all__ = [
     'Config', 'ConfigError', 'OPTIMIZERS', 'Plateau', 'PlateauState', 'SCHEDULES', 'Schedule', 'build', 'check_compatible',
-    'current_lr', 'load_config', 'lr_log_names', 'optimizer', 'patterns', 'reduce_on_plateau', 'report',
+    'current_lr', 'load_config', 'lr_curve', 'lr_log_names', 'optimizer', 'patterns', 'reduce_on_plateau', 'report',
     'schedule', 'set_lr', 'skipped_steps',
 ]
 __version__ = '0.1.0'
