@@ -115,6 +115,8 @@ def test_lr_curve_from_python():
   assert np.argmax(long.lrs['regular']) == long.index(299_999_999)  # the cycle's peak, float(0.3 * 10**9) - 1
   assert long.lrs['regular'].max() == pytest.approx(0.1) and set(long.momentum) == {'regular'}
   assert_config_error(lambda: jaxsched.lr_curve(P['sgd_step_decay'], epochs=10), ['batches_per_epoch'])
+  assert_config_error(lambda: jaxsched.lr_curve(P['adaptive_plateau'], epochs=3, steps_per_epoch=1, metrics=[1.0]),
+                      ["metrics has 1 values of 'val_loss'", '3 epochs'])
   assert_config_error(lambda: jaxsched.lr_curve(P['sgd_step_decay'], epochs=10, batches_per_epoch=2**31),
                       ['2147483647'])
 

@@ -195,6 +195,9 @@ def _metrics(args: argparse.Namespace, config, run):
   if plateau_kwargs(config) is None:
     note(f'{config.scheduler} does not follow a metric: the metrics file is not used.')
     return None
+  if len(values) < run.epochs:
+    raise CliError(f'the metrics file has {len(values)} values of {config.monitor!r}, but the run has {run.epochs} '
+                   f'epochs: give one value per epoch.')
   if len(values) > run.epochs:
     note(f'the metrics file has {len(values)} values; using the first {run.epochs} (one per epoch).')
   return values

@@ -312,12 +312,12 @@ def simulate(config, run: Run, metrics: Sequence[float] | None = None, samples: 
   else:
     per_epoch = improving_metrics(followed, run.epochs) if given is None else given
     if len(per_epoch) < run.epochs:
-      raise ConfigError(f'the metrics file has {len(per_epoch)} values of {config.monitor!r}, but the run has '
-                        f'{run.epochs} epochs: give one value per epoch.')
+      raise ConfigError(f'metrics has {len(per_epoch)} values of {config.monitor!r}, but the run has {run.epochs} '
+                        f'epochs: give one value per epoch.')
     reports_before = _reports_before(config, run)
     history = _reported(config, run, tx, params, per_epoch[:run.epochs])
-    first = next(iter(history.values()))
-    changes = np.flatnonzero(first[1:] != first[:-1])[:samples] + 1  # reports after which the LR moves
+    moves = np.any([v[1:] != v[:-1] for v in history.values()], axis=0)
+    changes = np.flatnonzero(moves)[:samples] + 1  # reports after which an LR moves
     wanted.append(first_at_least(reports_before, changes, n))
     steps = np.unique(np.concatenate(wanted))
     values = {k: v[reports_before(steps)] for k, v in history.items()}
