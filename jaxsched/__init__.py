@@ -2,6 +2,7 @@
 
 from jaxsched._errors import ConfigError, ConfigWarning
 from jaxsched.build import build, current_lr, current_momentum, load_config, lr_log_names, set_lr, skipped_steps
+from jaxsched.cli.simulate import lr_curve
 from jaxsched.compat import carry_over, check_compatible
 from jaxsched.config import Config, patterns
 from jaxsched.optimizers import OPTIMIZERS, optimizer
@@ -9,8 +10,8 @@ from jaxsched.plateau import Plateau, PlateauState, reduce_on_plateau, report
 from jaxsched.schedules import SCHEDULES, Schedule, schedule
 
 __all__ = [
-    'Config', 'ConfigError', 'ConfigWarning', 'OPTIMIZERS', 'Plateau', 'PlateauState', 'SCHEDULES', 'Schedule', 'build', 'check_compatible',
-    'carry_over', 'current_lr', 'current_momentum', 'load_config', 'lr_log_names', 'optimizer', 'patterns', 'reduce_on_plateau', 'report',
-    'schedule', 'set_lr', 'skipped_steps',
+    'Config', 'ConfigError', 'ConfigWarning', 'OPTIMIZERS', 'Plateau', 'PlateauState', 'SCHEDULES', 'Schedule',
+    'build', 'carry_over', 'check_compatible', 'current_lr', 'current_momentum', 'load_config', 'lr_curve',
+    'lr_log_names', 'optimizer', 'patterns', 'reduce_on_plateau', 'report', 'schedule', 'set_lr', 'skipped_steps',
 ]
 __version__ = '0.1.0'

@@ -16,7 +16,8 @@ import pytest
 
 import jaxsched
 from jaxsched import lints
-from jaxsched.cli import improving_metrics, read_metrics
+from jaxsched.cli.metrics import read_metrics
+from jaxsched.cli.simulate import improving_metrics
 from jaxsched.lints import LINTS, Run
 from oracle import x64
 
@@ -223,12 +224,18 @@ def test_read_metrics_forms(tmp_path):
   f = tmp_path / 'b.csv'
   f.write_text('0.5\n0.4\n')
   assert read_metrics(str(f), 'val_loss') == [0.5, 0.4]
-  f.write_text('epoch,val_acc\n0,0.5\n1,0.6\n')
-  assert read_metrics(str(f), 'val_loss') == [0.5, 0.6]  # the only metric column
   f.write_text('epoch,val_acc,val_loss\n0,0.5,\n0,,0.7\n1,0.6,0.65\n')
   assert read_metrics(str(f), 'val_loss') == [0.7, 0.65]
-  f.write_text('epoch,val_acc,train_loss\n0,0.5,1\n')
-  with pytest.raises(Exception, match="no column 'val_loss'"):
+
+
+@pytest.mark.parametrize('text', ['epoch,loss\n0,0.5\n1,0.4\n', 'epoch,val_acc,train_loss\n0,0.5,1\n'])
+def test_a_csv_without_the_monitored_column_is_an_error_naming_it_and_the_columns(tmp_path, text):
+  from jaxsched.cli import CliError
+
+  f = tmp_path / 'm.csv'
+  f.write_text(text)
+  columns = text.splitlines()[0].replace(',', ', ')
+  with pytest.raises(CliError, match=f"no column 'val_loss' .*; columns: {columns}\\.$"):
     read_metrics(str(f), 'val_loss')
 
 
@@ -367,7 +374,9 @@ def test_group_value_torch_ignores():
 
 
 def test_negative_learning_rates_are_warned_and_non_finite_ones_are_errors():
-  from jaxsched.cli import CliError, check_learning_rates, simulate
+  from jaxsched.cli import CliError
+  from jaxsched.cli.simulate import simulate
+  from jaxsched.cli.tables import check_learning_rates
 
   with x64('float64'):  # as the command runs
     negative = cfg(optimizer='SGD', learning_rate=0.1, scheduler='LambdaLR',

@@ -1,0 +1,410 @@
+"""Each parameter group's learning rate over a run, read from the real built transformation.
+
+:func:`lr_curve` (``jaxsched.lr_curve``) and the command's ``check``/``plot``
+build the config with :func:`jaxsched.build` on a small parameter tree holding
+one leaf per group and read :func:`jaxsched.current_lr` where the training loop
+would, before each optimizer step. They never step a whole run, so any run the
+step counters can count is cheap:
+
+* A schedule of the step count (every scheduler but ReduceLROnPlateau) is a
+  closed form of the update count that :func:`jaxsched.build` keeps in its
+  state (int32). Optimizer step k's values are those of the initial state with
+  that count set to k - 1 (and the micro-batch counter on an epoch's last
+  batch, where the optimizer steps) after one ``update``: the built
+  transformation's own numbers, at any k, in one vectorised call over the
+  steps evaluated.
+* ReduceLROnPlateau moves only when :func:`jaxsched.report` is called (once
+  per epoch, or with interval "step" once per micro-batch), so its LR is
+  followed report by report, at most :data:`MAX_REPORTS` of them, with the
+  metrics given (or always improving ones: the upper bound of any run).
+
+A run of more than ``samples`` optimizer steps is evaluated at evenly spaced
+steps, at the first step of every scheduler step (of evenly spaced ones when
+there are more than ``samples``), at the first step of every plateau change
+and at the telling points of its schedule (:func:`schedule_marks`).
+
+Touches nothing but JAX: no files, no printing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from jaxsched._errors import ConfigError
+from jaxsched.lints import Run
+
+MAX_STEPS = 2**31 - 1  # build's step counters are int32
+MAX_EPOCHS = 10**6
+MAX_REPORTS = 10**6  # ReduceLROnPlateau is followed report by report
+SAMPLES = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+  """Each group's LR (and cycled momentum) at optimizer steps of a run.
+
+  Attributes:
+    run: the run.
+    steps: the optimizer steps evaluated, ascending: every step of a run of at
+      most ``samples`` steps, else a sample that holds the telling points.
+    lrs: group -> the LR each of ``steps`` uses (torch's ``param_group['lr']``
+      during that step), in torch's param_groups order.
+    momentum: group -> momentum (or beta1) at ``steps``, where the scheduler cycles it.
+    counts: scheduler steps taken before each of ``steps``.
+    marks: (optimizer step, label) where the schedule's keywords say it turns:
+      end of warm-up, milestones, restarts, cycle peaks and ends.
+    plateau: whether the LR follows a monitored metric (ReduceLROnPlateau).
+    metrics: the per-epoch metrics followed, as given (None: the upper bound).
+  """
+
+  run: Run
+  steps: np.ndarray
+  lrs: dict[str, np.ndarray]
+  momentum: dict[str, np.ndarray]
+  counts: np.ndarray
+  marks: list[tuple[int, str]]
+  plateau: bool
+  metrics: list[float] | None
+
+  @property
+  def sampled(self) -> bool:
+    """Whether some steps of the run were not evaluated."""
+    return len(self.steps) < self.run.steps
+
+  def index(self, step: int) -> int:
+    """The position of optimizer step ``step`` in :attr:`steps` (which must hold it)."""
+    i = int(np.searchsorted(self.steps, step))
+    if i == len(self.steps) or self.steps[i] != step:
+      raise KeyError(f'optimizer step {step} was not evaluated')
+    return i
+
+
+def lr_curve(config: Any, *, epochs: int, batches_per_epoch: int | None = None, steps_per_epoch: int | None = None,
+             metrics: Sequence[float] | None = None, samples: int = SAMPLES) -> Curve:
+  """Each parameter group's learning rate over a run, as :func:`jaxsched.build`'s transformation gives it.
+
+  Args:
+    config: a :class:`jaxsched.Config` or anything :func:`jaxsched.load_config` accepts.
+    epochs: epochs in the run (at most :data:`MAX_EPOCHS`).
+    batches_per_epoch: training batches per epoch, ``len(train_loader)``.
+    steps_per_epoch: the same, without accumulation.
+    metrics: per-epoch values of the monitored metric, for ReduceLROnPlateau;
+      None: always improving (the LR is never cut, the upper bound of any run).
+    samples: evaluate every optimizer step of a run up to this long; a longer
+      one at a sample of its steps (see the module's docstring).
+
+  Returns:
+    A :class:`Curve`: ``curve.steps`` and, per group, ``curve.lrs[group]`` (and
+    ``curve.momentum[group]`` where the scheduler cycles it).
+
+  Raises:
+    ConfigError: a bad config or run: no epoch length, a run longer than the
+      step counters count (2**31 - 1 optimizer steps) or than :data:`MAX_EPOCHS`,
+      a metric file shorter than the run.
+  """
+  from jaxsched import _checks
+  from jaxsched.groups import epoch_batches
+  from jaxsched.build import load_config
+  from jaxsched.config import Config
+
+  config = config if isinstance(config, Config) else load_config(config)
+  epochs = _checks.Integer(1)('epochs', epochs)
+  samples = _checks.Integer(1)('samples', samples)
+  batches = epoch_batches(config, batches_per_epoch, steps_per_epoch)
+  if batches is None:
+    raise ConfigError('lr_curve needs batches_per_epoch (len(train_loader)) or steps_per_epoch: the curve is '
+                      'drawn over optimizer steps.')
+  return simulate(config, Run(epochs, batches, config.accumulate_grad_batches), metrics, samples)
+
+
+def check_run(config, run: Run) -> Run:
+  """``run``, if the step counters can count it and it is not too long to follow.
+
+  Raises:
+    ConfigError: more than :data:`MAX_EPOCHS` epochs, more than :data:`MAX_STEPS`
+      optimizer steps or micro-batches per epoch, or more than :data:`MAX_REPORTS`
+      ReduceLROnPlateau reports.
+  """
+  if run.epochs > MAX_EPOCHS:
+    raise ConfigError(f'a run of {run.epochs} epochs is longer than the {MAX_EPOCHS} (10**6) epochs jaxsched '
+                      f'follows.')
+  limit = f'at most {MAX_STEPS} (2**31 - 1), the most that build\'s int32 step counters count'
+  if run.batches_per_epoch > MAX_STEPS:
+    raise ConfigError(f'batches_per_epoch={run.batches_per_epoch} is too many: {limit}.')
+  if run.steps > MAX_STEPS:
+    raise ConfigError(f'the run has {run.steps} optimizer steps ({run.epochs} epochs x {run.steps_per_epoch} per '
+                      f'epoch): {limit}.')
+  if plateau_kwargs(config) is not None and _reports(config, run) > MAX_REPORTS:
+    raise ConfigError(f'ReduceLROnPlateau with interval "step" gets a report per batch, {_reports(config, run)} in '
+                      f'this run ({run.epochs} epochs x {run.batches_per_epoch} batches): at most {MAX_REPORTS} '
+                      f'(10**6) are followed.')
+  return run
+
+
+def plateau_kwargs(config) -> dict[str, Any] | None:
+  """The ReduceLROnPlateau keywords the config's LR follows (alone, or at the end of a
+  SequentialLR); None for a schedule of the step count."""
+  from jaxsched.groups import PLATEAU, _ends_in_plateau
+
+  if config.scheduler == PLATEAU:
+    return dict(config.scheduler_kwargs)
+  if config.scheduler == 'SequentialLR' and _ends_in_plateau(config.scheduler_kwargs):
+    return dict(config.scheduler_kwargs['schedulers'][-1].get('scheduler_kwargs') or {})
+  return None
+
+
+def _per_batch_reports(config) -> bool:
+  return config.scheduler_configs['interval'] == 'step'
+
+
+def _reports(config, run: Run) -> int:
+  """Calls of report() in the run: one per epoch, or one per micro-batch with interval "step"."""
+  return run.epochs * (run.batches_per_epoch if _per_batch_reports(config) else 1)
+
+
+def _reports_before(config, run: Run) -> Callable[[np.ndarray], np.ndarray]:
+  """Reports made before optimizer step k: the epochs before it, or with interval "step"
+  the micro-batches before the one that completes step k's group."""
+  s, b, n = run.steps_per_epoch, run.batches_per_epoch, run.accumulate
+  if not _per_batch_reports(config):
+    return lambda k: k // s
+  return lambda k: (k // s) * b + np.minimum((k % s + 1) * n, b) - 1
+
+
+def improving_metrics(kwargs: Mapping[str, Any], n: int) -> list[float]:
+  """n metric values each better than the last under torch's rule: the plateau
+  never cuts, so its curve is the upper bound of any run."""
+  from jaxsched.plateau import KWARGS
+
+  kw = {k: kwargs.get(k, d) for k, (d, _) in KWARGS.items()}
+  th = float(kw['threshold']) if kw['threshold_mode'] == 'abs' else 0.0
+  if kw['mode'] == 'min':  # rel: x < best * (1 - t) holds for negative x = best - 1
+    return [-(k + 1) * (1.0 + th) for k in range(n)]
+  if kw['threshold_mode'] == 'rel':  # x > best * (1 + t) holds for negative x = best + 1
+    return [float(k - n) for k in range(n)]
+  return [k * (1.0 + th) for k in range(n)]
+
+
+def dummy_params(config) -> dict[str, Any]:
+  """One (2, 2) leaf per parameter group the config names, labelled as build labels it.
+
+  Raises:
+    ConfigError: a configured group can never hold a parameter (every path that
+      matches it falls in an earlier group).
+  """
+  import jax.numpy as jnp
+
+  from jaxsched.groups import RECURRENT, REGULAR, configured_groups, param_labels
+
+  def label(path: str) -> str:
+    return param_labels(config, {path: 0})[path]
+
+  wanted = {REGULAR: ['regular', 'params', 'weights', 'w', 'x', 'q', 'z']}
+  for group in configured_groups(config):
+    if group.name == RECURRENT:
+      wanted[RECURRENT] = [*config.recurrent_param_patterns, 'recurrent']
+    elif group.name != REGULAR:
+      wanted[group.name] = [group.name]
+  leaves = {}
+  for group, candidates in wanted.items():
+    found = next((c for c in candidates if label(c) == group), None)
+    if found is None and group == REGULAR:
+      continue  # every name falls in a configured group: no regular group to show
+    if found is None:
+      shadow = label(candidates[0])
+      what = ('recurrent_learning_rate_multiplier' if group == RECURRENT else f'lr_parameter_groups.{group}')
+      raise ConfigError(f'{what} can never hold a parameter: a path that matches it also contains {shadow!r}, '
+                        f'an earlier group (first match wins). Reorder lr_parameter_groups or rename the group.')
+    leaves[found] = jnp.zeros((2, 2))  # float64 under x64, so every state entry keeps its dtype
+  return leaves
+
+
+def schedule_marks(config) -> list[tuple[int, str]]:
+  """(scheduler count, label) where the schedule's keywords say it turns."""
+  kw = config.scheduler_kwargs
+  name = config.scheduler
+
+  def ints(key):
+    v = kw.get(key)
+    return [int(m) for m in v] if isinstance(v, (list, tuple)) else []
+
+  marks: list[tuple[int, str]] = []
+  if name == 'LinearWarmupCosineAnnealingLR':
+    marks.append((int(kw['warmup_epochs']), 'end of warm-up'))
+    marks.append((int(kw['max_epochs']), 'max_epochs'))
+  elif name in ('LinearLR', 'ConstantLR'):
+    marks.append((int(kw.get('total_iters', 5)), 'total_iters'))
+  elif name == 'CosineAnnealingLR':
+    marks.append((int(kw.get('T_max', 250)), 'T_max'))
+  elif name in ('MultiStepLR', 'SequentialLR'):
+    marks += [(m, f'milestone {m}') for m in ints('milestones')]
+  elif name == 'StepLR':
+    size = int(kw['step_size'])
+    marks += [(size * i, f'step_size x {i}') for i in range(1, 6)]
+  elif name == 'CosineAnnealingWarmRestarts':
+    t, period, mult = 0, int(kw['T_0']), int(kw.get('T_mult', 1))
+    for _ in range(4):
+      t += period
+      marks.append((t, 'restart'))
+      period *= mult
+  elif name == 'CyclicLR':
+    up = int(kw.get('step_size_up', 2000))
+    down = int(kw['step_size_down']) if kw.get('step_size_down') is not None else up
+    marks += [(up, 'cycle peak'), (up + down, 'cycle end')]
+  elif name == 'OneCycleLR':
+    total = kw.get('total_steps') or int(kw['epochs']) * int(kw['steps_per_epoch'])
+    end = float(kw.get('pct_start', 0.3) * total) - 1  # torch's end of the first phase
+    marks += [(math.floor(end), 'end of warm-up'), (math.ceil(end), 'end of warm-up')]
+  return marks
+
+
+def first_at_least(fn: Callable[[np.ndarray], np.ndarray], targets: np.ndarray, n: int) -> np.ndarray:
+  """For each target t, the least k in [0, n) with fn(k) >= t (n if none), for a
+  non-decreasing fn of int64 arrays: a binary search, ~31 evaluations."""
+  targets = np.asarray(targets, np.int64)
+  lo, hi = np.zeros_like(targets), np.full_like(targets, n)
+  while np.any(lo < hi):
+    active = lo < hi
+    mid = (lo + hi) // 2
+    below = np.asarray(fn(mid)) < targets
+    lo = np.where(active & below, mid + 1, lo)
+    hi = np.where(active & ~below, mid, hi)
+  return lo
+
+
+def _spread(n: int, samples: int) -> np.ndarray:
+  """Every integer in [0, n) when there are at most ``samples``, else ``samples`` evenly spaced ones."""
+  if n <= samples:
+    return np.arange(n, dtype=np.int64)
+  return np.unique(np.linspace(0, n - 1, samples).round().astype(np.int64))
+
+
+def simulate(config, run: Run, metrics: Sequence[float] | None = None, samples: int = SAMPLES) -> Curve:
+  """The :class:`Curve` of a checked config over ``run`` (see the module's docstring).
+
+  Raises:
+    ConfigError: see :func:`check_run` and :func:`dummy_params`; a metrics list
+      shorter than the run's epochs under ReduceLROnPlateau.
+  """
+  from jaxsched.build import build
+  from jaxsched.groups import groups, scheduler_steps
+
+  check_run(config, run)
+  params = dummy_params(config)
+  order = [g.name for g in groups(config, params)]
+  # run_steps: torch raises when a OneCycleLR is stepped past total_steps, and so does this
+  tx = build(config, params, batches_per_epoch=run.batches_per_epoch, run_steps=run.steps)
+  n = run.steps
+  count = scheduler_steps(config, run.batches_per_epoch) if config.scheduler else np.zeros_like
+  turns = schedule_marks(config)
+  firsts = first_at_least(count, [c for c, _ in turns], n)
+  marks = [(int(k), label) for (c, label), k in zip(turns, firsts) if k < n and count(k) == c]
+  wanted = [_spread(n, samples), first_at_least(count, _spread(int(count(n - 1)) + 1, samples), n),
+            np.array([k for k, _ in marks] + [0, n // 2, n - 1], np.int64)]
+
+  followed = plateau_kwargs(config)
+  given = None if metrics is None or followed is None else [float(v) for v in metrics]
+  if followed is None:
+    steps = np.unique(np.concatenate(wanted))
+    values = _counted(config, run, tx, params, steps)
+  else:
+    per_epoch = improving_metrics(followed, run.epochs) if given is None else given
+    if len(per_epoch) < run.epochs:
+      raise ConfigError(f'metrics has {len(per_epoch)} values of {config.monitor!r}, but the run has {run.epochs} '
+                        f'epochs: give one value per epoch.')
+    reports_before = _reports_before(config, run)
+    history = _reported(config, run, tx, params, per_epoch[:run.epochs])
+    moves = np.any([v[1:] != v[:-1] for v in history.values()], axis=0)
+    changes = np.flatnonzero(moves)[:samples] + 1  # reports after which an LR moves
+    wanted.append(first_at_least(reports_before, changes, n))
+    steps = np.unique(np.concatenate(wanted))
+    values = {k: v[reports_before(steps)] for k, v in history.items()}
+  return Curve(run=run, steps=steps, lrs={g: values[g] for g in order},
+               momentum={g: values[f'{g}/momentum'] for g in order if f'{g}/momentum' in values},
+               counts=np.asarray(count(steps), np.int64), marks=marks, plateau=followed is not None,
+               metrics=given)
+
+
+def _lbfgs_args(config) -> dict[str, Any]:
+  import jax
+  import jax.numpy as jnp
+
+  if config.optimizer != 'LBFGS':
+    return {}
+  return {'value_fn': lambda p: sum(jnp.sum(x) for x in jax.tree.leaves(p)) * 0.0}
+
+
+def _at(state: Any, count: Any, batch: int) -> Any:
+  """``state`` with every update counter at ``count`` and the micro-batch counter at ``batch``."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from jaxsched.accumulate import AccumulateState
+
+  kinds = (optax.InjectStatefulHyperparamsState, AccumulateState)
+
+  def visit(node):
+    if isinstance(node, optax.InjectStatefulHyperparamsState):
+      return node._replace(count=jnp.asarray(count, node.count.dtype), inner_state=_at(node.inner_state, count, batch))
+    if isinstance(node, AccumulateState):
+      return node._replace(batch=jnp.asarray(batch, node.batch.dtype), inner_state=_at(node.inner_state, count, batch))
+    return node
+
+  return jax.tree.map(visit, state, is_leaf=lambda x: isinstance(x, kinds))
+
+
+def _hyperparams(state) -> dict[str, Any]:
+  """current_lr's groups, and current_momentum's as '<group>/momentum'."""
+  from jaxsched.build import current_lr, current_momentum
+
+  return {**current_lr(state), **{f'{g}/momentum': m for g, m in current_momentum(state).items()}}
+
+
+def _counted(config, run: Run, tx, params, steps: np.ndarray) -> dict[str, np.ndarray]:
+  """current_lr before each of ``steps``, for schedules of the update count: one update
+  from the initial state with its counters at k - 1, on the epoch's last micro-batch
+  (where the optimizer always steps)."""
+  import jax
+  import jax.numpy as jnp
+
+  grads = jax.tree.map(jnp.zeros_like, params)
+  extra = _lbfgs_args(config)
+  start = tx.init(params)
+
+  @jax.jit
+  @jax.vmap
+  def at(k):
+    _, state = tx.update(grads, _at(start, k - 1, run.batches_per_epoch - 1), params, **extra)
+    return _hyperparams(state)
+
+  out = at(jnp.asarray(steps.astype(np.int32)))
+  return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
+def _reported(config, run: Run, tx, params, per_epoch: Sequence[float]) -> dict[str, np.ndarray]:
+  """current_lr after 0, 1, ... reports (one per epoch, or per micro-batch with interval
+  "step"), each report with its epoch's metric. A plateau's LR moves only with reports
+  (``update`` leaves a :class:`jaxsched.Plateau` as it is), so no update is needed."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxsched.plateau import report
+
+  monitor = config.monitor
+  per_report = np.asarray(per_epoch, np.float64)
+  if _per_batch_reports(config):
+    per_report = np.repeat(per_report, run.batches_per_epoch)
+
+  @jax.jit
+  def follow(state, values):
+    def step(state, metric):
+      return report(state, {monitor: metric}), _hyperparams(state)
+    return jax.lax.scan(step, state, values)[1]
+
+  out = follow(tx.init(params), jnp.asarray(per_report, jax.dtypes.canonicalize_dtype(jnp.float64)))
+  return {k: np.asarray(v, np.float64) for k, v in out.items()}

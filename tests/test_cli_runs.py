@@ -1,0 +1,239 @@
+"""The command line in-process: its simulation of a run against the transformation stepped
+through it, runs of any length the counters count, hostile files, --strict and --help."""
+
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsched
+from jaxsched.build import build, current_lr, groups
+from jaxsched.cli import main
+from jaxsched.cli.commands import parsers
+from jaxsched.cli.simulate import SAMPLES, dummy_params, improving_metrics, plateau_kwargs, simulate
+from jaxsched.lints import Run
+from oracle import assert_config_error, x64
+
+P = jaxsched.patterns()
+
+
+def stepped(config, run, metrics=None):
+  """Each group's LR (and momentum) before every optimizer step: the built transformation
+  updated once per micro-batch over the whole run, reported once per epoch (per
+  micro-batch with interval "step") under ReduceLROnPlateau."""
+  params = dummy_params(config)
+  tx = build(config, params, batches_per_epoch=run.batches_per_epoch)
+  grads = jax.tree.map(jnp.zeros_like, params)
+  lbfgs = config.optimizer == 'LBFGS'
+  extra = {'value_fn': lambda p: 0.0 * sum(jnp.sum(x) for x in jax.tree.leaves(p))} if lbfgs else {}
+  followed = plateau_kwargs(config)
+  metrics = metrics or (improving_metrics(followed, run.epochs) if followed is not None else [0.0] * run.epochs)
+  per_batch = config.scheduler_configs['interval'] == 'step'
+
+  @jax.jit
+  def whole(state, values):
+    def epoch(state, metric):
+      def batch(state, _):
+        lr = current_lr(state)
+        _, state = tx.update(grads, state, params, **extra)
+        if followed is not None and per_batch:
+          state = jaxsched.report(state, {config.monitor: metric})
+        return state, lr
+      state, lrs = jax.lax.scan(batch, state, None, length=run.batches_per_epoch)
+      if followed is not None and not per_batch:
+        state = jaxsched.report(state, {config.monitor: metric})
+      return state, lrs
+    return jax.lax.scan(epoch, state, values)[1]
+
+  out = whole(tx.init(params), jnp.asarray(metrics[:run.epochs], jnp.float64))
+  b = np.arange(run.batches_per_epoch)  # the micro-batch that completes each group
+  last = (b + 1) % run.accumulate == 0
+  last[-1] = True
+  return {k: np.asarray(v)[:, last].reshape(-1) for k, v in out.items()}
+
+
+RUNS = {
+    'multistep groups, interval step, frequency 3': (
+        [P['sgd_step_decay'], 'recurrent_learning_rate_multiplier=0.1', 'scheduler_configs={interval:step,frequency:3}',
+         'scheduler_kwargs.milestones=[5,9]'], Run(4, 7), None),
+    'one cycle, shared direction, cycled momentum, accumulation 3': (
+        [P['one_cycle'], 'recurrent_learning_rate_multiplier=0.1', 'accumulate_grad_batches=3',
+         'scheduler_kwargs.total_steps=13'], Run(3, 11, 3), None),
+    'one cycle per group, Adam beta1, skip_nonfinite': (
+        [P['one_cycle'], 'optimizer=Adam', 'optimizer_kwargs={}', 'recurrent_learning_rate_multiplier=0.1',
+         'scheduler_kwargs={max_lr:[0.01,0.001],total_steps:25}', 'skip_nonfinite=true'], Run(5, 5), None),
+    'plateau per epoch, metrics': (
+        [P['adaptive_plateau'], 'scheduler_kwargs={factor:0.5,patience:1}', 'recurrent_learning_rate_multiplier=0.5'],
+        Run(8, 3), [1.0, 0.9, 0.9, 0.9, 0.9, 0.8, 0.8, 0.8]),
+    'plateau per batch, accumulation 2': (
+        [P['adaptive_plateau'], 'scheduler_kwargs={factor:0.5,patience:3}', 'accumulate_grad_batches=2',
+         'scheduler_configs={interval:step,monitor:train_loss}'], Run(4, 5, 2), [1.0, 0.9, 0.9, 0.8]),
+    'warm-up then plateau': (
+        [P['adaptive_plateau'], 'scheduler=SequentialLR', 'scheduler_kwargs={milestones:[3],schedulers:['
+         '{scheduler:LinearLR,scheduler_kwargs:{start_factor:0.1,total_iters:3}},'
+         '{scheduler:ReduceLROnPlateau,scheduler_kwargs:{patience:0,factor:0.5}}]}'],
+        Run(7, 2), [1.0, 0.9, 0.8, 0.8, 0.8, 0.7, 0.7]),
+    'LBFGS, StepLR': ([P['sgd_step_decay'], 'optimizer=LBFGS', 'optimizer_kwargs={}', 'learning_rate=1.0',
+                       'scheduler=StepLR', 'scheduler_kwargs={step_size:2}'], Run(5, 2), None),
+    'optax alias, warm-up cosine per step': (
+        [P['warmup_cosine'], 'optimizer=optax.lion', 'optimizer_kwargs={}', 'scheduler_configs.interval=step',
+         'scheduler_kwargs={warmup_epochs:4,max_epochs:20}'], Run(3, 8), None),
+    'constant': ([P['sgd_step_decay'], 'scheduler=null'], Run(2, 5), None),
+}
+
+
+@pytest.mark.parametrize('name', RUNS)
+def test_the_simulation_is_the_transformation_stepped_through_the_run(name):
+  (source, *overrides), run, metrics = RUNS[name]
+  with x64('float64'):  # as the command runs
+    config = jaxsched.load_config(source, overrides)
+    expected = stepped(config, run, metrics)
+    for samples in (SAMPLES, 6):  # every step; a sample of them
+      curve = simulate(config, run, metrics, samples=samples)
+      assert len(curve.steps) == run.steps if samples == SAMPLES else len(curve.steps) < run.steps
+      assert list(curve.lrs) == [g.name for g in groups(config, dummy_params(config))]
+      got = {**curve.lrs, **{f'{g}/momentum': m for g, m in curve.momentum.items()}}
+      assert sorted(got) == sorted(expected)
+      for key, values in got.items():
+        np.testing.assert_array_equal(values, expected[key][curve.steps], err_msg=f'{key}, samples={samples}')
+      if curve.plateau:  # every change of the LR is among the steps evaluated, even in a sample
+        first = next(iter(expected.values()))
+        changes = np.flatnonzero(np.diff(first)) + 1
+        assert set(changes) <= set(curve.steps.tolist())
+
+
+def test_lr_curve_from_python():
+  curve = jaxsched.lr_curve(P['sgd_step_decay'], epochs=100, batches_per_epoch=10)
+  assert curve.steps.tolist() == list(range(1000)) and list(curve.lrs) == ['regular'] and curve.momentum == {}
+  np.testing.assert_allclose(curve.lrs['regular'][[0, 299, 300, 999]], [0.01, 0.01, 0.001, 1e-5], rtol=1e-6)
+  config = jaxsched.load_config(P['one_cycle'], ['scheduler_kwargs.total_steps=1000000000'])
+  long = jaxsched.lr_curve(config, epochs=1000, batches_per_epoch=10**6, samples=100)
+  assert len(long.steps) <= 300 and long.steps[-1] == 10**9 - 1 and long.sampled
+  assert np.argmax(long.lrs['regular']) == long.index(299_999_999)  # the cycle's peak, float(0.3 * 10**9) - 1
+  assert long.lrs['regular'].max() == pytest.approx(0.1) and set(long.momentum) == {'regular'}
+  assert_config_error(lambda: jaxsched.lr_curve(P['sgd_step_decay'], epochs=10), ['batches_per_epoch'])
+  assert_config_error(lambda: jaxsched.lr_curve(P['adaptive_plateau'], epochs=3, steps_per_epoch=1, metrics=[1.0]),
+                      ["metrics has 1 values of 'val_loss'", '3 epochs'])
+  assert_config_error(lambda: jaxsched.lr_curve(P['sgd_step_decay'], epochs=10, batches_per_epoch=2**31),
+                      ['2147483647'])
+
+
+# ----------------------------------------------------------------------------- main() in-process
+
+
+@pytest.fixture
+def command(capsys):
+  """main(argv) -> (exit status, stdout, stderr), leaving JAX's precision as it was."""
+  def run(*argv):
+    before = jax.config.jax_enable_x64
+    try:
+      status = main([str(a) for a in argv])
+    finally:
+      jax.config.update('jax_enable_x64', before)
+    out, err = capsys.readouterr()
+    assert 'Traceback' not in err, err
+    return status, out, err
+  return run
+
+
+def one_error(err):
+  errors = [line for line in err.splitlines() if line.startswith('error:')]
+  assert len(errors) == 1, err
+  return errors[0]
+
+
+def test_a_run_of_a_hundred_million_steps_is_sampled_not_stepped(command):
+  start = time.perf_counter()
+  status, out, err = command('check', 'sgd_step_decay', '--epochs', 100, '--batches-per-epoch', 10**6)
+  assert status == 0, err
+  assert time.perf_counter() - start < 60  # stepping it would take hours and GBs
+  assert 'run: 100 epochs x 1000000 steps per epoch = 100000000 optimizer steps' in out
+  assert re.search(r'LRs evaluated at \d+ of the 100000000 optimizer steps', out)
+  rows = {line.split()[0]: line.split() for line in out.splitlines() if re.match(r'\d+\s+\d+\s', line)}
+  assert rows['30000000'][2:5] == ['milestone', '30', '0.001'] and rows['99999999'][2:4] == ['end', '1e-05']
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['--epochs', 100, '--batches-per-epoch', 10**8], ['10000000000 optimizer steps', '2147483647 (2**31 - 1)']),
+    (['--epochs', 2, '--batches-per-epoch', 2**31], ['batches_per_epoch=2147483648', '2147483647']),
+    (['--epochs', 10**6 + 1, '--batches-per-epoch', 1], ['1000001 epochs', '1000000 (10**6)']),
+    (['scheduler_configs.interval=step', 'scheduler=ReduceLROnPlateau', 'scheduler_kwargs={}',
+      '--epochs', 1000, '--batches-per-epoch', 1001], ['1001000 in this run', '1000000 (10**6)']),
+    ([], []),  # the run fitted to the schedule is within the limits
+], ids=['steps', 'batches', 'epochs', 'plateau reports', 'assumed'])
+def test_a_run_beyond_the_limits_is_one_error_naming_the_limit(command, argv, words):
+  status, out, err = command('check', 'sgd_step_decay', 'scheduler_kwargs.milestones=[10000000]', *argv)
+  if not words:
+    assert status == 0, err
+    return
+  assert status == 1 and out == ''
+  error = one_error(err)
+  assert all(w in error for w in words), error
+
+
+def test_strict_turns_warnings_into_exit_1(command):
+  status, out, err = command('check', 'sgd_step_decay', 'learning_rate=1e-6', '--epochs', 3, '--steps-per-epoch', 2)
+  assert status == 0 and 'OK: no errors, 2 warnings.' in out, err
+  status, out, err = command('check', 'sgd_step_decay', 'learning_rate=1e-6', '--epochs', 3, '--steps-per-epoch', 2,
+                             '--strict')
+  assert status == 1 and 'OK' not in out and err.count('warning:') == 2
+  assert one_error(err) == 'error: 2 warnings with --strict (warnings fail the check).'
+  status, out, err = command('check', 'sgd_step_decay', '--epochs', 100, '--steps-per-epoch', 2, '--strict')
+  assert status == 0 and 'OK: no errors, 0 warnings.' in out, err
+
+
+@pytest.mark.parametrize('name', ['list', 'check', 'plot'])
+def test_every_command_has_a_description_in_its_help(capsys, name):
+  with pytest.raises(SystemExit) as e:
+    main([name, '--help'])
+  assert e.value.code == 0
+  description = parsers()[1][name].description
+  assert description and ' '.join(description.split()) in ' '.join(capsys.readouterr().out.split())
+
+
+DIRECTORY, MISSING = object(), object()
+METRICS = ['check', 'adaptive_plateau', '--epochs', '2', '--metrics']
+HOSTILE = {
+    # the file's name and content (bytes, text, a directory or none), the command line ({} is its path), the words
+    'config not UTF-8': ('c.yaml', b'optimizer: Adam\n\xff\xfe\n', ['check', '{}'], ['not UTF-8 text', '0xff']),
+    'config a directory': ('c', DIRECTORY, ['check', '{}'], ['cannot read config', 'directory']),
+    'config a YAML list': ('c.yaml', '- optimizer: Adam\n- lr: 0.1\n', ['check', '{}'], ['must be a mapping', 'list']),
+    'config missing': ('c.yaml', MISSING, ['check', '{}'], ['not found', 'Shipped patterns']),
+    'config malformed': ('c.yaml', 'optimizer: [Adam\n', ['check', '{}'], ['malformed YAML']),
+    'metrics not UTF-8': ('m.csv', b'\xff\xfe1\n', [*METRICS, '{}'], ['cannot read metrics file', 'not UTF-8 text']),
+    'metrics empty': ('m.csv', '', [*METRICS, '{}'], ['is empty']),
+    'metrics a directory': ('m', DIRECTORY, [*METRICS, '{}'], ['cannot read metrics file', 'directory']),
+    'metrics missing': ('m.csv', MISSING, [*METRICS, '{}'], ['cannot read metrics file', 'No such file']),
+    'metrics without the monitored column': ('m.csv', 'epoch,loss\n0,1.0\n1,0.9\n', [*METRICS, '{}'],
+                                             ["no column 'val_loss'", 'columns: epoch, loss.']),
+    'metrics JSON not a list': ('m.json', '3', [*METRICS, '{}'], ['expected a list']),
+    'metrics epoch not a number': ('m.csv', 'epoch,val_loss\ninf,1.0\n', [*METRICS, '{}'],
+                                   ["epoch 'inf' is not a whole number"]),
+    'plot to a directory': ('o', DIRECTORY, ['plot', 'one_cycle', '--epochs', '1', '--steps-per-epoch', '1',
+                                             '-o', '{}'], ['cannot write', 'directory']),
+}
+
+
+@pytest.mark.parametrize('name', HOSTILE)
+def test_a_hostile_file_is_one_error_line_and_exit_1(command, tmp_path, name):
+  filename, content, argv, words = HOSTILE[name]
+  path = tmp_path / filename
+  if content is DIRECTORY:
+    path.mkdir()
+  elif isinstance(content, bytes):
+    path.write_bytes(content)
+  elif content is not MISSING:
+    path.write_text(content)
+  status, out, err = command(*[a.format(path) for a in argv])
+  assert status == 1, (out, err)
+  error = one_error(err)
+  assert all(w in error for w in words), error
+
+
+def test_an_empty_config_file_is_every_default_with_a_note(command, tmp_path):
+  (tmp_path / 'empty.yaml').write_text('')
+  status, out, err = command('check', tmp_path / 'empty.yaml', '--epochs', 2, '--steps-per-epoch', 2)
+  assert status == 0 and 'optimizer: Adam' in out and 'empty.yaml is empty: every key takes its default' in err
