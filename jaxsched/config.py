@@ -193,7 +193,8 @@ def parse_value(text: str) -> Any:
   ``{momentum:0.9,weight_decay:0.0001}`` is a mapping (plain YAML would read one
   key "momentum:0.9"): inside ``{...}`` each comma outside brackets and quotes
   ends an item and its first colon ends the key, so
-  ``{lr_lambda:min(1.0,(epoch+1)/5)}`` keeps its expression whole.
+  ``{lr_lambda:min(1.0,(epoch+1)/5)}`` keeps its expression whole; ``[...]`` is
+  read item by item the same way, so a list may hold such mappings.
   """
   stripped = text.strip()
   if stripped.startswith('{') and stripped.endswith('}'):
@@ -206,6 +207,8 @@ def parse_value(text: str) -> Any:
         raise ConfigError(f'cannot read the value {text!r}: {item.strip()!r} is not KEY:VALUE.')
       out[parse_value(key)] = parse_value(rest[0])
     return out
+  if stripped.startswith('[') and stripped.endswith(']'):  # items may be {k:v} mappings
+    return [parse_value(item) for item in _split_top(stripped[1:-1], ',') if item.strip()]
   try:
     return yaml.load(stripped, Loader=_BoundedLoader) if stripped else None  # noqa: S506 (a SafeLoader)
   except yaml.YAMLError as e:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import jaxsched
-from jaxsched.build import build, current_lr, groups
+from jaxsched.build import build, current_lr, current_momentum
+from jaxsched.groups import groups
 from jaxsched.cli import main
 from jaxsched.cli.commands import parsers
 from jaxsched.cli.simulate import SAMPLES, dummy_params, improving_metrics, plateau_kwargs, simulate
@@ -37,7 +38,7 @@ def stepped(config, run, metrics=None):
   def whole(state, values):
     def epoch(state, metric):
       def batch(state, _):
-        lr = current_lr(state)
+        lr = {**current_lr(state), **{f'{g}/momentum': m for g, m in current_momentum(state).items()}}
         _, state = tx.update(grads, state, params, **extra)
         if followed is not None and per_batch:
           state = jaxsched.report(state, {config.monitor: metric})
