@@ -1,6 +1,7 @@
 """jaxsched: DynVision's torch optimizers and LR schedulers, by string ID, for JAX/Optax."""
 
 from jaxsched._errors import ConfigError
+from jaxsched.averaging import averaged_params, final_params
 from jaxsched.build import build, current_lr, lr_log_names, set_lr, skipped_steps
 from jaxsched.compat import check_compatible
 from jaxsched.config import Config, load_config, patterns
@@ -9,8 +10,8 @@ from jaxsched.plateau import Plateau, PlateauState, reduce_on_plateau, report
 from jaxsched.schedules import SCHEDULES, Schedule, schedule
 
 __all__ = [
-    'Config', 'ConfigError', 'OPTIMIZERS', 'Plateau', 'PlateauState', 'SCHEDULES', 'Schedule', 'build', 'check_compatible',
-    'current_lr', 'load_config', 'lr_log_names', 'optimizer', 'patterns', 'reduce_on_plateau', 'report',
-    'schedule', 'set_lr', 'skipped_steps',
+    'Config', 'ConfigError', 'OPTIMIZERS', 'Plateau', 'PlateauState', 'SCHEDULES', 'Schedule', 'averaged_params',
+    'build', 'check_compatible', 'current_lr', 'final_params', 'load_config', 'lr_log_names', 'optimizer',
+    'patterns', 'reduce_on_plateau', 'report', 'schedule', 'set_lr', 'skipped_steps',
 ]
 __version__ = '0.1.0'

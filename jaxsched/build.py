@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsched import _checks
+from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, load_config
@@ -39,6 +39,7 @@ PER_GROUP = {
     'OneCycleLR': ('max_lr', 'base_momentum', 'max_momentum'),
     'CyclicLR': ('base_lr', 'max_lr', 'base_momentum', 'max_momentum'),
     PLATEAU: ('min_lr',),
+    'SWALR': ('swa_lr',),
 }
 # Optimizer keywords torch reads from the constructor only: a param group's own value
 # has no effect (torch.optim.Adagrad fills every accumulator from its constructor's
@@ -238,10 +239,13 @@ def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], batches
 
 
 def _group_setup(config: Config, group: Group, index: int, count: int, batches: int | None,
-                 run_steps: int | None = None) -> tuple[Any, dict[str, Any]]:
-  """The group's learning rate (float, schedule or Plateau) and optimizer keywords."""
+                 run_steps: int | None = None, swa_swap: tuple[int, int] | None = None) -> tuple[Any, dict[str, Any]]:
+  """The group's learning rate (float, schedule or Plateau) and optimizer keywords;
+  ``swa_swap`` (SWA's first epoch, optimizer steps per epoch): SWALR takes over there."""
   sched_kwargs = _per_group(config, dict(config.scheduler_kwargs), index, count)
   lr, momentum = _learning_rate(config, group, sched_kwargs, batches, run_steps)
+  if swa_swap is not None:
+    lr, momentum = averaging.swa_learning_rate(config.swa, lr, momentum, index, count, *swa_swap)
   return lr, _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
 
 
@@ -297,6 +301,8 @@ def validate(config: Config) -> Config:
       cycling with an optimizer without momentum.
   """
   optimizer(config.optimizer, learning_rate=config.learning_rate, **config.optimizer_kwargs)  # names first
+  averaging.check_combination(config.ema, config.swa, config.scheduler,
+                              config.scheduler == 'SequentialLR' and _ends_in_plateau(config.scheduler_kwargs))
   configured = configured_groups(config)
   if configured[0].learning_rate is None and config.scheduler is not None:
     raise ConfigError(f'{config.optimizer} has no default learning rate: set learning_rate for the '
@@ -356,7 +362,7 @@ def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 
 
 def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, steps_per_epoch: int | None = None,
-          run_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+          run_steps: int | None = None, max_epochs: int | None = None) -> optax.GradientTransformationExtraArgs:
   """One Optax transformation for ``params`` from a config; one ``update`` per training batch.
 
   Args:
@@ -372,6 +378,9 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
     run_steps: the run's optimizer steps, where known: a schedule torch cannot
       step that far (OneCycleLR past total_steps, where torch raises) is then a
       ConfigError here rather than a held LR inside jit.
+    max_epochs: the run's epochs (Lightning's ``Trainer(max_epochs)``), for ``swa``:
+      needed for a float ``swa_epoch_start``; the weights become the average when
+      that many epochs have run.
 
   Returns:
     ``accumulate(clip -> multi_transform({group: optimizer(lr=schedule)}))``,
@@ -382,15 +391,20 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
     is there with accumulate_grad_batches > 1 or skip_nonfinite. ``report`` feeds the
     plateaus, ``current_lr`` and ``set_lr`` read and write the groups' LRs, and
     ``skipped_steps`` counts the batches dropped for non-finite gradients.
+    With ``ema`` or ``swa`` the whole is wrapped by :func:`jaxsched.averaging.average`,
+    which keeps the average (one copy of the parameters) in the state.
   """
   config = config if isinstance(config, Config) else load_config(config)
   batches = epoch_batches(config, batches_per_epoch, steps_per_epoch)
   group_list = groups(config, params)
   if config.optimizer == 'LBFGS' and len(group_list) > 1:
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
+  rules = averaging.resolve(config.ema, config.swa, batches, max_epochs)
+  swa_swap = None if config.swa is None else (rules.start_epochs[0], -(-batches // config.accumulate_grad_batches))
   rates, kwargs = {}, {}
   for i, group in enumerate(group_list):
-    rates[group.name], kwargs[group.name] = _group_setup(config, group, i, len(group_list), batches, run_steps)
+    rates[group.name], kwargs[group.name] = _group_setup(config, group, i, len(group_list), batches, run_steps,
+                                                         swa_swap)
   # labels as a function of the tree, so containers such as nnx.State keep their own type
   labels = lambda tree: param_labels(config, tree)  # noqa: E731
   if _shares_direction(config, group_list):
@@ -410,6 +424,8 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
     tx = optax.chain(clip, tx)
   if config.accumulate_grad_batches > 1 or config.skip_nonfinite:
     tx = accumulate(tx, config.accumulate_grad_batches, batches, config.skip_nonfinite)
+  if rules is not None:
+    tx = averaging.average(tx, rules, config.accumulate_grad_batches, batches)
   return tx
 
 
