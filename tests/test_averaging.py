@@ -2,6 +2,9 @@
 EMAWeightAveraging and StochasticWeightAveraging, as the oracles."""
 
 import logging
+import os
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -100,8 +103,7 @@ def test_swalr_per_group_swa_lr_from_a_config_and_inside_composites():
       warnings.simplefilter('ignore')
       expected = torch_lrs(make)
     with x64('float64'):
-      sched = jaxsched.schedule(name, 0.1, **kwargs)
-      actual = [float(sched(n)) for n in range(7)]
+      actual = jax.jit(jax.vmap(jaxsched.schedule(name, 0.1, **kwargs)))(jnp.arange(7))
     np.testing.assert_allclose(actual, expected, rtol=1e-12, err_msg=name)
 
 
@@ -116,8 +118,8 @@ AVG_FNS = {
 }
 
 
-@pytest.mark.parametrize('dtype', ['float64', 'float32'])
-@pytest.mark.parametrize('kind', AVG_FNS)
+@pytest.mark.parametrize('kind, dtype', [(kind, 'float64') for kind in AVG_FNS] + [('ema', 'float32'),
+                                                                                   ('swa', 'float32')])
 def test_the_average_is_torchs_averaged_model_after_every_step(kind, dtype):
   avg_fn, torch_kwargs = AVG_FNS[kind]
   params, grads = problem(steps=6)
@@ -279,8 +281,12 @@ SWA_CONFIG = {
 def test_resuming_in_the_middle_of_swa_gives_the_same_numbers():
   params0, grads = problem({'w': (3, 2), 'recurrent': (2,)}, steps=12, seed=3)
 
+  steps = {}
+
   def run(params, state, tx, grads):
-    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+    if tx not in steps:
+      steps[tx] = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+    step = steps[tx]
     for g in grads:
       params, state = step(params, state, g)
     return params, state
@@ -355,3 +361,28 @@ def test_bad_averaging_configs_are_config_errors():
   assert config.ema == {'decay': 0.999, 'update_every_n_steps': 1, 'update_starting_at_step': None,
                         'update_starting_at_epoch': None} and config.swa is None
   assert jaxsched.load_config(config.to_dict()) == config
+
+
+SHARDED = """
+import jax, jax.numpy as jnp, numpy as np, optax, jaxsched
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+mesh = Mesh(np.array(jax.devices()), ('d',))
+params = {'w': jax.device_put(jnp.arange(8.0), NamedSharding(mesh, P('d'))),
+          'b': jax.device_put(jnp.ones(4), NamedSharding(mesh, P()))}
+tx = jaxsched.build({'optimizer': 'SGD', 'scheduler': None, 'ema': {'decay': 0.5}}, params)
+state = tx.init(params)
+step = jax.jit(lambda p, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(p, s, p)))
+p, state = step(params, state)
+avg = jaxsched.averaged_params(state, p)
+for k in params:
+  assert avg[k].sharding.is_equivalent_to(params[k].sharding, 1), (k, avg[k].sharding)
+# w <- w - 0.01 * w (the gradient is w), averaged with decay 0.5 after the first update's copy
+np.testing.assert_allclose(avg['w'], np.arange(8.0) * 0.99, rtol=1e-6)
+print('ok')
+"""
+
+
+def test_the_average_is_sharded_like_the_params():
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  proc = subprocess.run([sys.executable, '-c', SHARDED], capture_output=True, text=True, env=env, timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-3000:]
