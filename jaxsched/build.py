@@ -243,6 +243,8 @@ def _group_setup(config: Config, group: Group, index: int, count: int, batches: 
   """The group's learning rate (float, schedule or Plateau) and optimizer keywords;
   ``swa_swap`` (SWA's first epoch, optimizer steps per epoch): SWALR takes over there."""
   sched_kwargs = _per_group(config, dict(config.scheduler_kwargs), index, count)
+  if swa_swap is not None and run_steps is not None:  # the configured scheduler runs until SWALR takes over
+    run_steps = min(run_steps, swa_swap[0] * swa_swap[1])
   lr, momentum = _learning_rate(config, group, sched_kwargs, batches, run_steps)
   if swa_swap is not None:
     lr, momentum = averaging.swa_learning_rate(config.swa, lr, momentum, index, count, *swa_swap)

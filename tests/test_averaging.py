@@ -356,6 +356,11 @@ def test_bad_averaging_configs_are_config_errors():
   assert_config_error(lambda: build({'ema': {'update_starting_at_epoch': 1}}), ['batches_per_epoch'])
   assert_config_error(lambda: jaxsched.schedule('SWALR', 0.1), ["'swa_lr'"])
   assert_config_error(lambda: jaxsched.schedule('SWALR', 0.1, swa_lr=0.1, anneal_epochs=-1), ['anneal_epochs=-1'])
+  # OneCycleLR over 6 steps in a run of 12: torch would raise, unless SWALR replaces it at step 3
+  one_cycle = {'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 6},
+               'scheduler_configs': {'interval': 'step'}}
+  assert_config_error(lambda: build(one_cycle, batches_per_epoch=3, run_steps=12), ['total_steps=6'])
+  build({**one_cycle, 'swa': {'swa_lrs': 0.01, 'swa_epoch_start': 2}}, batches_per_epoch=3, run_steps=12, max_epochs=4)
   # the defaults, filled in
   config = jaxsched.load_config({'ema': True, 'swa': None})
   assert config.ema == {'decay': 0.999, 'update_every_n_steps': 1, 'update_starting_at_step': None,
