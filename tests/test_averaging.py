@@ -285,7 +285,10 @@ def test_resuming_in_the_middle_of_swa_gives_the_same_numbers():
 
   def run(params, state, tx, grads):
     if tx not in steps:
-      steps[tx] = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+      def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+      steps[tx] = jax.jit(step)
     step = steps[tx]
     for g in grads:
       params, state = step(params, state, g)
@@ -376,8 +379,8 @@ params = {'w': jax.device_put(jnp.arange(8.0), NamedSharding(mesh, P('d'))),
           'b': jax.device_put(jnp.ones(4), NamedSharding(mesh, P()))}
 tx = jaxsched.build({'optimizer': 'SGD', 'scheduler': None, 'ema': {'decay': 0.5}}, params)
 state = tx.init(params)
-step = jax.jit(lambda p, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(p, s, p)))
-p, state = step(params, state)
+updates, state = jax.jit(tx.update)(params, state, params)
+p = optax.apply_updates(params, updates)
 avg = jaxsched.averaged_params(state, p)
 for k in params:
   assert avg[k].sharding.is_equivalent_to(params[k].sharding, 1), (k, avg[k].sharding)
