@@ -1,6 +1,7 @@
 """jaxsched: DynVision's torch optimizers and LR schedulers, by string ID, for JAX/Optax."""
 
 from jaxsched._errors import ConfigError, ConfigWarning
+from jaxsched.averaging import averaged_params, final_params
 from jaxsched.build import build, current_lr, current_momentum, load_config, lr_log_names, set_lr, skipped_steps
 from jaxsched.cli.simulate import lr_curve
 from jaxsched.compat import carry_over, check_compatible
@@ -11,7 +12,8 @@ from jaxsched.schedules import SCHEDULES, Schedule, schedule
 
 __all__ = [
     'Config', 'ConfigError', 'ConfigWarning', 'OPTIMIZERS', 'Plateau', 'PlateauState', 'SCHEDULES', 'Schedule',
-    'build', 'carry_over', 'check_compatible', 'current_lr', 'current_momentum', 'load_config', 'lr_curve',
+    'averaged_params', 'build', 'carry_over', 'check_compatible', 'current_lr', 'current_momentum', 'final_params',
+    'load_config', 'lr_curve',
     'lr_log_names', 'optimizer', 'patterns', 'reduce_on_plateau', 'report', 'schedule', 'set_lr', 'skipped_steps',
 ]
 __version__ = '0.1.0'

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsched import _checks
+from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, read_config
@@ -69,7 +69,7 @@ def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 
 
 def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, steps_per_epoch: int | None = None,
-          run_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+          run_steps: int | None = None, max_epochs: int | None = None) -> optax.GradientTransformationExtraArgs:
   """One Optax transformation for ``params`` from a config; one ``update`` per training batch.
 
   Args:
@@ -85,6 +85,9 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
     run_steps: the run's optimizer steps, where known: a schedule torch cannot
       step that far (OneCycleLR past total_steps, where torch raises) is then a
       ConfigError here rather than a held LR inside jit.
+    max_epochs: the run's epochs (Lightning's ``Trainer(max_epochs)``), for ``swa``:
+      needed for a float ``swa_epoch_start``; the weights become the average when
+      that many epochs have run.
 
   Raises:
     ConfigError: a bad config; a leaf of ``params`` that is not a float or
@@ -102,6 +105,8 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
     is there with accumulate_grad_batches > 1 or skip_nonfinite. ``report`` feeds the
     plateaus, ``current_lr`` and ``set_lr`` read and write the groups' LRs, and
     ``skipped_steps`` counts the batches dropped for non-finite gradients.
+    With ``ema`` or ``swa`` the whole is wrapped by :func:`jaxsched.averaging.average`,
+    which keeps the average (one copy of the parameters) in the state.
   """
   config = config if isinstance(config, Config) else load_config(config)
   batches = epoch_batches(config, batches_per_epoch, steps_per_epoch)
@@ -111,9 +116,12 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
   group_list = groups(config, params)
   if config.optimizer == 'LBFGS' and len(group_list) > 1:
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
+  rules = averaging.resolve(config.ema, config.swa, batches, max_epochs)
+  swa_swap = None if config.swa is None else (rules.start_epochs[0], -(-batches // config.accumulate_grad_batches))
   rates, kwargs = {}, {}
   for i, group in enumerate(group_list):
-    rates[group.name], kwargs[group.name] = _group_setup(config, group, i, len(group_list), batches, run_steps)
+    rates[group.name], kwargs[group.name] = _group_setup(config, group, i, len(group_list), batches, run_steps,
+                                                         swa_swap)
   # labels as a function of the tree, so containers such as nnx.State keep their own type
   labels = lambda tree: param_labels(config, tree)  # noqa: E731
   if _shares_direction(config, group_list):
@@ -133,6 +141,8 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
     tx = optax.chain(clip, tx)
   if config.accumulate_grad_batches > 1 or config.skip_nonfinite:
     tx = accumulate(tx, config.accumulate_grad_batches, batches, config.skip_nonfinite)
+  if rules is not None:
+    tx = averaging.average(tx, rules, config.accumulate_grad_batches, batches)
   init = tx.init
   return tx._replace(init=lambda tree: init(_trainable(tree)))
 

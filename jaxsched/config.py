@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from jaxsched import _checks
+from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, ConfigWarning
 
 SCHEDULER_CONFIG_KEYS = {
@@ -56,6 +56,8 @@ class Config:
     accumulate_grad_batches: micro-batches per optimizer step.
     skip_nonfinite: skip (and count) steps whose gradient holds a NaN or an
       Inf (``optax.apply_if_finite``); by default they propagate, as in torch.
+    ema, swa: Lightning's EMAWeightAveraging / StochasticWeightAveraging
+      arguments with every default filled in (:mod:`jaxsched.averaging`), or None.
   """
 
   optimizer: str = 'Adam'
@@ -73,6 +75,8 @@ class Config:
   gradient_clip_algorithm: str = 'norm'
   accumulate_grad_batches: int = 1
   skip_nonfinite: bool = False
+  ema: Mapping[str, Any] | None = None
+  swa: Mapping[str, Any] | None = None
 
   @property
   def monitor(self) -> str:
@@ -451,6 +455,9 @@ def _check(v: dict[str, Any]) -> Config:
     out['accumulate_grad_batches'] = _checks.COUNT('accumulate_grad_batches', v['accumulate_grad_batches'])
   if v.get('skip_nonfinite') is not None:
     out['skip_nonfinite'] = _checks.Boolean()('skip_nonfinite', v['skip_nonfinite'])
+  for key in ('ema', 'swa'):
+    if v.get(key) is not None:
+      out[key] = averaging.check_config(key, v[key])
   return Config(**out)
 
 

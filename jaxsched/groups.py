@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 
-from jaxsched import _checks
+from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError
 from jaxsched.config import Config
 from jaxsched.optimizers import OPTIMIZERS, optax_aliases, optimizer, resolve
@@ -30,6 +30,7 @@ PER_GROUP = {
     'OneCycleLR': ('max_lr', 'base_momentum', 'max_momentum'),
     'CyclicLR': ('base_lr', 'max_lr', 'base_momentum', 'max_momentum'),
     PLATEAU: ('min_lr',),
+    'SWALR': ('swa_lr',),
 }
 # Optimizer keywords torch reads from the constructor only: a param group's own value
 # has no effect (torch.optim.Adagrad fills every accumulator from its constructor's
@@ -243,10 +244,15 @@ def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], batches
 
 
 def _group_setup(config: Config, group: Group, index: int, count: int, batches: int | None,
-                 run_steps: int | None = None) -> tuple[Any, dict[str, Any]]:
-  """The group's learning rate (float, schedule or Plateau) and optimizer keywords."""
+                 run_steps: int | None = None, swa_swap: tuple[int, int] | None = None) -> tuple[Any, dict[str, Any]]:
+  """The group's learning rate (float, schedule or Plateau) and optimizer keywords;
+  ``swa_swap`` (SWA's first epoch, optimizer steps per epoch): SWALR takes over there."""
   sched_kwargs = _per_group(config, dict(config.scheduler_kwargs), index, count)
+  if swa_swap is not None and run_steps is not None:  # the configured scheduler runs until SWALR takes over
+    run_steps = min(run_steps, swa_swap[0] * swa_swap[1])
   lr, momentum = _learning_rate(config, group, sched_kwargs, batches, run_steps)
+  if swa_swap is not None:
+    lr, momentum = averaging.swa_learning_rate(config.swa, lr, momentum, index, count, *swa_swap)
   return lr, _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
 
 
@@ -302,6 +308,8 @@ def validate(config: Config) -> Config:
       cycling with an optimizer without momentum.
   """
   optimizer(config.optimizer, learning_rate=config.learning_rate, **config.optimizer_kwargs)  # names first
+  averaging.check_combination(config.ema, config.swa, config.scheduler,
+                              config.scheduler == 'SequentialLR' and _ends_in_plateau(config.scheduler_kwargs))
   configured = configured_groups(config)
   if configured[0].learning_rate is None and config.scheduler is not None:
     raise ConfigError(f'{config.optimizer} has no default learning rate: set learning_rate for the '

@@ -513,6 +513,7 @@ EXTREMES = [  # (name, kwargs, horizons): powers out of range, huge periods, cou
     ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=7, step_size_down=3, mode='exp_range', gamma=0.5),
      [7, 10]),
     ('OneCycleLR', dict(max_lr=0.1, total_steps=_I, three_phase=True), [644245093, 1288490186, _I]),
+    ('SWALR', dict(swa_lr=1e-3, anneal_epochs=_I), [_I]),
     ('SequentialLR', dict(schedulers=[M('LinearLR', start_factor=0.1, total_iters=5), M('StepLR', step_size=3, gamma=1e-30),
                                       M('CosineAnnealingWarmRestarts', T_0=_I)], milestones=[5, 10**6]), [5, 10**6]),
     ('ChainedScheduler', dict(schedulers=[M('ExponentialLR', gamma=0.5), M('PolynomialLR', total_iters=100, power=100.0),
