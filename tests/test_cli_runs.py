@@ -175,6 +175,18 @@ def test_a_run_beyond_the_limits_is_one_error_naming_the_limit(command, argv, wo
   assert all(w in error for w in words), error
 
 
+def test_check_shows_where_swa_takes_over_and_overrides_that_drop_keywords(command):
+  status, out, err = command('check', 'sgd_step_decay', 'swa={swa_lrs:0.01,swa_epoch_start:0.6,annealing_epochs:2}',
+                             '--epochs', 10, '--batches-per-epoch', 3)
+  assert status == 0, err
+  row = next(line.split() for line in out.splitlines() if 'SWA starts, SWALR takes over' in line)
+  assert row[:2] == ['15', '5']  # Lightning: epoch int(0.6 * 10) - 1, 0-based
+  end = next(line.split() for line in out.splitlines() if re.match(r'29\s+9\s+end', line))
+  assert end[-1] == '0.01'  # annealed to swa_lrs in 2 epochs
+  status, out, err = command('check', 'sgd_step_decay', 'optimizer=Adam', '--epochs', 3, '--steps-per-epoch', 2)
+  assert status == 0 and 'note: optimizer_kwargs momentum=0.9 dropped' in err, err
+
+
 def test_strict_turns_warnings_into_exit_1(command):
   status, out, err = command('check', 'sgd_step_decay', 'learning_rate=1e-6', '--epochs', 3, '--steps-per-epoch', 2)
   assert status == 0 and 'OK: no errors, 2 warnings.' in out, err

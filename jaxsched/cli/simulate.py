@@ -262,6 +262,22 @@ def schedule_marks(config) -> list[tuple[int, str]]:
   return marks
 
 
+def averaging_marks(config, run: Run) -> list[tuple[int, str]]:
+  """(optimizer step, label) where weight averaging starts: SWA's first epoch, where
+  SWALR takes over the LR, and EMA's ``update_starting_at_step``."""
+  from jaxsched import averaging
+
+  rules = averaging.resolve(config.ema, config.swa, run.batches_per_epoch, run.epochs)
+  if rules is None:
+    return []
+  marks = []
+  if rules.start_epochs is not None:
+    marks.append((rules.start_epochs[0] * run.steps_per_epoch, 'SWA starts, SWALR takes over'))
+  if rules.start_step:
+    marks.append((int(rules.start_step), 'EMA starts'))
+  return marks
+
+
 def first_at_least(fn: Callable[[np.ndarray], np.ndarray], targets: np.ndarray, n: int) -> np.ndarray:
   """For each target t, the least k in [0, n) with fn(k) >= t (n if none), for a
   non-decreasing fn of int64 arrays: a binary search, ~31 evaluations."""
@@ -297,12 +313,13 @@ def simulate(config, run: Run, metrics: Sequence[float] | None = None, samples: 
   params = dummy_params(config)
   order = [g.name for g in groups(config, params)]
   # run_steps: torch raises when a OneCycleLR is stepped past total_steps, and so does this
-  tx = build(config, params, batches_per_epoch=run.batches_per_epoch, run_steps=run.steps)
+  tx = build(config, params, batches_per_epoch=run.batches_per_epoch, run_steps=run.steps, max_epochs=run.epochs)
   n = run.steps
   count = scheduler_steps(config, run.batches_per_epoch) if config.scheduler else np.zeros_like
   turns = schedule_marks(config)
   firsts = first_at_least(count, [c for c, _ in turns], n)
   marks = [(int(k), label) for (c, label), k in zip(turns, firsts) if k < n and count(k) == c]
+  marks += [(k, label) for k, label in averaging_marks(config, run) if k < n]
   wanted = [_spread(n, samples), first_at_least(count, _spread(int(count(n - 1)) + 1, samples), n),
             np.array([k for k, _ in marks] + [0, n // 2, n - 1], np.int64)]
 
