@@ -1,0 +1,237 @@
+"""Switching between torch and jaxsched mid-run: from_torch, to_torch, load_lightning_checkpoint.
+
+Each case trains a small torch model with the config's torch optimizer and
+scheduler (Lightning's loop rules: accumulation, interval, frequency, plateau
+reports at epoch ends) for a while, hands the state over, and checks that the
+other side continues exactly as the first would have on its own: torch's run
+from the handed-over JAX state, and the JAX run from torch's state, are compared
+after every step in float64 within 1e-9.
+"""
+
+import copy
+import logging
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import jaxsched
+from jaxsched import layouts
+from oracle import assert_config_error, max_rel_diff, x64
+from test_muon import torch_newton_schulz
+
+EPOCH = 4  # micro-batches per epoch
+
+
+class Net(torch.nn.Module):
+  """A Linear, a Conv2d, a norm layer's scale and bias and a recurrent Linear (each optional)."""
+
+  def __init__(self, parts=('fc', 'conv', 'norm', 'recurrent')):
+    super().__init__()
+    make = {'fc': lambda: torch.nn.Linear(4, 3), 'conv': lambda: torch.nn.Conv2d(2, 3, (2, 3)),
+            'norm': lambda: torch.nn.BatchNorm1d(3), 'recurrent': lambda: torch.nn.Linear(3, 3),
+            'proj': lambda: torch.nn.Linear(4, 3, bias=False), 'square': lambda: torch.nn.Linear(3, 3, bias=False)}
+    for part in parts:
+      self.add_module(part, make[part]())
+    self.double()
+
+
+def torch_names(module):
+  return [n for n, _ in module.named_parameters()]
+
+
+def jax_params(module):
+  return jax.tree.map(jnp.asarray, layouts.torch_params(dict(module.named_parameters())))
+
+
+def gradients(module, count, seed=1):
+  rng = np.random.default_rng(seed)
+  return [{n: rng.normal(size=p.shape) for n, p in module.named_parameters()} for _ in range(count)]
+
+
+def torch_run(config, module, optimizer, scheduler, grads, start, stop, metrics):
+  """Lightning's loop over micro-batches ``start..stop`` (global indices): the parameters after each."""
+  cfg = jaxsched.load_config(config)
+  n, sc = cfg.accumulate_grad_batches, cfg.scheduler_configs
+  params = dict(module.named_parameters())
+  out = []
+  for i in range(start, stop):
+    epoch, b = divmod(i, EPOCH)
+    for name, p in params.items():
+      g = torch.tensor(grads[i][name]) / n
+      p.grad = g if b % n == 0 else p.grad + g
+      if cfg.optimizer == 'SparseAdam':
+        p.grad = p.grad.to_sparse()
+    if (b + 1) % n == 0 or b + 1 == EPOCH:
+      optimizer.step()
+      if scheduler is not None and sc['interval'] == 'step' and (b + 1) % sc['frequency'] == 0:
+        scheduler.step()
+    if b + 1 == EPOCH and scheduler is not None and sc['interval'] == 'epoch' and (epoch + 1) % sc['frequency'] == 0:
+      if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(metrics[epoch])
+      else:
+        scheduler.step()
+    out.append({k: v.detach().numpy().copy() for k, v in params.items()})
+  return out
+
+
+def optimizer_steps(config, batches):
+  """Optimizer steps in the first ``batches`` micro-batches (Lightning's global_step)."""
+  n = jaxsched.load_config(config).accumulate_grad_batches
+  return sum(1 for i in range(batches) if (i % EPOCH + 1) % n == 0 or i % EPOCH + 1 == EPOCH)
+
+
+def jax_run(tx, params, state, grads, start, stop, metrics, names):
+  step = _jitted_step(tx)
+  out = []
+  for i in range(start, stop):
+    params, state = step(params, state, jax_params_of(grads[i]))
+    if (i + 1) % EPOCH == 0:
+      state = jaxsched.report(state, {'val_loss': metrics[i // EPOCH]})
+    out.append(layouts.torch_state_dict(params, names))
+  return params, state, out
+
+
+_STEPS = {}
+
+
+def _jitted_step(tx):
+  if id(tx) not in _STEPS:
+    def step(params, state, grads):
+      updates, state = tx.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+    _STEPS[id(tx)] = (tx, jax.jit(step))
+  return _STEPS[id(tx)][1]
+
+
+def jax_params_of(torch_grads):
+  return jax.tree.map(jnp.asarray, layouts.torch_params(torch_grads))
+
+
+def assert_close(actual, expected, what):
+  for step, (a, e) in enumerate(zip(actual, expected, strict=True)):
+    d = max_rel_diff(a, e)
+    assert d <= 1e-9, f'{what}, step {step} after the switch: max relative difference {d:.3g}'
+
+
+def switch_both_ways(config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6, stop=12, seed=0):
+  """torch -> JAX and JAX -> torch after ``switch`` micro-batches, compared until ``stop``."""
+  metrics = [1.0, 0.9, 0.95, 0.97, 0.99, 0.98, 0.5, 0.6][: stop // EPOCH + 1]
+  with x64('float64'):
+    torch.manual_seed(seed)
+    module = Net(parts)
+    names = torch_names(module)
+    grads = gradients(module, stop, seed)
+    init = copy.deepcopy(module)
+    params0 = jax_params(module)
+    tx = jaxsched.build(config, params0, batches_per_epoch=EPOCH)
+
+    # torch -> JAX
+    optimizer = jaxsched.torch_optimizer(config, module.named_parameters())
+    scheduler = jaxsched.torch_scheduler(config, optimizer)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore')
+      torch_run(config, module, optimizer, scheduler, grads, 0, switch, metrics)
+      steps = optimizer_steps(config, switch)
+      sd = copy.deepcopy(optimizer.state_dict())
+      sched_sd = copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None
+      params = jax_params(module)
+      expected = torch_run(config, module, optimizer, scheduler, grads, switch, stop, metrics)
+    state = jaxsched.from_torch(config, params, sd, sched_sd, torch_names=names, batches_per_epoch=EPOCH, step=steps)
+    _, _, actual = jax_run(tx, params, state, grads, switch, stop, metrics, names)
+    assert_close(actual, expected, 'torch -> JAX')
+
+    # JAX -> torch
+    params, state, _ = jax_run(tx, params0, tx.init(params0), grads, 0, switch, metrics, names)
+    _, _, expected = jax_run(tx, params, state, grads, switch, stop, metrics, names)
+    sd, sched_sd = jaxsched.to_torch(config, state, params, torch_names=names, batches_per_epoch=EPOCH)
+    module = init
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()},
+                           strict=False)
+    optimizer = jaxsched.torch_optimizer(config, module.named_parameters())
+    scheduler = jaxsched.torch_scheduler(config, optimizer)
+    optimizer.load_state_dict(sd)
+    if scheduler is not None:
+      scheduler.load_state_dict(sched_sd)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore')
+      actual = torch_run(config, module, optimizer, scheduler, grads, switch, stop, metrics)
+    assert_close(actual, expected, 'JAX -> torch')
+
+
+def cfg(optimizer, scheduler=None, lr=0.01, **extra):
+  return {'optimizer': optimizer, 'learning_rate': lr, 'scheduler': scheduler, **extra}
+
+
+OPTIMIZER_CASES = {
+    'SGD nesterov': cfg('SGD', optimizer_kwargs={'momentum': 0.9, 'nesterov': True, 'weight_decay': 0.01}),
+    'SGD dampening': cfg('SGD', optimizer_kwargs={'momentum': 0.5, 'dampening': 0.3}),
+    'Adam amsgrad': cfg('Adam', optimizer_kwargs={'amsgrad': True, 'weight_decay': 0.01}),
+    'AdamW': cfg('AdamW'),
+    'Adamax': cfg('Adamax'),
+    'NAdam': cfg('NAdam'),
+    'RAdam': cfg('RAdam'),
+    'RMSprop centered momentum': cfg('RMSprop', optimizer_kwargs={'momentum': 0.9, 'centered': True}),
+    'Adagrad': cfg('Adagrad', optimizer_kwargs={'lr_decay': 0.01, 'initial_accumulator_value': 0.1}),
+    'Adadelta': cfg('Adadelta', lr=1.0),
+    'Rprop': cfg('Rprop'),
+    'ASGD averaging': cfg('ASGD', optimizer_kwargs={'t0': 2.0, 'lambd': 0.01}),
+    'SparseAdam': cfg('SparseAdam'),
+}
+
+
+@pytest.mark.parametrize('name', OPTIMIZER_CASES)
+def test_every_optimizer_switches_both_ways_mid_run(name):
+  switch_both_ways(OPTIMIZER_CASES[name])
+
+
+def test_adafactor_with_dense_kernels_switches_both_ways():
+  # Adafactor factors the last two dimensions: a Dense kernel's swap keeps the same factors
+  switch_both_ways(cfg('Adafactor', optimizer_kwargs={'weight_decay': 0.01}), parts=('fc', 'norm', 'recurrent'))
+
+
+def test_muon_switches_both_ways_where_the_layout_keeps_its_math():
+  config = cfg('Muon', lr=0.02, optimizer_kwargs={'adjust_lr_fn': 'match_rms_adamw', 'ns_dtype': 'float64'})
+  with torch_newton_schulz('float64'):
+    switch_both_ways(config, parts=('proj', 'square'))
+
+
+SCHEDULER_CASES = {
+    'StepLR epoch': cfg('SGD', 'StepLR', lr=0.1, scheduler_kwargs={'step_size': 1, 'gamma': 0.5}),
+    'MultiStepLR step': cfg('Adam', 'MultiStepLR', scheduler_kwargs={'milestones': [3, 7], 'gamma': 0.3},
+                            scheduler_configs={'interval': 'step'}),
+    'CosineAnnealingLR recurrent group': cfg(
+        'SGD', 'CosineAnnealingLR', lr=0.1, recurrent_learning_rate_multiplier=0.3,
+        scheduler_kwargs={'T_max': 5, 'eta_min': 0.001}),
+    'OneCycleLR mid-cycle, cycled beta1, two groups': cfg(
+        'AdamW', 'OneCycleLR', recurrent_learning_rate_multiplier=0.5, scheduler_configs={'interval': 'step'},
+        scheduler_kwargs={'max_lr': [0.05, 0.02], 'total_steps': 20}),
+    'CyclicLR cycled momentum, frequency 2': cfg(
+        'SGD', 'CyclicLR', scheduler_configs={'interval': 'step', 'frequency': 2},
+        scheduler_kwargs={'base_lr': 0.01, 'max_lr': 0.1, 'step_size_up': 2}),
+    'LinearWarmupCosineAnnealingLR': cfg(
+        'Adam', 'LinearWarmupCosineAnnealingLR', scheduler_configs={'interval': 'step'},
+        scheduler_kwargs={'warmup_epochs': 4, 'max_epochs': 14, 'warmup_start_lr': 1e-4}),
+    'SequentialLR': cfg(
+        'SGD', 'SequentialLR', lr=0.1, scheduler_configs={'interval': 'step'},
+        scheduler_kwargs={'milestones': [4], 'schedulers': [
+            {'scheduler': 'LinearLR', 'scheduler_kwargs': {'start_factor': 0.1, 'total_iters': 4}},
+            {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.8}}]}),
+    'ReduceLROnPlateau in cooldown': cfg(
+        'SGD', 'ReduceLROnPlateau', lr=0.1, scheduler_configs={'monitor': 'val_loss'},
+        scheduler_kwargs={'patience': 0, 'cooldown': 2, 'factor': 0.5}),
+    'accumulation mid-epoch, named group': cfg(
+        'Adam', 'ExponentialLR', accumulate_grad_batches=3, scheduler_kwargs={'gamma': 0.7},
+        lr_parameter_groups={'conv': {'lr_factor': 0.1, 'weight_decay': 0.01}}),
+}
+
+
+@pytest.mark.parametrize('name', SCHEDULER_CASES)
+def test_schedulers_continue_from_their_position(name):
+  switch = 7 if 'accumulation' in name else 6  # an optimizer step's boundary inside an epoch
+  switch_both_ways(SCHEDULER_CASES[name], switch=switch, stop=switch + 7)
