@@ -88,9 +88,11 @@ def torch_optimizer(config: Any, named_parameters: Iterable[tuple[str, Any]], ru
   placed = group_names(config, {n: p.ndim for n, p in named.items()}, as_rule(rule))
   if config.optimizer == 'LBFGS' and len(placed) > 1:
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
-  param_groups = [{'params': [named[n] for n in names], **torch_kwargs(config, g.optimizer_kwargs, g.learning_rate)}
-                  for g, names in placed]
   defaults = torch_kwargs(config, config.optimizer_kwargs, placed[0][0].learning_rate)
+  # a group states what differs from the constructor's keywords (torch fills in the rest, e.g. LBFGS's max_eval)
+  param_groups = [{'params': [named[n] for n in names], **{
+      k: v for k, v in torch_kwargs(config, g.optimizer_kwargs, g.learning_rate).items() if v != defaults[k]}}
+      for g, names in placed]
   return getattr(torch.optim, config.optimizer)(param_groups, **defaults)
 
 

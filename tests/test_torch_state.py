@@ -22,6 +22,7 @@ import torch
 
 import jaxsched
 from jaxsched import layouts
+from jaxsched.optimizers.lbfgs import LBFGSState
 from oracle import assert_config_error, max_rel_diff, x64
 from test_muon import torch_newton_schulz
 
@@ -235,3 +236,83 @@ SCHEDULER_CASES = {
 def test_schedulers_continue_from_their_position(name):
   switch = 7 if 'accumulation' in name else 6  # an optimizer step's boundary inside an epoch
   switch_both_ways(SCHEDULER_CASES[name], switch=switch, stop=switch + 7)
+
+
+def quartic(coefs):
+  """sum(a p^2 / 2 + b p + p^4 / 10) over the parameters: LBFGS's closure, with its curvature pairs."""
+  def loss(params):
+    return sum((a * p * p / 2 + b * p + p ** 4 / 10).sum() for p, (a, b) in
+               ((params[k], coefs[k]) for k in coefs))
+  return loss
+
+
+def test_lbfgs_with_its_history_switches_both_ways():
+  config = cfg('LBFGS', lr=0.5, optimizer_kwargs={'max_iter': 3, 'history_size': 3, 'line_search_fn': 'strong_wolfe'})
+  switch, stop = 3, 6
+  with x64('float64'):
+    torch.manual_seed(0)
+    module = Net(('fc', 'conv'))
+    names = torch_names(module)
+    rng = np.random.default_rng(0)
+    coefs = {n: (1 + rng.random(p.shape), rng.normal(size=p.shape)) for n, p in module.named_parameters()}
+    torch_loss = quartic({n: tuple(map(torch.tensor, c)) for n, c in coefs.items()})
+    jax_coefs = {n: tuple(layouts.flax_rule(n, np.ndim(c[0]))[1].to_jax(x) for x in c) for n, c in coefs.items()}
+    jax_loss = quartic(jax_coefs)
+
+    paths = {n: layouts.resolve(layouts.flax_rule, n, layouts.leaf_paths(jax_params(module)))[0] for n in names}
+
+    def value_fn(params):
+      by_path = layouts.leaf_paths(params)
+      return jax_loss({n: by_path[paths[n]] for n in names})
+
+    def torch_steps(module, optimizer, count):
+      params = dict(module.named_parameters())
+
+      def closure():
+        optimizer.zero_grad()
+        loss = torch_loss(params)
+        loss.backward()
+        return loss
+
+      out = []
+      for _ in range(count):
+        optimizer.step(closure)
+        out.append({k: v.detach().numpy().copy() for k, v in params.items()})
+      return out
+
+    params0 = jax_params(module)
+    tx = jaxsched.build(config, params0)
+
+    @jax.jit
+    def jax_step(params, state):
+      updates, state = tx.update(jax.grad(value_fn)(params), state, params, value_fn=value_fn)
+      return optax.apply_updates(params, updates), state
+
+    def jax_steps(params, state, count):
+      out = []
+      for _ in range(count):
+        params, state = jax_step(params, state)
+        out.append(layouts.torch_state_dict(params, names))
+      return params, state, out
+
+    init = copy.deepcopy(module)
+    optimizer = jaxsched.torch_optimizer(config, module.named_parameters())
+    torch_steps(module, optimizer, switch)
+    sd = copy.deepcopy(optimizer.state_dict())
+    assert len(sd['state'][0]['old_dirs']) == 3  # the history is full
+    params = jax_params(module)
+    expected = torch_steps(module, optimizer, stop - switch)
+    state = jaxsched.from_torch(config, params, sd, torch_names=names)
+    assert_close(jax_steps(params, state, stop - switch)[2], expected, 'torch -> JAX')
+
+    params, state, _ = jax_steps(params0, tx.init(params0), switch)
+    lbfgs_state, = [x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, LBFGSState))
+                    if isinstance(x, LBFGSState)]
+    assert int(lbfgs_state.head) != 0  # the ring has wrapped
+    _, _, expected = jax_steps(params, state, stop - switch)
+    sd, _ = jaxsched.to_torch(config, state, params, torch_names=names)
+    init.load_state_dict({k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()},
+                         strict=False)
+    optimizer = jaxsched.torch_optimizer(config, init.named_parameters())
+    optimizer.load_state_dict(sd)
+    assert_close(torch_steps(init, optimizer, stop - switch), expected, 'JAX -> torch')
