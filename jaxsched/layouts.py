@@ -170,8 +170,7 @@ def torch_params(state_dict: Mapping[str, Any], rule: Rule | Mapping[str, Any] |
   if like is None:
     return _nested({path: value for path, (_, value) in flat.items()})
 
-  def fill(path_leaf):
-    path, leaf = path_leaf
+  def fill(path, leaf):
     if path not in flat:
       raise ConfigError(f'the JAX parameter {path!r} has no torch counterpart under the rule; torch names map to: '
                         f'{", ".join(sorted(flat)) or "nothing"}.')
@@ -179,9 +178,9 @@ def torch_params(state_dict: Mapping[str, Any], rule: Rule | Mapping[str, Any] |
     if value.shape != tuple(np.shape(leaf)):
       raise ConfigError(f'torch {name!r} of shape {value.shape} (after the layout change) does not fit the JAX '
                         f'parameter {path!r} of shape {tuple(np.shape(leaf))}.')
-    return value.astype(np.result_type(leaf))
+    return value.astype(np.asarray(leaf).dtype)
 
-  values = {p: fill((p, leaf)) for p, leaf in leaf_paths(like).items()}
+  values = {p: fill(p, leaf) for p, leaf in leaf_paths(like).items()}
   return jax.tree_util.tree_map_with_path(lambda p, _: jax.numpy.asarray(values[path_name(p)]), like)
 
 

@@ -28,7 +28,7 @@ from jaxsched._errors import ConfigError
 from jaxsched.accumulate import AccumulateState
 from jaxsched.build import PLATEAU, _labeller, build, epoch_batches, groups, path_name, scheduler_steps
 from jaxsched.config import Config
-from jaxsched.layouts import Layout, Rule, as_numpy, as_rule, leaf_paths, resolve, torch_state_dict
+from jaxsched.layouts import Layout, Rule, as_numpy, as_rule, leaf_paths, resolve, torch_params
 from jaxsched.optimizers.adadelta import ScaleByTorchAdadeltaState
 from jaxsched.optimizers.adafactor import AdafactorState
 from jaxsched.optimizers.adagrad import TorchAdagradState

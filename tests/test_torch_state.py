@@ -316,3 +316,74 @@ def test_lbfgs_with_its_history_switches_both_ways():
     optimizer = jaxsched.torch_optimizer(config, init.named_parameters())
     optimizer.load_state_dict(sd)
     assert_close(torch_steps(init, optimizer, stop - switch), expected, 'JAX -> torch')
+
+
+class Tiny(pl.LightningModule):
+  """A Linear and a recurrent Linear trained by Lightning from the config."""
+
+  def __init__(self, config, data):
+    super().__init__()
+    torch.manual_seed(0)
+    self.fc, self.recurrent = torch.nn.Linear(3, 2), torch.nn.Linear(2, 2, bias=False)
+    self.config, self.data = config, data
+    self.double()
+
+  def training_step(self, batch, batch_idx):
+    x, y = batch
+    return ((self.recurrent(torch.tanh(self.fc(x))) - y) ** 2).mean()
+
+  def train_dataloader(self):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*self.data), batch_size=4)
+
+  def configure_optimizers(self):
+    return jaxsched.configure_optimizers(self.config, self)
+
+
+def tiny_loss(params, x, y):
+  h = jnp.tanh(x @ params['fc']['kernel'] + params['fc']['bias'])
+  return jnp.mean((h @ params['recurrent']['kernel'] - y) ** 2)
+
+
+def fit(config, data, tmp_path, epochs, ckpt_path=None):
+  trainer = pl.Trainer(max_epochs=epochs, accelerator='cpu', devices=1, logger=False, enable_progress_bar=False,
+                       enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
+  model = Tiny(config, data)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
+    trainer.fit(model, ckpt_path=ckpt_path)
+  return trainer, model
+
+
+def test_a_lightning_checkpoint_continues_in_jax_and_goes_back(tmp_path):
+  config = cfg('AdamW', 'StepLR', lr=0.05, recurrent_learning_rate_multiplier=0.5,
+               optimizer_kwargs={'amsgrad': True}, scheduler_kwargs={'step_size': 1, 'gamma': 0.5})
+  rng = np.random.default_rng(0)
+  data = (torch.tensor(rng.normal(size=(12, 3))), torch.tensor(rng.normal(size=(12, 2))))
+  batches = 3
+  trainer, _ = fit(config, data, tmp_path, 2)
+  trainer.save_checkpoint(tmp_path / 'run.ckpt')
+  _, resumed = fit(config, data, tmp_path, 3, tmp_path / 'run.ckpt')  # Lightning's own third epoch
+  expected = {k: v.detach().numpy() for k, v in resumed.named_parameters()}
+  with x64('float64'):
+    like = {'fc': {'kernel': jnp.zeros((3, 2)), 'bias': jnp.zeros(2)}, 'recurrent': {'kernel': jnp.zeros((2, 2))}}
+    ckpt = jaxsched.load_lightning_checkpoint(tmp_path / 'run.ckpt', config, like, batches_per_epoch=batches)
+    assert (ckpt.epoch, ckpt.global_step) == (2, 6)
+    assert jaxsched.current_lr(ckpt.opt_state) == pytest.approx({'regular': 0.0125, 'recurrent': 0.00625})
+    tx = jaxsched.build(config, like, batches_per_epoch=batches)
+    params, state = ckpt.params, ckpt.opt_state
+    x, y = (jnp.asarray(t.numpy()) for t in data)
+    for b in range(batches):  # the loader does not shuffle
+      updates, state = tx.update(jax.grad(tiny_loss)(params, x[4 * b:4 * b + 4], y[4 * b:4 * b + 4]), state, params)
+      params = optax.apply_updates(params, updates)
+    names = ['fc.weight', 'fc.bias', 'recurrent.weight']
+    assert max_rel_diff(layouts.torch_state_dict(params, names), expected) < 1e-9
+
+    # and back: the checkpoint rewritten from the JAX state resumes in Lightning as the original
+    sd, sched_sd = jaxsched.to_torch(config, ckpt.opt_state, ckpt.params, torch_names=names, batches_per_epoch=batches)
+  saved = torch.load(tmp_path / 'run.ckpt', weights_only=True)
+  saved['optimizer_states'], saved['lr_schedulers'] = [sd], [sched_sd]
+  saved['state_dict'] = {k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(ckpt.params, names).items()}
+  torch.save(saved, tmp_path / 'back.ckpt')
+  _, again = fit(config, data, tmp_path, 3, tmp_path / 'back.ckpt')
+  assert max_rel_diff({k: v.detach().numpy() for k, v in again.named_parameters()}, expected) < 1e-12
