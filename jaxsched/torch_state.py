@@ -221,10 +221,11 @@ def check_scheduler(config: Config, saved: Mapping[str, Any] | None, fresh: Any,
   if fresh is None:
     raise ConfigError('the checkpoint has an LR scheduler, but the config has scheduler: null.')
   fresh_dict = fresh.state_dict()
-  for key in sorted(set(fresh_dict) - SCHEDULER_POSITION):
-    if key not in saved:
-      raise ConfigError(f'the checkpoint\'s {where} has no {key!r}: it is not a {type(fresh).__name__} '
-                        f'(its keys: {", ".join(sorted(saved))}).')
+  settings, saved_settings = set(fresh_dict) - SCHEDULER_POSITION, set(saved) - SCHEDULER_POSITION
+  if settings != saved_settings:
+    raise ConfigError(f'the checkpoint\'s {where} has the settings {sorted(saved_settings)}, the config\'s '
+                      f'{type(fresh).__name__} {sorted(settings)}: it comes from another scheduler class.')
+  for key in sorted(settings):
     if _plain(fresh_dict[key]) and not _same(saved[key], fresh_dict[key]):
       raise ConfigError(f'the checkpoint\'s {where} has {key}={saved[key]!r}, the config\'s {type(fresh).__name__} '
                         f'has {key}={fresh_dict[key]!r}.')

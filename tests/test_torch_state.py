@@ -387,3 +387,127 @@ def test_a_lightning_checkpoint_continues_in_jax_and_goes_back(tmp_path):
   torch.save(saved, tmp_path / 'back.ckpt')
   _, again = fit(config, data, tmp_path, 3, tmp_path / 'back.ckpt')
   assert max_rel_diff({k: v.detach().numpy() for k, v in again.named_parameters()}, expected) < 1e-12
+
+
+def test_dense_and_conv_layers_compute_the_same_after_conversion():
+  import flax.linen as nn
+  with x64('float64'):
+    torch.manual_seed(0)
+    linear, conv = torch.nn.Linear(4, 3).double(), torch.nn.Conv2d(2, 3, (2, 3)).double()
+    x = np.random.default_rng(0).normal(size=(5, 2, 6, 7))
+    dense = layouts.torch_params(dict(linear.named_parameters()))
+    kernel = layouts.torch_params(dict(conv.named_parameters()))
+    assert dense['kernel'].shape == (4, 3) and kernel['kernel'].shape == (2, 3, 2, 3)
+    np.testing.assert_allclose(nn.Dense(3).apply({'params': dense}, x[:, 0, 0, :4]),
+                               linear(torch.tensor(x[:, 0, 0, :4])).detach().numpy(), rtol=1e-12)
+    out = nn.Conv(3, (2, 3), padding='VALID').apply({'params': kernel}, x.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(out.transpose(0, 3, 1, 2), conv(torch.tensor(x)).detach().numpy(), rtol=1e-10)
+    # and back, by name
+    back = layouts.torch_state_dict({'conv': kernel, 'fc': dense}, ['conv.weight', 'fc.weight'])
+    np.testing.assert_array_equal(back['conv.weight'], conv.weight.detach().numpy())
+    np.testing.assert_array_equal(back['fc.weight'], linear.weight.detach().numpy())
+
+
+def test_a_rule_maps_what_flax_rule_does_not_know():
+  embed = torch.nn.Embedding(5, 3)
+  rule = layouts.with_overrides({'weight': ('embedding', layouts.SAME)})
+  np.testing.assert_array_equal(layouts.torch_params(dict(embed.named_parameters()), rule)['embedding'],
+                                embed.weight.detach().numpy())
+  norm = torch.nn.BatchNorm1d(3)
+  assert set(layouts.torch_params(norm.state_dict())) == {'scale', 'bias', 'mean', 'var'}  # num_batches_tracked: no
+
+
+def adam_checkpoint(config, parts=('fc', 'recurrent')):
+  """A torch optimizer (and scheduler) of ``config`` after two steps, and the JAX side's names and params."""
+  module = Net(parts)
+  optimizer = jaxsched.torch_optimizer(config, module.named_parameters())
+  scheduler = jaxsched.torch_scheduler(config, optimizer)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    for _ in range(2):
+      for p in module.parameters():
+        p.grad = torch.ones_like(p)
+      optimizer.step()
+      if scheduler is not None:
+        scheduler.step()
+  return (optimizer.state_dict(), scheduler.state_dict() if scheduler is not None else None,
+          torch_names(module), jax_params(module))
+
+
+MISMATCHES = {
+    'another optimizer class': (cfg('Adam'), cfg('SGD'), ['keys', 'another optimizer', 'SGD']),
+    'another setting': (cfg('Adam', optimizer_kwargs={'eps': 1e-6}), cfg('Adam'), ['eps=1e-06', 'eps=1e-08']),
+    'another amsgrad': (cfg('Adam'), cfg('Adam', optimizer_kwargs={'amsgrad': True}), ['amsgrad=False', 'amsgrad=True']),
+    'another number of groups': (cfg('Adam'), cfg('Adam', recurrent_learning_rate_multiplier=0.1),
+                                 ['1 param groups', 'gives 2', 'regular, recurrent']),
+    'another scheduler setting': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2, 'gamma': 0.5}),
+                                  cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}), ['gamma=0.5', 'gamma=0.1']),
+    'another scheduler class': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}),
+                                cfg('Adam', 'ExponentialLR', scheduler_kwargs={'gamma': 0.5}),
+                                ['another scheduler class', 'ExponentialLR', 'step_size']),
+    'another base lr': (cfg('Adam', 'StepLR', lr=0.1, scheduler_kwargs={'step_size': 2}),
+                        cfg('Adam', 'StepLR', lr=0.2, scheduler_kwargs={'step_size': 2}), ['base_lrs', '0.1', '0.2']),
+    'another interval': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 5}, scheduler_configs={'interval': 'step'}),
+                         cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 5}), ['stepped 2 times', 'epoch']),
+    'no scheduler in the config': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}), cfg('Adam'),
+                                   ['scheduler: null']),
+}
+
+
+@pytest.mark.parametrize('name', MISMATCHES)
+def test_a_checkpoint_that_does_not_fit_the_config_is_refused_with_the_difference(name):
+  saved_config, config, words = MISMATCHES[name]
+  with x64('float64'):
+    sd, sched, names, params = adam_checkpoint(saved_config)
+    assert_config_error(lambda: jaxsched.from_torch(config, params, sd, sched, torch_names=names,
+                                                    batches_per_epoch=EPOCH), words)
+
+
+def test_another_shape_or_name_is_refused():
+  with x64('float64'):
+    sd, _, names, params = adam_checkpoint(cfg('Adam'))
+    wider = dict(params, fc={'kernel': jnp.zeros((5, 3)), 'bias': jnp.zeros(3)})
+    assert_config_error(lambda: jaxsched.from_torch(cfg('Adam'), wider, sd, torch_names=names),
+                        ['exp_avg', "'fc.weight'", '(4, 3)', '(5, 3)'])
+    assert_config_error(lambda: jaxsched.from_torch(cfg('Adam'), params, sd, torch_names=['head.weight', *names[1:]]),
+                        ["'head.weight'", 'no JAX counterpart'])
+
+
+def test_an_optimizer_without_a_step_count_needs_the_step_for_an_epoch_schedule():
+  config = cfg('SGD', 'StepLR', scheduler_kwargs={'step_size': 2})
+  with x64('float64'):
+    sd, sched, names, params = adam_checkpoint(config)
+    assert_config_error(lambda: jaxsched.from_torch(config, params, sd, sched, torch_names=names,
+                                                    batches_per_epoch=EPOCH), ['give step='])
+
+
+def test_layout_changes_that_change_the_math_are_refused():
+  with x64('float64'):
+    sd, _, names, params = adam_checkpoint(cfg('Adafactor'), parts=('conv',))
+    assert_config_error(lambda: jaxsched.from_torch(cfg('Adafactor'), params, sd, torch_names=names),
+                        ['Adafactor factors the last two dimensions', "'conv.weight'", 'SAME'])
+    config = cfg('Muon')
+    sd, _, names, params = adam_checkpoint(config, parts=('proj',))
+    assert_config_error(lambda: jaxsched.from_torch(config, params, sd, torch_names=names),
+                        ['Muon', '(out, in)', "'proj.weight'", '(3, 4)', '(4, 3)'])
+    assert_config_error(lambda: jaxsched.to_torch(config, jaxsched.build(config, params).init(params), params,
+                                                  torch_names=names), ['Muon', 'SAME'])
+    # in torch's own layout Muon converts
+    rule = layouts.with_overrides({'proj.weight': ('proj/weight', layouts.SAME)})
+    params = {'proj': {'weight': jnp.zeros((3, 4))}}
+    state = jaxsched.from_torch(config, params, sd, torch_names=names, rule=rule)
+    buffer = jax.tree.leaves(state)[-1]
+    np.testing.assert_array_equal(buffer, sd['state'][0]['momentum_buffer'].numpy())
+
+
+def test_a_checkpoint_that_needs_more_than_weights_only_is_refused(tmp_path):
+  torch.save({'state_dict': {}, 'optimizer_states': [], 'hparams': Net()}, tmp_path / 'pickled.ckpt')
+  assert_config_error(lambda: jaxsched.load_lightning_checkpoint(tmp_path / 'pickled.ckpt', cfg('Adam'), {}),
+                      ['weights_only', 'pickled.ckpt'])
+
+
+def test_importing_jaxsched_does_not_import_torch():
+  import subprocess
+  import sys
+  code = 'import sys, jaxsched; assert "torch" not in sys.modules, "torch imported"'
+  subprocess.run([sys.executable, '-c', code], check=True)
