@@ -272,7 +272,8 @@ def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, 
 
 
 def _position(sched: Mapping[str, Any]) -> int:
-  return int(sched['last_epoch'])
+  """The scheduler's steps (ChainedScheduler: its members')."""
+  return int(sched['last_epoch']) if 'last_epoch' in sched else _position(sched['_schedulers'][0])
 
 
 def _torch_value(x: Any) -> Any:
@@ -509,7 +510,8 @@ def _plateau(plateau: PlateauState, torch_group: Mapping[str, Any], sched: Mappi
 def _scheduler_position(config: Config, sched: Any, sd: dict[str, Any], n: int, lrs: list[float]) -> dict[str, Any]:
   """A fresh scheduler's state dict moved to ``n`` steps, with the current LRs."""
   from bisect import bisect_right
-  sd.update(last_epoch=n, _step_count=n + 1, _last_lr=list(lrs), _is_initial=False)
+  position = {'last_epoch': n, '_step_count': n + 1, '_last_lr': list(lrs), '_is_initial': False}
+  sd.update({k: v for k, v in position.items() if k in sd})
   if 'T_cur' in sd:  # CosineAnnealingWarmRestarts: torch's own recurrence for the cycle
     t_cur, t_i = 0, sd['T_0']
     for _ in range(n):

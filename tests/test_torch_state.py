@@ -120,9 +120,14 @@ def assert_close(actual, expected, what):
     assert d <= 1e-9, f'{what}, step {step} after the switch: max relative difference {d:.3g}'
 
 
-def switch_both_ways(config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6, stop=12, seed=0):
-  """torch -> JAX and JAX -> torch after ``switch`` micro-batches, compared until ``stop``."""
-  metrics = [1.0, 0.9, 0.95, 0.97, 0.99, 0.98, 0.5, 0.6][: stop // EPOCH + 1]
+METRICS = [1.0, 1.1, 0.9, 0.95, 0.97, 0.5]  # val_loss per epoch: a plateau cuts after the second
+
+
+def switch_both_ways(config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6, stop=12, seed=0,
+                     at_switch=lambda scheduler_state: None):
+  """torch -> JAX and JAX -> torch after ``switch`` micro-batches, compared until ``stop``;
+  ``at_switch`` sees torch's scheduler state dict at the switch."""
+  metrics = METRICS
   with x64('float64'):
     torch.manual_seed(seed)
     module = Net(parts)
@@ -141,6 +146,7 @@ def switch_both_ways(config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6
       steps = optimizer_steps(config, switch)
       sd = copy.deepcopy(optimizer.state_dict())
       sched_sd = copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None
+      at_switch(sched_sd)
       params = jax_params(module)
       expected = torch_run(config, module, optimizer, scheduler, grads, switch, stop, metrics)
     state = jaxsched.from_torch(config, params, sd, sched_sd, torch_names=names, batches_per_epoch=EPOCH, step=steps)
@@ -223,9 +229,14 @@ SCHEDULER_CASES = {
         scheduler_kwargs={'milestones': [4], 'schedulers': [
             {'scheduler': 'LinearLR', 'scheduler_kwargs': {'start_factor': 0.1, 'total_iters': 4}},
             {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.8}}]}),
-    'ReduceLROnPlateau in cooldown': cfg(
-        'SGD', 'ReduceLROnPlateau', lr=0.1, scheduler_configs={'monitor': 'val_loss'},
-        scheduler_kwargs={'patience': 0, 'cooldown': 2, 'factor': 0.5}),
+    'ChainedScheduler': cfg(
+        'SGD', 'ChainedScheduler', lr=0.1, scheduler_configs={'interval': 'step'},
+        scheduler_kwargs={'schedulers': [
+            {'scheduler': 'ConstantLR', 'scheduler_kwargs': {'factor': 0.5, 'total_iters': 8}},
+            {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.9}}]}),
+    'CosineAnnealingWarmRestarts past a restart': cfg(
+        'Adam', 'CosineAnnealingWarmRestarts', scheduler_configs={'interval': 'step'},
+        scheduler_kwargs={'T_0': 2, 'T_mult': 2}),
     'accumulation mid-epoch, named group': cfg(
         'Adam', 'ExponentialLR', accumulate_grad_batches=3, scheduler_kwargs={'gamma': 0.7},
         lr_parameter_groups={'conv': {'lr_factor': 0.1, 'weight_decay': 0.01}}),
@@ -236,6 +247,16 @@ SCHEDULER_CASES = {
 def test_schedulers_continue_from_their_position(name):
   switch = 7 if 'accumulation' in name else 6  # an optimizer step's boundary inside an epoch
   switch_both_ways(SCHEDULER_CASES[name], switch=switch, stop=switch + 7)
+
+
+def test_reduce_lr_on_plateau_continues_in_cooldown():
+  config = cfg('SGD', 'ReduceLROnPlateau', lr=0.1, scheduler_configs={'monitor': 'val_loss'},
+               scheduler_kwargs={'patience': 0, 'cooldown': 2, 'factor': 0.5})
+
+  def in_cooldown(scheduler_state):
+    assert scheduler_state['cooldown_counter'] == 2 and scheduler_state['_last_lr'] == [0.05]
+
+  switch_both_ways(config, switch=10, stop=21, at_switch=in_cooldown)
 
 
 def quartic(coefs):
