@@ -117,7 +117,8 @@ def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
   torch = import_torch()
   lr_scheduler = torch.optim.lr_scheduler
   if name == PLATEAU:
-    return lr_scheduler.ReduceLROnPlateau(optimizer, **{k: _number(v) for k, v in kwargs.items() if k in PLATEAU_KWARGS})
+    return lr_scheduler.ReduceLROnPlateau(optimizer, **{  # min_lr may be a list, one per group
+        k: v if isinstance(v, (list, tuple)) else PLATEAU_KWARGS[k][1](k, v) for k, v in kwargs.items()})
   if name in ('SequentialLR', 'ChainedScheduler'):
     if _ends_in_plateau(kwargs):
       raise ConfigError('SequentialLR ending in ReduceLROnPlateau is jaxsched\'s own (torch raises for it, '
@@ -134,10 +135,6 @@ def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
       checked[key] = _python_function(checked[key], f'{name}: {key}', variable)
   cls = linear_warmup_cosine_annealing() if name == 'LinearWarmupCosineAnnealingLR' else getattr(lr_scheduler, name)
   return cls(optimizer, **checked)
-
-
-def _number(value: Any) -> Any:
-  return float(value) if isinstance(value, str) else value
 
 
 def _python_function(value: Any, key: str, variable: str):

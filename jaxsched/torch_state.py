@@ -29,6 +29,7 @@ from jaxsched.accumulate import AccumulateState
 from jaxsched.build import PLATEAU, _labeller, build, epoch_batches, groups, path_name, scheduler_steps
 from jaxsched.config import Config
 from jaxsched.layouts import Layout, Rule, as_numpy, as_rule, leaf_paths, resolve, torch_params
+from jaxsched.optimizers import _complex
 from jaxsched.optimizers.adadelta import ScaleByTorchAdadeltaState
 from jaxsched.optimizers.adafactor import AdafactorState
 from jaxsched.optimizers.adagrad import TorchAdagradState
@@ -110,6 +111,11 @@ def correspondence(config: Config, params: Any, torch_names: Sequence[str], rule
   if isinstance(torch_names, str) or not all(isinstance(n, str) for n in torch_names):
     raise ConfigError(f'torch_names must be the torch model\'s parameter names in named_parameters() order, '
                       f'got {torch_names!r}.')
+  complex_params = _complex.complex_paths(params)
+  if complex_params:
+    raise ConfigError(f'complex parameters at {", ".join(complex_params)}: jaxsched keeps their optimizer state as '
+                      f'real views (a trailing axis of 2) where torch keeps complex tensors, and does not convert '
+                      f'those.')
   by_path = leaf_paths(params)
   found = {name: resolve(rule, name, by_path) for name in torch_names}
   taken: dict[str, str] = {}
@@ -153,23 +159,15 @@ def check_layouts(config: Config, corr: Correspondence, params: Any) -> None:
             f'(a rule with jaxsched.layouts.SAME), or use adjust_lr_fn: match_rms_adamw.')
 
 
-def _torch_shapes(params: Any, corr: Correspondence) -> dict[str, tuple[int, ...]]:
-  by_path = leaf_paths(params)
-  return {p.name: p.layout.to_torch(np.zeros(np.shape(by_path[p.path]), np.int8)).shape for p in corr.params}
-
-
-def _fresh_torch(config: Config, params: Any, corr: Correspondence, rule: Rule, values: Mapping[str, Any] | None = None):
-  """The torch optimizer and scheduler the config builds, on tensors of torch's shapes (or ``values``)."""
+def _fresh_torch(config: Config, params: Any, corr: Correspondence, rule: Rule):
+  """The torch optimizer and scheduler the config builds, on zero tensors of torch's shapes and the params' dtypes."""
   torch = import_torch()
-  dtype = {np.dtype('float32'): torch.float32, np.dtype('float64'): torch.float64}
   by_path = leaf_paths(params)
   tensors = {}
   for p in corr.params:
-    leaf = np.asarray(by_path[p.path])
-    array = p.layout.to_torch(leaf) if values is None else values[p.name]
-    tensors[p.name] = torch.nn.Parameter(torch.tensor(np.ascontiguousarray(array), dtype=dtype.get(leaf.dtype, torch.float32)))
-  named = [(p.name, tensors[p.name]) for p in sorted(corr.params, key=lambda q: q.index)]
-  optimizer = torch_optimizer(config, named, rule)
+    zeros = p.layout.to_torch(np.zeros(np.shape(by_path[p.path]), np.asarray(by_path[p.path]).dtype))
+    tensors[p.name] = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(zeros)))
+  optimizer = torch_optimizer(config, [(p.name, tensors[p.name]) for p in corr.params], rule)
   return optimizer, torch_scheduler(config, optimizer)
 
 
@@ -246,10 +244,11 @@ def _cycled(config: Config) -> tuple[str, ...]:
   return ('momentum', 'betas')
 
 
-def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, Any] | None, step: int | None,
-                     batches: int | None) -> int:
+def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, Any] | None,
+                     step: int | None) -> int:
   """Optimizer steps taken so far (Lightning's global_step): ``step`` if given, else torch's
-  ``step`` in the state, else the scheduler's position where it tells."""
+  ``step`` in the state, else the scheduler's position where it is stepped once per optimizer
+  step; 0 where nothing depends on it (no schedule of the step count, no accumulation)."""
   if step is not None:
     return int(step)
   steps = {int(as_numpy(s['step'])) for s in sd['state'].values() if 'step' in s}
@@ -258,17 +257,16 @@ def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, 
                       f'jaxsched steps all parameters of a group together. Give step= (optimizer steps taken).')
   if steps:
     return steps.pop()
-  if not sd['state'] or sched is None or config.scheduler == PLATEAU:
-    if sd['state'] and config.accumulate_grad_batches > 1:
-      raise ConfigError('the checkpoint does not say how many optimizer steps were taken, which accumulation '
-                        'needs: give step= (Lightning\'s global_step).')
-    return 0
-  interval, frequency = config.scheduler_configs['interval'], config.scheduler_configs['frequency']
-  n = int(_position(sched))
-  if interval == 'step' and frequency == 1:
-    return n
-  raise ConfigError('the checkpoint does not say how many optimizer steps were taken (its optimizer keeps no step '
-                    'count, and the scheduler is not stepped once per step): give step= (Lightning\'s global_step).')
+  scheduled = config.scheduler is not None and config.scheduler != PLATEAU
+  sc = config.scheduler_configs
+  if scheduled and sched is not None and sc['interval'] == 'step' and sc['frequency'] == 1:
+    return _position(sched)
+  if scheduled or config.accumulate_grad_batches > 1:
+    raise ConfigError(
+        f'the checkpoint does not say how many optimizer steps were taken ({config.optimizer} keeps no step count, '
+        f'and the scheduler is not stepped once per optimizer step), which the '
+        f'{"schedule" if scheduled else "accumulation"} needs: give step= (Lightning\'s global_step).')
+  return 0
 
 
 def _position(sched: Mapping[str, Any]) -> int:
@@ -283,8 +281,8 @@ def _torch_value(x: Any) -> Any:
 class _Filler:
   """Writes torch's state into a fresh state of :func:`jaxsched.build` (from_torch)."""
 
-  def __init__(self, config, corr, sd, k, batches, params):
-    self.config, self.corr, self.sd, self.k, self.batches = config, corr, sd, k, batches
+  def __init__(self, config, corr, sd, k, params):
+    self.config, self.corr, self.k = config, corr, k
     self.by_path = corr.by_path()
     self.params = params
     self.table = TORCH_STATE[config.optimizer]
@@ -450,7 +448,7 @@ def from_torch(config: Any, params: Any, optimizer_state_dict: Mapping[str, Any]
   fresh_optimizer, fresh_scheduler = _fresh_torch(config, params, corr, rule)
   check_optimizer(config, optimizer_state_dict, fresh_optimizer.state_dict(), corr, _cycled(config))
   check_scheduler(config, scheduler_state_dict, fresh_scheduler)
-  k = _optimizer_steps(config, optimizer_state_dict, scheduler_state_dict, step, batches)
+  k = _optimizer_steps(config, optimizer_state_dict, scheduler_state_dict, step)
   if scheduler_state_dict is not None and config.scheduler != PLATEAU:
     n, expected = _position(scheduler_state_dict), int(scheduler_steps(config, batches)(k))
     if n != expected:
@@ -460,7 +458,7 @@ def from_torch(config: Any, params: Any, optimizer_state_dict: Mapping[str, Any]
                         f'frequency or epoch length, or give step= (optimizer steps taken).')
   tx = build(config, params, batches_per_epoch=batches_per_epoch, steps_per_epoch=steps_per_epoch)
   state = tx.init(params)
-  filler = _Filler(config, corr, optimizer_state_dict, k, batches, params)
+  filler = _Filler(config, corr, optimizer_state_dict, k, params)
   per_epoch = None if batches is None else -(-batches // config.accumulate_grad_batches)
 
   def inject(node, group):
@@ -689,7 +687,8 @@ class _Reader:
     rows = [(head + i) % history for i in range(num_old)]  # oldest first, as torch's lists
     self.state[0] = {
         'func_evals': int(node.func_evals), 'n_iter': int(node.n_iter), 'd': self.flat(node.d), 't': float(node.t),
-        'old_dirs': [self.flat(node.old_dirs[r]) for r in rows], 'old_stps': [self.flat(node.old_stps[r]) for r in rows],
+        'old_dirs': [self.flat(node.old_dirs[r]) for r in rows],
+        'old_stps': [self.flat(node.old_stps[r]) for r in rows],
         'ro': [self.tensor(np.asarray(node.ro[r])) for r in rows], 'H_diag': self.tensor(np.asarray(node.h_diag)),
         'prev_flat_grad': self.flat(node.prev_flat_grad), 'prev_loss': float(node.prev_loss),
         'al': [None] * history}
@@ -702,8 +701,10 @@ class _Reader:
         continue
       entries = dict(entries)
       steps = entries.pop('count', k)
-      if self.config.optimizer not in NO_STEP:
-        entries['step'] = steps if self.config.optimizer in INT_STEP else self.torch.tensor(float(steps), dtype=self.scalar)
+      if self.config.optimizer in INT_STEP:
+        entries['step'] = steps
+      elif self.config.optimizer not in NO_STEP:
+        entries['step'] = self.torch.tensor(float(steps), dtype=self.scalar)
       out[index] = entries
     return out
 

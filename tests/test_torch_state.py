@@ -149,7 +149,9 @@ def switch_both_ways(config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6
       at_switch(sched_sd)
       params = jax_params(module)
       expected = torch_run(config, module, optimizer, scheduler, grads, switch, stop, metrics)
-    state = jaxsched.from_torch(config, params, sd, sched_sd, torch_names=names, batches_per_epoch=EPOCH, step=steps)
+    # torch's own step count where it keeps one (SGD and Muon do not)
+    step = steps if jaxsched.load_config(config).optimizer in ('SGD', 'Muon') else None
+    state = jaxsched.from_torch(config, params, sd, sched_sd, torch_names=names, batches_per_epoch=EPOCH, step=step)
     _, _, actual = jax_run(tx, params, state, grads, switch, stop, metrics, names)
     assert_close(actual, expected, 'torch -> JAX')
 
@@ -458,7 +460,8 @@ def adam_checkpoint(config, parts=('fc', 'recurrent')):
 MISMATCHES = {
     'another optimizer class': (cfg('Adam'), cfg('SGD'), ['keys', 'another optimizer', 'SGD']),
     'another setting': (cfg('Adam', optimizer_kwargs={'eps': 1e-6}), cfg('Adam'), ['eps=1e-06', 'eps=1e-08']),
-    'another amsgrad': (cfg('Adam'), cfg('Adam', optimizer_kwargs={'amsgrad': True}), ['amsgrad=False', 'amsgrad=True']),
+    'another amsgrad': (cfg('Adam'), cfg('Adam', optimizer_kwargs={'amsgrad': True}),
+                        ['amsgrad=False', 'amsgrad=True']),
     'another number of groups': (cfg('Adam'), cfg('Adam', recurrent_learning_rate_multiplier=0.1),
                                  ['1 param groups', 'gives 2', 'regular, recurrent']),
     'another scheduler setting': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2, 'gamma': 0.5}),
@@ -468,7 +471,8 @@ MISMATCHES = {
                                 ['another scheduler class', 'ExponentialLR', 'step_size']),
     'another base lr': (cfg('Adam', 'StepLR', lr=0.1, scheduler_kwargs={'step_size': 2}),
                         cfg('Adam', 'StepLR', lr=0.2, scheduler_kwargs={'step_size': 2}), ['base_lrs', '0.1', '0.2']),
-    'another interval': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 5}, scheduler_configs={'interval': 'step'}),
+    'another interval': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 5},
+                             scheduler_configs={'interval': 'step'}),
                          cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 5}), ['stepped 2 times', 'epoch']),
     'no scheduler in the config': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}), cfg('Adam'),
                                    ['scheduler: null']),
@@ -525,6 +529,12 @@ def test_a_checkpoint_that_needs_more_than_weights_only_is_refused(tmp_path):
   torch.save({'state_dict': {}, 'optimizer_states': [], 'hparams': Net()}, tmp_path / 'pickled.ckpt')
   assert_config_error(lambda: jaxsched.load_lightning_checkpoint(tmp_path / 'pickled.ckpt', cfg('Adam'), {}),
                       ['weights_only', 'pickled.ckpt'])
+
+
+def test_complex_parameters_are_refused():
+  params = {'fc': {'kernel': jnp.zeros((4, 3), jnp.complex64)}}
+  assert_config_error(lambda: jaxsched.from_torch(cfg('Adam'), params, {'state': {}, 'param_groups': []},
+                                                  torch_names=['fc.weight']), ['complex', 'real views'])
 
 
 def test_importing_jaxsched_does_not_import_torch():
