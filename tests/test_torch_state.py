@@ -87,8 +87,15 @@ def optimizer_steps(config, batches):
   return sum(1 for i in range(batches) if (i % EPOCH + 1) % n == 0 or i % EPOCH + 1 == EPOCH)
 
 
-def jax_run(tx, params, state, grads, start, stop, metrics, names):
-  step = _jitted_step(tx)
+def jitted_step(tx):
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+  return step
+
+
+def jax_run(step, params, state, grads, start, stop, metrics, names):
   out = []
   for i in range(start, stop):
     params, state = step(params, state, jax_params_of(grads[i]))
@@ -96,18 +103,6 @@ def jax_run(tx, params, state, grads, start, stop, metrics, names):
       state = jaxsched.report(state, {'val_loss': metrics[i // EPOCH]})
     out.append(layouts.torch_state_dict(params, names))
   return params, state, out
-
-
-_STEPS = {}
-
-
-def _jitted_step(tx):
-  if id(tx) not in _STEPS:
-    def step(params, state, grads):
-      updates, state = tx.update(grads, state, params)
-      return optax.apply_updates(params, updates), state
-    _STEPS[id(tx)] = (tx, jax.jit(step))
-  return _STEPS[id(tx)][1]
 
 
 def jax_params_of(torch_grads):
@@ -136,6 +131,7 @@ def switch_both_ways(config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6
     init = copy.deepcopy(module)
     params0 = jax_params(module)
     tx = jaxsched.build(config, params0, batches_per_epoch=EPOCH)
+    step = jitted_step(tx)
 
     # torch -> JAX
     optimizer = jaxsched.torch_optimizer(config, module.named_parameters())
@@ -150,14 +146,14 @@ def switch_both_ways(config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6
       params = jax_params(module)
       expected = torch_run(config, module, optimizer, scheduler, grads, switch, stop, metrics)
     # torch's own step count where it keeps one (SGD and Muon do not)
-    step = steps if jaxsched.load_config(config).optimizer in ('SGD', 'Muon') else None
-    state = jaxsched.from_torch(config, params, sd, sched_sd, torch_names=names, batches_per_epoch=EPOCH, step=step)
-    _, _, actual = jax_run(tx, params, state, grads, switch, stop, metrics, names)
+    known = steps if jaxsched.load_config(config).optimizer in ('SGD', 'Muon') else None
+    state = jaxsched.from_torch(config, params, sd, sched_sd, torch_names=names, batches_per_epoch=EPOCH, step=known)
+    _, _, actual = jax_run(step, params, state, grads, switch, stop, metrics, names)
     assert_close(actual, expected, 'torch -> JAX')
 
     # JAX -> torch
-    params, state, _ = jax_run(tx, params0, tx.init(params0), grads, 0, switch, metrics, names)
-    _, _, expected = jax_run(tx, params, state, grads, switch, stop, metrics, names)
+    params, state, _ = jax_run(step, params0, tx.init(params0), grads, 0, switch, metrics, names)
+    _, _, expected = jax_run(step, params, state, grads, switch, stop, metrics, names)
     sd, sched_sd = jaxsched.to_torch(config, state, params, torch_names=names, batches_per_epoch=EPOCH)
     module = init
     module.load_state_dict({k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()},
