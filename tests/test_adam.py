@@ -75,6 +75,10 @@ def test_small_gradients_match_torch(name, dtype):
 )
 def test_random_hyperparameters_match_torch(dtype, name, lr, b1, b2, eps, weight_decay, momentum_decay,
                                             flags):
+  if dtype == 'float32':
+    # eps = 0 makes the step m / sqrt(v): with beta2 near 0 that is m / |g|, which amplifies float32 rounding
+    # without bound where g crosses 0 (a 3.6e-4 gap after 9 steps at b2 = 0); float64 keeps eps = 0.
+    eps = max(eps, 1e-8)
   kwargs = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay,
                 **{k: v for k, v in flags.items() if k in BOOLEANS[name]})
   if name == 'NAdam':
