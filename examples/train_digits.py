@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 
 import jaxsched
+from jaxsched import averaging
 from jaxsched.groups import path_name
 from jaxsched.compat import check_compatible
 
@@ -152,6 +153,9 @@ def plot(history, path: Path):
   axes[0].set(title='loss', xlabel='epoch', yscale='log')
   axes[1].plot(epochs, history['train_accuracy'], label='train')
   axes[1].plot(epochs, history['val_accuracy'], label='validation')
+  if 'val_accuracy_averaged' in history:  # ema or swa
+    axes[1].plot(epochs, history['val_accuracy_raw'], linestyle=':', label='validation, raw weights')
+    axes[1].plot(epochs, history['val_accuracy_averaged'], linestyle='--', label='validation, averaged weights')
   axes[1].set(title='accuracy', xlabel='epoch')
   for group, lrs in history['lr'].items():
     axes[2].plot(epochs, lrs, label=group)
@@ -214,7 +218,7 @@ def main(argv=None) -> float:
   graphdef, params = make_model(args.seed)
   try:
     tx = jaxsched.build(config, params, batches_per_epoch=batches_per_epoch,
-                        run_steps=args.epochs * steps_per_epoch)
+                        run_steps=args.epochs * steps_per_epoch, max_epochs=args.epochs)
   except jaxsched.ConfigError as e:
     console.print(f'error: {e}', style='red')
     raise SystemExit(1)
@@ -254,9 +258,15 @@ def main(argv=None) -> float:
         params, opt_state, loss, acc = train_step(params, opt_state, xb, yb)
         losses.append(loss)
         accs.append(acc)
-      val_loss, val_acc = (float(v) for v in evaluate(params, x_val, y_val))
+      # the weights Lightning validates with: the EMA average with ema, the current ones otherwise
+      val_loss, val_acc = (float(v) for v in evaluate(jaxsched.averaged_params(opt_state, params), x_val, y_val))
       metrics = {'train_loss': float(np.mean(losses)), 'train_accuracy': float(np.mean(accs)),
                  'val_loss': val_loss, 'val_accuracy': val_acc}
+      if (running := averaging.running_average(opt_state)) is not None:  # ema or swa: both models, side by side
+        average, n_averaged = running
+        history.setdefault('val_accuracy_raw', []).append(float(evaluate(params, x_val, y_val)[1]))
+        history.setdefault('val_accuracy_averaged', []).append(
+            float(evaluate(average, x_val, y_val)[1]) if n_averaged else math.nan)
       before = lrs_of(opt_state)
       opt_state = jaxsched.report(opt_state, metrics)
       announce_reductions(epoch, before, lrs_of(opt_state), console)
@@ -273,15 +283,17 @@ def main(argv=None) -> float:
       progress.update(task, advance=1, status=status)
       console.print(f'epoch {epoch:3d}: train_loss={metrics["train_loss"]:.4f} '
                     f'train_accuracy={metrics["train_accuracy"]:.4f} val_loss={val_loss:.4f} '
-                    f'val_accuracy={val_acc:.4f} {lr_text}')
+                    f'val_accuracy={val_acc:.4f} {lr_text}'
+                    + (f' val_accuracy_averaged={history["val_accuracy_averaged"][-1]:.4f}' if running else ''))
   checkpoints.close()
 
+  params = jaxsched.final_params(opt_state, params)  # what Lightning's model holds after training: SWA's average
+  final = float(evaluate(params, x_val, y_val)[1]) if history['val_accuracy'] else math.nan
   (out / 'history.json').write_text(json.dumps(history, indent=1))
   np.savez(out / 'params.npz', **{path_name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]})
   if history['train_loss']:
     plot(history, out / 'curves.png')
     console.print(f'curves: {out / "curves.png"}')
-  final = history['val_accuracy'][-1] if history['val_accuracy'] else math.nan
   print(f'final val_accuracy={final:.4f}', flush=True)
   return final
 

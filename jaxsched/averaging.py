@@ -346,6 +346,15 @@ def _found(opt_state: Any) -> AverageState | None:
   return found[0] if found else None
 
 
+def running_average(opt_state: Any) -> tuple[Any, int] | None:
+  """The average as it stands (torch's ``AveragedModel`` parameters) and its
+  ``n_averaged``, to log or plot the averaged model beside the raw one; None
+  without ``ema``/``swa``. Until the first update the average is the initial
+  parameters and ``n_averaged`` is 0. Outside jit (it returns a Python int)."""
+  state = _found(opt_state)
+  return None if state is None else (state.params, int(state.n_averaged))
+
+
 def averaged_params(opt_state: Any, params: Any) -> Any:
   """The weights Lightning validates with after the updates that made ``opt_state``.
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import pathlib
 
 import numpy as np
@@ -87,3 +88,15 @@ def test_accumulation_keeps_the_schedule_per_epoch(tmp_path, capsys):
   # per epoch: warmup_start_lr, then (warmup_epochs - 1 = 1) the base LR
   np.testing.assert_allclose(hb['lr']['regular'], [1e-4, 1e-3], rtol=1e-6)
   assert ha['train_loss'] != hb['train_loss']  # the groups of 3 do train differently
+
+
+def test_swa_from_a_config_logs_both_models_and_ends_as_the_average(tmp_path, capsys):
+  example = load_example()
+  config = str(ROOT / 'examples' / 'configs' / 'digits_swa.yaml')
+  final = example.main(['--config', config, '--epochs', '3', '--out', str(tmp_path), '--quiet',
+                        'swa.swa_epoch_start=2', 'scheduler_kwargs.T_max=3'])
+  history = json.loads((tmp_path / 'history.json').read_text())
+  averaged = history['val_accuracy_averaged']
+  assert math.isnan(averaged[0]) and not any(math.isnan(a) for a in averaged[1:])  # averaging from epoch 1 (0-based)
+  assert history['val_accuracy_raw'] == history['val_accuracy']  # SWA validates with the current weights
+  assert f'final val_accuracy={final:.4f}' in capsys.readouterr().out and final > 0.5
