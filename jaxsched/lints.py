@@ -214,7 +214,7 @@ def plateau_val_metric_per_step(config: Config, run: Run) -> list[str]:
 def absolute_lr_overrides_groups(config: Config, run: Run) -> list[str]:
   """OneCycleLR / CyclicLR set every group's LR from their own absolute values."""
   del run
-  key = ABSOLUTE_LR.get(config.scheduler)
+  key = ABSOLUTE_LR.get(config.scheduler or '')
   if key is None:
     return []
   factors = _group_factors(config)
@@ -267,7 +267,7 @@ def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
   lo, hi = default / RANGE, default * RANGE
   usual = f'{config.optimizer}\'s default is {default:g}; the usual range is about {lo:g} to {hi:g}'
   checks: list[tuple[str, float]] = []
-  key = ABSOLUTE_LR.get(config.scheduler)
+  key = ABSOLUTE_LR.get(config.scheduler or '')
   if key is not None:
     for k in ('max_lr',) + (('base_lr',) if config.scheduler == 'CyclicLR' else ()):
       value = _kw(config, k)

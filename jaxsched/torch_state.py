@@ -48,7 +48,7 @@ _ADAM = {AdamState: {'mu': 'exp_avg', 'nu': 'exp_avg_sq', 'nu_max': 'max_exp_avg
 # torch's per-parameter state key of each field of jaxsched's states, per optimizer. A state's
 # ``count`` is torch's ``step`` (the updates the parameter has had); Adafactor's moments are
 # torch's row_var/col_var or variance; LBFGS keeps one state for all parameters.
-TORCH_STATE: dict[str, dict[type, dict[str, str]]] = {
+TORCH_STATE: dict[str, dict[Any, dict[str, str]]] = {
     'SGD': {MomentumState: {'buffer': 'momentum_buffer'}},
     'Adam': _ADAM, 'AdamW': _ADAM, 'RAdam': _ADAM, 'SparseAdam': _ADAM,
     'Adamax': {AdamState: {'mu': 'exp_avg', 'nu': 'exp_inf'}},

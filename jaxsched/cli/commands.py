@@ -40,9 +40,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     print()
   if what in ('all', 'schedulers'):
     rows = []
-    for name, spec in SCHEDULES.items():
+    for name, schedule_spec in SCHEDULES.items():
       rows += [[name if i == 0 else '', key, fmt(default), str(check)]
-               for i, (key, (default, check)) in enumerate(spec.kwargs.items())]
+               for i, (key, (default, check)) in enumerate(schedule_spec.kwargs.items())]
     rows += [['ReduceLROnPlateau' if i == 0 else '', key, fmt(default), str(check)]
              for i, (key, (default, check)) in enumerate(PLATEAU_KWARGS.items())]
     rows.append(['none', '', '', 'no scheduler: a constant LR (scheduler: null)'])

@@ -210,13 +210,13 @@ def dummy_params(config) -> dict[str, Any]:
     elif group.name != REGULAR:
       wanted[group.name] = [group.name]
   leaves = {}
-  for group, candidates in wanted.items():
-    found = next((c for c in candidates if label(c) == group), None)
-    if found is None and group == REGULAR:
+  for name, candidates in wanted.items():
+    found = next((c for c in candidates if label(c) == name), None)
+    if found is None and name == REGULAR:
       continue  # every name falls in a configured group: no regular group to show
     if found is None:
       shadow = label(candidates[0])
-      what = ('recurrent_learning_rate_multiplier' if group == RECURRENT else f'lr_parameter_groups.{group}')
+      what = ('recurrent_learning_rate_multiplier' if name == RECURRENT else f'lr_parameter_groups.{name}')
       raise ConfigError(f'{what} can never hold a parameter: a path that matches it also contains {shadow!r}, '
                         f'an earlier group (first match wins). Reorder lr_parameter_groups or rename the group.')
     leaves[found] = jnp.zeros((2, 2))  # float64 under x64, so every state entry keeps its dtype
@@ -278,7 +278,7 @@ def averaging_marks(config, run: Run) -> list[tuple[int, str]]:
   return marks
 
 
-def first_at_least(fn: Callable[[np.ndarray], np.ndarray], targets: np.ndarray, n: int) -> np.ndarray:
+def first_at_least(fn: Callable[[Any], Any], targets: Any, n: int) -> np.ndarray:
   """For each target t, the least k in [0, n) with fn(k) >= t (n if none), for a
   non-decreasing fn of int64 arrays: a binary search, ~31 evaluations."""
   targets = np.asarray(targets, np.int64)
