@@ -412,6 +412,19 @@ class _Filler:
         prev_loss=jnp.asarray(_torch_value(s['prev_loss']), dtype))
 
 
+def _prepare(config: Any, params: Any, torch_names: Any, rule: Any, batches_per_epoch: int | None,
+             steps_per_epoch: int | None):
+  """What both directions check first: the config, the rule, the parameters' correspondence
+  (with layouts that keep the optimizer's math) and the epoch's batches."""
+  config = as_config(config)
+  rule = as_rule(rule)
+  if config.optimizer not in TORCH_STATE:
+    raise ConfigError(f'optimizer={config.optimizer!r} has no torch.optim counterpart.')
+  corr = correspondence(config, params, torch_names, rule)
+  check_layouts(config, corr, params)
+  return config, rule, corr, epoch_batches(config, batches_per_epoch, steps_per_epoch)
+
+
 def from_torch(config: Any, params: Any, optimizer_state_dict: Mapping[str, Any],
                scheduler_state_dict: Mapping[str, Any] | None = None, *, torch_names: Sequence[str],
                batches_per_epoch: int | None = None, steps_per_epoch: int | None = None,
@@ -442,13 +455,7 @@ def from_torch(config: Any, params: Any, optimizer_state_dict: Mapping[str, Any]
       groups, shape, optimizer or scheduler setting, a scheduler position the step count does
       not give), or a layout change that would change the optimizer's math (Adafactor, Muon).
   """
-  config = as_config(config)
-  rule = as_rule(rule)
-  if config.optimizer not in TORCH_STATE:
-    raise ConfigError(f'optimizer={config.optimizer!r} has no torch.optim counterpart.')
-  corr = correspondence(config, params, torch_names, rule)
-  check_layouts(config, corr, params)
-  batches = epoch_batches(config, batches_per_epoch, steps_per_epoch)
+  config, rule, corr, batches = _prepare(config, params, torch_names, rule, batches_per_epoch, steps_per_epoch)
   fresh_optimizer, fresh_scheduler = _fresh_torch(config, params, corr, rule)
   check_optimizer(config, optimizer_state_dict, fresh_optimizer.state_dict(), corr, _cycled(config))
   check_scheduler(config, scheduler_state_dict, fresh_scheduler)
@@ -558,13 +565,7 @@ def to_torch(config: Any, opt_state: Any, params: Any, *, torch_names: Sequence[
       a layout change that would change the optimizer's math, what :func:`from_torch` refuses.
   """
   torch = import_torch()
-  config = as_config(config)
-  rule = as_rule(rule)
-  if config.optimizer not in TORCH_STATE:
-    raise ConfigError(f'optimizer={config.optimizer!r} has no torch.optim counterpart.')
-  corr = correspondence(config, params, torch_names, rule)
-  check_layouts(config, corr, params)
-  batches = epoch_batches(config, batches_per_epoch, steps_per_epoch)
+  config, rule, corr, batches = _prepare(config, params, torch_names, rule, batches_per_epoch, steps_per_epoch)
   optimizer, scheduler = _fresh_torch(config, params, corr, rule)
   reader = _Reader(config, corr, params, torch)
   reader.walk(opt_state)
