@@ -107,7 +107,7 @@ def config_changes(saved_config: Any, config: Any) -> list[str]:
   old = load_config(saved_config).to_dict()
   new = load_config(config).to_dict()
   out = []
-  for key in new:
+  for key in {**old, **new}:
     a, b = old.get(key), new.get(key)
     if a == b:
       continue
