@@ -280,6 +280,20 @@ def test_set_lr_under_a_list_goes_on_from_the_new_lr_as_torch():
     assert float(jaxsched.current_lr(state)['regular']) == pytest.approx(0.05, rel=1e-12)
 
 
+def test_carry_over_keeps_a_lists_lr_and_plateaus():
+  config = {'optimizer': 'Adam', 'learning_rate': 0.01,
+            'schedulers': [E('ExponentialLR', 'step', gamma=0.5), E('ReduceLROnPlateau', patience=0, factor=0.1)]}
+  params = {'w': jnp.ones(2)}
+  tx = jaxsched.build(config, params, batches_per_epoch=2)
+  state = tx.init(params)
+  _, state = tx.update({'w': jnp.ones(2)}, state, params)
+  state = jaxsched.report(jaxsched.report(state, {'val_loss': 1.0}), {'val_loss': 2.0})
+  clipped = jaxsched.build({**config, 'gradient_clip_val': 1.0}, params, batches_per_epoch=2)
+  moved = jaxsched.carry_over(state, clipped.init(params))
+  assert float(jaxsched.current_lr(moved)['regular']) == pytest.approx(0.0005, rel=1e-6)
+  assert jaxsched.plateau.plateau_states(moved)[0].best == 1.0
+
+
 def test_a_one_entry_list_is_the_single_scheduler():
   single = {'optimizer': 'SGD', 'learning_rate': 0.1, 'scheduler': 'OneCycleLR',
             'scheduler_kwargs': {'max_lr': 1.0, 'total_steps': 12}, 'scheduler_configs': {'interval': 'step'}}
