@@ -29,7 +29,7 @@ def _children(node: Any) -> dict[str, Any] | None:
   None for a leaf; works on live states and on restored or metadata trees alike."""
   if isinstance(node, tuple) and hasattr(node, '_fields'):
     return {f: getattr(node, f) for f in node._fields}
-  if dataclasses.is_dataclass(node) and not isinstance(node, type):  # flax struct states (PlateauState)
+  if getattr(type(node), '_flax_dataclass', False):  # flax struct states (PlateauState)
     return {f.name: getattr(node, f.name) for f in dataclasses.fields(node) if f.metadata.get('pytree_node', True)}
   if isinstance(node, dict):
     return {str(k): v for k, v in node.items()}

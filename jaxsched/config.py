@@ -50,7 +50,8 @@ class Config:
       ``{scheduler, scheduler_kwargs, scheduler_configs}`` mappings (each
       scheduler_configs complete), stepped in list order on the same LRs, each
       under its own interval and frequency (a plateau on its own monitor). With
-      it, scheduler is None and scheduler_kwargs and scheduler_configs are unused.
+      it, scheduler is None and scheduler_kwargs and scheduler_configs are unused;
+      a one-entry list is read into those three instead.
     recurrent_learning_rate_multiplier: LR factor of params whose path matches
       ``recurrent_param_patterns``.
     recurrent_param_patterns: case-insensitive substrings of '/'-joined paths.
@@ -418,7 +419,9 @@ def _check(v: dict[str, Any]) -> Config:
     out['scheduler'] = _scheduler_name('scheduler', v['scheduler'])
   out['scheduler_configs'] = _scheduler_configs('scheduler_configs', v.get('scheduler_configs'), out)
   if v.get('schedulers') is not None:
-    out.update(scheduler=None, scheduler_kwargs={}, schedulers=_schedulers(v, out))
+    entries = _schedulers(v, out)
+    # one entry is the single scheduler's form
+    out.update(entries[0] if len(entries) == 1 else {'scheduler': None, 'scheduler_kwargs': {}, 'schedulers': entries})
 
   if 'recurrent_learning_rate_multiplier' in v:
     out['recurrent_learning_rate_multiplier'] = _checks.NON_NEGATIVE(

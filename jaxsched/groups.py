@@ -265,11 +265,6 @@ def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], batches
 def _group_setup(config: Config, group: Group, index: int, count: int, batches: int | None,
                  run_steps: int | None = None) -> tuple[Any, dict[str, Any]]:
   """The group's learning rate (float, schedule, Plateau or Chain) and optimizer keywords."""
-  if config.schedulers and len(config.schedulers) == 1:  # one entry: the single scheduler's form
-    entry = config.schedulers[0]
-    config = dataclasses.replace(config, schedulers=None, scheduler=entry['scheduler'],
-                                 scheduler_kwargs=entry['scheduler_kwargs'],
-                                 scheduler_configs=entry['scheduler_configs'])
   if config.schedulers:
     lr, momentum = _chain(config, group, index, count, batches, run_steps), None
   else:

@@ -191,7 +191,7 @@ class ChainState(NamedTuple):
       scheduler's step starts from.
     count: optimizer steps so far.
     plateaus: the ReduceLROnPlateau states, in the order :func:`report` steps
-      them; each one's ``lr`` is the group's LR after its last counted report.
+      them; each one's ``lr`` is the group's LR after the last report it read.
   """
 
   lr: jax.Array
@@ -231,7 +231,7 @@ class Chain:
     lr = jnp.asarray(self.learning_rate, _float_dtype())
     zero = jnp.zeros([], jnp.int32)
     for _, step, _ in self.members:
-      a, b = step(_count(zero))
+      a, b = step(_numeric.as_count(zero))
       lr = a * lr + b
     return ChainState(lr=lr, count=zero, plateaus=tuple(p.init() for p in self.plateaus))
 
@@ -243,7 +243,7 @@ class Chain:
       for when, step, steps in self.members:
         if when != interval:
           continue
-        before, after = _count(steps(state.count)), _count(steps(count))
+        before, after = _numeric.as_count(steps(state.count)), _numeric.as_count(steps(count))
         a, b = step(after)
         lr = jnp.where(after > before, a * lr + b, lr)
     return state._replace(lr=lr, count=count)
@@ -253,11 +253,7 @@ class Chain:
     return jnp.array(state.lr)
 
 
-def _count(k: jax.Array) -> jax.Array:
-  return _numeric.as_count(k)
-
-
-def chain(learning_rate: float, members: Sequence[tuple[str, Any, Any]],
+def chain(learning_rate: float, members: Sequence[Member],
           plateaus: Sequence[tuple[str, Plateau]]) -> Chain:
   """A :class:`Chain` of the chainable ``members`` (interval, step maps, steps) and the
   ``plateaus`` (interval, :class:`Plateau`), both in list order."""

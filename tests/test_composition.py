@@ -296,9 +296,11 @@ def test_carry_over_keeps_a_lists_lr_and_plateaus():
 
 def test_a_one_entry_list_is_the_single_scheduler():
   single = {'optimizer': 'SGD', 'learning_rate': 0.1, 'scheduler': 'OneCycleLR',
-            'scheduler_kwargs': {'max_lr': 1.0, 'total_steps': 12}, 'scheduler_configs': {'interval': 'step'}}
+            'scheduler_kwargs': {'max_lr': 1.0, 'total_steps': 12},
+            'scheduler_configs': {'interval': 'step', 'monitor': 'val_loss'}}
   listed = {'optimizer': 'SGD', 'learning_rate': 0.1,
             'schedulers': [E('OneCycleLR', 'step', max_lr=1.0, total_steps=12)]}
+  assert jaxsched.load_config(listed) == jaxsched.load_config(single)
   params = {'w': np.ones(2, np.float32)}
   grads = [{'w': np.ones(2, np.float32)}] * 10
   for a, b in zip(jax_list_run_single(single, params, grads), jax_list_run_single(listed, params, grads), strict=True):
@@ -327,7 +329,7 @@ def test_the_list_config_checks_loads_back_and_converts_numbers():
   assert 'scheduler' not in out and 'scheduler_configs' not in out
   assert jaxsched.load_config(out) == c and jaxsched.load_config(c) == c
   assert 'schedulers' not in jaxsched.load_config({}).to_dict()
-  assert jaxsched.load_config({'scheduler': 'none', 'schedulers': [E('StepLR', step_size=1)]}).schedulers
+  assert jaxsched.load_config({'scheduler': 'none', 'schedulers': [E('StepLR', step_size=1)]}).scheduler == 'StepLR'
 
 
 @pytest.mark.parametrize('data, words', [
