@@ -369,7 +369,7 @@ def validate(config: Config) -> Config:
   numbers = [_numbers(kwargs, _checked_scheduler_kwargs(name, kwargs, count)) for name, kwargs in entries]
   changes: dict[str, Any] = {'scheduler_kwargs': numbers[0]} if entries and not config.schedulers else {}
   if config.schedulers:
-    changes['schedulers'] = tuple({**e, 'scheduler_kwargs': n} for e, n in zip(config.schedulers, numbers))
+    changes['schedulers'] = tuple({**e, 'scheduler_kwargs': n} for e, n in zip(config.schedulers, numbers, strict=True))
   return dataclasses.replace(
       config, optimizer_kwargs=_optimizer_numbers(config.optimizer, config.optimizer_kwargs),
       lr_parameter_groups={name: _optimizer_numbers(config.optimizer, kw)

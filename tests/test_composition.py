@@ -125,7 +125,7 @@ def test_the_nesting_refusals_are_torchs():
 # --- Lightning's list of schedulers for one optimizer ---------------------------------------------------------------
 
 LISTS = {
-    # the README's examples: StepLR per epoch with a plateau on val_loss; a per-step warm-up with a per-epoch MultiStepLR
+    # StepLR per epoch with a plateau on val_loss; a per-step warm-up with a per-epoch MultiStepLR
     'steplr epoch + plateau': (
         [E('StepLR', step_size=2, gamma=0.5), E('ReduceLROnPlateau', patience=0, factor=0.5, min_lr=[0.0, 0.004])],
         dict(batches=3, epochs=6)),

@@ -77,7 +77,8 @@ def multiplicative_lr(lr, lr_lambda):
     factor = lambda n: _numeric.fold_affine(lambda ks: (fn(ks), 0.0), n, const(1.0))
   restart = lambda r, prev: prev * fn(jnp.zeros_like(r)) * factor(r)
   # outside the initial step torch multiplies by lr_lambda(0) at last_epoch 0
-  first = lambda k: (jnp.broadcast_to(jnp.asarray(fn(jnp.zeros_like(k)), _numeric.float_dtype()), jnp.shape(k)), _zero(k))
+  first = lambda k: (jnp.broadcast_to(jnp.asarray(fn(jnp.zeros_like(k)), _numeric.float_dtype()), jnp.shape(k)),
+                     _zero(k))
   return factor_curve(lr, factor, step_factor, restart=restart, first=first)
 
 
@@ -210,7 +211,8 @@ def polynomial_lr(lr, total_iters, power):
 
   # torch's decay factor at last_epoch 0, outside the initial step
   first_factor = ((1.0 - 0 / t) / (1.0 - (-1) / t)) ** p
-  return factor_curve(lr, c, s, first=lambda k: (jnp.full(jnp.shape(k), first_factor, _numeric.float_dtype()), _zero(k)))
+  first = lambda k: (jnp.full(jnp.shape(k), first_factor, _numeric.float_dtype()), _zero(k))
+  return factor_curve(lr, c, s, first=first)
 
 
 
