@@ -20,7 +20,7 @@ from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, read_config
 from jaxsched.groups import RECURRENT, REGULAR, Group, _group_setup, epoch_batches, groups, param_labels, path_name, validate
 from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
-from jaxsched.plateau import PlateauState
+from jaxsched.plateau import ChainState, PlateauState
 
 # Optimizers whose step is -lr times a direction that does not depend on lr (decoupled decay
 # included): groups that differ only in their LR share one optimizer for the direction, and
@@ -241,9 +241,10 @@ def set_lr(opt_state: Any, learning_rate: Any) -> Any:
       :func:`current_lr` gives them) to LRs.
 
   Returns:
-    The new state. A group under ReduceLROnPlateau goes on from the new LR (torch's
-    plateau reduces ``param_group['lr']``); under a schedule of the step count the
-    new LR holds for the next step, after which the schedule gives its own values.
+    The new state. A group under ReduceLROnPlateau or several schedulers
+    (``schedulers:``) goes on from the new LR (torch's plateau and chainable steps
+    act on ``param_group['lr']``); under one schedule of the step count the new LR
+    holds for the next step, after which the schedule gives its own values.
     Pure: works inside ``jax.jit`` and does not recompile for a new value.
 
   Raises:
@@ -270,8 +271,11 @@ def set_lr(opt_state: Any, learning_rate: Any) -> Any:
       hyper = inject.hyperparams
       value = jnp.asarray(lr, hyper['learning_rate'].dtype)
       states = dict(inject.hyperparams_states)
-      if isinstance(states.get('learning_rate'), PlateauState):
-        states['learning_rate'] = states['learning_rate'].replace(lr=jnp.asarray(lr, states['learning_rate'].lr.dtype))
+      held = states.get('learning_rate')
+      if isinstance(held, PlateauState):
+        states['learning_rate'] = held.replace(lr=jnp.asarray(lr, held.lr.dtype))
+      elif isinstance(held, ChainState):
+        states['learning_rate'] = held._replace(lr=jnp.asarray(lr, held.lr.dtype))
       inject = inject._replace(hyperparams={**hyper, 'learning_rate': value}, hyperparams_states=states)
       inner_states[name] = masked._replace(inner_state=inject)
     return node._replace(inner_states=inner_states)
@@ -290,15 +294,22 @@ def lr_log_names(config: Any, opt_state: Any) -> dict[str, Any]:
   """current_lr and current_momentum keyed as Lightning's LearningRateMonitor names
   them: ``lr-<Optimizer>`` for one group, ``lr-<Optimizer>/<group>`` for several, or
   ``<scheduler_configs.name>/<group>`` when a name is configured; momentum as the
-  same name plus ``-momentum`` (``log_momentum=True``)."""
+  same name plus ``-momentum`` (``log_momentum=True``). With ``schedulers:`` each
+  entry logs the same LRs under its own name, the unnamed ones as ``lr-<Optimizer>``,
+  ``lr-<Optimizer>-1``, ... in list order."""
   config = config if isinstance(config, Config) else load_config(config)
   lrs, momenta = _per_group_hyperparams(opt_state)
-  base = config.scheduler_configs.get('name') or f'lr-{config.optimizer}'
-  single = len(lrs) == 1 and not config.scheduler_configs.get('name')
-  out = {}
-  for group, v in lrs.items():
-    name = base if single else f'{base}/{group}'
-    out[name] = v
-    if group in momenta:
-      out[f'{name}-momentum'] = momenta[group]
+  entries = [e['scheduler_configs'] for e in config.schedulers] if config.schedulers else [config.scheduler_configs]
+  out, unnamed = {}, 0
+  for sc in entries:
+    base = sc.get('name')
+    if not base:
+      unnamed += 1
+      base = f'lr-{config.optimizer}' + (f'-{unnamed - 1}' if unnamed > 1 else '')
+    single = len(lrs) == 1 and not sc.get('name')
+    for group, v in lrs.items():
+      name = base if single else f'{base}/{group}'
+      out[name] = v
+      if group in momenta:
+        out[f'{name}-momentum'] = momenta[group]
   return out

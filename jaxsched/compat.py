@@ -11,6 +11,7 @@ the schedules' and plateaus' positions) is carried into the new config's state.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -28,6 +29,8 @@ def _children(node: Any) -> dict[str, Any] | None:
   None for a leaf; works on live states and on restored or metadata trees alike."""
   if isinstance(node, tuple) and hasattr(node, '_fields'):
     return {f: getattr(node, f) for f in node._fields}
+  if getattr(type(node), '_flax_dataclass', False):  # flax struct states (PlateauState)
+    return {f.name: getattr(node, f.name) for f in dataclasses.fields(node) if f.metadata.get('pytree_node', True)}
   if isinstance(node, dict):
     return {str(k): v for k, v in node.items()}
   if isinstance(node, (list, tuple)):
@@ -107,7 +110,7 @@ def config_changes(saved_config: Any, config: Any) -> list[str]:
   old = load_config(saved_config).to_dict()
   new = load_config(config).to_dict()
   out = []
-  for key in new:
+  for key in {**old, **new}:
     a, b = old.get(key), new.get(key)
     if a == b:
       continue

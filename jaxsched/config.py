@@ -46,6 +46,12 @@ class Config:
       or None (constant LR).
     scheduler_kwargs: the scheduler's torch keywords.
     scheduler_configs: Lightning's interval, frequency, monitor, name, strict.
+    schedulers: None, or Lightning's list of schedulers for the one optimizer:
+      ``{scheduler, scheduler_kwargs, scheduler_configs}`` mappings (each
+      scheduler_configs complete), stepped in list order on the same LRs, each
+      under its own interval and frequency (a plateau on its own monitor). With
+      it, scheduler is None and scheduler_kwargs and scheduler_configs are unused;
+      a one-entry list is read into those three instead.
     recurrent_learning_rate_multiplier: LR factor of params whose path matches
       ``recurrent_param_patterns``.
     recurrent_param_patterns: case-insensitive substrings of '/'-joined paths.
@@ -77,16 +83,29 @@ class Config:
   skip_nonfinite: bool = False
   ema: Mapping[str, Any] | None = None
   swa: Mapping[str, Any] | None = None
+  schedulers: tuple[Mapping[str, Any], ...] | None = None
 
   @property
   def monitor(self) -> str:
-    return self.scheduler_configs['monitor']
+    """The monitored metric: scheduler_configs.monitor, or with ``schedulers`` the
+    first ReduceLROnPlateau's (else the first entry's)."""
+    if not self.schedulers:
+      return self.scheduler_configs['monitor']
+    plateaus = [e for e in self.schedulers if e['scheduler'] == 'ReduceLROnPlateau']
+    return (plateaus or list(self.schedulers))[0]['scheduler_configs']['monitor']
 
   def to_dict(self) -> dict[str, Any]:
-    return _plain(dataclasses.asdict(self), 'the config')
+    """The config as plain dicts and lists: with ``schedulers``, without the
+    single scheduler's keys; without it, without ``schedulers``."""
+    out = _plain(dataclasses.asdict(self), 'the config')
+    for key in (SINGLE_SCHEDULER_KEYS if self.schedulers else ('schedulers',)):
+      del out[key]
+    return out
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+# The keys of one scheduler, at the top level or in an entry of schedulers.
+SINGLE_SCHEDULER_KEYS = ('scheduler', 'scheduler_kwargs', 'scheduler_configs')
 ALIASES = {'lr': 'learning_rate'}
 
 
@@ -404,26 +423,12 @@ def _check(v: dict[str, Any]) -> Config:
     if key in v:
       out[key] = _mapping(key, v[key])
   if 'scheduler' in v:
-    s = v['scheduler']
-    if s is not None and not isinstance(s, str):
-      raise ConfigError(f'scheduler={s!r} must be a scheduler name, or null / "none" for a constant LR.')
-    out['scheduler'] = None if s is None or s.lower() == 'none' else s
-
-  given = _mapping('scheduler_configs', v.get('scheduler_configs'))
-  for key in given:
-    if key not in SCHEDULER_CONFIG_KEYS:
-      from jaxsched._errors import unknown
-      raise unknown('key of scheduler_configs', key, SCHEDULER_CONFIG_KEYS)
-  configs = {}
-  for key, (default, check) in SCHEDULER_CONFIG_KEYS.items():
-    value = given.get(key, default)
-    configs[key] = check(f'scheduler_configs.{key}', value) if check is not None else value
-  if 'monitor' not in given and 'monitor' in out.get('optimizer_configs', {}):
-    configs['monitor'] = out['optimizer_configs']['monitor']
-  for key in ('monitor', 'name'):
-    if configs[key] is not None and not isinstance(configs[key], str):
-      raise ConfigError(f'scheduler_configs.{key}={configs[key]!r} must be a string.')
-  out['scheduler_configs'] = configs
+    out['scheduler'] = _scheduler_name('scheduler', v['scheduler'])
+  out['scheduler_configs'] = _scheduler_configs('scheduler_configs', v.get('scheduler_configs'), out)
+  if v.get('schedulers') is not None:
+    entries = _schedulers(v, out)
+    # one entry is the single scheduler's form
+    out.update(entries[0] if len(entries) == 1 else {'scheduler': None, 'scheduler_kwargs': {}, 'schedulers': entries})
 
   if 'recurrent_learning_rate_multiplier' in v:
     out['recurrent_learning_rate_multiplier'] = _checks.NON_NEGATIVE(
@@ -460,6 +465,69 @@ def _check(v: dict[str, Any]) -> Config:
       out[key] = averaging.check_config(key, v[key])
   return Config(**out)
 
+
+
+def _scheduler_name(key: str, value: Any) -> str | None:
+  if value is not None and not isinstance(value, str):
+    raise ConfigError(f'{key}={value!r} must be a scheduler name, or null / "none" for a constant LR.')
+  return None if value is None or value.lower() == 'none' else value
+
+
+def _scheduler_configs(key: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+  """Lightning's lr_scheduler_config keys, checked, with the defaults filled in; the
+  monitor falls back to DynVision's optimizer_configs.monitor."""
+  from jaxsched._errors import unknown
+
+  given = _mapping(key, value)
+  for k in given:
+    if k not in SCHEDULER_CONFIG_KEYS:
+      raise unknown(f'key of {key}', k, SCHEDULER_CONFIG_KEYS)
+  configs = {}
+  for k, (default, check) in SCHEDULER_CONFIG_KEYS.items():
+    v = given.get(k, default)
+    configs[k] = check(f'{key}.{k}', v) if check is not None else v
+  if 'monitor' not in given and 'monitor' in out.get('optimizer_configs', {}):
+    configs['monitor'] = out['optimizer_configs']['monitor']
+  for k in ('monitor', 'name'):
+    if configs[k] is not None and not isinstance(configs[k], str):
+      raise ConfigError(f'{key}.{k}={configs[k]!r} must be a string.')
+  return configs
+
+
+def _schedulers(v: dict[str, Any], out: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+  """The ``schedulers`` list: Lightning's several schedulers for the one optimizer,
+  each ``{scheduler, scheduler_kwargs, scheduler_configs}``, checked key by key."""
+  from jaxsched._errors import unknown
+
+  value = v['schedulers']
+  shape = 'a non-empty list of {scheduler, scheduler_kwargs, scheduler_configs} mappings'
+  if not isinstance(value, list) or not value:
+    raise ConfigError(f'schedulers={_checks.shown(value)} must be {shape} (Lightning\'s list of schedulers for '
+                      f'one optimizer); for a constant LR set scheduler: null instead.')
+  given = [k for k in SINGLE_SCHEDULER_KEYS
+           if k in v and v[k] not in (None, {}) and not (k == 'scheduler' and out.get('scheduler') is None)]
+  if given:
+    raise ConfigError(f'schedulers is given together with {", ".join(given)}: give one scheduler with '
+                      f'scheduler, scheduler_kwargs and scheduler_configs, or several with schedulers (each entry '
+                      f'with its own scheduler_kwargs and scheduler_configs), not both.')
+  entries = []
+  for i, item in enumerate(value):
+    where = f'schedulers[{i}]'
+    if not isinstance(item, Mapping):
+      raise ConfigError(f'{where}={_checks.shown(item)} must be a mapping with the keys '
+                        f'{", ".join(SINGLE_SCHEDULER_KEYS)}.')
+    for k in item:
+      if k not in SINGLE_SCHEDULER_KEYS:
+        raise unknown(f'key in {where}', k, SINGLE_SCHEDULER_KEYS)
+    name = _scheduler_name(f'{where}.scheduler', item.get('scheduler'))
+    if name is None:
+      raise ConfigError(f'{where}.scheduler={_checks.shown(item.get("scheduler"))}: each entry of schedulers needs a '
+                        f'scheduler name; leave a constant LR out of the list.')
+    entries.append({'scheduler': name, 'scheduler_kwargs': _mapping(f'{where}.scheduler_kwargs',
+                                                                    item.get('scheduler_kwargs')),
+                    'scheduler_configs': _scheduler_configs(f'{where}.scheduler_configs',
+                                                            item.get('scheduler_configs'), out)})
+  return tuple(entries)
 
 
 def _group_lr_message(name: str, key: str, value: Any, v: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from jaxsched._errors import ConfigError
 from jaxsched.config import Config
 from jaxsched.optimizers import OPTIMIZERS, optax_aliases, optimizer, resolve
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
-from jaxsched.plateau import reduce_on_plateau
+from jaxsched.plateau import Chain, chain, reduce_on_plateau
 from jaxsched.schedules import SCHEDULES, schedule
 
 PLATEAU = 'ReduceLROnPlateau'
@@ -31,6 +31,15 @@ PER_GROUP = {
     'CyclicLR': ('base_lr', 'max_lr', 'base_momentum', 'max_momentum'),
     PLATEAU: ('min_lr',),
     'SWALR': ('swa_lr',),
+}
+# Schedulers that cannot share an optimizer with others in Lightning's list (schedulers:).
+NOT_CHAINABLE = {
+    'CyclicLR': ("its constructor sets the optimizer's lr to base_lr, and every step overwrites the lr and cycles "
+                 "the momentum, for the other schedulers too"),
+    'OneCycleLR': ("its constructor overwrites the optimizer's initial_lr (the base of every scheduler built after "
+                   "it), and every step overwrites the lr and cycles the momentum"),
+    'SequentialLR': ('a SequentialLR that ends in ReduceLROnPlateau (beyond torch, driven by the reports alone) is '
+                     'supported as the only scheduler, not in a list'),
 }
 # Optimizer keywords torch reads from the constructor only: a param group's own value
 # has no effect (torch.optim.Adagrad fills every accumulator from its constructor's
@@ -182,7 +191,8 @@ def epoch_batches(config: Config, batches: int | None, steps: int | None) -> int
   return value
 
 
-def scheduler_steps(config: Config, batches_per_epoch: int | None) -> Callable[[jax.Array], jax.Array]:
+def scheduler_steps(config: Config, batches_per_epoch: int | None, scheduler_configs: Mapping[str, Any] | None = None,
+                    scheduler: str | None = None) -> Callable[[jax.Array], jax.Array]:
   """Scheduler steps taken before optimizer step k, under Lightning 2.x's rules.
 
   With N = accumulate_grad_batches and B micro-batches per epoch, an epoch has
@@ -190,14 +200,23 @@ def scheduler_steps(config: Config, batches_per_epoch: int | None) -> Callable[[
   interval "step": Lightning steps the scheduler after an optimizer step whose
   last micro-batch has ``(batch_idx + 1) % frequency == 0``, batch_idx counted
   in micro-batches within the epoch.
+
+  Args:
+    config: gives accumulate_grad_batches, and by default the interval and
+      frequency (its scheduler_configs) and the scheduler's name for messages.
+    batches_per_epoch: B, or None where it is not needed.
+    scheduler_configs, scheduler: another scheduler's (an entry of
+      ``config.schedulers``).
   """
-  interval, frequency = config.scheduler_configs['interval'], config.scheduler_configs['frequency']
+  sc = config.scheduler_configs if scheduler_configs is None else scheduler_configs
+  name = config.scheduler if scheduler is None else scheduler
+  interval, frequency = sc['interval'], sc['frequency']
   if interval == 'step' and frequency == 1:
     return lambda k: k
   if batches_per_epoch is None:
     why = ('interval is "epoch"' if interval == 'epoch'
            else f'interval "step" with frequency {frequency} restarts its count each epoch')
-    raise ConfigError(f'build() needs batches_per_epoch (len(train_loader)): the {config.scheduler} scheduler is '
+    raise ConfigError(f'build() needs batches_per_epoch (len(train_loader)): the {name} scheduler is '
                       f'stepped per epoch ({why}), and the optimizer counts batches.')
   n = config.accumulate_grad_batches
   per_epoch = -(-batches_per_epoch // n)  # optimizer steps
@@ -209,13 +228,14 @@ def scheduler_steps(config: Config, batches_per_epoch: int | None) -> Callable[[
   return lambda k: (k // per_epoch) * stepped + (k % per_epoch) // period
 
 
-def _per_group(config: Config, kwargs: dict[str, Any], index: int, count: int) -> dict[str, Any]:
+def _per_group(scheduler: str | None, kwargs: dict[str, Any], index: int, count: int,
+               where: str = 'scheduler_kwargs') -> dict[str, Any]:
   out = dict(kwargs)
-  for key in PER_GROUP.get(config.scheduler, ()):
+  for key in PER_GROUP.get(scheduler, ()):
     value = out.get(key)
     if isinstance(value, (list, tuple)):
       if len(value) != count:
-        raise ConfigError(f'scheduler_kwargs.{key} has {len(value)} values, but there are {count} parameter '
+        raise ConfigError(f'{where}.{key} has {len(value)} values, but there are {count} parameter '
                           f'groups (torch: one value per param group).')
       out[key] = value[index]
   return out
@@ -245,15 +265,48 @@ def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], batches
 
 def _group_setup(config: Config, group: Group, index: int, count: int, batches: int | None,
                  run_steps: int | None = None, swa_swap: tuple[int, int] | None = None) -> tuple[Any, dict[str, Any]]:
-  """The group's learning rate (float, schedule or Plateau) and optimizer keywords;
+  """The group's learning rate (float, schedule, Plateau or Chain) and optimizer keywords;
   ``swa_swap`` (SWA's first epoch, optimizer steps per epoch): SWALR takes over there."""
-  sched_kwargs = _per_group(config, dict(config.scheduler_kwargs), index, count)
   if swa_swap is not None and run_steps is not None:  # the configured scheduler runs until SWALR takes over
     run_steps = min(run_steps, swa_swap[0] * swa_swap[1])
-  lr, momentum = _learning_rate(config, group, sched_kwargs, batches, run_steps)
+  if config.schedulers:
+    lr, momentum = _chain(config, group, index, count, batches, run_steps), None
+  else:
+    sched_kwargs = _per_group(config.scheduler, dict(config.scheduler_kwargs), index, count)
+    lr, momentum = _learning_rate(config, group, sched_kwargs, batches, run_steps)
   if swa_swap is not None:
     lr, momentum = averaging.swa_learning_rate(config.swa, lr, momentum, index, count, *swa_swap)
   return lr, _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
+
+
+def _chain(config: Config, group: Group, index: int, count: int, batches: int | None,
+           run_steps: int | None) -> Chain:
+  """Lightning's list of schedulers for one optimizer, as the group's :class:`Chain`.
+
+  Raises:
+    ConfigError: an entry torch and Lightning cannot chain (see :data:`NOT_CHAINABLE`)
+      or a bad entry, named by its index.
+  """
+  members, plateaus = [], []
+  for i, entry in enumerate(config.schedulers):
+    name, sc, where = entry['scheduler'], entry['scheduler_configs'], f'schedulers[{i}]'
+    try:
+      kwargs = _per_group(name, dict(entry['scheduler_kwargs']), index, count, f'{where}.scheduler_kwargs')
+      why = NOT_CHAINABLE.get(name) or (NOT_CHAINABLE['SequentialLR'] if _ends_in_plateau(kwargs) else None)
+      if why:
+        raise ConfigError(f'{name} cannot share the optimizer with other schedulers: {why}.')
+      if name == PLATEAU:
+        plateaus.append((sc['interval'], reduce_on_plateau(
+            group.learning_rate, monitor=sc['monitor'], strict=sc['strict'], frequency=sc['frequency'], **kwargs)))
+        continue
+      sched = schedule(name, group.learning_rate, **kwargs)
+      steps = scheduler_steps(config, batches, sc, name)
+      if run_steps is not None:
+        sched.check_steps(int(steps(run_steps)))
+      members.append((sc['interval'], sched.curve.step, steps))
+    except ConfigError as e:
+      raise ConfigError(f'{where}: {e}') from None
+  return chain(group.learning_rate, members, plateaus)
 
 
 def _ends_in_plateau(kwargs: Mapping[str, Any]) -> bool:
@@ -300,31 +353,46 @@ def validate(config: Config) -> Config:
 
   Returns:
     The config with numbers given as strings (YAML 1.1 reads ``1e-4`` as one) in
-    optimizer_kwargs, lr_parameter_groups and scheduler_kwargs converted, as the
-    optimizer and scheduler read them.
+    optimizer_kwargs, lr_parameter_groups and scheduler_kwargs (each entry's, with
+    ``schedulers``) converted, as the optimizer and scheduler read them.
 
   Raises:
     ConfigError: an unknown optimizer or scheduler, a bad keyword or value, momentum
-      cycling with an optimizer without momentum.
+      cycling with an optimizer without momentum, schedulers that cannot be chained.
   """
   optimizer(config.optimizer, learning_rate=config.learning_rate, **config.optimizer_kwargs)  # names first
   averaging.check_combination(config.ema, config.swa, config.scheduler,
                               config.scheduler == 'SequentialLR' and _ends_in_plateau(config.scheduler_kwargs))
+  if config.swa is not None and config.schedulers:
+    raise ConfigError('swa with a schedulers list: StochasticWeightAveraging replaces the optimizer\'s one '
+                      'scheduler with SWALR (Lightning refuses more than one lr_scheduler with SWA); configure '
+                      'one scheduler.')
   configured = configured_groups(config)
-  if configured[0].learning_rate is None and config.scheduler is not None:
+  entries = _entries(config)
+  if configured[0].learning_rate is None and entries:
     raise ConfigError(f'{config.optimizer} has no default learning rate: set learning_rate for the '
-                      f'{config.scheduler} scheduler.')
-  lists = [len(v) for k, v in config.scheduler_kwargs.items()
-           if k in PER_GROUP.get(config.scheduler, ()) and isinstance(v, (list, tuple))]
+                      f'{" and ".join(name for name, _ in entries)} scheduler.')
+  lists = [len(v) for name, kwargs in entries for k, v in kwargs.items()
+           if k in PER_GROUP.get(name, ()) and isinstance(v, (list, tuple))]
   count = lists[0] if lists else len(configured)
   for i, group in enumerate(configured):
     lr, kwargs = _group_setup(config, group, min(i, count - 1), count, batches=1)
     optimizer(config.optimizer, learning_rate=lr, **kwargs)
+  numbers = [_numbers(kwargs, _checked_scheduler_kwargs(name, kwargs, count)) for name, kwargs in entries]
+  changes: dict[str, Any] = {'scheduler_kwargs': numbers[0]} if entries and not config.schedulers else {}
+  if config.schedulers:
+    changes['schedulers'] = tuple({**e, 'scheduler_kwargs': n} for e, n in zip(config.schedulers, numbers, strict=True))
   return dataclasses.replace(
       config, optimizer_kwargs=_optimizer_numbers(config.optimizer, config.optimizer_kwargs),
       lr_parameter_groups={name: _optimizer_numbers(config.optimizer, kw)
-                           for name, kw in config.lr_parameter_groups.items()},
-      scheduler_kwargs=_numbers(config.scheduler_kwargs, _checked_scheduler_kwargs(config, count)))
+                           for name, kw in config.lr_parameter_groups.items()}, **changes)
+
+
+def _entries(config: Config) -> list[tuple[str, dict[str, Any]]]:
+  """(scheduler, scheduler_kwargs) of each scheduler the config steps."""
+  if config.schedulers:
+    return [(e['scheduler'], dict(e['scheduler_kwargs'])) for e in config.schedulers]
+  return [] if config.scheduler is None else [(config.scheduler, dict(config.scheduler_kwargs))]
 
 
 def _numbers(given: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,10 +412,10 @@ def _optimizer_numbers(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
   return _numbers(kwargs, resolve(spec, None, keywords)[1])
 
 
-def _checked_scheduler_kwargs(config: Config, count: int) -> dict[str, Any]:
-  kwargs = _per_group(config, dict(config.scheduler_kwargs), 0, count)
-  if config.scheduler == PLATEAU:
+def _checked_scheduler_kwargs(name: str, kwargs: dict[str, Any], count: int) -> dict[str, Any]:
+  kwargs = _per_group(name, kwargs, 0, count)
+  if name == PLATEAU:
     return {k: PLATEAU_KWARGS[k][1](k, v) for k, v in kwargs.items()}
-  if config.scheduler in SCHEDULES and not _ends_in_plateau(kwargs):
-    return SCHEDULES[config.scheduler].resolve(kwargs)
+  if name in SCHEDULES and not _ends_in_plateau(kwargs):
+    return SCHEDULES[name].resolve(kwargs)
   return {}

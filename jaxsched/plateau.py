@@ -10,6 +10,11 @@ the metric to :func:`report`, a pure function that finds every
 With several parameter groups each group carries its own :class:`PlateauState`
 (its own LR and ``min_lr``); they are fed the same metric, so their counters
 agree, as torch keeps one set of counters for all groups.
+
+Lightning's list of schedulers for one optimizer makes a group's learning rate a
+:class:`Chain`: its state, a :class:`ChainState`, holds the group's current LR,
+which each scheduler's chainable step moves in turn (the step-count ones at the
+optimizer's update, the plateaus in :func:`report`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +31,7 @@ from flax import struct
 
 from jaxsched import _checks
 from jaxsched._errors import ConfigError
+from jaxsched.schedules import _numeric
 
 # torch's keywords (besides the optimizer), their defaults (the reference page's
 # where it lists them, which are torch's) and checks.
@@ -177,6 +183,96 @@ def reduce_on_plateau(learning_rate: float, *, monitor: str = 'train_loss', stri
   return Plateau(lr, config)
 
 
+class ChainState(NamedTuple):
+  """The state of a :class:`Chain`: one parameter group's LR under several schedulers.
+
+  Attributes:
+    lr: the group's current LR (torch's ``param_group['lr']``), which every
+      scheduler's step starts from.
+    count: optimizer steps so far.
+    plateaus: the ReduceLROnPlateau states, in the order :func:`report` steps
+      them; each one's ``lr`` is the group's LR after the last report it read.
+  """
+
+  lr: jax.Array
+  count: jax.Array
+  plateaus: tuple[PlateauState, ...]
+
+
+# One chainable scheduler of a Chain: its interval ('step' or 'epoch'), its step
+# maps (step k as (a, b): lr <- a * lr + b, k = 0 at construction) and its scheduler
+# steps taken before optimizer step k.
+Member = tuple[str, Callable[[jax.Array], tuple[jax.Array, jax.Array]], Callable[[jax.Array], jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Chain:
+  """A group's LR under Lightning's list of schedulers for one optimizer, as torch
+  chains them on ``param_group['lr']`` (an Optax stateful schedule, like :class:`Plateau`).
+
+  Each scheduler is built in list order (its construction step acts on the LR
+  the ones before it left) and then steps the current LR, torch's chainable
+  ``step()``: after each optimizer step, the schedulers whose interval and
+  frequency come due step in Lightning's order (interval "step" ones in list
+  order, then interval "epoch" ones), and :func:`report` steps the plateaus
+  (interval "step" ones, then "epoch" ones), each on its own monitor.
+
+  Attributes:
+    learning_rate: the group's base LR.
+    members: the chainable schedulers, in list order.
+    plateaus: the ReduceLROnPlateau entries, in the order report steps them.
+  """
+
+  learning_rate: float
+  members: tuple[Member, ...]
+  plateaus: tuple[Plateau, ...]
+
+  def init(self) -> ChainState:
+    lr = jnp.asarray(self.learning_rate, _float_dtype())
+    zero = jnp.zeros([], jnp.int32)
+    for _, step, _ in self.members:
+      a, b = step(_numeric.as_count(zero))
+      lr = a * lr + b
+    return ChainState(lr=lr, count=zero, plateaus=tuple(p.init() for p in self.plateaus))
+
+  def update(self, state: ChainState, **extra_args) -> ChainState:
+    del extra_args
+    count = optax.safe_increment(state.count)
+    lr = state.lr
+    for interval in ('step', 'epoch'):
+      for when, step, steps in self.members:
+        if when != interval:
+          continue
+        before, after = _numeric.as_count(steps(state.count)), _numeric.as_count(steps(count))
+        a, b = step(after)
+        lr = jnp.where(after > before, a * lr + b, lr)
+    return state._replace(lr=lr, count=count)
+
+  def __call__(self, state: ChainState, **extra_args) -> jax.Array:
+    del extra_args
+    return jnp.array(state.lr)
+
+
+def chain(learning_rate: float, members: Sequence[Member],
+          plateaus: Sequence[tuple[str, Plateau]]) -> Chain:
+  """A :class:`Chain` of the chainable ``members`` (interval, step maps, steps) and the
+  ``plateaus`` (interval, :class:`Plateau`), both in list order."""
+  order = [p for interval in ('step', 'epoch') for when, p in plateaus if when == interval]
+  return Chain(_checks.NON_NEGATIVE('learning_rate', learning_rate), tuple(members), tuple(order))
+
+
+def _chain_report(state: ChainState, metrics: Any) -> ChainState:
+  """Each plateau of a chain steps on its own monitor, from the LR the others left."""
+  lr, out = state.lr, []
+  for p in state.plateaus:
+    metric = _metric(p.config, metrics)
+    if metric is not None:
+      p = _step(p.replace(lr=lr), metric)
+      lr = p.lr
+    out.append(p)
+  return state._replace(lr=lr, plateaus=tuple(out))
+
+
 def _is_better(c: PlateauConfig, current: jax.Array, best: jax.Array) -> jax.Array:
   """torch's ``_is_better``; NaN is never better."""
   if c.mode == 'min':
@@ -291,7 +387,7 @@ def report(opt_state: Any, metrics: Any) -> Any:
 
 
 def _is_node(node: Any) -> bool:
-  return isinstance(node, (PlateauState, optax.InjectStatefulHyperparamsState))
+  return isinstance(node, (PlateauState, ChainState, optax.InjectStatefulHyperparamsState))
 
 
 def _walk(tree: Any, metrics: Any) -> Any:
@@ -302,17 +398,24 @@ def _visit(node: Any, metrics: Any) -> Any:
   if isinstance(node, PlateauState):
     metric = _metric(node.config, metrics)
     return node if metric is None else _step(node, metric)
+  if isinstance(node, ChainState):
+    return _chain_report(node, metrics)
   if isinstance(node, optax.InjectStatefulHyperparamsState):
     # A plateau-driven hyperparameter: step it and show its new value in
     # ``hyperparams``, which holds the values the next update will use.
-    states = {k: _visit(v, metrics) if _is_plateau(v) else v for k, v in node.hyperparams_states.items()}
+    reported = lambda v: isinstance(v, (PlateauState, ChainState))  # noqa: E731
+    states = {k: _visit(v, metrics) if reported(v) else v for k, v in node.hyperparams_states.items()}
     hyperparams = {
-        k: jnp.asarray(value(states[k]), v.dtype) if _is_plateau(states.get(k)) else v
+        k: jnp.asarray(_current(states[k]), v.dtype) if reported(states.get(k)) else v
         for k, v in node.hyperparams.items()
     }
     return node._replace(hyperparams_states=states, hyperparams=hyperparams,
                          inner_state=_walk(node.inner_state, metrics))
   return node
+
+
+def _current(state: PlateauState | ChainState) -> jax.Array:
+  return jnp.array(state.lr) if isinstance(state, ChainState) else value(state)
 
 
 def plateau_states(opt_state: Any) -> list[PlateauState]:

@@ -48,7 +48,11 @@ class Curve:
       milestone (``scheduler._update_lr(0)``), given the lr just before the
       restart; None when that equals ``value(r)``.
     restart_error: why torch cannot restart this scheduler at a milestone
-      (raises there), or None.
+      (what it raises there), or None.
+    first: the map of step 0 when it is not torch's initial step: SequentialLR
+      starting a ChainedScheduler member steps the chain's members at
+      ``last_epoch`` 0 outside ``_initial_mode``; None when that is ``step(0)``.
+    first_error: why torch raises in that step, or None.
     momentum: the momentum / beta1 torch writes after n steps, or None.
     horizon: the largest n torch can step to, or None when unbounded.
   """
@@ -59,6 +63,8 @@ class Curve:
   factor: Fn | None = None
   restart: Callable[[jax.Array, jax.Array], jax.Array] | None = None
   restart_error: str | None = None
+  first: Map | None = None
+  first_error: str | None = None
   momentum: Fn | None = None
   horizon: int | None = None
 

@@ -76,7 +76,10 @@ def multiplicative_lr(lr, lr_lambda):
   else:
     factor = lambda n: _numeric.fold_affine(lambda ks: (fn(ks), 0.0), n, const(1.0))
   restart = lambda r, prev: prev * fn(jnp.zeros_like(r)) * factor(r)
-  return factor_curve(lr, factor, step_factor, restart=restart)
+  # outside the initial step torch multiplies by lr_lambda(0) at last_epoch 0
+  first = lambda k: (jnp.broadcast_to(jnp.asarray(fn(jnp.zeros_like(k)), _numeric.float_dtype()), jnp.shape(k)),
+                     _zero(k))
+  return factor_curve(lr, factor, step_factor, restart=restart, first=first)
 
 
 def step_lr(lr, step_size, gamma):
@@ -155,7 +158,7 @@ def linear_lr(lr, start_factor, end_factor, total_iters):
   if t == 0:
     c = lambda n: jnp.full(jnp.shape(n), s0, _numeric.float_dtype())
     return factor_curve(lr, c, lambda k: jnp.where(k == 0, const(s0), const(1.0)),
-                        restart_error='LinearLR with total_iters=0 (its closed form divides by zero)')
+                        restart_error='ZeroDivisionError for LinearLR with total_iters=0 (its closed form divides by zero)')
 
   def c(n):
     m = jnp.clip(n, 0, t)
@@ -173,8 +176,8 @@ def linear_lr(lr, start_factor, end_factor, total_iters):
 
 def exponential_lr(lr, gamma):
   """ExponentialLR (``torch.optim.lr_scheduler.ExponentialLR``): ``lr_n = lr * gamma ** n``."""
-  return factor_curve(lr, lambda n: power(gamma, n),
-                      lambda k: jnp.where(k == 0, const(1.0), const(gamma)))
+  return factor_curve(lr, lambda n: power(gamma, n), lambda k: jnp.where(k == 0, const(1.0), const(gamma)),
+                      first=lambda k: (jnp.full(jnp.shape(k), gamma, _numeric.float_dtype()), _zero(k)))
 
 
 def polynomial_lr(lr, total_iters, power):
@@ -187,8 +190,9 @@ def polynomial_lr(lr, total_iters, power):
   t, p = total_iters, power
   if t == 0:
     one = lambda n: jnp.ones(jnp.shape(n), _numeric.float_dtype())
-    return factor_curve(lr, one, one,
-                        restart_error='PolynomialLR with total_iters=0 (its closed form divides by zero)')
+    why = 'ZeroDivisionError for PolynomialLR with total_iters=0 (its {} divides by zero)'
+    return factor_curve(lr, one, one, restart_error=why.format('closed form'),
+                        first_error=why.format('step at last_epoch 0 outside the initial step'))
   end = 0.0 if p > 0 else 1.0  # 0.0 ** p, also for p too small for float32
 
   def c(n):
@@ -205,7 +209,10 @@ def polynomial_lr(lr, total_iters, power):
     f = jnp.where(kk == t, const(end), jnp.power(to_float(t - kk) / to_float(t - kk + 1), const(p)))
     return jnp.where((k >= 1) & (k <= t), f, const(1.0))
 
-  return factor_curve(lr, c, s)
+  # torch's decay factor at last_epoch 0, outside the initial step
+  first_factor = ((1.0 - 0 / t) / (1.0 - (-1) / t)) ** p
+  first = lambda k: (jnp.full(jnp.shape(k), first_factor, _numeric.float_dtype()), _zero(k))
+  return factor_curve(lr, c, s, first=first)
 
 
 

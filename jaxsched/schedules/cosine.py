@@ -50,7 +50,8 @@ def cosine_annealing_lr(lr, T_max, eta_min):
     a, b = _cosine_step(lr, eta_min, t, k)
     return jnp.where(k == 0, const(1.0), a), jnp.where(k == 0, const(0.0), b)
 
-  return Curve(value=value, kind='affine', step=step)
+  # outside the initial step torch takes the chainable step at last_epoch 0 too
+  return Curve(value=value, kind='affine', step=step, first=lambda k: _cosine_step(lr, eta_min, t, k))
 
 
 def _restart_table(t0: int, mult: int):
