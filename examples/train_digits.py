@@ -32,7 +32,6 @@ from flax import nnx
 import jaxsched
 from jaxsched import averaging
 from jaxsched.groups import path_name
-from jaxsched.compat import check_compatible
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / 'configs' / 'digits.yaml'
@@ -123,14 +122,17 @@ class Checkpoints:
         history=ocp.args.JsonSave(history)))
     self.manager.wait_until_finished()
 
-  def restore(self, params, opt_state):
+  def restore(self, params, opt_state, config):
     import orbax.checkpoint as ocp
 
     epoch = self.manager.latest_step()
     if epoch is None:
       return None
     saved = self.manager.item_metadata(epoch)['state']
-    check_compatible({'params': params, 'opt_state': opt_state}, saved.tree)
+    saved_config = self.manager.restore(epoch, args=ocp.args.Composite(history=ocp.args.JsonRestore())).history
+    # names the config change ("optimizer 'AdamW' -> 'SGD'") behind a state that no longer fits
+    jaxsched.check_compatible({'params': params, 'opt_state': opt_state}, saved.tree, config=config,
+                              saved_config=saved_config.get('config'))
     got = self.manager.restore(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardRestore({'params': params, 'opt_state': opt_state}),
         history=ocp.args.JsonRestore()))
@@ -228,11 +230,12 @@ def main(argv=None) -> float:
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   checkpoints = Checkpoints(out)
-  history = {'train_loss': [], 'train_accuracy': [], 'val_loss': [], 'val_accuracy': [], 'lr': {}, 'momentum': {}}
+  history = {'train_loss': [], 'train_accuracy': [], 'val_loss': [], 'val_accuracy': [], 'lr': {}, 'momentum': {},
+             'config': config.to_dict()}
   start = 0
   if args.resume:
     try:
-      restored = checkpoints.restore(params, opt_state)
+      restored = checkpoints.restore(params, opt_state, config)
     except jaxsched.ConfigError as e:
       console.print(f'error: cannot resume from {out}: {e}', style='red')
       raise SystemExit(1)

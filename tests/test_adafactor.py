@@ -80,7 +80,7 @@ def test_moments_are_factored_on_the_last_two_dims():
 
 @pytest.mark.parametrize('kwargs, words', [
     (dict(beta2_decay=0.1), ['beta2_decay', '0.1']),
-    (dict(d=0.5), ['d=0.5', '>= 1.0']),
+    (dict(d=0.5), ['d=0.5', '>= 1']),
     (dict(eps=(-1e-3, 1e-3)), ['eps[0]', '-0.001']),
     (dict(eps=(None, -1.0)), ['eps[1]', '-1.0']),
     (dict(eps=(None, None)), ['eps', 'None']),

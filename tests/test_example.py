@@ -72,7 +72,7 @@ def test_resume_under_another_config_says_what_differs(tmp_path, capsys):
     example.main(['--epochs', '2', '--out', str(tmp_path), '--quiet', '--resume', *SHORT, 'optimizer=SGD'])
   assert e.value.code == 1
   out = capsys.readouterr().out
-  assert 'cannot resume' in out and 'another config' in out and 'momentum' in out
+  assert 'cannot resume' in out and "optimizer 'AdamW' -> 'SGD'" in out and 'momentum' in out
 
 
 def test_accumulation_keeps_the_schedule_per_epoch(tmp_path, capsys):
