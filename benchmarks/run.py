@@ -40,27 +40,49 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-
-import jaxsched  # noqa: E402
+import report as R  # noqa: E402
 import timing  # noqa: E402
 import variants as V  # noqa: E402
-import report as R  # noqa: E402
 
+import jaxsched  # noqa: E402
 
 # ---------------------------------------------------------------- sizes
 
+
 def plan(quick: bool) -> dict[str, Any]:
   if quick:
-    return dict(sizes=[(3, 4_096), (12, 64)], distinct_sizes=[(3, 4_096)], repeats=3, compile_repeats=1,
-                big_compile_repeats=1, torch_repeats=2, schedule_steps=20_000, torch_schedule_steps=300,
-                recompile_steps=30, copy_elems=1 << 20, chunk=1 << 10, torch_jax_all_sizes=('Adam',))
-  return dict(sizes=[(10, 1_000_000), (1_000, 10_000)], distinct_sizes=[(10, 1_000_000)], repeats=15,
-              compile_repeats=7, big_compile_repeats=3, torch_repeats=5, schedule_steps=1_000_000,
-              torch_schedule_steps=20_000, recompile_steps=1_000, copy_elems=1 << 26, chunk=1 << 16,
-              torch_jax_all_sizes=('Adam',))
+    return dict(
+      sizes=[(3, 4_096), (12, 64)],
+      distinct_sizes=[(3, 4_096)],
+      repeats=3,
+      compile_repeats=1,
+      big_compile_repeats=1,
+      torch_repeats=2,
+      schedule_steps=20_000,
+      torch_schedule_steps=300,
+      recompile_steps=30,
+      copy_elems=1 << 20,
+      chunk=1 << 10,
+      torch_jax_all_sizes=('Adam',),
+    )
+  return dict(
+    sizes=[(10, 1_000_000), (1_000, 10_000)],
+    distinct_sizes=[(10, 1_000_000)],
+    repeats=15,
+    compile_repeats=7,
+    big_compile_repeats=3,
+    torch_repeats=5,
+    schedule_steps=1_000_000,
+    torch_schedule_steps=20_000,
+    recompile_steps=1_000,
+    copy_elems=1 << 26,
+    chunk=1 << 16,
+    torch_jax_all_sizes=('Adam',),
+  )
 
 
 # ---------------------------------------------------------------- metadata
+
 
 def cpu_model() -> str:
   try:
@@ -80,17 +102,24 @@ def meta(argv: list[str]) -> dict[str, Any]:
 
   dev = jax.devices()[0]
   out = {
-      'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-      'command': 'python benchmarks/run.py' + (' ' + ' '.join(argv) if argv else ''),
-      'machine': f'{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}',
-      'backend': jax.default_backend(),
-      'device': f'{dev.platform}: {getattr(dev, "device_kind", str(dev))}',
-      'versions': {'python': platform.python_version(), 'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
-                   'optax': optax.__version__, 'flax': flax.__version__, 'torch': torch.__version__,
-                   'jaxsched': jaxsched.__version__, 'numpy': np.__version__},
-      'code': code_version(),
-      'torch_threads': torch.get_num_threads(),
-      'torch_device': torch_device(),
+    'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+    'command': 'python benchmarks/run.py' + (' ' + ' '.join(argv) if argv else ''),
+    'machine': f'{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}',
+    'backend': jax.default_backend(),
+    'device': f'{dev.platform}: {getattr(dev, "device_kind", str(dev))}',
+    'versions': {
+      'python': platform.python_version(),
+      'jax': jax.__version__,
+      'jaxlib': jaxlib.__version__,
+      'optax': optax.__version__,
+      'flax': flax.__version__,
+      'torch': torch.__version__,
+      'jaxsched': jaxsched.__version__,
+      'numpy': np.__version__,
+    },
+    'code': code_version(),
+    'torch_threads': torch.get_num_threads(),
+    'torch_device': torch_device(),
   }
   try:
     out['load_average_start'] = list(os.getloadavg())
@@ -107,10 +136,16 @@ def code_version() -> str:
 
   root = os.path.dirname(HERE)
   try:
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True,
-                            text=True, check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'jaxsched', 'benchmarks/*.py'], cwd=root,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ['git', 'status', '--porcelain', '--', 'jaxsched', 'benchmarks/*.py'],
+      cwd=root,
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return os.environ.get('BENCH_CODE', 'unknown (not a git checkout; set BENCH_CODE)')
   return commit + (' +changes' if dirty else '')
@@ -128,16 +163,18 @@ def log(*a):
 
 # ---------------------------------------------------------------- JAX variant plumbing
 
+
 class Variant:
   """A step to time: from an Optax transformation, or a direct step + init."""
 
-  def __init__(self, name: str, tx: optax.GradientTransformation | None = None, step=None, init=None,
-               role: str = ''):
+  def __init__(self, name: str, tx: optax.GradientTransformation | None = None, step=None, init=None, role: str = ''):
     self.name, self.role = name, role
     if tx is not None:
+
       def step_fn(p, s, g, tx=tx):
         u, s = tx.update(g, s, p)
         return optax.apply_updates(p, u), s
+
       self.step, self.init = step_fn, tx.init
     else:
       self.step, self.init = step, init
@@ -162,7 +199,7 @@ def compile_all(variants: list[Variant], params, grads, repeats: int) -> None:
   args_state = {v.name: timing.shape_of(jax.eval_shape(v.init, params)) for v in variants}
   p_shape, g_shape = timing.shape_of(params), timing.shape_of(grads)
   for r in range(repeats):
-    order = variants[r % len(variants):] + variants[:r % len(variants)]
+    order = variants[r % len(variants) :] + variants[: r % len(variants)]
     for v in order:
       gc.collect()
       compiled, t = timing.compile_step(v.step, (p_shape, args_state[v.name], g_shape))
@@ -191,23 +228,30 @@ def compile_summary(v: Variant) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- 1 + 2: train step and compile
 
+
 def scenario_variants(scenario: str, params, diagnose: bool, chunk: int) -> list[Variant]:
-  vs = [Variant('hand-written optax', V.hand_written(scenario), role='baseline'),
-        Variant('jaxsched.build', V.jaxsched_build(scenario, params), role='jaxsched'),
-        # A/A control: the baseline's code again, as its own executable and buffers. Its ratio
-        # is the noise floor of this machine and run: a jaxsched ratio within it is no difference.
-        Variant('control: hand-written optax, compiled again', V.hand_written(scenario), role='control')]
+  vs = [
+    Variant('hand-written optax', V.hand_written(scenario), role='baseline'),
+    Variant('jaxsched.build', V.jaxsched_build(scenario, params), role='jaxsched'),
+    # A/A control: the baseline's code again, as its own executable and buffers. Its ratio
+    # is the noise floor of this machine and run: a jaxsched ratio within it is no difference.
+    Variant('control: hand-written optax, compiled again', V.hand_written(scenario), role='control'),
+  ]
   if scenario == 'groups_schedule':
     vs.append(Variant('naive multi_transform(adam per group)', V.naive_groups(scenario), role='reference'))
   if scenario == 'one_group' and diagnose:
     diag = [
-        ('diag: optax.inject_hyperparams(optax.adam)', lambda: {'tx': V.optax_injected()}),
-        ('diag: jaxsched.optimizer (no multi_transform)', lambda: {'tx': V.js_optimizer_only()}),
-        ('diag: jaxsched adam chain, float hparams+lr (no inject)', lambda: {'tx': V.js_factory_only()}),
+      ('diag: optax.inject_hyperparams(optax.adam)', lambda: {'tx': V.optax_injected()}),
+      ('diag: jaxsched.optimizer (no multi_transform)', lambda: {'tx': V.js_optimizer_only()}),
+      ('diag: jaxsched adam chain, float hparams+lr (no inject)', lambda: {'tx': V.js_factory_only()}),
     ]
     if jax.default_backend() == 'cpu':  # XLA:GPU already fuses Adam into one multi-output kernel
-      diag.append(('diag: one-pass chunked adam (fori_loop)',
-                   lambda: {'step': V.one_pass_adam_step(chunk), 'init': V.one_pass_init}))
+      diag.append(
+        (
+          'diag: one-pass chunked adam (fori_loop)',
+          lambda: {'step': V.one_pass_adam_step(chunk), 'init': V.one_pass_init},
+        )
+      )
     for name, make in diag:
       try:  # a diagnostic reaches into jaxsched's internals, which may change
         vs.append(Variant(name, role='diagnostic', **make()))
@@ -237,14 +281,21 @@ def section_train_step(p: dict, diagnose: bool, cache: dict) -> list[dict]:
       base_c = compile_summary(vs[0])
       for v in vs:
         c = compile_summary(v)
-        rows.append({
-            'scenario': scenario, 'leaves': leaves, 'shapes': shapes,
+        rows.append(
+          {
+            'scenario': scenario,
+            'leaves': leaves,
+            'shapes': shapes,
             'params': sum(x.size for x in jax.tree.leaves(params)),
-            'variant': v.name, 'role': v.role,
-            'step': res[v.name], 'ratio': res[v.name]['median'] / base,
-            'compile_s': c, 'compile_ratio': c['total']['median'] / base_c['total']['median'],
+            'variant': v.name,
+            'role': v.role,
+            'step': res[v.name],
+            'ratio': res[v.name]['median'] / base,
+            'compile_s': c,
+            'compile_ratio': c['total']['median'] / base_c['total']['median'],
             'fusions': v.fusions,
-        })
+          }
+        )
         if scenario == 'one_group' and v.role in ('baseline', 'jaxsched') and not distinct:
           cache[('Adam', v.role, leaves, size)] = v
       del hs
@@ -253,6 +304,7 @@ def section_train_step(p: dict, diagnose: bool, cache: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------- 3: torch
+
 
 def section_torch(p: dict, cache: dict) -> list[dict]:
   import torch
@@ -272,8 +324,7 @@ def section_torch(p: dict, cache: dict) -> list[dict]:
         for role, name in (('baseline', 'jax: hand-written optax'), ('jaxsched', 'jax: jaxsched.build')):
           v = cache.get((opt, role, leaves, size))
           if v is None:
-            tx = V.hand_written('one_group', opt) if role == 'baseline' else V.jaxsched_build(
-                'one_group', params, opt)
+            tx = V.hand_written('one_group', opt) if role == 'baseline' else V.jaxsched_build('one_group', params, opt)
             v = Variant(name, tx, role=role)
             compile_all([v], params, grads, 1)
             cache[(opt, role, leaves, size)] = v
@@ -285,7 +336,7 @@ def section_torch(p: dict, cache: dict) -> list[dict]:
       gen = torch.Generator().manual_seed(0)
       impls = ('for-loop', 'foreach', 'fused')
       threads = torch.get_num_threads()
-      setup = {name: (lambda: torch.set_num_threads(threads)) for name in fns}
+      setup = {name: (lambda: torch.set_num_threads(threads)) for name in fns}  # noqa: B023
       for impl in impls:
         ts = [torch.randn(size, generator=gen).to(dev).requires_grad_() for _ in range(leaves)]
         for t in ts:
@@ -294,16 +345,24 @@ def section_torch(p: dict, cache: dict) -> list[dict]:
           o = V.torch_optimizer(opt, impl, ts)
           o.step()
         except Exception as e:  # noqa: BLE001
-          rows.append({'optimizer': opt, 'leaves': leaves, 'params': leaves * size, 'variant': f'torch {impl}',
-                       'error': repr(e)[:200]})
+          rows.append(
+            {
+              'optimizer': opt,
+              'leaves': leaves,
+              'params': leaves * size,
+              'variant': f'torch {impl}',
+              'error': repr(e)[:200],
+            }
+          )
           continue
 
         def run(o=o):
           o.step()
+
         fns[f'torch {impl}'] = run
         if dev == 'cuda':
           sync[f'torch {impl}'] = torch.cuda.synchronize
-        setup[f'torch {impl}'] = lambda: torch.set_num_threads(threads)
+        setup[f'torch {impl}'] = lambda: torch.set_num_threads(threads)  # noqa: B023
         if dev == 'cpu' and threads > 1:  # torch's OpenMP barriers suffer most from a loaded machine
           fns[f'torch {impl} (1 thread)'] = run
           setup[f'torch {impl} (1 thread)'] = lambda: torch.set_num_threads(1)
@@ -313,10 +372,17 @@ def section_torch(p: dict, cache: dict) -> list[dict]:
       torch.set_num_threads(threads)
       ref = res.get('torch fused', res.get('torch foreach'))
       for name, r in res.items():
-        rows.append({'optimizer': opt, 'leaves': leaves, 'params': leaves * size, 'variant': name, 'step': r,
-                     'vs_torch': {impl: res[impl]['median'] / r['median']
-                                  for impl in res if impl.startswith('torch ')},
-                     'ratio_to_fused': r['median'] / ref['median'] if ref else None})
+        rows.append(
+          {
+            'optimizer': opt,
+            'leaves': leaves,
+            'params': leaves * size,
+            'variant': name,
+            'step': r,
+            'vs_torch': {impl: res[impl]['median'] / r['median'] for impl in res if impl.startswith('torch ')},
+            'ratio_to_fused': r['median'] / ref['median'] if ref else None,
+          }
+        )
       del fns
       gc.collect()
   return rows
@@ -325,11 +391,11 @@ def section_torch(p: dict, cache: dict) -> list[dict]:
 # ---------------------------------------------------------------- 4: schedules
 
 SCHEDULES = [
-    ('CosineAnnealingLR', {'T_max': 10_000}, 'SGD'),
-    ('StepLR', {'step_size': 1000, 'gamma': 0.99}, 'SGD'),
-    ('CosineAnnealingWarmRestarts', {'T_0': 1000, 'T_mult': 2}, 'SGD'),
-    ('OneCycleLR', {'max_lr': 0.1, 'total_steps': None}, 'SGD'),
-    ('CyclicLR', {'base_lr': 1e-4, 'max_lr': 0.1, 'step_size_up': 2000}, 'SGD'),
+  ('CosineAnnealingLR', {'T_max': 10_000}, 'SGD'),
+  ('StepLR', {'step_size': 1000, 'gamma': 0.99}, 'SGD'),
+  ('CosineAnnealingWarmRestarts', {'T_0': 1000, 'T_mult': 2}, 'SGD'),
+  ('OneCycleLR', {'max_lr': 0.1, 'total_steps': None}, 'SGD'),
+  ('CyclicLR', {'base_lr': 1e-4, 'max_lr': 0.1, 'step_size_up': 2000}, 'SGD'),
 ]
 
 
@@ -367,34 +433,47 @@ def section_schedules(p: dict) -> list[dict]:
         times.append((time.perf_counter() - t) / (k // chunks))
     per_step = float(np.median(times))
     ref = np.asarray(lrs)
-    mine = curves[name][1:len(ref) + 1]
+    mine = curves[name][1 : len(ref) + 1]
     rel = float(np.max(np.abs(mine - ref) / np.maximum(np.abs(ref), 1e-30)))
-    rows.append({'schedule': name, 'kwargs': kw, 'steps': n, 'jax_s': res[name], 'jax_compile_s': compile_s[name],
-                 'torch_per_step_s': per_step, 'torch_steps_timed': len(ref),
-                 'torch_extrapolated_s': per_step * n, 'speedup': per_step * n / res[name]['median'],
-                 'max_rel_diff_vs_torch': rel})
+    rows.append(
+      {
+        'schedule': name,
+        'kwargs': kw,
+        'steps': n,
+        'jax_s': res[name],
+        'jax_compile_s': compile_s[name],
+        'torch_per_step_s': per_step,
+        'torch_steps_timed': len(ref),
+        'torch_extrapolated_s': per_step * n,
+        'speedup': per_step * n / res[name]['median'],
+        'max_rel_diff_vs_torch': rel,
+      }
+    )
   return rows
 
 
 # ---------------------------------------------------------------- 5: recompiles
+
 
 def section_recompiles(p: dict) -> list[dict]:
   from jax._src import dispatch
 
   events = []
   jax.monitoring.register_event_duration_secs_listener(
-      lambda name, dur, **kw: events.append(name) if name == dispatch.BACKEND_COMPILE_EVENT else None)
+    lambda name, dur, **kw: events.append(name) if name == dispatch.BACKEND_COMPILE_EVENT else None
+  )
   rows = []
   steps = p['recompile_steps']
   params = V.make_params(10, 1000, recurrent=True)
   grads = V.make_grads(params)
   cfgs = {
-      'groups + ReduceLROnPlateau (report every 10 steps)': V.config('groups_plateau'),
-      'groups + StepLR(step_size=50), interval step': dict(
-          V.config('groups_schedule'), scheduler='StepLR', scheduler_kwargs={'step_size': 50, 'gamma': 0.5}),
-      'groups + OneCycleLR (cycles beta1 too)': dict(
-          V.config('groups_schedule'), scheduler='OneCycleLR',
-          scheduler_kwargs={'max_lr': 0.01, 'total_steps': steps + 1}),
+    'groups + ReduceLROnPlateau (report every 10 steps)': V.config('groups_plateau'),
+    'groups + StepLR(step_size=50), interval step': dict(
+      V.config('groups_schedule'), scheduler='StepLR', scheduler_kwargs={'step_size': 50, 'gamma': 0.5}
+    ),
+    'groups + OneCycleLR (cycles beta1 too)': dict(
+      V.config('groups_schedule'), scheduler='OneCycleLR', scheduler_kwargs={'max_lr': 0.01, 'total_steps': steps + 1}
+    ),
   }
   for label, cfg in cfgs.items():
     log(f'recompiles: {label}')
@@ -402,7 +481,7 @@ def section_recompiles(p: dict) -> list[dict]:
     traces = [0]
 
     def step(p_, s, g, tx=tx):
-      traces[0] += 1
+      traces[0] += 1  # noqa: B023
       u, s = tx.update(g, s, p_)
       return optax.apply_updates(p_, u), s
 
@@ -422,13 +501,21 @@ def section_recompiles(p: dict) -> list[dict]:
         after_first = len(events)
       lrs.add(tuple(float(v) for v in jax.tree.leaves(jaxsched.current_lr(s))))
     jax.block_until_ready((pp, s))
-    rows.append({'config': label, 'steps': steps, 'compiles_total': len(events) - start,
-                 'compiles_after_first': len(events) - after_first, 'traces_of_step': traces[0],
-                 'distinct_lr_settings': len(lrs)})
+    rows.append(
+      {
+        'config': label,
+        'steps': steps,
+        'compiles_total': len(events) - start,
+        'compiles_after_first': len(events) - after_first,
+        'traces_of_step': traces[0],
+        'distinct_lr_settings': len(lrs),
+      }
+    )
   return rows
 
 
 # ---------------------------------------------------------------- 6: memory
+
 
 def _torch_state_bytes(opt) -> tuple[int, int]:
   import torch
@@ -436,7 +523,7 @@ def _torch_state_bytes(opt) -> tuple[int, int]:
   total = nonscalar = 0
   for st in opt.state.values():
     for v in st.values():
-      for t in (v if isinstance(v, (list, tuple)) else [v]):  # LBFGS keeps lists of history tensors
+      for t in v if isinstance(v, (list, tuple)) else [v]:  # LBFGS keeps lists of history tensors
         if isinstance(t, torch.Tensor):
           b = t.numel() * t.element_size()
           total += b
@@ -450,9 +537,17 @@ def section_memory() -> list[dict]:
   shapes = {'conv/kernel': (64, 64), 'conv/bias': (64,), 'head/kernel': (64, 32)}
   params = {k: jnp.ones(s, jnp.float32) for k, s in shapes.items()}
   pbytes = timing.tree_bytes(params)
-  optax_eq = {'Adam': optax.adam(1e-3), 'AdamW': optax.adamw(1e-3), 'SGD': optax.sgd(1e-2, momentum=0.9),
-              'RMSprop': optax.rmsprop(1e-2), 'Adagrad': optax.adagrad(1e-2), 'Adamax': optax.adamax(2e-3),
-              'NAdam': optax.nadam(2e-3), 'RAdam': optax.radam(1e-3), 'Adadelta': optax.adadelta(1.0)}
+  optax_eq = {
+    'Adam': optax.adam(1e-3),
+    'AdamW': optax.adamw(1e-3),
+    'SGD': optax.sgd(1e-2, momentum=0.9),
+    'RMSprop': optax.rmsprop(1e-2),
+    'Adagrad': optax.adagrad(1e-2),
+    'Adamax': optax.adamax(2e-3),
+    'NAdam': optax.nadam(2e-3),
+    'RAdam': optax.radam(1e-3),
+    'Adadelta': optax.adadelta(1.0),
+  }
   rows = []
   for name in jaxsched.OPTIMIZERS:
     row: dict[str, Any] = {'optimizer': name}
@@ -476,7 +571,7 @@ def section_memory() -> list[dict]:
         g = 0.01 * torch.ones_like(t)
         t.grad = g.to_sparse() if name == 'SparseAdam' else g
       if name == 'LBFGS':
-        opt.step(lambda: sum((t * t).sum() for t in ts))
+        opt.step(lambda: sum((t * t).sum() for t in ts))  # noqa: B023
       else:
         opt.step()
       tot, arr = _torch_state_bytes(opt)
@@ -492,6 +587,7 @@ def section_memory() -> list[dict]:
 
 # ---------------------------------------------------------------- 7: bandwidth
 
+
 def section_bandwidth(p: dict, train_rows: list[dict]) -> dict[str, Any]:
   n = p['copy_elems']
   one = jnp.float32(1.0)
@@ -503,8 +599,9 @@ def section_bandwidth(p: dict, train_rows: list[dict]) -> dict[str, Any]:
   def run_f():
     bufs['x'] = f(bufs['x'], one)
 
-  res = timing.interleaved({'y = x * s': run_f}, p['repeats'],
-                           sync={'y = x * s': lambda: jax.block_until_ready(bufs['x'])})
+  res = timing.interleaved(
+    {'y = x * s': run_f}, p['repeats'], sync={'y = x * s': lambda: jax.block_until_ready(bufs['x'])}
+  )
   nbytes = 2 * n * 4
   copy_bw = max(nbytes / r['median'] for r in res.values())
   adam = []
@@ -513,12 +610,21 @@ def section_bandwidth(p: dict, train_rows: list[dict]) -> dict[str, Any]:
       continue
     moved = 7 * r['params'] * 4  # read p, g, m, v; write p, m, v
     bw = moved / r['step']['median']
-    adam.append({'variant': r['variant'], 'leaves': r['leaves'], 'params': r['params'],
-                 'bytes_per_step': moved, 'achieved_GBps': bw / 1e9, 'fraction_of_copy': bw / copy_bw})
+    adam.append(
+      {
+        'variant': r['variant'],
+        'leaves': r['leaves'],
+        'params': r['params'],
+        'bytes_per_step': moved,
+        'achieved_GBps': bw / 1e9,
+        'fraction_of_copy': bw / copy_bw,
+      }
+    )
   return {'copy_elems': n, 'copy_GBps': copy_bw / 1e9, 'copy': res, 'adam': adam}
 
 
 # ---------------------------------------------------------------- main
+
 
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -527,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument('--sections', default='1,3,4,5,6,7', help='which sections to run (1 includes 2)')
   ap.add_argument('--no-diagnose', action='store_true', help='skip the diagnostic variants')
   ap.add_argument('--merge', action='append', default=[], help="another run's results.json to import")
-  ap.add_argument('--sizes', default=None, help='e.g. 10x1000000,1000x10000 (default: the plan\'s)')
+  ap.add_argument('--sizes', default=None, help="e.g. 10x1000000,1000x10000 (default: the plan's)")
   ap.add_argument('--render-only', action='store_true', help='rewrite RESULTS.md from results.json')
   args = ap.parse_args(argv)
   argv = argv if argv is not None else sys.argv[1:]
@@ -555,17 +661,20 @@ def main(argv: list[str] | None = None) -> int:
       p['copy_elems'] = 1 << 28
     if args.sizes:
       p['sizes'] = [tuple(int(x) for x in s.split('x')) for s in args.sizes.split(',')]
-    run['meta']['timing'] = ('steps dispatched back to back, one wait per sample (as a training loop); '
-                             'each sample >= 20 ms of steps')
+    run['meta']['timing'] = (
+      'steps dispatched back to back, one wait per sample (as a training loop); each sample >= 20 ms of steps'
+    )
     log('device', run['meta']['device'], '| machine', run['meta']['machine'])
     key = run['meta']['backend'] + ('-quick' if args.quick else '') + (f'-{args.sizes}' if args.sizes else '')
     allres['runs'][key] = run
-    steps = [('1', 'train_step', lambda: section_train_step(p, not args.no_diagnose, cache)),
-             ('3', 'torch', lambda: section_torch(p, cache)),
-             ('4', 'schedules', lambda: section_schedules(p)),
-             ('5', 'recompiles', lambda: section_recompiles(p)),
-             ('6', 'memory', section_memory),
-             ('7', 'bandwidth', lambda: section_bandwidth(p, run.get('train_step', [])))]
+    steps = [
+      ('1', 'train_step', lambda: section_train_step(p, not args.no_diagnose, cache)),
+      ('3', 'torch', lambda: section_torch(p, cache)),
+      ('4', 'schedules', lambda: section_schedules(p)),
+      ('5', 'recompiles', lambda: section_recompiles(p)),
+      ('6', 'memory', section_memory),
+      ('7', 'bandwidth', lambda: section_bandwidth(p, run.get('train_step', []))),
+    ]
     order = [s.strip() for s in args.sections.split(',')]
     for number, name, fn in sorted(steps, key=lambda t: order.index(t[0]) if t[0] in order else 99):
       if number in sections:

@@ -11,10 +11,15 @@ import jax
 import jax.numpy as jnp
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
-                min_sample_s: float = 0.02, max_inner: int = 200,
-                setup: dict[str, Callable[[], Any]] | None = None,
-                sync: dict[str, Callable[[], Any]] | None = None) -> dict[str, dict[str, float]]:
+def interleaved(
+  fns: dict[str, Callable[[], Any]],
+  repeats: int,
+  warmup: int = 1,
+  min_sample_s: float = 0.02,
+  max_inner: int = 200,
+  setup: dict[str, Callable[[], Any]] | None = None,
+  sync: dict[str, Callable[[], Any]] | None = None,
+) -> dict[str, dict[str, float]]:
   """Times each fn (which must block until its work is done) in rounds A B C, B C A, ...
 
   Each sample runs fn ``inner`` times (chosen so a sample lasts about
@@ -39,7 +44,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
     inner[name] = int(min(max_inner, max(1, round(min_sample_s / once))))
   samples: dict[str, list[float]] = {n: [] for n in names}
   for r in range(repeats):
-    order = names[r % len(names):] + names[:r % len(names)]
+    order = names[r % len(names) :] + names[: r % len(names)]
     for name in order:
       k = inner[name]
       setup.get(name, lambda: None)()
@@ -63,7 +68,7 @@ def count_fusions(hlo_text: str) -> dict[str, int]:
   the fused computations that differ other than by their names. XLA compiles a
   kernel per distinct computation and reuses it for equal fusions (on the CPU each
   is an LLVM module, the bulk of a small step's compile time)."""
-  entry = hlo_text[hlo_text.find('ENTRY'):]
+  entry = hlo_text[hlo_text.find('ENTRY') :]
   kinds = re.findall(r'= [^=]*? fusion\([^\n]*?kind=(k\w+)', entry)
   out: dict[str, int] = {'total': len(kinds)}
   for k in kinds:
@@ -107,5 +112,8 @@ def shape_of(tree: Any) -> Any:
 
 
 def tree_bytes(tree: Any, scalars: bool = True) -> int:
-  return sum(int(x.size) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)
-             if hasattr(x, 'dtype') and (scalars or x.ndim > 0))
+  return sum(
+    int(x.size) * jnp.dtype(x.dtype).itemsize
+    for x in jax.tree.leaves(tree)
+    if hasattr(x, 'dtype') and (scalars or x.ndim > 0)
+  )

@@ -24,8 +24,9 @@ RECURRENT_FACTOR = 0.1
 B1, B2, EPS = 0.9, 0.999, 1e-8
 
 
-def make_params(leaves: int, size: int, key: int = 0, recurrent: bool = False,
-                distinct: bool = False) -> dict[str, jax.Array]:
+def make_params(
+  leaves: int, size: int, key: int = 0, recurrent: bool = False, distinct: bool = False
+) -> dict[str, jax.Array]:
   """``leaves`` float32 vectors of ``size`` (with ``distinct``, of ``size - 8 i``: no two
   leaves share a shape, and each is a multiple of 8 where ``size`` is, as layer widths
   are); with ``recurrent``, every other leaf is named ``recurrent<i>`` (DynVision's
@@ -42,12 +43,14 @@ def make_grads(params: Any, key: int = 1) -> Any:
   k = jax.random.PRNGKey(key)
   leaves, tree = jax.tree.flatten(params)
   return jax.tree.unflatten(
-      tree, [0.01 * jax.random.normal(jax.random.fold_in(k, i), x.shape, x.dtype) for i, x in enumerate(leaves)])
+    tree, [0.01 * jax.random.normal(jax.random.fold_in(k, i), x.shape, x.dtype) for i, x in enumerate(leaves)]
+  )
 
 
 def labels_of(tree: Any) -> Any:
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: 'recurrent' if 'recurren' in jax.tree_util.keystr(path) else 'regular', tree)
+    lambda path, _: 'recurrent' if 'recurren' in jax.tree_util.keystr(path) else 'regular', tree
+  )
 
 
 def cosine(lr: float = LR) -> Callable[[jax.Array], jax.Array]:
@@ -57,14 +60,19 @@ def cosine(lr: float = LR) -> Callable[[jax.Array], jax.Array]:
 
 # ---------------------------------------------------------------- configs
 
+
 def config(scenario: str, optimizer: str = 'Adam', **optimizer_kwargs) -> dict[str, Any]:
   base: dict[str, Any] = {'optimizer': optimizer, 'learning_rate': LR, 'optimizer_kwargs': optimizer_kwargs}
   if scenario in ('one_group', 'groups_schedule'):
-    base.update(scheduler='CosineAnnealingLR', scheduler_kwargs={'T_max': T_MAX},
-                scheduler_configs={'interval': 'step'})
+    base.update(
+      scheduler='CosineAnnealingLR', scheduler_kwargs={'T_max': T_MAX}, scheduler_configs={'interval': 'step'}
+    )
   elif scenario == 'groups_plateau':
-    base.update(scheduler='ReduceLROnPlateau', scheduler_kwargs={'patience': 2, 'factor': 0.5},
-                scheduler_configs={'interval': 'epoch', 'monitor': 'val_loss'})
+    base.update(
+      scheduler='ReduceLROnPlateau',
+      scheduler_kwargs={'patience': 2, 'factor': 0.5},
+      scheduler_configs={'interval': 'epoch', 'monitor': 'val_loss'},
+    )
   else:
     raise ValueError(scenario)
   if scenario.startswith('groups'):
@@ -73,6 +81,7 @@ def config(scenario: str, optimizer: str = 'Adam', **optimizer_kwargs) -> dict[s
 
 
 # ---------------------------------------------------------------- hand-written Optax
+
 
 def hand_written(scenario: str, optimizer: str = 'Adam') -> optax.GradientTransformation:
   """What a user would write in Optax for the same config (same math as torch)."""
@@ -88,8 +97,10 @@ def hand_written(scenario: str, optimizer: str = 'Adam') -> optax.GradientTransf
   assert optimizer == 'Adam'
   if scenario == 'groups_schedule':
     s = cosine()
-    per_group = {'regular': optax.scale_by_learning_rate(s),
-                 'recurrent': optax.scale_by_learning_rate(lambda c: RECURRENT_FACTOR * s(c))}
+    per_group = {
+      'regular': optax.scale_by_learning_rate(s),
+      'recurrent': optax.scale_by_learning_rate(lambda c: RECURRENT_FACTOR * s(c)),
+    }
   elif scenario == 'groups_plateau':
     lr_tx = optax.inject_hyperparams(optax.scale_by_learning_rate)
     per_group = {'regular': lr_tx(learning_rate=LR), 'recurrent': lr_tx(learning_rate=LR * RECURRENT_FACTOR)}
@@ -103,11 +114,16 @@ def naive_groups(scenario: str) -> optax.GradientTransformation:
   """multi_transform around whole optimizers: one Adam per group."""
   s = cosine()
   return optax.multi_transform(
-      {'regular': optax.adam(s, b1=B1, b2=B2, eps=EPS),
-       'recurrent': optax.adam(lambda c: RECURRENT_FACTOR * s(c), b1=B1, b2=B2, eps=EPS)}, labels_of)
+    {
+      'regular': optax.adam(s, b1=B1, b2=B2, eps=EPS),
+      'recurrent': optax.adam(lambda c: RECURRENT_FACTOR * s(c), b1=B1, b2=B2, eps=EPS),
+    },
+    labels_of,
+  )
 
 
 # ---------------------------------------------------------------- jaxsched and its layers
+
 
 def jaxsched_build(scenario: str, params: Any, optimizer: str = 'Adam', **kw) -> optax.GradientTransformation:
   return jaxsched.build(config(scenario, optimizer, **kw), params)
@@ -187,6 +203,7 @@ def one_pass_init(params: Any) -> tuple:
 
 
 # ---------------------------------------------------------------- torch
+
 
 def torch_optimizer(name: str, impl: str, tensors: list) -> Any:
   """torch.optim's Adam / AdamW / SGD with jaxsched's config values; impl is

@@ -60,8 +60,10 @@ class Digits(pl.LightningModule):
     return torch.nn.functional.cross_entropy(self(x), y)
 
   def train_dataloader(self):  # train_digits' batches of this epoch, in its order
-    epoch_batches = [(torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.long))
-                     for x, y in batches(*self.data, self.current_epoch)]
+    epoch_batches = [
+      (torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.long))
+      for x, y in batches(*self.data, self.current_epoch)
+    ]
     return torch.utils.data.DataLoader(epoch_batches, batch_size=None)
 
   def configure_optimizers(self):
@@ -69,9 +71,18 @@ class Digits(pl.LightningModule):
 
 
 def fit(model, epochs: int, out: Path, ckpt_path=None) -> pl.Trainer:
-  trainer = pl.Trainer(max_epochs=epochs, accelerator='cpu', devices=1, precision='64-true', logger=False,
-                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                       reload_dataloaders_every_n_epochs=1, default_root_dir=out)
+  trainer = pl.Trainer(
+    max_epochs=epochs,
+    accelerator='cpu',
+    devices=1,
+    precision='64-true',
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    reload_dataloaders_every_n_epochs=1,
+    default_root_dir=out,
+  )
   trainer.fit(model, ckpt_path=ckpt_path)
   return trainer
 
@@ -139,8 +150,9 @@ def main(argv=None) -> float:
   print(f'epoch {epoch}: JAX from the .ckpt vs Lightning resumed from it: max relative distance {gap:.2e}')
 
   # hand the JAX run back to torch for one more epoch
-  optimizer_state, scheduler_state = jaxsched.to_torch(config, opt_state, params, torch_names=names,
-                                                       batches_per_epoch=per_epoch)
+  optimizer_state, scheduler_state = jaxsched.to_torch(
+    config, opt_state, params, torch_names=names, batches_per_epoch=per_epoch
+  )
   twin = Digits(config, train).double()
   twin.load_state_dict({k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()})
   optimizer = jaxsched.torch_optimizer(config, twin.named_parameters())

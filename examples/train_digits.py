@@ -84,8 +84,7 @@ def loss_and_accuracy(graphdef, params, x, y):
 def make_steps(graphdef, tx):
   @jax.jit
   def train_step(params, opt_state, x, y):
-    (loss, acc), grads = jax.value_and_grad(
-        lambda p: loss_and_accuracy(graphdef, p, x, y), has_aux=True)(params)
+    (loss, acc), grads = jax.value_and_grad(lambda p: loss_and_accuracy(graphdef, p, x, y), has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, acc
 
@@ -100,7 +99,7 @@ def batches(x, y, epoch: int, seed: int = 0):
   """Full batches of a per-epoch permutation (deterministic, so resuming is exact)."""
   order = np.random.default_rng([seed, epoch]).permutation(len(x))
   for i in range(len(x) // BATCH):
-    idx = order[i * BATCH:(i + 1) * BATCH]
+    idx = order[i * BATCH : (i + 1) * BATCH]
     yield x[idx], y[idx]
 
 
@@ -111,15 +110,20 @@ class Checkpoints:
     import orbax.checkpoint as ocp
 
     self.manager = ocp.CheckpointManager(
-        directory.resolve() / 'checkpoints', options=ocp.CheckpointManagerOptions(max_to_keep=2),
-        item_handlers={'state': ocp.StandardCheckpointHandler(), 'history': ocp.JsonCheckpointHandler()})
+      directory.resolve() / 'checkpoints',
+      options=ocp.CheckpointManagerOptions(max_to_keep=2),
+      item_handlers={'state': ocp.StandardCheckpointHandler(), 'history': ocp.JsonCheckpointHandler()},
+    )
 
   def save(self, epoch: int, params, opt_state, history):
     import orbax.checkpoint as ocp
 
-    self.manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave({'params': params, 'opt_state': opt_state}),
-        history=ocp.args.JsonSave(history)))
+    self.manager.save(
+      epoch,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave({'params': params, 'opt_state': opt_state}), history=ocp.args.JsonSave(history)
+      ),
+    )
     self.manager.wait_until_finished()
 
   def restore(self, params, opt_state, config):
@@ -131,11 +135,15 @@ class Checkpoints:
     saved = self.manager.item_metadata(epoch)['state']
     saved_config = self.manager.restore(epoch, args=ocp.args.Composite(history=ocp.args.JsonRestore())).history
     # names the config change ("optimizer 'AdamW' -> 'SGD'") behind a state that no longer fits
-    jaxsched.check_compatible({'params': params, 'opt_state': opt_state}, saved.tree, config=config,
-                              saved_config=saved_config.get('config'))
-    got = self.manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore({'params': params, 'opt_state': opt_state}),
-        history=ocp.args.JsonRestore()))
+    jaxsched.check_compatible(
+      {'params': params, 'opt_state': opt_state}, saved.tree, config=config, saved_config=saved_config.get('config')
+    )
+    got = self.manager.restore(
+      epoch,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore({'params': params, 'opt_state': opt_state}), history=ocp.args.JsonRestore()
+      ),
+    )
     return epoch, got.state['params'], got.state['opt_state'], got.history
 
   def close(self):
@@ -211,7 +219,7 @@ def main(argv=None) -> float:
     config = jaxsched.load_config(args.config, args.overrides)
   except jaxsched.ConfigError as e:
     console.print(f'error: {e}', style='red')
-    raise SystemExit(1)
+    raise SystemExit(1) from None
 
   (x_train, y_train), (x_val, y_val) = load_digits(args.seed)
   batches_per_epoch = len(x_train) // BATCH  # len(train_loader); one update() per batch
@@ -219,26 +227,38 @@ def main(argv=None) -> float:
   steps_per_epoch = -(-batches_per_epoch // config.accumulate_grad_batches)
   graphdef, params = make_model(args.seed)
   try:
-    tx = jaxsched.build(config, params, batches_per_epoch=batches_per_epoch,
-                        run_steps=args.epochs * steps_per_epoch, max_epochs=args.epochs)
+    tx = jaxsched.build(
+      config,
+      params,
+      batches_per_epoch=batches_per_epoch,
+      run_steps=args.epochs * steps_per_epoch,
+      max_epochs=args.epochs,
+    )
   except jaxsched.ConfigError as e:
     console.print(f'error: {e}', style='red')
-    raise SystemExit(1)
+    raise SystemExit(1) from None
   opt_state = tx.init(params)
   train_step, evaluate = make_steps(graphdef, tx)
 
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   checkpoints = Checkpoints(out)
-  history = {'train_loss': [], 'train_accuracy': [], 'val_loss': [], 'val_accuracy': [], 'lr': {}, 'momentum': {},
-             'config': config.to_dict()}
+  history = {
+    'train_loss': [],
+    'train_accuracy': [],
+    'val_loss': [],
+    'val_accuracy': [],
+    'lr': {},
+    'momentum': {},
+    'config': config.to_dict(),
+  }
   start = 0
   if args.resume:
     try:
       restored = checkpoints.restore(params, opt_state, config)
     except jaxsched.ConfigError as e:
       console.print(f'error: cannot resume from {out}: {e}', style='red')
-      raise SystemExit(1)
+      raise SystemExit(1) from None
     if restored is None:
       console.print(f'no checkpoint in {out}: starting from scratch')
     else:
@@ -246,12 +266,18 @@ def main(argv=None) -> float:
       start = last + 1
       console.print(f'resumed from the checkpoint of epoch {last}')
 
-  console.print(f'{config.optimizer} + {config.scheduler or "constant LR"}: '
-                f'groups {", ".join(f"{k}={v:.3g}" for k, v in lrs_of(opt_state).items())}; '
-                f'{batches_per_epoch} batches ({steps_per_epoch} optimizer steps) per epoch, '
-                f'epochs {start}..{args.epochs - 1}')
-  columns = [TextColumn('epoch {task.completed:>3.0f}/{task.total:.0f}'), BarColumn(), TimeElapsedColumn(),
-             TextColumn('{task.fields[status]}')]
+  console.print(
+    f'{config.optimizer} + {config.scheduler or "constant LR"}: '
+    f'groups {", ".join(f"{k}={v:.3g}" for k, v in lrs_of(opt_state).items())}; '
+    f'{batches_per_epoch} batches ({steps_per_epoch} optimizer steps) per epoch, '
+    f'epochs {start}..{args.epochs - 1}'
+  )
+  columns = [
+    TextColumn('epoch {task.completed:>3.0f}/{task.total:.0f}'),
+    BarColumn(),
+    TimeElapsedColumn(),
+    TextColumn('{task.fields[status]}'),
+  ]
   with Progress(*columns, console=console, disable=args.quiet, transient=True) as progress:
     task = progress.add_task('train', total=args.epochs, completed=start, status='')
     for epoch in range(start, args.epochs):
@@ -263,13 +289,18 @@ def main(argv=None) -> float:
         accs.append(acc)
       # the weights Lightning validates with: the EMA average with ema, the current ones otherwise
       val_loss, val_acc = (float(v) for v in evaluate(jaxsched.averaged_params(opt_state, params), x_val, y_val))
-      metrics = {'train_loss': float(np.mean(losses)), 'train_accuracy': float(np.mean(accs)),
-                 'val_loss': val_loss, 'val_accuracy': val_acc}
+      metrics = {
+        'train_loss': float(np.mean(losses)),
+        'train_accuracy': float(np.mean(accs)),
+        'val_loss': val_loss,
+        'val_accuracy': val_acc,
+      }
       if (running := averaging.running_average(opt_state)) is not None:  # ema or swa: both models, side by side
         average, n_averaged = running
         history.setdefault('val_accuracy_raw', []).append(float(evaluate(params, x_val, y_val)[1]))
         history.setdefault('val_accuracy_averaged', []).append(
-            float(evaluate(average, x_val, y_val)[1]) if n_averaged else math.nan)
+          float(evaluate(average, x_val, y_val)[1]) if n_averaged else math.nan
+        )
       before = lrs_of(opt_state)
       opt_state = jaxsched.report(opt_state, metrics)
       announce_reductions(epoch, before, lrs_of(opt_state), console)
@@ -284,16 +315,20 @@ def main(argv=None) -> float:
       lr_text = ' '.join(f'lr[{g}]={v:.3e}' for g, v in lrs.items())
       status = f'loss {metrics["train_loss"]:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} {lr_text}'
       progress.update(task, advance=1, status=status)
-      console.print(f'epoch {epoch:3d}: train_loss={metrics["train_loss"]:.4f} '
-                    f'train_accuracy={metrics["train_accuracy"]:.4f} val_loss={val_loss:.4f} '
-                    f'val_accuracy={val_acc:.4f} {lr_text}'
-                    + (f' val_accuracy_averaged={history["val_accuracy_averaged"][-1]:.4f}' if running else ''))
+      console.print(
+        f'epoch {epoch:3d}: train_loss={metrics["train_loss"]:.4f} '
+        f'train_accuracy={metrics["train_accuracy"]:.4f} val_loss={val_loss:.4f} '
+        f'val_accuracy={val_acc:.4f} {lr_text}'
+        + (f' val_accuracy_averaged={history["val_accuracy_averaged"][-1]:.4f}' if running else '')
+      )
   checkpoints.close()
 
   params = jaxsched.final_params(opt_state, params)  # what Lightning's model holds after training: SWA's average
   final = float(evaluate(params, x_val, y_val)[1]) if history['val_accuracy'] else math.nan
   (out / 'history.json').write_text(json.dumps(history, indent=1))
-  np.savez(out / 'params.npz', **{path_name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]})
+  np.savez(
+    out / 'params.npz', **{path_name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  )
   if history['train_loss']:
     plot(history, out / 'curves.png')
     console.print(f'curves: {out / "curves.png"}')

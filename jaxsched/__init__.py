@@ -6,18 +6,47 @@ from jaxsched.build import build, current_lr, current_momentum, load_config, lr_
 from jaxsched.cli.simulate import lr_curve
 from jaxsched.compat import carry_over, check_compatible
 from jaxsched.config import Config, patterns
+from jaxsched.layouts import torch_params, torch_state_dict
 from jaxsched.optimizers import OPTIMIZERS, optimizer
 from jaxsched.plateau import Plateau, PlateauState, reduce_on_plateau, report
-from jaxsched.layouts import torch_params, torch_state_dict
 from jaxsched.schedules import SCHEDULES, Schedule, schedule
 from jaxsched.torch_build import configure_optimizers, torch_optimizer, torch_scheduler
 from jaxsched.torch_state import LightningCheckpoint, from_torch, load_lightning_checkpoint, to_torch
 
 __all__ = [
-    'Config', 'ConfigError', 'ConfigWarning', 'LightningCheckpoint', 'OPTIMIZERS', 'Plateau', 'PlateauState',
-    'SCHEDULES', 'Schedule', 'averaged_params', 'build', 'carry_over', 'check_compatible', 'configure_optimizers',
-    'current_lr', 'current_momentum', 'final_params', 'from_torch', 'load_config', 'load_lightning_checkpoint',
-    'lr_curve', 'lr_log_names', 'optimizer', 'patterns', 'reduce_on_plateau', 'report', 'schedule', 'set_lr',
-    'skipped_steps', 'to_torch', 'torch_optimizer', 'torch_params', 'torch_scheduler', 'torch_state_dict',
+  'Config',
+  'ConfigError',
+  'ConfigWarning',
+  'LightningCheckpoint',
+  'OPTIMIZERS',
+  'Plateau',
+  'PlateauState',
+  'SCHEDULES',
+  'Schedule',
+  'averaged_params',
+  'build',
+  'carry_over',
+  'check_compatible',
+  'configure_optimizers',
+  'current_lr',
+  'current_momentum',
+  'final_params',
+  'from_torch',
+  'load_config',
+  'load_lightning_checkpoint',
+  'lr_curve',
+  'lr_log_names',
+  'optimizer',
+  'patterns',
+  'reduce_on_plateau',
+  'report',
+  'schedule',
+  'set_lr',
+  'skipped_steps',
+  'to_torch',
+  'torch_optimizer',
+  'torch_params',
+  'torch_scheduler',
+  'torch_state_dict',
 ]
 __version__ = '0.1.0'

@@ -23,7 +23,7 @@ def shown(value: Any, limit: int = 60) -> str:
     text = repr(value)
   except (RecursionError, ValueError):  # a self-referencing list; an int beyond str()'s digit limit
     text = f'<{type(value).__name__}>'
-  return text if len(text) <= limit else f'{text[:limit - 20]}...{text[-12:]} ({len(text)} characters)'
+  return text if len(text) <= limit else f'{text[: limit - 20]}...{text[-12:]} ({len(text)} characters)'
 
 
 def _bad(key: str, value: Any, allowed: object) -> ConfigError:
@@ -77,8 +77,9 @@ class Real:
       x = float(value)
     except OverflowError:  # an int beyond any float, e.g. 10**400
       raise _bad(key, value, self) from None
-    if math.isnan(x) or (self.finite and math.isinf(x)) or not _in_range(
-        x, self.lo, self.hi, self.lo_open, self.hi_open):
+    if (
+      math.isnan(x) or (self.finite and math.isinf(x)) or not _in_range(x, self.lo, self.hi, self.lo_open, self.hi_open)
+    ):
       raise _bad(key, value, self)
     return x
 
@@ -101,8 +102,7 @@ class Integer:
       except ValueError:
         raise _bad(key, value, self) from None
     if isinstance(value, bool) or not (
-        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        or _is_numeric_scalar(value)
+      isinstance(value, int) or (isinstance(value, float) and value.is_integer()) or _is_numeric_scalar(value)
     ):
       raise _bad(key, value, self)
     if isinstance(value, float) or _is_numeric_scalar(value):
@@ -222,7 +222,7 @@ def representable_count(key: str, value: Any) -> None:
   import numpy as np
 
   items = value if isinstance(value, (list, tuple)) else [value]
-  limit = np.iinfo(np.int64 if jax.config.read("jax_enable_x64") else np.int32).max
+  limit = np.iinfo(np.int64 if jax.config.read('jax_enable_x64') else np.int32).max
   for v in items:
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) > limit:
       hint = ' (enable jax_enable_x64 for int64 counts)' if limit < np.iinfo(np.int64).max else ''

@@ -34,6 +34,4 @@ def unknown(what: str, word: object, choices: Iterable[str]) -> ConfigError:
   choices = sorted(choices, key=str.lower)
   guess = nearest(str(word), choices)
   hint = f' Did you mean {guess!r}?' if guess is not None else ''
-  return ConfigError(
-      f'unknown {what} {word!r}.{hint} Allowed: {", ".join(choices)}.'
-  )
+  return ConfigError(f'unknown {what} {word!r}.{hint} Allowed: {", ".join(choices)}.')

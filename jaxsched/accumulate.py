@@ -82,8 +82,12 @@ def keep_schedules(ok: jax.Array, new: Any, old: Any) -> Any:
   return jax.tree.map(pick, new, old, is_leaf=is_inject)
 
 
-def accumulate(inner: optax.GradientTransformation, every: int = 1, batches_per_epoch: int | None = None,
-               skip_nonfinite: bool = False) -> optax.GradientTransformationExtraArgs:
+def accumulate(
+  inner: optax.GradientTransformation,
+  every: int = 1,
+  batches_per_epoch: int | None = None,
+  skip_nonfinite: bool = False,
+) -> optax.GradientTransformationExtraArgs:
   """Lightning's ``accumulate_grad_batches`` (and jaxsched's ``skip_nonfinite``) around ``inner``.
 
   Args:
@@ -139,11 +143,11 @@ def accumulate(inner: optax.GradientTransformation, every: int = 1, batches_per_
       new_updates, inner_state = step(None)
     reset = lambda x: jnp.where(emit, jnp.zeros_like(x), x)  # noqa: E731
     return new_updates, AccumulateState(
-        batch=jnp.where(state.batch + 1 == period, 0, state.batch + 1),
-        grads=jax.tree.map(reset, grads) if every > 1 else None,
-        kept=reset(kept),
-        skipped=state.skipped + (~finite).astype(jnp.int32),
-        inner_state=inner_state,
+      batch=jnp.where(state.batch + 1 == period, 0, state.batch + 1),
+      grads=jax.tree.map(reset, grads) if every > 1 else None,
+      kept=reset(kept),
+      skipped=state.skipped + (~finite).astype(jnp.int32),
+      inner_state=inner_state,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

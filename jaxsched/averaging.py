@@ -90,8 +90,7 @@ class Averaging:
   max_epochs: int | None = None
 
 
-@struct.dataclass
-class AverageState:
+class AverageState(struct.PyTreeNode):
   """The averaged weights and the training loop's position, around the optimizer's state.
 
   Attributes:
@@ -147,18 +146,18 @@ class _EpochStart:
 _REQUIRED = object()
 # Lightning 2.6's constructor arguments (minus device, use_buffers, avg_fn), defaults and checks.
 KEYS: dict[str, dict[str, tuple[Any, _checks.Check]]] = {
-    'ema': {  # EMAWeightAveraging
-        'decay': (0.999, _checks.Real(0.0, 1.0)),
-        'update_every_n_steps': (1, _checks.Integer(0)),
-        'update_starting_at_step': (None, _checks.Optional(_checks.Integer(0))),
-        'update_starting_at_epoch': (None, _checks.Optional(_checks.Integer(0))),
-    },
-    'swa': {  # StochasticWeightAveraging
-        'swa_lrs': (_REQUIRED, _SwaLrs()),
-        'swa_epoch_start': (0.8, _EpochStart()),
-        'annealing_epochs': (10, _checks.Integer(0)),
-        'annealing_strategy': ('cos', _checks.Choice(STRATEGIES)),
-    },
+  'ema': {  # EMAWeightAveraging
+    'decay': (0.999, _checks.Real(0.0, 1.0)),
+    'update_every_n_steps': (1, _checks.Integer(0)),
+    'update_starting_at_step': (None, _checks.Optional(_checks.Integer(0))),
+    'update_starting_at_epoch': (None, _checks.Optional(_checks.Integer(0))),
+  },
+  'swa': {  # StochasticWeightAveraging
+    'swa_lrs': (_REQUIRED, _SwaLrs()),
+    'swa_epoch_start': (0.8, _EpochStart()),
+    'annealing_epochs': (10, _checks.Integer(0)),
+    'annealing_strategy': ('cos', _checks.Choice(STRATEGIES)),
+  },
 }
 
 
@@ -190,11 +189,15 @@ def check_combination(ema: Any, swa: Any, scheduler: str | None, ends_in_plateau
   """ConfigError for ema and swa together (two averages of one model, each callback
   overwriting the weights at the end) and for swa with ReduceLROnPlateau."""
   if ema is not None and swa is not None:
-    raise ConfigError('ema and swa are both set: configure one weight average (both would overwrite the weights '
-                      'at the end of training).')
+    raise ConfigError(
+      'ema and swa are both set: configure one weight average (both would overwrite the weights '
+      'at the end of training).'
+    )
   if swa is not None and (scheduler == 'ReduceLROnPlateau' or ends_in_plateau):
-    raise ConfigError(f'swa with scheduler {scheduler} is not supported: SWALR takes over from the plateau\'s LR, '
-                      f'which only the metrics decide; use a schedule of the step count, or ema.')
+    raise ConfigError(
+      f"swa with scheduler {scheduler} is not supported: SWALR takes over from the plateau's LR, "
+      f'which only the metrics decide; use a schedule of the step count, or ema.'
+    )
 
 
 def swa_start_epoch(swa: Mapping[str, Any], max_epochs: int | None) -> int:
@@ -207,18 +210,23 @@ def swa_start_epoch(swa: Mapping[str, Any], max_epochs: int | None) -> int:
   start = swa['swa_epoch_start']
   if isinstance(start, float):
     if max_epochs is None:
-      raise ConfigError(f'swa.swa_epoch_start={start} is a fraction of the run\'s epochs: give build() '
-                        f'max_epochs=... (Lightning\'s Trainer(max_epochs)), or an integer epoch.')
+      raise ConfigError(
+        f"swa.swa_epoch_start={start} is a fraction of the run's epochs: give build() "
+        f"max_epochs=... (Lightning's Trainer(max_epochs)), or an integer epoch."
+      )
     start = int(max_epochs * start)
   first = max(start - 1, 0)
   if max_epochs is not None and first > max_epochs - 1:
-    raise ConfigError(f'swa.swa_epoch_start={swa["swa_epoch_start"]} starts SWA at epoch {first + 1}, after the '
-                      f'run\'s {max_epochs} epochs (Lightning would end with the weights it started from).')
+    raise ConfigError(
+      f'swa.swa_epoch_start={swa["swa_epoch_start"]} starts SWA at epoch {first + 1}, after the '
+      f"run's {max_epochs} epochs (Lightning would end with the weights it started from)."
+    )
   return first
 
 
-def resolve(ema: Mapping[str, Any] | None, swa: Mapping[str, Any] | None, batches_per_epoch: int | None,
-            max_epochs: int | None) -> Averaging | None:
+def resolve(
+  ema: Mapping[str, Any] | None, swa: Mapping[str, Any] | None, batches_per_epoch: int | None, max_epochs: int | None
+) -> Averaging | None:
   """The :class:`Averaging` of a config's ``ema``/``swa`` entry, or None.
 
   Raises:
@@ -229,22 +237,41 @@ def resolve(ema: Mapping[str, Any] | None, swa: Mapping[str, Any] | None, batche
     max_epochs = _checks.Integer(1)('max_epochs', max_epochs)
   if ema is not None:
     if ema['update_starting_at_epoch'] is not None and batches_per_epoch is None:
-      raise ConfigError('ema.update_starting_at_epoch needs build(..., batches_per_epoch=len(train_loader)): the '
-                        'average is also updated at the end of each epoch.')
-    return Averaging(ema_avg_fn(ema['decay']), every_n_steps=ema['update_every_n_steps'],
-                     start_step=ema['update_starting_at_step'], end_epoch_from=ema['update_starting_at_epoch'])
+      raise ConfigError(
+        'ema.update_starting_at_epoch needs build(..., batches_per_epoch=len(train_loader)): the '
+        'average is also updated at the end of each epoch.'
+      )
+    return Averaging(
+      ema_avg_fn(ema['decay']),
+      every_n_steps=ema['update_every_n_steps'],
+      start_step=ema['update_starting_at_step'],
+      end_epoch_from=ema['update_starting_at_epoch'],
+    )
   if swa is not None:
     if batches_per_epoch is None:
-      raise ConfigError('swa needs build(..., batches_per_epoch=len(train_loader)): StochasticWeightAveraging '
-                        'averages at the start of each epoch and SWALR steps once per epoch.')
+      raise ConfigError(
+        'swa needs build(..., batches_per_epoch=len(train_loader)): StochasticWeightAveraging '
+        'averages at the start of each epoch and SWALR steps once per epoch.'
+      )
     first = swa_start_epoch(swa, max_epochs)
-    return Averaging(swa_avg_fn, start_epochs=(first, None if max_epochs is None else max_epochs - 1),
-                     validate_with_average=False, max_epochs=max_epochs)
+    return Averaging(
+      swa_avg_fn,
+      start_epochs=(first, None if max_epochs is None else max_epochs - 1),
+      validate_with_average=False,
+      max_epochs=max_epochs,
+    )
   return None
 
 
-def swa_learning_rate(swa: Mapping[str, Any], lr: Any, momentum: Callable | None, index: int, count: int,
-                      first_epoch: int, steps_per_epoch: int) -> tuple[Callable, Callable | None]:
+def swa_learning_rate(
+  swa: Mapping[str, Any],
+  lr: Any,
+  momentum: Callable | None,
+  index: int,
+  count: int,
+  first_epoch: int,
+  steps_per_epoch: int,
+) -> tuple[Callable, Callable | None]:
   """A group's LR (and cycled momentum) under StochasticWeightAveraging.
 
   Before epoch ``first_epoch`` the configured one; from then on SWALR, built at
@@ -257,8 +284,10 @@ def swa_learning_rate(swa: Mapping[str, Any], lr: Any, momentum: Callable | None
   swa_lrs = swa['swa_lrs']
   if isinstance(swa_lrs, tuple):
     if len(swa_lrs) != count:
-      raise ConfigError(f'swa.swa_lrs has {len(swa_lrs)} values, but there are {count} parameter groups '
-                        f'(torch\'s SWALR: one value per param group).')
+      raise ConfigError(
+        f'swa.swa_lrs has {len(swa_lrs)} values, but there are {count} parameter groups '
+        f"(torch's SWALR: one value per param group)."
+      )
     swa_lrs = swa_lrs[index]
   anneal = swalr_value(swa_lrs, swa['annealing_epochs'], swa['annealing_strategy'])
   takeover = first_epoch * steps_per_epoch  # the optimizer step that starts epoch first_epoch
@@ -276,19 +305,23 @@ def swa_learning_rate(swa: Mapping[str, Any], lr: Any, momentum: Callable | None
 
 def _update(avg_fn: AvgFn, average: Any, n_averaged: jax.Array, params: Any) -> Any:
   """``AveragedModel.update_parameters``: a copy at n_averaged == 0, else avg_fn."""
+
   def one(a, p):
     p = jnp.asarray(p).astype(a.dtype)
     return jnp.where(n_averaged == 0, p, avg_fn(a, p, n_averaged).astype(a.dtype))
+
   return jax.tree.map(one, average, params)
 
 
 def _maybe_update(avg_fn: AvgFn, when: jax.Array, average: Any, n_averaged: jax.Array, params: Any):
-  return jax.lax.cond(when, lambda: (_update(avg_fn, average, n_averaged, params), n_averaged + 1),
-                      lambda: (average, n_averaged))
+  return jax.lax.cond(
+    when, lambda: (_update(avg_fn, average, n_averaged, params), n_averaged + 1), lambda: (average, n_averaged)
+  )
 
 
-def average(inner: optax.GradientTransformation, rules: Averaging, every: int = 1,
-            batches_per_epoch: int | None = None) -> optax.GradientTransformationExtraArgs:
+def average(
+  inner: optax.GradientTransformation, rules: Averaging, every: int = 1, batches_per_epoch: int | None = None
+) -> optax.GradientTransformationExtraArgs:
   """Keeps a weight average of the parameters around ``inner``, one ``update`` per micro-batch.
 
   Args:
@@ -306,9 +339,16 @@ def average(inner: optax.GradientTransformation, rules: Averaging, every: int = 
 
   def init_fn(params):
     zero = lambda: jnp.zeros([], jnp.int32)  # noqa: E731  (one array per field, so the state can be donated)
-    return AverageState(params=jax.tree.map(lambda p: jnp.array(p, copy=True), params), n_averaged=zero(),
-                        step=zero(), batch=zero(), epoch=zero(), pending=jnp.zeros([], bool),
-                        inner_state=inner.init(params), rules=rules)
+    return AverageState(
+      params=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
+      n_averaged=zero(),
+      step=zero(),
+      batch=zero(),
+      epoch=zero(),
+      pending=jnp.zeros([], bool),
+      inner_state=inner.init(params),
+      rules=rules,
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
@@ -329,9 +369,15 @@ def average(inner: optax.GradientTransformation, rules: Averaging, every: int = 
     last = state.batch + 1 == period if batches_per_epoch is not None else jnp.zeros([], bool)
     pending = last & (state.epoch >= rules.end_epoch_from) if rules.end_epoch_from is not None else state.pending
     return new_updates, AverageState(
-        params=avg, n_averaged=n, step=state.step + stepped.astype(jnp.int32),
-        batch=jnp.where(state.batch + 1 == period, 0, state.batch + 1), epoch=state.epoch + last.astype(jnp.int32),
-        pending=pending, inner_state=inner_state, rules=rules)
+      params=avg,
+      n_averaged=n,
+      step=state.step + stepped.astype(jnp.int32),
+      batch=jnp.where(state.batch + 1 == period, 0, state.batch + 1),
+      epoch=state.epoch + last.astype(jnp.int32),
+      pending=pending,
+      inner_state=inner_state,
+      rules=rules,
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -18,7 +18,17 @@ from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, read_config
-from jaxsched.groups import RECURRENT, REGULAR, Group, _group_setup, epoch_batches, groups, param_labels, path_name, validate
+from jaxsched.groups import (
+  RECURRENT,
+  REGULAR,
+  Group,
+  _group_setup,
+  epoch_batches,
+  groups,
+  param_labels,
+  path_name,
+  validate,
+)
 from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
 from jaxsched.plateau import ChainState, PlateauState
 
@@ -26,8 +36,9 @@ from jaxsched.plateau import ChainState, PlateauState
 # included): groups that differ only in their LR share one optimizer for the direction, and
 # each group scales it by its own LR. Adafactor (lr is a cap), ASGD (eta depends on lr),
 # Rprop (lr seeds step sizes) and LBFGS (line search) are not.
-LR_LINEAR = frozenset({'SGD', 'Adam', 'AdamW', 'Adamax', 'NAdam', 'RAdam', 'RMSprop', 'Adagrad', 'Adadelta',
-                       'SparseAdam', 'Muon'})
+LR_LINEAR = frozenset(
+  {'SGD', 'Adam', 'AdamW', 'Adamax', 'NAdam', 'RAdam', 'RMSprop', 'Adagrad', 'Adadelta', 'SparseAdam', 'Muon'}
+)
 MOMENTUM_KEYS = ('base_momentum', 'max_momentum')
 
 
@@ -68,8 +79,15 @@ def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
   return optax.stateless(fn)
 
 
-def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, steps_per_epoch: int | None = None,
-          run_steps: int | None = None, max_epochs: int | None = None) -> optax.GradientTransformationExtraArgs:
+def build(
+  config: Any,
+  params: Any,
+  *,
+  batches_per_epoch: int | None = None,
+  steps_per_epoch: int | None = None,
+  run_steps: int | None = None,
+  max_epochs: int | None = None,
+) -> optax.GradientTransformationExtraArgs:
   """One Optax transformation for ``params`` from a config; one ``update`` per training batch.
 
   Args:
@@ -117,26 +135,37 @@ def build(config: Any, params: Any, *, batches_per_epoch: int | None = None, ste
   if config.optimizer == 'LBFGS' and len(group_list) > 1:
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
   rules = averaging.resolve(config.ema, config.swa, batches, max_epochs)
-  swa_swap = None if config.swa is None else (rules.start_epochs[0], -(-batches // config.accumulate_grad_batches))
+  swa_swap = None
+  if rules is not None and rules.start_epochs is not None and batches is not None:  # swa: SWALR takes over
+    swa_swap = (rules.start_epochs[0], -(-batches // config.accumulate_grad_batches))
   rates, kwargs = {}, {}
   for i, group in enumerate(group_list):
-    rates[group.name], kwargs[group.name] = _group_setup(config, group, i, len(group_list), batches, run_steps,
-                                                         swa_swap)
+    rates[group.name], kwargs[group.name] = _group_setup(
+      config, group, i, len(group_list), batches, run_steps, swa_swap
+    )
   # labels as a function of the tree, so containers such as nnx.State keep their own type
   labels = lambda tree: param_labels(config, tree)  # noqa: E731
   if _shares_direction(config, group_list):
     direction = optimizer_direction(config.optimizer, **kwargs[group_list[0].name])
-    tx = optax.chain(direction, optax.multi_transform(
-        {name: _inject.inject(_scale_by_learning_rate, {'learning_rate': lr}) for name, lr in rates.items()}, labels))
+    tx = optax.chain(
+      direction,
+      optax.multi_transform(
+        {name: _inject.inject(_scale_by_learning_rate, {'learning_rate': lr}) for name, lr in rates.items()}, labels
+      ),
+    )
   else:
     tx = optax.multi_transform(
-        {name: optimizer(config.optimizer, learning_rate=rates[name], **kwargs[name]) for name in rates}, labels)
+      {name: optimizer(config.optimizer, learning_rate=rates[name], **kwargs[name]) for name in rates}, labels
+    )
   if config.gradient_clip_val:  # Lightning: None and values <= 0 mean no clipping
     if config.gradient_clip_algorithm == 'norm':
       clip = torch_clip_by_global_norm(config.gradient_clip_val)
     else:
-      _no_complex(params, 'gradient_clip_algorithm: value (torch.nn.utils.clip_grad_value_ clamps, and torch '
-                  'cannot clamp complex numbers); clip by norm instead')
+      _no_complex(
+        params,
+        'gradient_clip_algorithm: value (torch.nn.utils.clip_grad_value_ clamps, and torch '
+        'cannot clamp complex numbers); clip by norm instead',
+      )
       clip = optax.clip(config.gradient_clip_val)
     tx = optax.chain(clip, tx)
   if config.accumulate_grad_batches > 1 or config.skip_nonfinite:
@@ -156,10 +185,12 @@ def _trainable(params: Any) -> Any:
     if not jnp.issubdtype(dtype, jnp.inexact):
       bad.append(f'{path_name(path) or "the root"} ({dtype})')
   if bad:
-    raise ConfigError(f'parameters must be float or complex arrays, as torch trains only those; not: '
-                      f'{", ".join(bad[:5])}{" ..." if len(bad) > 5 else ""}. Leave integer, boolean and PRNG-key '
-                      f'leaves out of the tree given to build() and init() (with Flax NNX: '
-                      f'nnx.state(model, nnx.Param)).')
+    raise ConfigError(
+      f'parameters must be float or complex arrays, as torch trains only those; not: '
+      f'{", ".join(bad[:5])}{" ..." if len(bad) > 5 else ""}. Leave integer, boolean and PRNG-key '
+      f'leaves out of the tree given to build() and init() (with Flax NNX: '
+      f'nnx.state(model, nnx.Param)).'
+    )
   return params
 
 
@@ -171,9 +202,12 @@ def _no_complex(params: Any, what: str) -> None:
 
 def _shares_direction(config: Config, group_list: list[Group]) -> bool:
   """Several groups that differ only in their LR, with an optimizer linear in the LR."""
-  return (len(group_list) > 1 and config.optimizer in LR_LINEAR
-          and all(g.optimizer_kwargs == group_list[0].optimizer_kwargs for g in group_list)
-          and not any(isinstance(config.scheduler_kwargs.get(k), (list, tuple)) for k in MOMENTUM_KEYS))
+  return (
+    len(group_list) > 1
+    and config.optimizer in LR_LINEAR
+    and all(g.optimizer_kwargs == group_list[0].optimizer_kwargs for g in group_list)
+    and not any(isinstance(config.scheduler_kwargs.get(k), (list, tuple)) for k in MOMENTUM_KEYS)
+  )
 
 
 def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
@@ -252,8 +286,10 @@ def set_lr(opt_state: Any, learning_rate: Any) -> Any:
   """
   known = [k for k in current_lr(opt_state) if '/' not in k]
   if not known:
-    raise ConfigError('set_lr takes a state of jaxsched.build(); in a state of jaxsched.optimizer(), set '
-                      "opt_state.hyperparams['learning_rate'] (or use optax.tree_utils.tree_set).")
+    raise ConfigError(
+      'set_lr takes a state of jaxsched.build(); in a state of jaxsched.optimizer(), set '
+      "opt_state.hyperparams['learning_rate'] (or use optax.tree_utils.tree_set)."
+    )
   wanted = dict(learning_rate) if isinstance(learning_rate, Mapping) else dict.fromkeys(known, learning_rate)
   for name, lr in wanted.items():
     if name not in known:
@@ -285,8 +321,11 @@ def set_lr(opt_state: Any, learning_rate: Any) -> Any:
 
 def skipped_steps(opt_state: Any) -> jax.Array:
   """Micro-batches dropped for non-finite gradients (``skip_nonfinite: true``); 0 otherwise."""
-  found = [n for n in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AccumulateState))
-           if isinstance(n, AccumulateState)]
+  found = [
+    n
+    for n in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AccumulateState))
+    if isinstance(n, AccumulateState)
+  ]
   return found[0].skipped if found else jnp.zeros([], jnp.int32)
 
 

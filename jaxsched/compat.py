@@ -95,7 +95,7 @@ def mismatch(expected: Any, saved: Any) -> str | None:
   if only_saved:
     lines.append(f'only in the saved state: {_listed(only_saved)}')
   if only_here:
-    lines.append(f'only in this config\'s state: {_listed(only_here)}')
+    lines.append(f"only in this config's state: {_listed(only_here)}")
   for path in want:
     if path in got and want[path] != got[path]:
       lines.append(f'{path}: saved shape/dtype {got[path]}, this config {want[path]}')
@@ -148,13 +148,17 @@ def check_compatible(expected: Any, saved: Any, *, config: Any = None, saved_con
   because = f' The config changed: {"; ".join(changes)}.' if changes else ''
   want_core, got_core = _core(_opt_state(expected))[0], _core(_opt_state(saved))[0]
   if _entries(want_core) and _entries(want_core) == _entries(got_core):
-    todo = ('Only the wrappers around the optimizer differ (clipping, accumulation or skip_nonfinite), so the '
-            'optimizer state can be carried over: restore the saved state as it is and pass it to '
-            'jaxsched.carry_over(saved, tx.init(params)).')
+    todo = (
+      'Only the wrappers around the optimizer differ (clipping, accumulation or skip_nonfinite), so the '
+      'optimizer state can be carried over: restore the saved state as it is and pass it to '
+      'jaxsched.carry_over(saved, tx.init(params)).'
+    )
   else:
-    todo = ('Resume with a fresh optimizer state (tx.init(params)) and the saved parameters only, or revert the '
-            'config change.')
-  raise ConfigError(f'the saved optimizer state does not fit this config\'s optimizer: {diff}.{because} {todo}')
+    todo = (
+      'Resume with a fresh optimizer state (tx.init(params)) and the saved parameters only, or revert the '
+      'config change.'
+    )
+  raise ConfigError(f"the saved optimizer state does not fit this config's optimizer: {diff}.{because} {todo}")
 
 
 def carry_over(saved: Any, fresh: Any) -> Any:
@@ -184,23 +188,36 @@ def carry_over(saved: Any, fresh: Any) -> Any:
   saved_core, _ = _core(saved)
   diff = mismatch(fresh_core, saved_core)
   if diff is not None:
-    raise ConfigError(f'carry_over: the optimizer itself differs, not only its wrappers: {diff}. Resume with a '
-                      f'fresh optimizer state, or revert the config change.')
+    raise ConfigError(
+      f'carry_over: the optimizer itself differs, not only its wrappers: {diff}. Resume with a '
+      f'fresh optimizer state, or revert the config change.'
+    )
   children = _children(saved)
   saved_loop = children if children is not None and _ACCUMULATE_FIELDS <= set(children) else None
   if saved_loop is not None and (pending := int(np.asarray(saved_loop['kept']))):
-    warnings.warn(f'carry_over: the saved state was {pending} micro-batch(es) into an accumulation group; '
-                  f'their summed gradients are dropped.', ConfigWarning, stacklevel=2)
+    warnings.warn(
+      f'carry_over: the saved state was {pending} micro-batch(es) into an accumulation group; '
+      f'their summed gradients are dropped.',
+      ConfigWarning,
+      stacklevel=2,
+    )
   saved_entries = dict(_flat(saved_core))
   leaves, treedef = jax.tree_util.tree_flatten_with_path(fresh_core)
-  core = jax.tree_util.tree_unflatten(treedef, [
-      jax.device_put(np.asarray(saved_entries[jax.tree_util.keystr(path, simple=True, separator='/')], leaf.dtype),
-                     getattr(leaf, 'sharding', None))
-      for path, leaf in leaves])
+  core = jax.tree_util.tree_unflatten(
+    treedef,
+    [
+      jax.device_put(
+        np.asarray(saved_entries[jax.tree_util.keystr(path, simple=True, separator='/')], leaf.dtype),
+        getattr(leaf, 'sharding', None),
+      )
+      for path, leaf in leaves
+    ],
+  )
   state = _replace_core(fresh, core, len(fresh_wrappers))
   if saved_loop is not None and fresh_wrappers[:1] == ['accumulation']:
-    state = state._replace(**{k: jax.device_put(np.asarray(saved_loop[k], getattr(state, k).dtype))
-                              for k in ('batch', 'skipped')})
+    state = state._replace(
+      **{k: jax.device_put(np.asarray(saved_loop[k], getattr(state, k).dtype)) for k in ('batch', 'skipped')}
+    )
   return state
 
 

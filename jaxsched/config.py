@@ -21,13 +21,13 @@ import yaml
 from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, ConfigWarning
 
-SCHEDULER_CONFIG_KEYS = {
-    # Lightning's lr_scheduler_config keys, with the reference page's defaults.
-    'interval': ('epoch', _checks.Choice(('epoch', 'step'))),
-    'frequency': (1, _checks.COUNT),
-    'monitor': ('train_loss', None),
-    'name': (None, None),
-    'strict': (True, _checks.Boolean()),
+SCHEDULER_CONFIG_KEYS: dict[str, tuple[Any, Any]] = {
+  # Lightning's lr_scheduler_config keys, with the reference page's defaults.
+  'interval': ('epoch', _checks.Choice(('epoch', 'step'))),
+  'frequency': (1, _checks.COUNT),
+  'monitor': ('train_loss', None),
+  'name': (None, None),
+  'strict': (True, _checks.Boolean()),
 }
 
 
@@ -73,7 +73,8 @@ class Config:
   scheduler: str | None = 'CosineAnnealingLR'
   scheduler_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   scheduler_configs: Mapping[str, Any] = dataclasses.field(
-      default_factory=lambda: {k: d for k, (d, _) in SCHEDULER_CONFIG_KEYS.items()})
+    default_factory=lambda: {k: d for k, (d, _) in SCHEDULER_CONFIG_KEYS.items()}
+  )
   recurrent_learning_rate_multiplier: float = 1.0
   recurrent_param_patterns: tuple[str, ...] = ('recurren',)
   lr_parameter_groups: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
@@ -98,7 +99,7 @@ class Config:
     """The config as plain dicts and lists: with ``schedulers``, without the
     single scheduler's keys; without it, without ``schedulers``."""
     out = _plain(dataclasses.asdict(self), 'the config')
-    for key in (SINGLE_SCHEDULER_KEYS if self.schedulers else ('schedulers',)):
+    for key in SINGLE_SCHEDULER_KEYS if self.schedulers else ('schedulers',):
       del out[key]
     return out
 
@@ -129,8 +130,10 @@ def _plain(x: Any, where: str, _depth: int = 0, _count: list[int] | None = None)
   count = [0] if _count is None else _count
   count[0] += 1
   if count[0] > MAX_VALUES:
-    raise ConfigError(f'{where} holds more than {MAX_VALUES} values (YAML aliases that expand into copies of '
-                      f'copies?); a config needs far fewer.')
+    raise ConfigError(
+      f'{where} holds more than {MAX_VALUES} values (YAML aliases that expand into copies of '
+      f'copies?); a config needs far fewer.'
+    )
   if _depth > MAX_DEPTH:
     raise ConfigError(f'{where} is nested more than {MAX_DEPTH} levels deep, or contains itself.')
   if isinstance(x, Mapping) or (hasattr(x, 'keys') and hasattr(x, '__getitem__') and not isinstance(x, type)):
@@ -178,8 +181,9 @@ def _read_yaml(path: str | os.PathLike) -> Any:
     with open(path, encoding='utf-8') as f:
       return yaml.load(f, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader)
   except UnicodeDecodeError as e:
-    raise ConfigError(f'{name} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it '
-                      f'as UTF-8.') from None
+    raise ConfigError(
+      f'{name} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8.'
+    ) from None
   except yaml.MarkedYAMLError as e:
     mark = e.problem_mark or e.context_mark
     where = f' line {mark.line + 1}, column {mark.column + 1}' if mark else ''
@@ -324,7 +328,7 @@ def _source(source: Any) -> tuple[dict[Any, Any], str]:
 
 def _keywords(kind: str, name: Any) -> frozenset[str] | None:
   """The keywords the optimizer or scheduler ``name`` takes; None if ``name`` is unknown."""
-  from jaxsched.optimizers import OPTIMIZERS, IMPLEMENTATION_FLAGS, optax_aliases
+  from jaxsched.optimizers import IMPLEMENTATION_FLAGS, OPTIMIZERS, optax_aliases
   from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
   from jaxsched.schedules import SCHEDULES
 
@@ -332,14 +336,14 @@ def _keywords(kind: str, name: Any) -> frozenset[str] | None:
     return None
   if kind == 'optimizer':
     if name.startswith('optax.'):
-      alias = name[len('optax.'):]
+      alias = name[len('optax.') :]
       return frozenset(optax_aliases.parameters(alias)) if alias in optax_aliases.ALIASES else None
     spec = OPTIMIZERS.get(name)
     return None if spec is None else frozenset({*spec.kwargs, 'lr', *IMPLEMENTATION_FLAGS})
   if name == 'ReduceLROnPlateau':
     return frozenset(PLATEAU_KWARGS)
-  spec = SCHEDULES.get(name)
-  return None if spec is None else frozenset(spec.kwargs)
+  schedule = SCHEDULES.get(name)
+  return None if schedule is None else frozenset(schedule.kwargs)
 
 
 def _drop_foreign_kwargs(data: dict[str, Any], given: dict[str, Any], changes: list[tuple[list[str], Any]]) -> None:
@@ -361,14 +365,18 @@ def _drop_foreign_kwargs(data: dict[str, Any], given: dict[str, Any], changes: l
     if dropped:
       data[key] = {k: v for k, v in data[key].items() if k not in dropped}
       listed = ', '.join(f'{k}={_checks.shown(given[key][k])}' for k in dropped)
-      warnings.warn(f'{key} {listed} dropped: the override {kind}={new} replaced {old}, which took '
-                    f'{"it" if len(dropped) == 1 else "them"}, and {new} does not.', ConfigWarning, stacklevel=4)
+      warnings.warn(
+        f'{key} {listed} dropped: the override {kind}={new} replaced {old}, which took '
+        f'{"it" if len(dropped) == 1 else "them"}, and {new} does not.',
+        ConfigWarning,
+        stacklevel=4,
+      )
 
 
 def _trainer_keys(data: dict[str, Any]) -> None:
   """LightningCLI's ``trainer.gradient_clip_val`` (and the other Trainer arguments jaxsched
   applies) read as the top-level keys; the same key in both places must agree."""
-  trainer = data.get('trainer')
+  trainer: Any = data.get('trainer')
   if not (isinstance(trainer, Mapping) or hasattr(trainer, 'keys')):
     return
   for key in TRAINER_KEYS:
@@ -376,8 +384,10 @@ def _trainer_keys(data: dict[str, Any]) -> None:
       continue
     value = trainer[key]
     if key in data and data[key] != value:
-      raise ConfigError(f'{key} is set twice, to {_checks.shown(data[key])} at the top level and to '
-                        f'{_checks.shown(value)} under trainer; keep one.')
+      raise ConfigError(
+        f'{key} is set twice, to {_checks.shown(data[key])} at the top level and to '
+        f'{_checks.shown(value)} under trainer; keep one.'
+      )
     data[key] = value
 
 
@@ -402,12 +412,17 @@ def read_config(source: Any = None, overrides: Iterable[str] | str | None = ()) 
         raise ConfigError(f'{where}: the learning rate is given twice, as learning_rate and as lr; keep one.')
       values[name] = _plain(value, key)
     elif key in TOP_LEVEL_MISTAKES:
-      raise ConfigError(f'{key}={_checks.shown(value)} at the top level is not read: it is an optimizer keyword, '
-                        f'so set optimizer_kwargs.{key} instead.')
+      raise ConfigError(
+        f'{key}={_checks.shown(value)} at the top level is not read: it is an optimizer keyword, '
+        f'so set optimizer_kwargs.{key} instead.'
+      )
     elif (guess := _near_miss(key)) is not None:
       raise ConfigError(f'unknown key {key!r}: did you mean {guess!r}?')
-  _drop_foreign_kwargs(values, {ALIASES.get(k, k): v for k, v in given.items() if isinstance(k, str)},
-                       [([ALIASES.get(p[0], p[0]), *p[1:]], v) for p, v in changes])
+  _drop_foreign_kwargs(
+    values,
+    {ALIASES.get(k, k): v for k, v in given.items() if isinstance(k, str)},
+    [([ALIASES.get(p[0], p[0]), *p[1:]], v) for p, v in changes],
+  )
   return _check(values)
 
 
@@ -432,7 +447,8 @@ def _check(v: dict[str, Any]) -> Config:
 
   if 'recurrent_learning_rate_multiplier' in v:
     out['recurrent_learning_rate_multiplier'] = _checks.NON_NEGATIVE(
-        'recurrent_learning_rate_multiplier', v['recurrent_learning_rate_multiplier'])
+      'recurrent_learning_rate_multiplier', v['recurrent_learning_rate_multiplier']
+    )
   if 'recurrent_param_patterns' in v:
     patterns = v['recurrent_param_patterns']
     patterns = [patterns] if isinstance(patterns, str) else patterns
@@ -442,8 +458,10 @@ def _check(v: dict[str, Any]) -> Config:
     out['lr_parameter_groups'] = {}
     for name, spec in groups.items():
       if not name:
-        raise ConfigError('lr_parameter_groups: a group name must be a non-empty path substring (an empty one '
-                          'would take every parameter).')
+        raise ConfigError(
+          'lr_parameter_groups: a group name must be a non-empty path substring (an empty one '
+          'would take every parameter).'
+        )
       spec = _mapping(f'lr_parameter_groups.{name}', spec)
       for key in ('lr', 'learning_rate'):
         if key in spec:
@@ -455,7 +473,8 @@ def _check(v: dict[str, Any]) -> Config:
     out['gradient_clip_val'] = _checks.NON_NEGATIVE('gradient_clip_val', v['gradient_clip_val'])
   if v.get('gradient_clip_algorithm') is not None:
     out['gradient_clip_algorithm'] = _checks.Choice(('norm', 'value'))(
-        'gradient_clip_algorithm', v['gradient_clip_algorithm'])
+      'gradient_clip_algorithm', v['gradient_clip_algorithm']
+    )
   if v.get('accumulate_grad_batches') is not None:
     out['accumulate_grad_batches'] = _checks.COUNT('accumulate_grad_batches', v['accumulate_grad_batches'])
   if v.get('skip_nonfinite') is not None:
@@ -464,7 +483,6 @@ def _check(v: dict[str, Any]) -> Config:
     if v.get(key) is not None:
       out[key] = averaging.check_config(key, v[key])
   return Config(**out)
-
 
 
 def _scheduler_name(key: str, value: Any) -> str | None:
@@ -502,31 +520,44 @@ def _schedulers(v: dict[str, Any], out: dict[str, Any]) -> tuple[dict[str, Any],
   value = v['schedulers']
   shape = 'a non-empty list of {scheduler, scheduler_kwargs, scheduler_configs} mappings'
   if not isinstance(value, list) or not value:
-    raise ConfigError(f'schedulers={_checks.shown(value)} must be {shape} (Lightning\'s list of schedulers for '
-                      f'one optimizer); for a constant LR set scheduler: null instead.')
-  given = [k for k in SINGLE_SCHEDULER_KEYS
-           if k in v and v[k] not in (None, {}) and not (k == 'scheduler' and out.get('scheduler') is None)]
+    raise ConfigError(
+      f"schedulers={_checks.shown(value)} must be {shape} (Lightning's list of schedulers for "
+      f'one optimizer); for a constant LR set scheduler: null instead.'
+    )
+  given = [
+    k
+    for k in SINGLE_SCHEDULER_KEYS
+    if k in v and v[k] not in (None, {}) and not (k == 'scheduler' and out.get('scheduler') is None)
+  ]
   if given:
-    raise ConfigError(f'schedulers is given together with {", ".join(given)}: give one scheduler with '
-                      f'scheduler, scheduler_kwargs and scheduler_configs, or several with schedulers (each entry '
-                      f'with its own scheduler_kwargs and scheduler_configs), not both.')
+    raise ConfigError(
+      f'schedulers is given together with {", ".join(given)}: give one scheduler with '
+      f'scheduler, scheduler_kwargs and scheduler_configs, or several with schedulers (each entry '
+      f'with its own scheduler_kwargs and scheduler_configs), not both.'
+    )
   entries = []
   for i, item in enumerate(value):
     where = f'schedulers[{i}]'
     if not isinstance(item, Mapping):
-      raise ConfigError(f'{where}={_checks.shown(item)} must be a mapping with the keys '
-                        f'{", ".join(SINGLE_SCHEDULER_KEYS)}.')
+      raise ConfigError(
+        f'{where}={_checks.shown(item)} must be a mapping with the keys {", ".join(SINGLE_SCHEDULER_KEYS)}.'
+      )
     for k in item:
       if k not in SINGLE_SCHEDULER_KEYS:
         raise unknown(f'key in {where}', k, SINGLE_SCHEDULER_KEYS)
     name = _scheduler_name(f'{where}.scheduler', item.get('scheduler'))
     if name is None:
-      raise ConfigError(f'{where}.scheduler={_checks.shown(item.get("scheduler"))}: each entry of schedulers needs a '
-                        f'scheduler name; leave a constant LR out of the list.')
-    entries.append({'scheduler': name, 'scheduler_kwargs': _mapping(f'{where}.scheduler_kwargs',
-                                                                    item.get('scheduler_kwargs')),
-                    'scheduler_configs': _scheduler_configs(f'{where}.scheduler_configs',
-                                                            item.get('scheduler_configs'), out)})
+      raise ConfigError(
+        f'{where}.scheduler={_checks.shown(item.get("scheduler"))}: each entry of schedulers needs a '
+        f'scheduler name; leave a constant LR out of the list.'
+      )
+    entries.append(
+      {
+        'scheduler': name,
+        'scheduler_kwargs': _mapping(f'{where}.scheduler_kwargs', item.get('scheduler_kwargs')),
+        'scheduler_configs': _scheduler_configs(f'{where}.scheduler_configs', item.get('scheduler_configs'), out),
+      }
+    )
   return tuple(entries)
 
 
@@ -534,7 +565,7 @@ def _group_lr_message(name: str, key: str, value: Any, v: dict[str, Any]) -> str
   """Why ``lr_parameter_groups.<name>.lr`` is refused, and the lr_factor that gives that LR."""
   from jaxsched.optimizers import OPTIMIZERS
 
-  base = v.get('learning_rate')
+  base: Any = v.get('learning_rate')
   if base is None and isinstance(v.get('optimizer', 'Adam'), str):
     spec = OPTIMIZERS.get(v.get('optimizer', 'Adam'))
     base = None if spec is None else spec.lr
@@ -545,5 +576,7 @@ def _group_lr_message(name: str, key: str, value: Any, v: dict[str, Any]) -> str
       hint = f' (lr_factor: {lr / base:g} gives {lr:g} with learning_rate {base:g})'
   except (TypeError, ValueError):
     pass
-  return (f'lr_parameter_groups.{name}.{key}={_checks.shown(value)}: a group\'s learning rate is set with '
-          f'lr_factor, a multiple of learning_rate{hint}, so that the scheduler scales every group alike.')
+  return (
+    f"lr_parameter_groups.{name}.{key}={_checks.shown(value)}: a group's learning rate is set with "
+    f'lr_factor, a multiple of learning_rate{hint}, so that the scheduler scales every group alike.'
+  )

@@ -27,19 +27,25 @@ PLATEAU = 'ReduceLROnPlateau'
 REGULAR, RECURRENT = 'regular', 'recurrent'
 # Scheduler keywords for which torch takes one value per parameter group.
 PER_GROUP = {
-    'OneCycleLR': ('max_lr', 'base_momentum', 'max_momentum'),
-    'CyclicLR': ('base_lr', 'max_lr', 'base_momentum', 'max_momentum'),
-    PLATEAU: ('min_lr',),
-    'SWALR': ('swa_lr',),
+  'OneCycleLR': ('max_lr', 'base_momentum', 'max_momentum'),
+  'CyclicLR': ('base_lr', 'max_lr', 'base_momentum', 'max_momentum'),
+  PLATEAU: ('min_lr',),
+  'SWALR': ('swa_lr',),
 }
 # Schedulers that cannot share an optimizer with others in Lightning's list (schedulers:).
 NOT_CHAINABLE = {
-    'CyclicLR': ("its constructor sets the optimizer's lr to base_lr, and every step overwrites the lr and cycles "
-                 "the momentum, for the other schedulers too"),
-    'OneCycleLR': ("its constructor overwrites the optimizer's initial_lr (the base of every scheduler built after "
-                   "it), and every step overwrites the lr and cycles the momentum"),
-    'SequentialLR': ('a SequentialLR that ends in ReduceLROnPlateau (beyond torch, driven by the reports alone) is '
-                     'supported as the only scheduler, not in a list'),
+  'CyclicLR': (
+    "its constructor sets the optimizer's lr to base_lr, and every step overwrites the lr and cycles "
+    'the momentum, for the other schedulers too'
+  ),
+  'OneCycleLR': (
+    "its constructor overwrites the optimizer's initial_lr (the base of every scheduler built after "
+    'it), and every step overwrites the lr and cycles the momentum'
+  ),
+  'SequentialLR': (
+    'a SequentialLR that ends in ReduceLROnPlateau (beyond torch, driven by the reports alone) is '
+    'supported as the only scheduler, not in a list'
+  ),
 }
 # Optimizer keywords torch reads from the constructor only: a param group's own value
 # has no effect (torch.optim.Adagrad fills every accumulator from its constructor's
@@ -109,8 +115,9 @@ def configured_groups(config: Config) -> list[Group]:
   multiplier = config.recurrent_learning_rate_multiplier
   if multiplier != 1.0 and 'lr_factor' in given.get(RECURRENT, {}):
     raise ConfigError(
-        f'the recurrent group\'s LR is set twice: recurrent_learning_rate_multiplier={multiplier} and '
-        f'lr_parameter_groups.recurrent.lr_factor={given[RECURRENT]["lr_factor"]}. Set it with one of them.')
+      f"the recurrent group's LR is set twice: recurrent_learning_rate_multiplier={multiplier} and "
+      f'lr_parameter_groups.recurrent.lr_factor={given[RECURRENT]["lr_factor"]}. Set it with one of them.'
+    )
   kinds = [(REGULAR, given.pop(REGULAR, {}))]
   if _has_recurrent(config):
     recurrent = given.pop(RECURRENT, {})
@@ -121,7 +128,8 @@ def configured_groups(config: Config) -> list[Group]:
   for name, kw in kinds:
     factor = kw.pop('lr_factor', 1.0)
     kw = {**config.optimizer_kwargs, **{k: v for k, v in kw.items() if k not in ignored}}
-    out.append(Group(name, None if base_lr is None else base_lr * factor, kw, factor))
+    lr = None if base_lr is None else base_lr * factor  # None: an optax alias without a default (validate checks)
+    out.append(Group(name, lr, kw, factor))  # type: ignore[arg-type]
   return out
 
 
@@ -142,18 +150,25 @@ def groups(config: Config, params: Any) -> list[Group]:
       continue
     if name == RECURRENT:
       patterns = list(config.recurrent_param_patterns)
-      what = (f'the recurrent group (recurrent_learning_rate_multiplier={config.recurrent_learning_rate_multiplier})'
-              f' takes params whose path contains one of {patterns} (case-insensitive)')
-      taken = {path: label for path, label in zip(paths, jax.tree.leaves(labels))
-               if any(p.lower() in path.lower() for p in patterns)}
+      what = (
+        f'the recurrent group (recurrent_learning_rate_multiplier={config.recurrent_learning_rate_multiplier})'
+        f' takes params whose path contains one of {patterns} (case-insensitive)'
+      )
+      taken = {
+        path: label
+        for path, label in zip(paths, jax.tree.leaves(labels))
+        if any(p.lower() in path.lower() for p in patterns)
+      }
     else:
       what, taken = f'lr_parameter_groups.{name} takes params whose path contains {name!r}', {}
     if not paths:
       raise ConfigError(f'{what}, but the parameter tree is empty (it has no leaves).')
     if taken:
       listed = ', '.join(f'{path} (to lr_parameter_groups.{label})' for path, label in list(taken.items())[:5])
-      raise ConfigError(f'{what}, but the named groups, which are matched first, took them all: {listed}. Rename '
-                        f'the named group, or give it the lr_factor the recurrent params should have.')
+      raise ConfigError(
+        f'{what}, but the named groups, which are matched first, took them all: {listed}. Rename '
+        f'the named group, or give it the lr_factor the recurrent params should have.'
+      )
     shown = ', '.join(paths[:20]) + (f' ... ({len(paths)} in all)' if len(paths) > 20 else '')
     raise ConfigError(f'{what}, but none does. Parameter paths: {shown}.')
 
@@ -171,28 +186,37 @@ def epoch_batches(config: Config, batches: int | None, steps: int | None) -> int
   """
   n = config.accumulate_grad_batches
   if batches is not None and steps is not None:
-    raise ConfigError(f'give batches_per_epoch (micro-batches, len(train_loader)) or steps_per_epoch, not both '
-                      f'(got {batches} and {steps}).')
+    raise ConfigError(
+      f'give batches_per_epoch (micro-batches, len(train_loader)) or steps_per_epoch, not both '
+      f'(got {batches} and {steps}).'
+    )
   if steps is not None and n > 1:
     raise ConfigError(
-        f'steps_per_epoch={steps!r} counts optimizer steps, but with accumulate_grad_batches={n} Lightning also '
-        f'steps the optimizer on each epoch\'s last batch, so the epoch\'s length must be known in micro-batches: '
-        f'give batches_per_epoch=len(train_loader) instead (optimizer steps per epoch are then '
-        f'ceil(batches_per_epoch / {n})).')
+      f'steps_per_epoch={steps!r} counts optimizer steps, but with accumulate_grad_batches={n} Lightning also '
+      f"steps the optimizer on each epoch's last batch, so the epoch's length must be known in micro-batches: "
+      f'give batches_per_epoch=len(train_loader) instead (optimizer steps per epoch are then '
+      f'ceil(batches_per_epoch / {n})).'
+    )
   value, key = (steps, 'steps_per_epoch') if steps is not None else (batches, 'batches_per_epoch')
   if value is None:
     if n > 1:
-      raise ConfigError(f'accumulate_grad_batches={n} needs batches_per_epoch=len(train_loader): Lightning steps '
-                        f'the optimizer every {n} micro-batches and on each epoch\'s last one, and starts a new '
-                        f'group each epoch.')
+      raise ConfigError(
+        f'accumulate_grad_batches={n} needs batches_per_epoch=len(train_loader): Lightning steps '
+        f"the optimizer every {n} micro-batches and on each epoch's last one, and starts a new "
+        f'group each epoch.'
+      )
     return None
   value = _checks.Integer(1)(key, value)  # numpy integers too
   _checks.representable_count(key, value)
   return value
 
 
-def scheduler_steps(config: Config, batches_per_epoch: int | None, scheduler_configs: Mapping[str, Any] | None = None,
-                    scheduler: str | None = None) -> Callable[[jax.Array], jax.Array]:
+def scheduler_steps(
+  config: Config,
+  batches_per_epoch: int | None,
+  scheduler_configs: Mapping[str, Any] | None = None,
+  scheduler: str | None = None,
+) -> Callable[[Any], Any]:
   """Scheduler steps taken before optimizer step k, under Lightning 2.x's rules.
 
   With N = accumulate_grad_batches and B micro-batches per epoch, an epoch has
@@ -214,10 +238,15 @@ def scheduler_steps(config: Config, batches_per_epoch: int | None, scheduler_con
   if interval == 'step' and frequency == 1:
     return lambda k: k
   if batches_per_epoch is None:
-    why = ('interval is "epoch"' if interval == 'epoch'
-           else f'interval "step" with frequency {frequency} restarts its count each epoch')
-    raise ConfigError(f'build() needs batches_per_epoch (len(train_loader)): the {name} scheduler is '
-                      f'stepped per epoch ({why}), and the optimizer counts batches.')
+    why = (
+      'interval is "epoch"'
+      if interval == 'epoch'
+      else f'interval "step" with frequency {frequency} restarts its count each epoch'
+    )
+    raise ConfigError(
+      f'build() needs batches_per_epoch (len(train_loader)): the {name} scheduler is '
+      f'stepped per epoch ({why}), and the optimizer counts batches.'
+    )
   n = config.accumulate_grad_batches
   per_epoch = -(-batches_per_epoch // n)  # optimizer steps
   if interval == 'epoch':
@@ -228,29 +257,34 @@ def scheduler_steps(config: Config, batches_per_epoch: int | None, scheduler_con
   return lambda k: (k // per_epoch) * stepped + (k % per_epoch) // period
 
 
-def _per_group(scheduler: str | None, kwargs: dict[str, Any], index: int, count: int,
-               where: str = 'scheduler_kwargs') -> dict[str, Any]:
+def _per_group(
+  scheduler: str | None, kwargs: dict[str, Any], index: int, count: int, where: str = 'scheduler_kwargs'
+) -> dict[str, Any]:
   out = dict(kwargs)
-  for key in PER_GROUP.get(scheduler, ()):
+  for key in PER_GROUP.get(scheduler or '', ()):
     value = out.get(key)
     if isinstance(value, (list, tuple)):
       if len(value) != count:
-        raise ConfigError(f'{where}.{key} has {len(value)} values, but there are {count} parameter '
-                          f'groups (torch: one value per param group).')
+        raise ConfigError(
+          f'{where}.{key} has {len(value)} values, but there are {count} parameter '
+          f'groups (torch: one value per param group).'
+        )
       out[key] = value[index]
   return out
 
 
-def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], batches: int | None,
-                   run_steps: int | None = None):
+def _learning_rate(
+  config: Config, group: Group, kwargs: dict[str, Any], batches: int | None, run_steps: int | None = None
+):
   """The group's LR (a float, a schedule of the optimizer count, or a Plateau)
   and its momentum schedule (or None)."""
   sc = config.scheduler_configs
   if config.scheduler is None:
     return group.learning_rate, None
   if config.scheduler == PLATEAU:
-    return reduce_on_plateau(group.learning_rate, monitor=sc['monitor'], strict=sc['strict'],
-                             frequency=sc['frequency'], **kwargs), None
+    return reduce_on_plateau(
+      group.learning_rate, monitor=sc['monitor'], strict=sc['strict'], frequency=sc['frequency'], **kwargs
+    ), None
   if config.scheduler == 'SequentialLR' and _ends_in_plateau(kwargs):
     return _warmup_then_plateau(config, group, kwargs), None
   sched = schedule(config.scheduler, group.learning_rate, **kwargs)
@@ -263,24 +297,31 @@ def _learning_rate(config: Config, group: Group, kwargs: dict[str, Any], batches
   return lr, (lambda k: sched.momentum(steps(k)))
 
 
-def _group_setup(config: Config, group: Group, index: int, count: int, batches: int | None,
-                 run_steps: int | None = None, swa_swap: tuple[int, int] | None = None) -> tuple[Any, dict[str, Any]]:
+def _group_setup(
+  config: Config,
+  group: Group,
+  index: int,
+  count: int,
+  batches: int | None,
+  run_steps: int | None = None,
+  swa_swap: tuple[int, int] | None = None,
+) -> tuple[Any, dict[str, Any]]:
   """The group's learning rate (float, schedule, Plateau or Chain) and optimizer keywords;
   ``swa_swap`` (SWA's first epoch, optimizer steps per epoch): SWALR takes over there."""
   if swa_swap is not None and run_steps is not None:  # the configured scheduler runs until SWALR takes over
     run_steps = min(run_steps, swa_swap[0] * swa_swap[1])
+  lr: Any
   if config.schedulers:
     lr, momentum = _chain(config, group, index, count, batches, run_steps), None
   else:
     sched_kwargs = _per_group(config.scheduler, dict(config.scheduler_kwargs), index, count)
     lr, momentum = _learning_rate(config, group, sched_kwargs, batches, run_steps)
-  if swa_swap is not None:
+  if swa_swap is not None and config.swa is not None:
     lr, momentum = averaging.swa_learning_rate(config.swa, lr, momentum, index, count, *swa_swap)
   return lr, _with_momentum(config.optimizer, dict(group.optimizer_kwargs), momentum)
 
 
-def _chain(config: Config, group: Group, index: int, count: int, batches: int | None,
-           run_steps: int | None) -> Chain:
+def _chain(config: Config, group: Group, index: int, count: int, batches: int | None, run_steps: int | None) -> Chain:
   """Lightning's list of schedulers for one optimizer, as the group's :class:`Chain`.
 
   Raises:
@@ -288,7 +329,7 @@ def _chain(config: Config, group: Group, index: int, count: int, batches: int | 
       or a bad entry, named by its index.
   """
   members, plateaus = [], []
-  for i, entry in enumerate(config.schedulers):
+  for i, entry in enumerate(config.schedulers or ()):
     name, sc, where = entry['scheduler'], entry['scheduler_configs'], f'schedulers[{i}]'
     try:
       kwargs = _per_group(name, dict(entry['scheduler_kwargs']), index, count, f'{where}.scheduler_kwargs')
@@ -296,8 +337,14 @@ def _chain(config: Config, group: Group, index: int, count: int, batches: int | 
       if why:
         raise ConfigError(f'{name} cannot share the optimizer with other schedulers: {why}.')
       if name == PLATEAU:
-        plateaus.append((sc['interval'], reduce_on_plateau(
-            group.learning_rate, monitor=sc['monitor'], strict=sc['strict'], frequency=sc['frequency'], **kwargs)))
+        plateaus.append(
+          (
+            sc['interval'],
+            reduce_on_plateau(
+              group.learning_rate, monitor=sc['monitor'], strict=sc['strict'], frequency=sc['frequency'], **kwargs
+            ),
+          )
+        )
         continue
       sched = schedule(name, group.learning_rate, **kwargs)
       steps = scheduler_steps(config, batches, sc, name)
@@ -320,17 +367,22 @@ def _warmup_then_plateau(config: Config, group: Group, kwargs: dict[str, Any]):
   the plateau takes over from the base LR."""
   members, milestones = list(kwargs['schedulers']), list(kwargs.get('milestones') or [])
   if len(milestones) != len(members) - 1:
-    raise ConfigError(f'SequentialLR: {len(members)} schedulers need {len(members) - 1} milestones, '
-                      f'got {milestones}.')
+    raise ConfigError(f'SequentialLR: {len(members)} schedulers need {len(members) - 1} milestones, got {milestones}.')
   head = members[:-1]
   if len(head) == 1:
     warm = schedule(head[0]['scheduler'], group.learning_rate, **(head[0].get('scheduler_kwargs') or {}))
   else:
     warm = schedule('SequentialLR', group.learning_rate, schedulers=head, milestones=milestones[:-1])
   sc = config.scheduler_configs
-  return reduce_on_plateau(group.learning_rate, monitor=sc['monitor'], strict=sc['strict'],
-                           frequency=sc['frequency'], warmup=warm, warmup_steps=milestones[-1],
-                           **(members[-1].get('scheduler_kwargs') or {}))
+  return reduce_on_plateau(
+    group.learning_rate,
+    monitor=sc['monitor'],
+    strict=sc['strict'],
+    frequency=sc['frequency'],
+    warmup=warm,
+    warmup_steps=milestones[-1],
+    **(members[-1].get('scheduler_kwargs') or {}),
+  )
 
 
 def _with_momentum(name: str, kwargs: dict[str, Any], momentum: Callable | None) -> dict[str, Any]:
@@ -343,8 +395,10 @@ def _with_momentum(name: str, kwargs: dict[str, Any], momentum: Callable | None)
   if spec is not None and 'betas' in spec.kwargs:
     b2 = (kwargs.get('betas') or spec.kwargs['betas'][0])[1]
     return {**kwargs, 'betas': (momentum, b2)}
-  raise ConfigError(f'{name} has neither momentum nor betas, so the scheduler cannot cycle momentum '
-                    f'(torch raises the same); set scheduler_kwargs.cycle_momentum: false.')
+  raise ConfigError(
+    f'{name} has neither momentum nor betas, so the scheduler cannot cycle momentum '
+    f'(torch raises the same); set scheduler_kwargs.cycle_momentum: false.'
+  )
 
 
 def validate(config: Config) -> Config:
@@ -361,19 +415,31 @@ def validate(config: Config) -> Config:
       cycling with an optimizer without momentum, schedulers that cannot be chained.
   """
   optimizer(config.optimizer, learning_rate=config.learning_rate, **config.optimizer_kwargs)  # names first
-  averaging.check_combination(config.ema, config.swa, config.scheduler,
-                              config.scheduler == 'SequentialLR' and _ends_in_plateau(config.scheduler_kwargs))
+  averaging.check_combination(
+    config.ema,
+    config.swa,
+    config.scheduler,
+    config.scheduler == 'SequentialLR' and _ends_in_plateau(config.scheduler_kwargs),
+  )
   if config.swa is not None and config.schedulers:
-    raise ConfigError('swa with a schedulers list: StochasticWeightAveraging replaces the optimizer\'s one '
-                      'scheduler with SWALR (Lightning refuses more than one lr_scheduler with SWA); configure '
-                      'one scheduler.')
+    raise ConfigError(
+      "swa with a schedulers list: StochasticWeightAveraging replaces the optimizer's one "
+      'scheduler with SWALR (Lightning refuses more than one lr_scheduler with SWA); configure '
+      'one scheduler.'
+    )
   configured = configured_groups(config)
   entries = _entries(config)
   if configured[0].learning_rate is None and entries:
-    raise ConfigError(f'{config.optimizer} has no default learning rate: set learning_rate for the '
-                      f'{" and ".join(name for name, _ in entries)} scheduler.')
-  lists = [len(v) for name, kwargs in entries for k, v in kwargs.items()
-           if k in PER_GROUP.get(name, ()) and isinstance(v, (list, tuple))]
+    raise ConfigError(
+      f'{config.optimizer} has no default learning rate: set learning_rate for the '
+      f'{" and ".join(name for name, _ in entries)} scheduler.'
+    )
+  lists = [
+    len(v)
+    for name, kwargs in entries
+    for k, v in kwargs.items()
+    if k in PER_GROUP.get(name, ()) and isinstance(v, (list, tuple))
+  ]
   count = lists[0] if lists else len(configured)
   for i, group in enumerate(configured):
     lr, kwargs = _group_setup(config, group, min(i, count - 1), count, batches=1)
@@ -383,9 +449,13 @@ def validate(config: Config) -> Config:
   if config.schedulers:
     changes['schedulers'] = tuple({**e, 'scheduler_kwargs': n} for e, n in zip(config.schedulers, numbers, strict=True))
   return dataclasses.replace(
-      config, optimizer_kwargs=_optimizer_numbers(config.optimizer, config.optimizer_kwargs),
-      lr_parameter_groups={name: _optimizer_numbers(config.optimizer, kw)
-                           for name, kw in config.lr_parameter_groups.items()}, **changes)
+    config,
+    optimizer_kwargs=_optimizer_numbers(config.optimizer, config.optimizer_kwargs),
+    lr_parameter_groups={
+      name: _optimizer_numbers(config.optimizer, kw) for name, kw in config.lr_parameter_groups.items()
+    },
+    **changes,
+  )
 
 
 def _entries(config: Config) -> list[tuple[str, dict[str, Any]]]:
@@ -397,16 +467,18 @@ def _entries(config: Config) -> list[tuple[str, dict[str, Any]]]:
 
 def _numbers(given: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
   """``given`` with each string that its check read as a number replaced by that number."""
+
   def number(key, value):
     new = checked.get(key)
     is_number = isinstance(new, (int, float)) and not isinstance(new, bool)
     return new if isinstance(value, str) and is_number else value
+
   return {k: number(k, v) for k, v in given.items()}
 
 
 def _optimizer_numbers(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
   if name.startswith('optax.'):
-    return optax_aliases.convert(name[len('optax.'):], kwargs)
+    return optax_aliases.convert(name[len('optax.') :], kwargs)
   spec = OPTIMIZERS[name]
   keywords = {k: v for k, v in kwargs.items() if k in spec.kwargs}
   return _numbers(kwargs, resolve(spec, None, keywords)[1])

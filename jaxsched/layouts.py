@@ -69,15 +69,15 @@ Rule = Callable[[str, int], 'tuple[str, Layout] | None']
 # Flax's names and layouts for torch's common layers: (torch leaf name, the tensor's
 # dimensions or None for any) -> (Flax leaf name, layout change), or None to skip the entry.
 FLAX: dict[tuple[str, int | None], tuple[str, Layout] | None] = {
-    ('weight', 1): ('scale', SAME),        # nn.BatchNorm*, nn.LayerNorm, nn.GroupNorm -> scale
-    ('weight', 2): ('kernel', DENSE),      # nn.Linear -> nn.Dense
-    ('weight', 3): ('kernel', CONV),       # nn.Conv1d -> nn.Conv
-    ('weight', 4): ('kernel', CONV),       # nn.Conv2d
-    ('weight', 5): ('kernel', CONV),       # nn.Conv3d
-    ('bias', None): ('bias', SAME),
-    ('running_mean', None): ('mean', SAME),  # BatchNorm's buffers, Flax's batch_stats
-    ('running_var', None): ('var', SAME),
-    ('num_batches_tracked', None): None,
+  ('weight', 1): ('scale', SAME),  # nn.BatchNorm*, nn.LayerNorm, nn.GroupNorm -> scale
+  ('weight', 2): ('kernel', DENSE),  # nn.Linear -> nn.Dense
+  ('weight', 3): ('kernel', CONV),  # nn.Conv1d -> nn.Conv
+  ('weight', 4): ('kernel', CONV),  # nn.Conv2d
+  ('weight', 5): ('kernel', CONV),  # nn.Conv3d
+  ('bias', None): ('bias', SAME),
+  ('running_mean', None): ('mean', SAME),  # BatchNorm's buffers, Flax's batch_stats
+  ('running_var', None): ('var', SAME),
+  ('num_batches_tracked', None): None,
 }
 
 
@@ -110,8 +110,10 @@ def as_rule(rule: Rule | Mapping[str, Any] | None) -> Rule:
   if isinstance(rule, Mapping):
     return with_overrides(rule)
   if not callable(rule):
-    raise ConfigError(f'rule={rule!r} must be a function (torch name, ndim) -> (JAX path, Layout) or None, '
-                      f'or a mapping of torch names to (JAX path, Layout).')
+    raise ConfigError(
+      f'rule={rule!r} must be a function (torch name, ndim) -> (JAX path, Layout) or None, '
+      f'or a mapping of torch names to (JAX path, Layout).'
+    )
   return rule
 
 
@@ -141,8 +143,9 @@ def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
-def torch_params(state_dict: Mapping[str, Any], rule: Rule | Mapping[str, Any] | None = None, *,
-                 like: Any = None) -> Any:
+def torch_params(
+  state_dict: Mapping[str, Any], rule: Rule | Mapping[str, Any] | None = None, *, like: Any = None
+) -> Any:
   """A torch ``state_dict`` (or ``named_parameters()``) as a JAX parameter tree.
 
   Args:
@@ -172,12 +175,16 @@ def torch_params(state_dict: Mapping[str, Any], rule: Rule | Mapping[str, Any] |
 
   def fill(path, leaf):
     if path not in flat:
-      raise ConfigError(f'the JAX parameter {path!r} has no torch counterpart under the rule; torch names map to: '
-                        f'{", ".join(sorted(flat)) or "nothing"}.')
+      raise ConfigError(
+        f'the JAX parameter {path!r} has no torch counterpart under the rule; torch names map to: '
+        f'{", ".join(sorted(flat)) or "nothing"}.'
+      )
     name, value = flat[path]
     if value.shape != tuple(np.shape(leaf)):
-      raise ConfigError(f'torch {name!r} of shape {value.shape} (after the layout change) does not fit the JAX '
-                        f'parameter {path!r} of shape {tuple(np.shape(leaf))}.')
+      raise ConfigError(
+        f'torch {name!r} of shape {value.shape} (after the layout change) does not fit the JAX '
+        f'parameter {path!r} of shape {tuple(np.shape(leaf))}.'
+      )
     return value.astype(np.asarray(leaf).dtype)
 
   values = {p: fill(p, leaf) for p, leaf in leaf_paths(like).items()}
@@ -198,14 +205,17 @@ def resolve(rule: Rule, name: str, params_by_path: Mapping[str, Any]) -> tuple[s
       found.add(target)
   if len(found) != 1:
     tried = sorted({t[0] for t in (rule(name, n) for n in range(8)) if t is not None})
-    raise ConfigError(f'torch parameter {name!r} has no JAX counterpart: the rule maps it to '
-                      f'{", ".join(map(repr, tried)) or "nothing"}, and the JAX parameters are '
-                      f'{", ".join(params_by_path)}. Pass a rule (jaxsched.layouts.with_overrides).')
+    raise ConfigError(
+      f'torch parameter {name!r} has no JAX counterpart: the rule maps it to '
+      f'{", ".join(map(repr, tried)) or "nothing"}, and the JAX parameters are '
+      f'{", ".join(params_by_path)}. Pass a rule (jaxsched.layouts.with_overrides).'
+    )
   return found.pop()
 
 
-def torch_state_dict(params: Any, torch_names: list[str], rule: Rule | Mapping[str, Any] | None = None
-                     ) -> dict[str, np.ndarray]:
+def torch_state_dict(
+  params: Any, torch_names: list[str], rule: Rule | Mapping[str, Any] | None = None
+) -> dict[str, np.ndarray]:
   """The reverse of :func:`torch_params`: ``{torch name: array in torch's layout}``
   for each of ``torch_names`` (load with ``module.load_state_dict({k: torch.from_numpy(v)
   ...}, strict=False)``).

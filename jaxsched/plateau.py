@@ -36,14 +36,14 @@ from jaxsched.schedules import _numeric
 # torch's keywords (besides the optimizer), their defaults (the reference page's
 # where it lists them, which are torch's) and checks.
 KWARGS: dict[str, tuple[Any, _checks.Check]] = {
-    'mode': ('min', _checks.Choice(('min', 'max'))),
-    'factor': (0.1, _checks.Real(0.0, 1.0, lo_open=True, hi_open=True)),
-    'patience': (10, _checks.Integer(0)),
-    'threshold': (1e-4, _checks.NON_NEGATIVE),
-    'threshold_mode': ('rel', _checks.Choice(('rel', 'abs'))),
-    'cooldown': (0, _checks.Integer(0)),
-    'min_lr': (0.0, _checks.NON_NEGATIVE),
-    'eps': (1e-8, _checks.NON_NEGATIVE),
+  'mode': ('min', _checks.Choice(('min', 'max'))),
+  'factor': (0.1, _checks.Real(0.0, 1.0, lo_open=True, hi_open=True)),
+  'patience': (10, _checks.Integer(0)),
+  'threshold': (1e-4, _checks.NON_NEGATIVE),
+  'threshold_mode': ('rel', _checks.Choice(('rel', 'abs'))),
+  'cooldown': (0, _checks.Integer(0)),
+  'min_lr': (0.0, _checks.NON_NEGATIVE),
+  'eps': (1e-8, _checks.NON_NEGATIVE),
 }
 
 
@@ -77,8 +77,7 @@ class PlateauConfig:
   warmup: Callable[[jax.Array], jax.Array] | None = None
 
 
-@struct.dataclass
-class PlateauState:
+class PlateauState(struct.PyTreeNode):
   """torch's ReduceLROnPlateau state for one parameter group.
 
   Attributes:
@@ -125,8 +124,13 @@ class Plateau:
     worse = math.inf if self.config.mode == 'min' else -math.inf
     zero = lambda: jnp.zeros([], jnp.int32)  # noqa: E731  (one array per field, so the state can be donated)
     return PlateauState(
-        lr=jnp.asarray(self.learning_rate, dtype), best=jnp.asarray(worse, dtype),
-        num_bad_epochs=zero(), cooldown_counter=zero(), reports=zero(), steps=zero(), config=self.config,
+      lr=jnp.asarray(self.learning_rate, dtype),
+      best=jnp.asarray(worse, dtype),
+      num_bad_epochs=zero(),
+      cooldown_counter=zero(),
+      reports=zero(),
+      steps=zero(),
+      config=self.config,
     )
 
   def update(self, state: PlateauState, **extra_args) -> PlateauState:
@@ -147,9 +151,16 @@ def value(state: PlateauState) -> jax.Array:
   return jnp.where(state.steps < c.warmup_steps, jnp.asarray(c.warmup(state.steps), state.lr.dtype), state.lr)
 
 
-def reduce_on_plateau(learning_rate: float, *, monitor: str = 'train_loss', strict: bool = True, frequency: int = 1,
-            warmup: Callable[[jax.Array], jax.Array] | None = None, warmup_steps: int = 0,
-            **kwargs: Any) -> Plateau:
+def reduce_on_plateau(
+  learning_rate: float,
+  *,
+  monitor: str = 'train_loss',
+  strict: bool = True,
+  frequency: int = 1,
+  warmup: Callable[[jax.Array], jax.Array] | None = None,
+  warmup_steps: int = 0,
+  **kwargs: Any,
+) -> Plateau:
   """A :class:`Plateau` learning rate with torch's ReduceLROnPlateau keywords, checked.
 
   Args:
@@ -173,9 +184,12 @@ def reduce_on_plateau(learning_rate: float, *, monitor: str = 'train_loss', stri
   if not isinstance(monitor, str) or not monitor:
     raise ConfigError(f'monitor={monitor!r} must be the name of a logged metric, e.g. "val_loss".')
   config = PlateauConfig(
-      **checked, monitor=monitor, strict=_checks.Boolean()('strict', strict),
-      frequency=_checks.COUNT('frequency', frequency),
-      warmup_steps=_checks.Integer(0)('warmup_steps', warmup_steps), warmup=warmup,
+    **checked,
+    monitor=monitor,
+    strict=_checks.Boolean()('strict', strict),
+    frequency=_checks.COUNT('frequency', frequency),
+    warmup_steps=_checks.Integer(0)('warmup_steps', warmup_steps),
+    warmup=warmup,
   )
   if (warmup is None) != (warmup_steps == 0):
     raise ConfigError('give warmup and warmup_steps > 0 together, or neither.')
@@ -195,7 +209,7 @@ class ChainState(NamedTuple):
   """
 
   lr: jax.Array
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
   plateaus: tuple[PlateauState, ...]
 
 
@@ -253,8 +267,7 @@ class Chain:
     return jnp.array(state.lr)
 
 
-def chain(learning_rate: float, members: Sequence[Member],
-          plateaus: Sequence[tuple[str, Plateau]]) -> Chain:
+def chain(learning_rate: float, members: Sequence[Member], plateaus: Sequence[tuple[str, Plateau]]) -> Chain:
   """A :class:`Chain` of the chainable ``members`` (interval, step maps, steps) and the
   ``plateaus`` (interval, :class:`Plateau`), both in list order."""
   order = [p for interval in ('step', 'epoch') for when, p in plateaus if when == interval]
@@ -303,9 +316,12 @@ def _step(state: PlateauState, metric: jax.Array) -> PlateauState:
 
   keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
   return state.replace(
-      lr=keep(lr, state.lr), best=keep(best, state.best), num_bad_epochs=keep(bad, state.num_bad_epochs),
-      cooldown_counter=keep(cooldown, state.cooldown_counter), reports=state.reports + 1,
-      steps=state.steps + counts.astype(state.steps.dtype),
+    lr=keep(lr, state.lr),
+    best=keep(best, state.best),
+    num_bad_epochs=keep(bad, state.num_bad_epochs),
+    cooldown_counter=keep(cooldown, state.cooldown_counter),
+    reports=state.reports + 1,
+    steps=state.steps + counts.astype(state.steps.dtype),
   )
 
 
@@ -323,9 +339,11 @@ def _metric(config: PlateauConfig, metrics: Any) -> Any:
   else:
     value, where = metrics.get(config.monitor), f'the metric {config.monitor!r}'
     what = 'is None' if config.monitor in metrics else 'is not among the reported metrics'
-    missing = (f'ReduceLROnPlateau monitors {config.monitor!r}, which {what} '
-               f'({", ".join(repr(k) for k, v in metrics.items() if v is not None) or "none"}). Report it, or '
-               f'set scheduler_configs.monitor.')
+    missing = (
+      f'ReduceLROnPlateau monitors {config.monitor!r}, which {what} '
+      f'({", ".join(repr(k) for k, v in metrics.items() if v is not None) or "none"}). Report it, or '
+      f'set scheduler_configs.monitor.'
+    )
   if value is not None:
     return _scalar(where, value)
   if config.strict:
@@ -344,8 +362,10 @@ def _scalar(where: str, value: Any) -> Any:
   if shape is None or kind not in 'iuf' or not kind:
     raise ConfigError(f'{where} must be one real number, got {value!r} ({type(value).__name__}).')
   if tuple(shape) != ():
-    raise ConfigError(f'{where} must be one number (as torch\'s float(metrics)), got an array of shape '
-                      f'{tuple(shape)}: reduce it first (e.g. .mean()).')
+    raise ConfigError(
+      f"{where} must be one number (as torch's float(metrics)), got an array of shape "
+      f'{tuple(shape)}: reduce it first (e.g. .mean()).'
+    )
   return value
 
 
@@ -406,11 +426,12 @@ def _visit(node: Any, metrics: Any) -> Any:
     reported = lambda v: isinstance(v, (PlateauState, ChainState))  # noqa: E731
     states = {k: _visit(v, metrics) if reported(v) else v for k, v in node.hyperparams_states.items()}
     hyperparams = {
-        k: jnp.asarray(_current(states[k]), v.dtype) if reported(states.get(k)) else v
-        for k, v in node.hyperparams.items()
+      k: jnp.asarray(_current(states[k]), v.dtype) if reported(states.get(k)) else v
+      for k, v in node.hyperparams.items()
     }
-    return node._replace(hyperparams_states=states, hyperparams=hyperparams,
-                         inner_state=_walk(node.inner_state, metrics))
+    return node._replace(
+      hyperparams_states=states, hyperparams=hyperparams, inner_state=_walk(node.inner_state, metrics)
+    )
   return node
 
 

@@ -15,9 +15,9 @@ import math
 from typing import Any, Iterable, Mapping
 
 from jaxsched._errors import ConfigError
-from jaxsched.groups import PER_GROUP, PLATEAU, _ends_in_plateau, groups
 from jaxsched.build import load_config
 from jaxsched.config import Config
+from jaxsched.groups import PER_GROUP, PLATEAU, _ends_in_plateau, groups
 from jaxsched.layouts import Rule, as_numpy, as_rule
 from jaxsched.optimizers import OPTIMIZERS, resolve
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
@@ -64,6 +64,7 @@ def group_names(config: Config, named_shapes: Mapping[str, int], rule: Rule) -> 
   the given (``named_parameters``) order, grouped by their JAX paths as :func:`jaxsched.build`
   groups them. ``named_shapes`` maps names to their number of dimensions."""
   from jaxsched.groups import _labeller
+
   paths = {name: jax_path(rule, name, ndim) for name, ndim in named_shapes.items()}
   label = _labeller(config)
   found = groups(config, {path: 0 for path in paths.values()})
@@ -91,9 +92,13 @@ def torch_optimizer(config: Any, named_parameters: Iterable[tuple[str, Any]], ru
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
   defaults = torch_kwargs(config, config.optimizer_kwargs, placed[0][0].learning_rate)
   # a group states what differs from the constructor's keywords (torch fills in the rest, e.g. LBFGS's max_eval)
-  param_groups = [{'params': [named[n] for n in names], **{
-      k: v for k, v in torch_kwargs(config, g.optimizer_kwargs, g.learning_rate).items() if v != defaults[k]}}
-      for g, names in placed]
+  param_groups = [
+    {
+      'params': [named[n] for n in names],
+      **{k: v for k, v in torch_kwargs(config, g.optimizer_kwargs, g.learning_rate).items() if v != defaults[k]},
+    }
+    for g, names in placed
+  ]
   return getattr(torch.optim, config.optimizer)(param_groups, **defaults)
 
 
@@ -118,14 +123,21 @@ def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
   torch = import_torch()
   lr_scheduler = torch.optim.lr_scheduler
   if name == PLATEAU:
-    return lr_scheduler.ReduceLROnPlateau(optimizer, **{  # min_lr may be a list, one per group
-        k: v if isinstance(v, (list, tuple)) else PLATEAU_KWARGS[k][1](k, v) for k, v in kwargs.items()})
+    return lr_scheduler.ReduceLROnPlateau(
+      optimizer,
+      **{  # min_lr may be a list, one per group
+        k: v if isinstance(v, (list, tuple)) else PLATEAU_KWARGS[k][1](k, v) for k, v in kwargs.items()
+      },
+    )
   if name in ('SequentialLR', 'ChainedScheduler'):
     if _ends_in_plateau(kwargs):
-      raise ConfigError('SequentialLR ending in ReduceLROnPlateau is jaxsched\'s own (torch raises for it, '
-                        'pytorch#68978): it has no torch scheduler.')
-    members = [_scheduler(m['scheduler'], optimizer, dict(m.get('scheduler_kwargs') or {}))
-               for m in kwargs['schedulers']]
+      raise ConfigError(
+        "SequentialLR ending in ReduceLROnPlateau is jaxsched's own (torch raises for it, "
+        'pytorch#68978): it has no torch scheduler.'
+      )
+    members = [
+      _scheduler(m['scheduler'], optimizer, dict(m.get('scheduler_kwargs') or {})) for m in kwargs['schedulers']
+    ]
     if name == 'SequentialLR':
       return lr_scheduler.SequentialLR(optimizer, members, milestones=list(kwargs['milestones']))
     return lr_scheduler.ChainedScheduler(members, optimizer=optimizer)
@@ -144,6 +156,7 @@ def _python_function(value: Any, key: str, variable: str):
   if constant is not None:
     return lambda _: constant
   import jax.numpy as jnp
+
   return lambda n: float(as_numpy(fn(jnp.asarray(n))))
 
 
@@ -168,17 +181,24 @@ def linear_warmup_cosine_annealing():
       if self.last_epoch == 0:
         return [self.warmup_start_lr] * len(self.base_lrs)
       if self.last_epoch < self.warmup_epochs:
-        return [group['lr'] + (base_lr - self.warmup_start_lr) / (self.warmup_epochs - 1)
-                for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)]
+        return [
+          group['lr'] + (base_lr - self.warmup_start_lr) / (self.warmup_epochs - 1)
+          for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)
+        ]
       if self.last_epoch == self.warmup_epochs:
         return self.base_lrs
       if (self.last_epoch - 1 - self.max_epochs) % (2 * span) == 0:
-        return [group['lr'] + (base_lr - self.eta_min) * (1 - math.cos(math.pi / span)) / 2
-                for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)]
-      return [(1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs) / span))
-              / (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs - 1) / span))
-              * (group['lr'] - self.eta_min) + self.eta_min
-              for group in self.optimizer.param_groups]
+        return [
+          group['lr'] + (base_lr - self.eta_min) * (1 - math.cos(math.pi / span)) / 2
+          for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)
+        ]
+      return [
+        (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs) / span))
+        / (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs - 1) / span))
+        * (group['lr'] - self.eta_min)
+        + self.eta_min
+        for group in self.optimizer.param_groups
+      ]
 
   return LinearWarmupCosineAnnealingLR
 
@@ -193,5 +213,10 @@ def configure_optimizers(config: Any, module: Any, rule: Rule | Mapping | None =
   if scheduler is None:
     return optimizer
   sc = config.scheduler_configs
-  return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': scheduler, **{k: sc[k] for k in (
-      'interval', 'frequency', 'monitor', 'strict', 'name')}}}
+  return {
+    'optimizer': optimizer,
+    'lr_scheduler': {
+      'scheduler': scheduler,
+      **{k: sc[k] for k in ('interval', 'frequency', 'monitor', 'strict', 'name')},
+    },
+  }

@@ -27,8 +27,8 @@ from jax.flatten_util import ravel_pytree
 from jaxsched._errors import ConfigError
 from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build
-from jaxsched.groups import PLATEAU, _labeller, epoch_batches, groups, path_name, scheduler_steps
 from jaxsched.config import Config
+from jaxsched.groups import PLATEAU, _labeller, epoch_batches, groups, path_name, scheduler_steps
 from jaxsched.layouts import Layout, Rule, as_numpy, as_rule, leaf_paths, resolve, torch_params
 from jaxsched.optimizers import _complex
 from jaxsched.optimizers.adadelta import ScaleByTorchAdadeltaState
@@ -49,19 +49,24 @@ _ADAM = {AdamState: {'mu': 'exp_avg', 'nu': 'exp_avg_sq', 'nu_max': 'max_exp_avg
 # ``count`` is torch's ``step`` (the updates the parameter has had); Adafactor's moments are
 # torch's row_var/col_var or variance; LBFGS keeps one state for all parameters.
 TORCH_STATE: dict[str, dict[Any, dict[str, str]]] = {
-    'SGD': {MomentumState: {'buffer': 'momentum_buffer'}},
-    'Adam': _ADAM, 'AdamW': _ADAM, 'RAdam': _ADAM, 'SparseAdam': _ADAM,
-    'Adamax': {AdamState: {'mu': 'exp_avg', 'nu': 'exp_inf'}},
-    'NAdam': {NAdamState: {'mu_product': 'mu_product', 'mu': 'exp_avg', 'nu': 'exp_avg_sq'}},
-    'RMSprop': {ScaleByTorchRMSState: {'square_avg': 'square_avg', 'grad_avg': 'grad_avg'},
-                MomentumState: {'buffer': 'momentum_buffer'}},
-    'Adagrad': {TorchAdagradState: {'sum': 'sum'}},
-    'Adadelta': {ScaleByTorchAdadeltaState: {'square_avg': 'square_avg', 'acc_delta': 'acc_delta'}},
-    'Rprop': {TorchRpropState: {'prev': 'prev', 'step_size': 'step_size'}},
-    'ASGD': {TorchASGDState: {'eta': 'eta', 'mu': 'mu', 'ax': 'ax'}},
-    'Adafactor': {AdafactorState: {}},
-    'Muon': {MuonState: {'buffer': 'momentum_buffer'}},
-    'LBFGS': {LBFGSState: {}},
+  'SGD': {MomentumState: {'buffer': 'momentum_buffer'}},
+  'Adam': _ADAM,
+  'AdamW': _ADAM,
+  'RAdam': _ADAM,
+  'SparseAdam': _ADAM,
+  'Adamax': {AdamState: {'mu': 'exp_avg', 'nu': 'exp_inf'}},
+  'NAdam': {NAdamState: {'mu_product': 'mu_product', 'mu': 'exp_avg', 'nu': 'exp_avg_sq'}},
+  'RMSprop': {
+    ScaleByTorchRMSState: {'square_avg': 'square_avg', 'grad_avg': 'grad_avg'},
+    MomentumState: {'buffer': 'momentum_buffer'},
+  },
+  'Adagrad': {TorchAdagradState: {'sum': 'sum'}},
+  'Adadelta': {ScaleByTorchAdadeltaState: {'square_avg': 'square_avg', 'acc_delta': 'acc_delta'}},
+  'Rprop': {TorchRpropState: {'prev': 'prev', 'step_size': 'step_size'}},
+  'ASGD': {TorchASGDState: {'eta': 'eta', 'mu': 'mu', 'ax': 'ax'}},
+  'Adafactor': {AdafactorState: {}},
+  'Muon': {MuonState: {'buffer': 'momentum_buffer'}},
+  'LBFGS': {LBFGSState: {}},
 }
 # Fields that hold one number for all of a state's parameters (torch keeps one per parameter).
 SCALARS = {(TorchASGDState, 'eta'), (TorchASGDState, 'mu'), (NAdamState, 'mu_product')}
@@ -70,11 +75,27 @@ NO_STEP = ('SGD', 'Muon', 'LBFGS')
 INT_STEP = ('SparseAdam',)
 # Group keys whose values are the run's position, not its settings (and torch's implementation switches).
 POSITION_KEYS = {'params', 'param_names', 'lr', 'initial_lr', 'foreach', 'fused', 'capturable', 'differentiable'}
-SCHEDULER_POSITION = {'last_epoch', '_step_count', '_last_lr', '_is_initial', '_get_lr_called_within_step', 'verbose',
-                      'best', 'num_bad_epochs', 'cooldown_counter', 'T_cur', 'T_i', 'lr_lambdas', '_schedulers',
-                      '_scale_fn_custom'}
+SCHEDULER_POSITION = {
+  'last_epoch',
+  '_step_count',
+  '_last_lr',
+  '_is_initial',
+  '_get_lr_called_within_step',
+  'verbose',
+  'best',
+  'num_bad_epochs',
+  'cooldown_counter',
+  'T_cur',
+  'T_i',
+  'lr_lambdas',
+  '_schedulers',
+  '_scale_fn_custom',
+}
 KNOWN = tuple({cls for table in TORCH_STATE.values() for cls in table}) + (
-    optax.InjectStatefulHyperparamsState, AccumulateState, optax.MultiTransformState)
+  optax.InjectStatefulHyperparamsState,
+  AccumulateState,
+  optax.MultiTransformState,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +131,16 @@ def correspondence(config: Config, params: Any, torch_names: Sequence[str], rule
       no name reaches.
   """
   if isinstance(torch_names, str) or not all(isinstance(n, str) for n in torch_names):
-    raise ConfigError(f'torch_names must be the torch model\'s parameter names in named_parameters() order, '
-                      f'got {torch_names!r}.')
+    raise ConfigError(
+      f"torch_names must be the torch model's parameter names in named_parameters() order, got {torch_names!r}."
+    )
   complex_params = _complex.complex_paths(params)
   if complex_params:
-    raise ConfigError(f'complex parameters at {", ".join(complex_params)}: jaxsched keeps their optimizer state as '
-                      f'real views (a trailing axis of 2) where torch keeps complex tensors, and does not convert '
-                      f'those.')
+    raise ConfigError(
+      f'complex parameters at {", ".join(complex_params)}: jaxsched keeps their optimizer state as '
+      f'real views (a trailing axis of 2) where torch keeps complex tensors, and does not convert '
+      f'those.'
+    )
   by_path = leaf_paths(params)
   found = {name: resolve(rule, name, by_path) for name in torch_names}
   taken: dict[str, str] = {}
@@ -130,8 +154,9 @@ def correspondence(config: Config, params: Any, torch_names: Sequence[str], rule
   label = _labeller(config)
   group_list = [g.name for g in groups(config, params)]
   ordered = [(g, n) for g in group_list for n in torch_names if label(found[n][0]) == g]
-  return Correspondence(tuple(Param(i, n, found[n][0], found[n][1], g) for i, (g, n) in enumerate(ordered)),
-                        tuple(group_list))
+  return Correspondence(
+    tuple(Param(i, n, found[n][0], found[n][1], g) for i, (g, n) in enumerate(ordered)), tuple(group_list)
+  )
 
 
 def check_layouts(config: Config, corr: Correspondence, params: Any) -> None:
@@ -148,19 +173,21 @@ def check_layouts(config: Config, corr: Correspondence, params: Any) -> None:
       symmetric = kwargs.get('adjust_lr_fn') == 'match_rms_adamw' or shape[0] == shape[1]
       if transposed != in_out and not symmetric:
         raise ConfigError(
-            f'Muon reads a parameter\'s shape as given by its layout keyword ({kwargs.get("layout", "out_in")!r}) for '
-            f'its LR ratio sqrt(max(1, out / in)), and the {p.layout.name!r} layout change of {p.name!r} -> '
-            f'{p.path!r} gives {shape}: the JAX run would scale its steps differently. Set Muon\'s layout: '
-            f'{"in_out" if transposed else "out_in"} (or adjust_lr_fn: match_rms_adamw).')
+          f"Muon reads a parameter's shape as given by its layout keyword ({kwargs.get('layout', 'out_in')!r}) for "
+          f'its LR ratio sqrt(max(1, out / in)), and the {p.layout.name!r} layout change of {p.name!r} -> '
+          f"{p.path!r} gives {shape}: the JAX run would scale its steps differently. Set Muon's layout: "
+          f'{"in_out" if transposed else "out_in"} (or adjust_lr_fn: match_rms_adamw).'
+        )
       continue
     if p.layout.keeps_axes(ndim):
       continue
     if config.optimizer == 'Adafactor' and ndim >= 2 and not p.layout.swaps_last_two(ndim):
       raise ConfigError(
-          f'Adafactor factors the last two dimensions of each parameter, and the {p.layout.name!r} layout change '
-          f'of {p.name!r} -> {p.path!r} moves them (torch factors {ndim - 2} and {ndim - 1} of its layout): the '
-          f'JAX run would compute other second moments. Keep this parameter in torch\'s layout (a rule with '
-          f'jaxsched.layouts.SAME for it).')
+        f'Adafactor factors the last two dimensions of each parameter, and the {p.layout.name!r} layout change '
+        f'of {p.name!r} -> {p.path!r} moves them (torch factors {ndim - 2} and {ndim - 1} of its layout): the '
+        f"JAX run would compute other second moments. Keep this parameter in torch's layout (a rule with "
+        f'jaxsched.layouts.SAME for it).'
+      )
 
 
 def _fresh_torch(config: Config, params: Any, corr: Correspondence, rule: Rule):
@@ -184,36 +211,46 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _plain(value: Any) -> bool:
-  return value is None or isinstance(value, (bool, int, float, str)) or (
-      isinstance(value, (list, tuple)) and all(_plain(v) for v in value))
+  return (
+    value is None
+    or isinstance(value, (bool, int, float, str))
+    or (isinstance(value, (list, tuple)) and all(_plain(v) for v in value))
+  )
 
 
-def check_optimizer(config: Config, saved: Mapping[str, Any], fresh: Mapping[str, Any], corr: Correspondence,
-                    cycled: Sequence[str]) -> None:
+def check_optimizer(
+  config: Config, saved: Mapping[str, Any], fresh: Mapping[str, Any], corr: Correspondence, cycled: Sequence[str]
+) -> None:
   """ConfigError naming the first difference between a saved optimizer state dict and the
   one the config builds: the number or sizes of the groups, the keys (another optimizer
   class) or a setting."""
   saved_groups, fresh_groups = list(saved.get('param_groups', [])), fresh['param_groups']
   if len(saved_groups) != len(fresh_groups):
-    raise ConfigError(f'the checkpoint\'s optimizer has {len(saved_groups)} param groups, the config gives '
-                      f'{len(fresh_groups)} ({", ".join(corr.groups)}).')
+    raise ConfigError(
+      f"the checkpoint's optimizer has {len(saved_groups)} param groups, the config gives "
+      f'{len(fresh_groups)} ({", ".join(corr.groups)}).'
+    )
   for name, s, f in zip(corr.groups, saved_groups, fresh_groups):
     if len(s['params']) != len(f['params']):
-      raise ConfigError(f'param group {name!r} has {len(s["params"])} parameters in the checkpoint and '
-                        f'{len(f["params"])} under the config ({", ".join(p.name for p in corr.in_group(name))}).')
+      raise ConfigError(
+        f'param group {name!r} has {len(s["params"])} parameters in the checkpoint and '
+        f'{len(f["params"])} under the config ({", ".join(p.name for p in corr.in_group(name))}).'
+      )
     keys_s, keys_f = set(s) - POSITION_KEYS, set(f) - POSITION_KEYS
     if keys_s != keys_f:
       raise ConfigError(
-          f'the checkpoint\'s param groups have the keys {sorted(keys_s)}, but torch.optim.{config.optimizer}\'s have '
-          f'{sorted(keys_f)}: the checkpoint comes from another optimizer (or scheduler) than the config\'s '
-          f'{config.optimizer}.')
+        f"the checkpoint's param groups have the keys {sorted(keys_s)}, but torch.optim.{config.optimizer}'s have "
+        f"{sorted(keys_f)}: the checkpoint comes from another optimizer (or scheduler) than the config's "
+        f'{config.optimizer}.'
+      )
     for key in sorted(keys_f):
       a, b = s[key], f[key]
       if key in cycled:  # the scheduler moves it; only the rest of betas is a setting
         a, b = (a[1:], b[1:]) if key == 'betas' else (None, None)
       if not _same(a, b):
-        raise ConfigError(f'param group {name!r}: the checkpoint has {key}={s[key]!r}, the config gives '
-                          f'{key}={f[key]!r}.')
+        raise ConfigError(
+          f'param group {name!r}: the checkpoint has {key}={s[key]!r}, the config gives {key}={f[key]!r}.'
+        )
 
 
 def check_scheduler(config: Config, saved: Mapping[str, Any] | None, fresh: Any, where: str = 'scheduler') -> None:
@@ -225,18 +262,21 @@ def check_scheduler(config: Config, saved: Mapping[str, Any] | None, fresh: Any,
   fresh_dict = fresh.state_dict()
   settings, saved_settings = set(fresh_dict) - SCHEDULER_POSITION, set(saved) - SCHEDULER_POSITION
   if settings != saved_settings:
-    raise ConfigError(f'the checkpoint\'s {where} has the settings {sorted(saved_settings)}, the config\'s '
-                      f'{type(fresh).__name__} {sorted(settings)}: it comes from another scheduler class.')
+    raise ConfigError(
+      f"the checkpoint's {where} has the settings {sorted(saved_settings)}, the config's "
+      f'{type(fresh).__name__} {sorted(settings)}: it comes from another scheduler class.'
+    )
   for key in sorted(settings):
     if _plain(fresh_dict[key]) and not _same(saved[key], fresh_dict[key]):
-      raise ConfigError(f'the checkpoint\'s {where} has {key}={saved[key]!r}, the config\'s {type(fresh).__name__} '
-                        f'has {key}={fresh_dict[key]!r}.')
+      raise ConfigError(
+        f"the checkpoint's {where} has {key}={saved[key]!r}, the config's {type(fresh).__name__} "
+        f'has {key}={fresh_dict[key]!r}.'
+      )
   members = getattr(fresh, '_schedulers', None)
   if members is not None:
     saved_members = saved.get('_schedulers', [])
     if len(saved_members) != len(members):
-      raise ConfigError(f'the checkpoint\'s {where} has {len(saved_members)} schedulers, the config\'s '
-                        f'{len(members)}.')
+      raise ConfigError(f"the checkpoint's {where} has {len(saved_members)} schedulers, the config's {len(members)}.")
     for i, (s, f) in enumerate(zip(saved_members, members)):
       check_scheduler(config, s, f, f'{where}._schedulers[{i}]')
 
@@ -248,8 +288,7 @@ def _cycled(config: Config) -> tuple[str, ...]:
   return ('momentum', 'betas')
 
 
-def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, Any] | None,
-                     step: int | None) -> int:
+def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, Any] | None, step: int | None) -> int:
   """Optimizer steps taken so far (Lightning's global_step): ``step`` if given, else torch's
   ``step`` in the state, else the scheduler's position where it is stepped once per optimizer
   step; 0 where nothing depends on it (no schedule of the step count, no accumulation)."""
@@ -257,8 +296,10 @@ def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, 
     return int(step)
   steps = {int(as_numpy(s['step'])) for s in sd['state'].values() if 'step' in s}
   if len(steps) > 1:
-    raise ConfigError(f'the checkpoint\'s parameters have taken different numbers of steps ({sorted(steps)}); '
-                      f'jaxsched steps all parameters of a group together. Give step= (optimizer steps taken).')
+    raise ConfigError(
+      f"the checkpoint's parameters have taken different numbers of steps ({sorted(steps)}); "
+      f'jaxsched steps all parameters of a group together. Give step= (optimizer steps taken).'
+    )
   if steps:
     return steps.pop()
   scheduled = config.scheduler is not None and config.scheduler != PLATEAU
@@ -267,9 +308,10 @@ def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, 
     return _position(sched)
   if scheduled or config.accumulate_grad_batches > 1:
     raise ConfigError(
-        f'the checkpoint does not say how many optimizer steps were taken ({config.optimizer} keeps no step count, '
-        f'and the scheduler is not stepped once per optimizer step), which the '
-        f'{"schedule" if scheduled else "accumulation"} needs: give step= (Lightning\'s global_step).')
+      f'the checkpoint does not say how many optimizer steps were taken ({config.optimizer} keeps no step count, '
+      f'and the scheduler is not stepped once per optimizer step), which the '
+      f"{'schedule' if scheduled else 'accumulation'} needs: give step= (Lightning's global_step)."
+    )
   return 0
 
 
@@ -297,15 +339,19 @@ class _Filler:
   def entry(self, p: Param, key: str, like: Any) -> jax.Array:
     s = self.state.get(p.index, {})
     if key not in s or s[key] is None:
-      raise ConfigError(f'the checkpoint\'s state of {p.name!r} has no {key!r} (it has {", ".join(s) or "nothing"}); '
-                        f'the config\'s {self.config.optimizer} keeps one (another setting, e.g. amsgrad or '
-                        f'momentum?).')
+      raise ConfigError(
+        f"the checkpoint's state of {p.name!r} has no {key!r} (it has {', '.join(s) or 'nothing'}); "
+        f"the config's {self.config.optimizer} keeps one (another setting, e.g. amsgrad or "
+        f'momentum?).'
+      )
     return self.checked(p, key, p.layout.to_jax(_torch_value(s[key])), like)
 
   def checked(self, p, key, value, like):
     if value.shape != tuple(like.shape):
-      raise ConfigError(f'the checkpoint\'s {key} of {p.name!r} has shape {value.shape} in JAX\'s layout, the JAX '
-                        f'parameter {p.path!r} {tuple(like.shape)}.')
+      raise ConfigError(
+        f"the checkpoint's {key} of {p.name!r} has shape {value.shape} in JAX's layout, the JAX "
+        f'parameter {p.path!r} {tuple(like.shape)}.'
+      )
     return jnp.asarray(value, like.dtype)
 
   def covered(self, node) -> list[Param]:
@@ -323,11 +369,17 @@ class _Filler:
 
   def steps_of(self, covered: list[Param]) -> int:
     # without torch's step (SGD, Muon), a state that exists has had k >= 1 updates
-    steps = {int(_torch_value(self.state[p.index]['step'])) if 'step' in self.state.get(p.index, {})
-             else (max(self.k, 1) if self.state.get(p.index) else 0) for p in covered}
+    steps = {
+      int(_torch_value(self.state[p.index]['step']))
+      if 'step' in self.state.get(p.index, {})
+      else (max(self.k, 1) if self.state.get(p.index) else 0)
+      for p in covered
+    }
     if len(steps) > 1:
-      raise ConfigError(f'the parameters {", ".join(p.name for p in covered)} have taken different numbers of steps '
-                        f'in the checkpoint ({sorted(steps)}); jaxsched steps them together.')
+      raise ConfigError(
+        f'the parameters {", ".join(p.name for p in covered)} have taken different numbers of steps '
+        f'in the checkpoint ({sorted(steps)}); jaxsched steps them together.'
+      )
     return steps.pop() if steps else 0
 
   def optimizer_state(self, node):
@@ -345,12 +397,15 @@ class _Filler:
       if (type(node), field) in SCALARS:
         values = {float(_torch_value(self.state[p.index][key])) for p in covered if key in self.state.get(p.index, {})}
         if len(values) > 1:
-          raise ConfigError(f'the checkpoint\'s {key} differs between {", ".join(p.name for p in covered)}; '
-                            f'jaxsched keeps one for them.')
+          raise ConfigError(
+            f"the checkpoint's {key} differs between {', '.join(p.name for p in covered)}; jaxsched keeps one for them."
+          )
         new[field] = jnp.asarray(values.pop(), value.dtype) if values else value
       else:
         new[field] = jax.tree_util.tree_map_with_path(
-            lambda path, like: self.entry(self.by_path[path_name(path)], key, like), value)
+          lambda path, like: self.entry(self.by_path[path_name(path)], key, like),  # noqa: B023
+          value,  # noqa: B023
+        )
     if isinstance(node, AdafactorState):
       new['moments'] = self.adafactor(node.moments)
     if 'count' in node._fields:
@@ -384,9 +439,11 @@ class _Filler:
     for vector in vectors:
       vector = _torch_value(vector)
       pieces = np.split(vector, np.cumsum(sizes)[:-1])
-      leaves = {p.path: p.layout.to_jax(piece.reshape(p.layout.to_torch(np.asarray(by_path[p.path])).shape))
-                for p, piece in zip(ordered, pieces)}
-      tree = jax.tree_util.tree_map_with_path(lambda path, _: leaves[path_name(path)], self.params)
+      leaves = {
+        p.path: p.layout.to_jax(piece.reshape(p.layout.to_torch(np.asarray(by_path[p.path])).shape))
+        for p, piece in zip(ordered, pieces)
+      }
+      tree = jax.tree_util.tree_map_with_path(lambda path, _: leaves[path_name(path)], self.params)  # noqa: B023
       out.append(ravel_pytree(jax.tree.map(lambda x: np.asarray(x, like.dtype), tree))[0])
     return jnp.stack(out) if out else jnp.zeros((0,) + like.shape[-1:], like.dtype)
 
@@ -395,25 +452,31 @@ class _Filler:
     history = node.old_dirs.shape[0]
     num_old = len(s.get('old_dirs', []))
     if num_old > history:
-      raise ConfigError(f'the checkpoint\'s LBFGS holds {num_old} curvature pairs, history_size is {history}.')
+      raise ConfigError(f"the checkpoint's LBFGS holds {num_old} curvature pairs, history_size is {history}.")
     dtype = node.d.dtype
 
     def rows(ring, key):
       return ring.at[:num_old].set(self.flat(s[key], node.d)) if num_old else ring
 
     return node._replace(
-        func_evals=jnp.asarray(s['func_evals'], jnp.int32), n_iter=jnp.asarray(s['n_iter'], jnp.int32),
-        d=self.flat([s['d']], node.d)[0], t=jnp.asarray(_torch_value(s['t']), dtype),
-        old_dirs=rows(node.old_dirs, 'old_dirs'), old_stps=rows(node.old_stps, 'old_stps'),
-        ro=node.ro.at[:num_old].set(jnp.asarray([float(_torch_value(r)) for r in s.get('ro', [])], dtype)),
-        head=jnp.zeros([], jnp.int32), num_old=jnp.asarray(num_old, jnp.int32),
-        h_diag=jnp.asarray(_torch_value(s['H_diag']), dtype),
-        prev_flat_grad=self.flat([s['prev_flat_grad']], node.d)[0],
-        prev_loss=jnp.asarray(_torch_value(s['prev_loss']), dtype))
+      func_evals=jnp.asarray(s['func_evals'], jnp.int32),
+      n_iter=jnp.asarray(s['n_iter'], jnp.int32),
+      d=self.flat([s['d']], node.d)[0],
+      t=jnp.asarray(_torch_value(s['t']), dtype),
+      old_dirs=rows(node.old_dirs, 'old_dirs'),
+      old_stps=rows(node.old_stps, 'old_stps'),
+      ro=node.ro.at[:num_old].set(jnp.asarray([float(_torch_value(r)) for r in s.get('ro', [])], dtype)),
+      head=jnp.zeros([], jnp.int32),
+      num_old=jnp.asarray(num_old, jnp.int32),
+      h_diag=jnp.asarray(_torch_value(s['H_diag']), dtype),
+      prev_flat_grad=self.flat([s['prev_flat_grad']], node.d)[0],
+      prev_loss=jnp.asarray(_torch_value(s['prev_loss']), dtype),
+    )
 
 
-def _prepare(config: Any, params: Any, torch_names: Any, rule: Any, batches_per_epoch: int | None,
-             steps_per_epoch: int | None):
+def _prepare(
+  config: Any, params: Any, torch_names: Any, rule: Any, batches_per_epoch: int | None, steps_per_epoch: int | None
+) -> tuple[Config, Rule, Any, int | None]:
   """What both directions check first: the config, the rule, the parameters' correspondence
   (with layouts that keep the optimizer's math) and the epoch's batches."""
   config = as_config(config)
@@ -425,10 +488,18 @@ def _prepare(config: Any, params: Any, torch_names: Any, rule: Any, batches_per_
   return config, rule, corr, epoch_batches(config, batches_per_epoch, steps_per_epoch)
 
 
-def from_torch(config: Any, params: Any, optimizer_state_dict: Mapping[str, Any],
-               scheduler_state_dict: Mapping[str, Any] | None = None, *, torch_names: Sequence[str],
-               batches_per_epoch: int | None = None, steps_per_epoch: int | None = None,
-               rule: Rule | Mapping | None = None, step: int | None = None) -> Any:
+def from_torch(
+  config: Any,
+  params: Any,
+  optimizer_state_dict: Mapping[str, Any],
+  scheduler_state_dict: Mapping[str, Any] | None = None,
+  *,
+  torch_names: Sequence[str],
+  batches_per_epoch: int | None = None,
+  steps_per_epoch: int | None = None,
+  rule: Rule | Mapping | None = None,
+  step: int | None = None,
+) -> Any:
   """The state of ``jaxsched.build(config, params, batches_per_epoch=...)`` that continues a torch run.
 
   The next update is torch's next ``optimizer.step()`` (after ``scheduler.step()``
@@ -463,10 +534,12 @@ def from_torch(config: Any, params: Any, optimizer_state_dict: Mapping[str, Any]
   if scheduler_state_dict is not None and config.scheduler != PLATEAU:
     n, expected = _position(scheduler_state_dict), int(scheduler_steps(config, batches)(k))
     if n != expected:
-      raise ConfigError(f'the scheduler has stepped {n} times, but after {k} optimizer steps the config\'s '
-                        f'scheduler_configs ({config.scheduler_configs["interval"]}, frequency '
-                        f'{config.scheduler_configs["frequency"]}) step it {expected} times: another interval, '
-                        f'frequency or epoch length, or give step= (optimizer steps taken).')
+      raise ConfigError(
+        f"the scheduler has stepped {n} times, but after {k} optimizer steps the config's "
+        f'scheduler_configs ({config.scheduler_configs["interval"]}, frequency '
+        f'{config.scheduler_configs["frequency"]}) step it {expected} times: another interval, '
+        f'frequency or epoch length, or give step= (optimizer steps taken).'
+      )
   tx = build(config, params, batches_per_epoch=batches_per_epoch, steps_per_epoch=steps_per_epoch)
   state = tx.init(params)
   filler = _Filler(config, corr, optimizer_state_dict, k, params)
@@ -482,8 +555,12 @@ def from_torch(config: Any, params: Any, optimizer_state_dict: Mapping[str, Any]
     for key, value in (('momentum', lambda g: g['momentum']), ('b1', lambda g: g['betas'][0])):
       if key in states and key in hyper:
         hyper[key] = jnp.asarray(value(torch_group), hyper[key].dtype)
-    return node._replace(count=jnp.asarray(k, node.count.dtype), hyperparams=hyper, hyperparams_states=states,
-                         inner_state=walk(node.inner_state, group))
+    return node._replace(
+      count=jnp.asarray(k, node.count.dtype),
+      hyperparams=hyper,
+      hyperparams_states=states,
+      inner_state=walk(node.inner_state, group),
+    )
 
   def visit(node, group):
     if isinstance(node, optax.MultiTransformState):
@@ -510,15 +587,19 @@ def _plateau(plateau: PlateauState, torch_group: Mapping[str, Any], sched: Mappi
     return plateau.replace(lr=lr)
   steps = int(sched['last_epoch'])
   return plateau.replace(
-      lr=lr, best=jnp.asarray(sched['best'], plateau.best.dtype),
-      num_bad_epochs=jnp.asarray(sched['num_bad_epochs'], jnp.int32),
-      cooldown_counter=jnp.asarray(sched['cooldown_counter'], jnp.int32),
-      steps=jnp.asarray(steps, jnp.int32), reports=jnp.asarray(steps * plateau.config.frequency, jnp.int32))
+    lr=lr,
+    best=jnp.asarray(sched['best'], plateau.best.dtype),
+    num_bad_epochs=jnp.asarray(sched['num_bad_epochs'], jnp.int32),
+    cooldown_counter=jnp.asarray(sched['cooldown_counter'], jnp.int32),
+    steps=jnp.asarray(steps, jnp.int32),
+    reports=jnp.asarray(steps * plateau.config.frequency, jnp.int32),
+  )
 
 
 def _scheduler_position(config: Config, sched: Any, sd: dict[str, Any], n: int, lrs: list[float]) -> dict[str, Any]:
   """A fresh scheduler's state dict moved to ``n`` steps, with the current LRs."""
   from bisect import bisect_right
+
   position = {'last_epoch': n, '_step_count': n + 1, '_last_lr': list(lrs), '_is_initial': False}
   sd.update({k: v for k, v in position.items() if k in sd})
   if 'T_cur' in sd:  # CosineAnnealingWarmRestarts: torch's own recurrence for the cycle
@@ -545,9 +626,16 @@ def _scheduler_position(config: Config, sched: Any, sd: dict[str, Any], n: int, 
   return sd
 
 
-def to_torch(config: Any, opt_state: Any, params: Any, *, torch_names: Sequence[str],
-             batches_per_epoch: int | None = None, steps_per_epoch: int | None = None,
-             rule: Rule | Mapping | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def to_torch(
+  config: Any,
+  opt_state: Any,
+  params: Any,
+  *,
+  torch_names: Sequence[str],
+  batches_per_epoch: int | None = None,
+  steps_per_epoch: int | None = None,
+  rule: Rule | Mapping | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
   """torch's ``(optimizer.state_dict(), scheduler.state_dict())`` for a state of :func:`jaxsched.build`.
 
   Load them into the optimizer and scheduler built from the same config
@@ -587,8 +675,13 @@ def to_torch(config: Any, opt_state: Any, params: Any, *, torch_names: Sequence[
   sched = scheduler.state_dict()
   if reader.plateau is not None:
     p = reader.plateau
-    sched.update(best=float(p.best), num_bad_epochs=int(p.num_bad_epochs), cooldown_counter=int(p.cooldown_counter),
-                 last_epoch=int(p.steps), _last_lr=lrs)
+    sched.update(
+      best=float(p.best),
+      num_bad_epochs=int(p.num_bad_epochs),
+      cooldown_counter=int(p.cooldown_counter),
+      last_epoch=int(p.steps),
+      _last_lr=lrs,
+    )
     return sd, sched
   return sd, _scheduler_position(config, scheduler, sched, int(scheduler_steps(config, batches)(k)), lrs)
 
@@ -622,7 +715,7 @@ class _Reader:
       self.k = int(node.count)
       hyper, states = node.hyperparams, node.hyperparams_states
       if 'learning_rate' in hyper:
-        self.lr[group] = float(hyper['learning_rate'])
+        self.lr[str(group)] = float(hyper['learning_rate'])
         if isinstance(states.get('learning_rate'), PlateauState):
           self.plateau = states['learning_rate']
       for key in ('momentum', 'b1'):
@@ -631,9 +724,11 @@ class _Reader:
       self.walk(node.inner_state, group)
     elif isinstance(node, AccumulateState):
       if int(node.kept) or int(node.batch) % self.config.accumulate_grad_batches:
-        raise ConfigError(f'the state is in the middle of an accumulation group ({int(node.kept)} micro-batches '
-                          f'gathered): torch keeps those gradients in p.grad, not in its state. Hand it over after '
-                          f'an optimizer step.')
+        raise ConfigError(
+          f'the state is in the middle of an accumulation group ({int(node.kept)} micro-batches '
+          f'gathered): torch keeps those gradients in p.grad, not in its state. Hand it over after '
+          f'an optimizer step.'
+        )
       self.walk(node.inner_state, group)
     elif isinstance(node, LBFGSState):
       self.lbfgs(node)
@@ -691,12 +786,18 @@ class _Reader:
     history, num_old, head = node.old_dirs.shape[0], int(node.num_old), int(node.head)
     rows = [(head + i) % history for i in range(num_old)]  # oldest first, as torch's lists
     self.state[0] = {
-        'func_evals': int(node.func_evals), 'n_iter': int(node.n_iter), 'd': self.flat(node.d), 't': float(node.t),
-        'old_dirs': [self.flat(node.old_dirs[r]) for r in rows],
-        'old_stps': [self.flat(node.old_stps[r]) for r in rows],
-        'ro': [self.tensor(np.asarray(node.ro[r])) for r in rows], 'H_diag': self.tensor(np.asarray(node.h_diag)),
-        'prev_flat_grad': self.flat(node.prev_flat_grad), 'prev_loss': float(node.prev_loss),
-        'al': [None] * history}
+      'func_evals': int(node.func_evals),
+      'n_iter': int(node.n_iter),
+      'd': self.flat(node.d),
+      't': float(node.t),
+      'old_dirs': [self.flat(node.old_dirs[r]) for r in rows],
+      'old_stps': [self.flat(node.old_stps[r]) for r in rows],
+      'ro': [self.tensor(np.asarray(node.ro[r])) for r in rows],
+      'H_diag': self.tensor(np.asarray(node.h_diag)),
+      'prev_flat_grad': self.flat(node.prev_flat_grad),
+      'prev_loss': float(node.prev_loss),
+      'al': [None] * history,
+    }
 
   def torch_state(self, k: int) -> dict[int, dict[str, Any]]:
     """Each parameter's torch state, with torch's ``step`` (its updates, or the optimizer's ``k``)."""
@@ -730,9 +831,16 @@ class LightningCheckpoint(NamedTuple):
   global_step: int
 
 
-def load_lightning_checkpoint(path: Any, config: Any, params: Any, *, rule: Rule | Mapping | None = None,
-                              torch_names: Sequence[str] | None = None, batches_per_epoch: int | None = None,
-                              steps_per_epoch: int | None = None) -> LightningCheckpoint:
+def load_lightning_checkpoint(
+  path: Any,
+  config: Any,
+  params: Any,
+  *,
+  rule: Rule | Mapping | None = None,
+  torch_names: Sequence[str] | None = None,
+  batches_per_epoch: int | None = None,
+  steps_per_epoch: int | None = None,
+) -> LightningCheckpoint:
   """Reads a PyTorch Lightning ``.ckpt`` (``state_dict``, ``optimizer_states``, ``lr_schedulers``,
   ``epoch``, ``global_step``) for a JAX run of the same config.
 
@@ -754,29 +862,46 @@ def load_lightning_checkpoint(path: Any, config: Any, params: Any, *, rule: Rule
   """
   torch = import_torch()
   import pickle
+
   try:
     ckpt = torch.load(path, map_location='cpu', weights_only=True)
   except (pickle.UnpicklingError, RuntimeError, AttributeError) as e:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ConfigError(f'{path} cannot be loaded with torch.load(weights_only=True), which reads tensors and plain '
-                      f'values only: {first}. Save the checkpoint without such objects (e.g. hyperparameters that '
-                      f'are plain numbers and strings), or convert it once in a trusted session.') from None
+    raise ConfigError(
+      f'{path} cannot be loaded with torch.load(weights_only=True), which reads tensors and plain '
+      f'values only: {first}. Save the checkpoint without such objects (e.g. hyperparameters that '
+      f'are plain numbers and strings), or convert it once in a trusted session.'
+    ) from None
   missing = [k for k in ('state_dict', 'optimizer_states') if k not in ckpt]
   if missing:
-    raise ConfigError(f'{path} is not a Lightning training checkpoint: it has no {", ".join(missing)} '
-                      f'(keys: {", ".join(map(str, ckpt))}).')
+    raise ConfigError(
+      f'{path} is not a Lightning training checkpoint: it has no {", ".join(missing)} '
+      f'(keys: {", ".join(map(str, ckpt))}).'
+    )
   optimizers, schedulers = ckpt['optimizer_states'], ckpt.get('lr_schedulers') or []
   if len(optimizers) != 1 or len(schedulers) > 1:
-    raise ConfigError(f'{path} holds {len(optimizers)} optimizers and {len(schedulers)} LR schedulers; a config '
-                      f'builds one of each.')
+    raise ConfigError(
+      f'{path} holds {len(optimizers)} optimizers and {len(schedulers)} LR schedulers; a config builds one of each.'
+    )
   rule = as_rule(rule)
   weights = ckpt['state_dict']
   if torch_names is None:
     by_path = leaf_paths(params)
-    torch_names = [name for name, tensor in weights.items()
-                   if (target := rule(name, tensor.ndim)) is not None and target[0] in by_path]
+    torch_names = [
+      name
+      for name, tensor in weights.items()
+      if (target := rule(name, tensor.ndim)) is not None and target[0] in by_path
+    ]
   new_params = torch_params({name: weights[name] for name in torch_names}, rule, like=params)
-  opt_state = from_torch(config, params, optimizers[0], schedulers[0] if schedulers else None,
-                         torch_names=torch_names, batches_per_epoch=batches_per_epoch,
-                         steps_per_epoch=steps_per_epoch, rule=rule, step=ckpt.get('global_step'))
+  opt_state = from_torch(
+    config,
+    params,
+    optimizers[0],
+    schedulers[0] if schedulers else None,
+    torch_names=torch_names,
+    batches_per_epoch=batches_per_epoch,
+    steps_per_epoch=steps_per_epoch,
+    rule=rule,
+    step=ckpt.get('global_step'),
+  )
   return LightningCheckpoint(new_params, opt_state, int(ckpt.get('epoch', 0)), int(ckpt.get('global_step', 0)))

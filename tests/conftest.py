@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 torch.set_num_threads(1)
 
 settings.register_profile(
-    'ci',
-    max_examples=int(os.environ.get('JAXSCHED_HYPOTHESIS_EXAMPLES', '25')),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    derandomize=True,
+  'ci',
+  max_examples=int(os.environ.get('JAXSCHED_HYPOTHESIS_EXAMPLES', '25')),
+  deadline=None,
+  suppress_health_check=[HealthCheck.too_slow],
+  derandomize=True,
 )
 settings.load_profile('ci')

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import jax
-import pytest
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import torch
 
 import jaxsched
@@ -27,8 +27,9 @@ def x64(dtype: str):
   return jax.enable_x64(dtype == 'float64')
 
 
-def problem(shapes: Mapping[str, tuple[int, ...]] = SHAPES, steps: int = 10, seed: int = 0,
-            scale: float = 1.0) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+def problem(
+  shapes: Mapping[str, tuple[int, ...]] = SHAPES, steps: int = 10, seed: int = 0, scale: float = 1.0
+) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
   """Seeded float64 initial parameters and a gradient sequence."""
   rng = np.random.default_rng(seed)
   params = {k: rng.normal(size=s) for k, s in shapes.items()}
@@ -36,8 +37,14 @@ def problem(shapes: Mapping[str, tuple[int, ...]] = SHAPES, steps: int = 10, see
   return params, grads
 
 
-def torch_trajectory(name: str, kwargs: Mapping[str, Any], params, grads, dtype: str,
-                     grad_hook: Callable[[torch.Tensor], torch.Tensor] = lambda g: g):
+def torch_trajectory(
+  name: str,
+  kwargs: Mapping[str, Any],
+  params,
+  grads,
+  dtype: str,
+  grad_hook: Callable[[torch.Tensor], torch.Tensor] = lambda g: g,
+):
   """Parameters after each ``torch.optim.<name>(**kwargs).step()``."""
   tdtype = getattr(torch, dtype)
   tensors = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in params.items()}
@@ -51,8 +58,7 @@ def torch_trajectory(name: str, kwargs: Mapping[str, Any], params, grads, dtype:
   return out
 
 
-def jax_trajectory(tx_fn: Callable[[], optax.GradientTransformation], params, grads, dtype: str,
-                   **extra_args):
+def jax_trajectory(tx_fn: Callable[[], optax.GradientTransformation], params, grads, dtype: str, **extra_args):
   """Parameters after each jit-compiled update of ``tx_fn()``, built in ``dtype``'s mode.
 
   Also checks that updates and the moments keep the parameters' dtype.
@@ -81,10 +87,7 @@ def jax_trajectory(tx_fn: Callable[[], optax.GradientTransformation], params, gr
 
 def max_rel_diff(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> float:
   """max over leaves of max|a - e| / max|e|."""
-  return max(
-      float(np.max(np.abs(actual[k] - expected[k])) / max(np.max(np.abs(expected[k])), 1e-30))
-      for k in expected
-  )
+  return max(float(np.max(np.abs(actual[k] - expected[k])) / max(np.max(np.abs(expected[k])), 1e-30)) for k in expected)
 
 
 def assert_trajectories_close(actual, expected, dtype: str, rtol: float | None = None) -> None:
@@ -94,10 +97,18 @@ def assert_trajectories_close(actual, expected, dtype: str, rtol: float | None =
     assert d <= rtol, f'step {step}: max relative difference {d:.3g} > {rtol:g}'
 
 
-def assert_matches_torch(name: str, kwargs: Mapping[str, Any], dtype: str, *,
-                         jax_kwargs: Mapping[str, Any] | None = None, shapes=SHAPES,
-                         steps: int = 10, seed: int = 0, scale: float = 1.0,
-                         rtol: float | None = None) -> None:
+def assert_matches_torch(
+  name: str,
+  kwargs: Mapping[str, Any],
+  dtype: str,
+  *,
+  jax_kwargs: Mapping[str, Any] | None = None,
+  shapes=SHAPES,
+  steps: int = 10,
+  seed: int = 0,
+  scale: float = 1.0,
+  rtol: float | None = None,
+) -> None:
   """jaxsched.optimizer(name, **jax_kwargs) tracks torch.optim.<name>(**kwargs) step for step.
 
   ``jax_kwargs`` defaults to ``kwargs``; both sides get every keyword explicitly
@@ -111,8 +122,6 @@ def assert_matches_torch(name: str, kwargs: Mapping[str, Any], dtype: str, *,
 
 
 DTYPES = ('float64', 'float32')
-
-
 
 
 def assert_config_error(call: Callable[[], Any], words) -> None:

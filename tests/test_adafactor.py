@@ -2,15 +2,16 @@ import itertools
 
 import jax.numpy as jnp
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jaxsched
-from oracle import assert_rejected, DTYPES, assert_matches_torch
+from oracle import DTYPES, assert_matches_torch, assert_rejected
 
 # The harness's default shapes: a 1-D (unfactored), a 2-D and a 3-D (factored on its last two dims) tensor.
 OPTIONS = [
-    dict(weight_decay=wd, eps=eps, maximize=mx)
-    for wd, eps, mx in itertools.product((0.0, 0.1), ((None, 1e-3), (1e-3, 2.0)), (False, True))
+  dict(weight_decay=wd, eps=eps, maximize=mx)
+  for wd, eps, mx in itertools.product((0.0, 0.1), ((None, 1e-3), (1e-3, 2.0)), (False, True))
 ]
 
 
@@ -45,21 +46,22 @@ def test_shapes_0d_to_4d(dtype):
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @given(
-    lr=st.floats(1e-4, 2.0),
-    beta2_decay=st.floats(-2.0, 0.0),
-    eps1=st.one_of(st.none(), st.floats(0.0, 1e-2)),
-    eps2=st.floats(0.0, 2.0),
-    d=st.floats(1.0, 10.0),
-    weight_decay=st.floats(0.0, 0.5),
-    maximize=st.booleans(),
-    shape=st.sampled_from([(5,), (4, 3), (2, 3, 5)]),
+  lr=st.floats(1e-4, 2.0),
+  beta2_decay=st.floats(-2.0, 0.0),
+  eps1=st.one_of(st.none(), st.floats(0.0, 1e-2)),
+  eps2=st.floats(0.0, 2.0),
+  d=st.floats(1.0, 10.0),
+  weight_decay=st.floats(0.0, 0.5),
+  maximize=st.booleans(),
+  shape=st.sampled_from([(5,), (4, 3), (2, 3, 5)]),
 )
-def test_random_hyperparameters_match_torch(dtype, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize,
-                                            shape):
+def test_random_hyperparameters_match_torch(dtype, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize, shape):
   assert_matches_torch(
-      'Adafactor',
-      dict(lr=lr, beta2_decay=beta2_decay, eps=(eps1, eps2), d=d, weight_decay=weight_decay, maximize=maximize),
-      dtype, shapes={'p': shape})
+    'Adafactor',
+    dict(lr=lr, beta2_decay=beta2_decay, eps=(eps1, eps2), d=d, weight_decay=weight_decay, maximize=maximize),
+    dtype,
+    shapes={'p': shape},
+  )
 
 
 def test_defaults_are_torchs():
@@ -78,7 +80,9 @@ def test_moments_are_factored_on_the_last_two_dims():
   assert [m.shape for m in inner.moments['k']] == [(2, 3, 1), (2, 1, 4)]
 
 
-@pytest.mark.parametrize('kwargs, words', [
+@pytest.mark.parametrize(
+  'kwargs, words',
+  [
     (dict(beta2_decay=0.1), ['beta2_decay', '0.1']),
     (dict(d=0.5), ['d=0.5', '>= 1']),
     (dict(eps=(-1e-3, 1e-3)), ['eps[0]', '-0.001']),
@@ -88,6 +92,7 @@ def test_moments_are_factored_on_the_last_two_dims():
     (dict(weight_decay=-0.1), ['weight_decay', '-0.1']),
     (dict(lr=-1.0), ['lr', '-1.0']),
     (dict(maximize='yes'), ['maximize', "'yes'"]),
-])
+  ],
+)
 def test_bad_input(kwargs, words):
   assert_rejected('Adafactor', kwargs, words)

@@ -3,14 +3,23 @@ import itertools
 import jax.numpy as jnp
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jaxsched
-from oracle import assert_rejected, DTYPES, SHAPES, assert_matches_torch, assert_trajectories_close, jax_trajectory, problem
+from oracle import (
+  DTYPES,
+  SHAPES,
+  assert_matches_torch,
+  assert_rejected,
+  assert_trajectories_close,
+  jax_trajectory,
+  problem,
+)
 
 OPTIONS = [
-    dict(lr_decay=d, weight_decay=wd, initial_accumulator_value=iav, maximize=mx)
-    for d, wd, iav, mx in itertools.product((0.0, 0.1), (0.0, 0.01), (0.0, 0.5), (False, True))
+  dict(lr_decay=d, weight_decay=wd, initial_accumulator_value=iav, maximize=mx)
+  for d, wd, iav, mx in itertools.product((0.0, 0.1), (0.0, 0.01), (0.0, 0.5), (False, True))
 ]
 
 
@@ -22,18 +31,28 @@ def test_options_match_torch(options, dtype):
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @given(
-    lr=st.floats(1e-4, 1.0),
-    lr_decay=st.floats(0.0, 1.0),
-    weight_decay=st.floats(0.0, 0.1),
-    initial_accumulator_value=st.floats(0.0, 1.0),
-    eps=st.floats(0.0, 1e-2),
-    maximize=st.booleans(),
+  lr=st.floats(1e-4, 1.0),
+  lr_decay=st.floats(0.0, 1.0),
+  weight_decay=st.floats(0.0, 0.1),
+  initial_accumulator_value=st.floats(0.0, 1.0),
+  eps=st.floats(0.0, 1e-2),
+  maximize=st.booleans(),
 )
-def test_random_hyperparameters_match_torch(dtype, lr, lr_decay, weight_decay, initial_accumulator_value, eps,
-                                            maximize):
+def test_random_hyperparameters_match_torch(
+  dtype, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize
+):
   assert_matches_torch(
-      'Adagrad', dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                      initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize), dtype)
+    'Adagrad',
+    dict(
+      lr=lr,
+      lr_decay=lr_decay,
+      weight_decay=weight_decay,
+      initial_accumulator_value=initial_accumulator_value,
+      eps=eps,
+      maximize=maximize,
+    ),
+    dtype,
+  )
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
@@ -50,8 +69,11 @@ def test_scheduled_lr_is_decayed_as_torch(dtype):
     opt.step()
     expected.append({k: t.detach().numpy().copy() for k, t in tensors.items()})
   actual = jax_trajectory(
-      lambda: jaxsched.optimizer('Adagrad', learning_rate=lambda c: jnp.where(c < 5, 0.1, 0.3), lr_decay=0.2),
-      params, grads, dtype)
+    lambda: jaxsched.optimizer('Adagrad', learning_rate=lambda c: jnp.where(c < 5, 0.1, 0.3), lr_decay=0.2),
+    params,
+    grads,
+    dtype,
+  )
   assert_trajectories_close(actual, expected, dtype)
 
 
@@ -69,7 +91,9 @@ def test_fused_is_accepted_and_ignored():
   assert_matches_torch('Adagrad', dict(lr=0.1, fused=False), 'float64')
 
 
-@pytest.mark.parametrize('kwargs, words', [
+@pytest.mark.parametrize(
+  'kwargs, words',
+  [
     (dict(lr_decay=-0.1), ['lr_decay', '-0.1']),
     (dict(weight_decay=-0.01), ['weight_decay', '-0.01']),
     (dict(initial_accumulator_value=-1.0), ['initial_accumulator_value', '-1.0']),
@@ -77,6 +101,7 @@ def test_fused_is_accepted_and_ignored():
     (dict(lr=-1.0), ['lr', '-1.0']),
     (dict(maximize='no'), ['maximize', "'no'"]),
     (dict(initial_accumulator=0.1), ['initial_accumulator', 'initial_accumulator_value']),
-])
+  ],
+)
 def test_bad_input(kwargs, words):
   assert_rejected('Adagrad', kwargs, words)

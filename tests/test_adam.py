@@ -7,6 +7,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
+import jaxsched
+from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS
 from oracle import (
   DTYPES,
   assert_matches_torch,
@@ -16,28 +20,24 @@ from oracle import (
   problem,
 )
 
-import jaxsched
-from jaxsched.optimizers import OPTIMIZERS
-from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS
-
 NAMES = ('Adam', 'AdamW', 'Adamax', 'NAdam', 'RAdam')
 
 # Every boolean option, and weight decay zero (the term dropped) or not.
 BOOLEANS = {
-    'Adam': ('amsgrad', 'maximize', 'decoupled_weight_decay'),
-    'AdamW': ('amsgrad', 'maximize'),
-    'Adamax': ('maximize',),
-    'NAdam': ('maximize', 'decoupled_weight_decay'),
-    'RAdam': ('maximize', 'decoupled_weight_decay'),
+  'Adam': ('amsgrad', 'maximize', 'decoupled_weight_decay'),
+  'AdamW': ('amsgrad', 'maximize'),
+  'Adamax': ('maximize',),
+  'NAdam': ('maximize', 'decoupled_weight_decay'),
+  'RAdam': ('maximize', 'decoupled_weight_decay'),
 }
 # decoupled_weight_decay without weight decay is the same computation as without: skipped.
 OPTIONS = [
-    (name, options)
-    for name in NAMES
-    for wd in (0.0, 0.1)
-    for flags in itertools.product((False, True), repeat=len(BOOLEANS[name]))
-    for options in [dict(weight_decay=wd, **dict(zip(BOOLEANS[name], flags)))]
-    if wd or not options.get('decoupled_weight_decay')
+  (name, options)
+  for name in NAMES
+  for wd in (0.0, 0.1)
+  for flags in itertools.product((False, True), repeat=len(BOOLEANS[name]))
+  for options in [dict(weight_decay=wd, **dict(zip(BOOLEANS[name], flags)))]
+  if wd or not options.get('decoupled_weight_decay')
 ]
 
 # Compiling dominates each run's time (0.3 s of CPU with one leaf, 0.55 s with
@@ -57,30 +57,30 @@ def test_options_match_torch(name, options, dtype):
 @pytest.mark.parametrize('name', NAMES)
 def test_small_gradients_match_torch(name, dtype):
   # Gradients of 1e-6: where eps sits (inside or outside the bias correction) shows.
-  assert_matches_torch(name, dict(lr=0.05, eps=1e-6, betas=(0.8, 0.99)), dtype, steps=12, scale=1e-6,
-                       shapes=ONE_LEAF)
+  assert_matches_torch(name, dict(lr=0.05, eps=1e-6, betas=(0.8, 0.99)), dtype, steps=12, scale=1e-6, shapes=ONE_LEAF)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @given(
-    name=st.sampled_from(NAMES),
-    lr=st.floats(1e-4, 0.3),
-    b1=st.floats(0.0, 0.999),
-    b2=st.floats(0.0, 0.9999),
-    eps=st.floats(0.0, 1e-3),
-    weight_decay=st.floats(0.0, 0.2),
-    momentum_decay=st.floats(0.0, 0.5),
-    flags=st.fixed_dictionaries({
-        'amsgrad': st.booleans(), 'maximize': st.booleans(), 'decoupled_weight_decay': st.booleans()}),
+  name=st.sampled_from(NAMES),
+  lr=st.floats(1e-4, 0.3),
+  b1=st.floats(0.0, 0.999),
+  b2=st.floats(0.0, 0.9999),
+  eps=st.floats(0.0, 1e-3),
+  weight_decay=st.floats(0.0, 0.2),
+  momentum_decay=st.floats(0.0, 0.5),
+  flags=st.fixed_dictionaries(
+    {'amsgrad': st.booleans(), 'maximize': st.booleans(), 'decoupled_weight_decay': st.booleans()}
+  ),
 )
-def test_random_hyperparameters_match_torch(dtype, name, lr, b1, b2, eps, weight_decay, momentum_decay,
-                                            flags):
+def test_random_hyperparameters_match_torch(dtype, name, lr, b1, b2, eps, weight_decay, momentum_decay, flags):
   if dtype == 'float32':
     # eps = 0 makes the step m / sqrt(v): with beta2 near 0 that is m / |g|, which amplifies float32 rounding
     # without bound where g crosses 0 (a 3.6e-4 gap after 9 steps at b2 = 0); float64 keeps eps = 0.
     eps = max(eps, 1e-8)
-  kwargs = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay,
-                **{k: v for k, v in flags.items() if k in BOOLEANS[name]})
+  kwargs = dict(
+    lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay, **{k: v for k, v in flags.items() if k in BOOLEANS[name]}
+  )
   if name == 'NAdam':
     kwargs['momentum_decay'] = momentum_decay
   assert_matches_torch(name, kwargs, dtype, steps=12, shapes=ONE_LEAF)
@@ -111,8 +111,8 @@ def test_scheduled_beta1_matches_torch(name, dtype):
     opt.step()
     expected.append({k: t.detach().numpy().copy() for k, t in zip(params, tensors)})
   actual = jax_trajectory(
-      lambda: jaxsched.optimizer(name, lr=0.05, betas=(lambda c: jnp.asarray(b1s)[c], 0.99)),
-      params, grads, dtype)
+    lambda: jaxsched.optimizer(name, lr=0.05, betas=(lambda c: jnp.asarray(b1s)[c], 0.99)), params, grads, dtype
+  )
   assert_trajectories_close(actual, expected, dtype)
 
 
@@ -125,8 +125,9 @@ def test_keywords_are_torchs(name):
     assert default == signature.parameters[key].default, key
 
 
-@pytest.mark.parametrize('name, lr', [
-    ('Adam', 0.001), ('AdamW', 0.001), ('Adamax', 0.002), ('NAdam', 0.002), ('RAdam', 0.001)])
+@pytest.mark.parametrize(
+  'name, lr', [('Adam', 0.001), ('AdamW', 0.001), ('Adamax', 0.002), ('NAdam', 0.002), ('RAdam', 0.001)]
+)
 def test_defaults(name, lr):
   state = jaxsched.optimizer(name).init({'w': jnp.zeros(2)})
   assert float(state.hyperparams['learning_rate']) == pytest.approx(lr)
@@ -141,12 +142,15 @@ def test_adamw_default_weight_decay():
 def test_nadam_mu_product_is_float32():
   # torch keeps mu_product in its default scalar dtype (float32) for float64 parameters too.
   from jax import enable_x64
+
   with enable_x64(True):
     state = jaxsched.optimizer('NAdam').init({'w': jnp.zeros(2, jnp.float64)})
   assert state.inner_state[0].mu_product.dtype == jnp.float32
 
 
-@pytest.mark.parametrize('name, kwargs, words', [
+@pytest.mark.parametrize(
+  'name, kwargs, words',
+  [
     ('Adam', dict(betas=(1.0, 0.999)), ['betas[0]', '1.0']),
     ('Adam', dict(betas=(0.9, -0.1)), ['betas[1]', '-0.1']),
     ('AdamW', dict(betas=(0.9,)), ['betas', '(0.9,)']),
@@ -159,7 +163,8 @@ def test_nadam_mu_product_is_float32():
     ('Adam', dict(amsgrad=1), ['amsgrad', 'true or false']),
     ('AdamW', dict(decoupled_weight_decay=True), ['decoupled_weight_decay', 'AdamW']),
     ('Adamax', dict(amsgrad=True), ['amsgrad', 'Adamax']),
-])
+  ],
+)
 def test_bad_input(name, kwargs, words):
   assert_rejected(name, kwargs, words)
 

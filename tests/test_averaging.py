@@ -55,10 +55,15 @@ def test_swalr_is_torchs_step_for_step(epochs, strategy):
 
 def test_swalr_per_group_swa_lr_from_a_config_and_inside_composites():
   # scheduler: SWALR with one swa_lr per group (torch's list), stepped per optimizer step
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.0},
-            'recurrent_learning_rate_multiplier': 0.5, 'scheduler': 'SWALR',
-            'scheduler_kwargs': {'swa_lr': [0.03, 0.001], 'anneal_epochs': 3},
-            'scheduler_configs': {'interval': 'step'}}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'scheduler': 'SWALR',
+    'scheduler_kwargs': {'swa_lr': [0.03, 0.001], 'anneal_epochs': 3},
+    'scheduler_configs': {'interval': 'step'},
+  }
   expected = torch_swalr([0.1, 0.05], [0.03, 0.001], 3, 'cos', 5)
   with x64('float64'):
     params = {'w': jnp.zeros(2), 'recurrent': jnp.zeros(2)}
@@ -86,17 +91,25 @@ def test_swalr_per_group_swa_lr_from_a_config_and_inside_composites():
 
   lr_sched = torch.optim.lr_scheduler
   cases = {
-      'SequentialLR': (
-          {'schedulers': [{'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.5}},
-                          {'scheduler': 'SWALR', 'scheduler_kwargs': {'swa_lr': 0.01, 'anneal_epochs': 3}}],
-           'milestones': [3]},
-          lambda o: lr_sched.SequentialLR(o, [lr_sched.ExponentialLR(o, 0.5), swa_utils.SWALR(o, 0.01, 3)], [3])),
-      'ChainedScheduler': (
-          {'schedulers': [{'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.8}},
-                          {'scheduler': 'SWALR', 'scheduler_kwargs': {'swa_lr': 0.01, 'anneal_epochs': 4,
-                                                                      'anneal_strategy': 'linear'}}]},
-          lambda o: lr_sched.ChainedScheduler([lr_sched.ExponentialLR(o, 0.8),
-                                               swa_utils.SWALR(o, 0.01, 4, 'linear')])),
+    'SequentialLR': (
+      {
+        'schedulers': [
+          {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.5}},
+          {'scheduler': 'SWALR', 'scheduler_kwargs': {'swa_lr': 0.01, 'anneal_epochs': 3}},
+        ],
+        'milestones': [3],
+      },
+      lambda o: lr_sched.SequentialLR(o, [lr_sched.ExponentialLR(o, 0.5), swa_utils.SWALR(o, 0.01, 3)], [3]),
+    ),
+    'ChainedScheduler': (
+      {
+        'schedulers': [
+          {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.8}},
+          {'scheduler': 'SWALR', 'scheduler_kwargs': {'swa_lr': 0.01, 'anneal_epochs': 4, 'anneal_strategy': 'linear'}},
+        ]
+      },
+      lambda o: lr_sched.ChainedScheduler([lr_sched.ExponentialLR(o, 0.8), swa_utils.SWALR(o, 0.01, 4, 'linear')]),
+    ),
   }
   for name, (kwargs, make) in cases.items():
     with warnings.catch_warnings():
@@ -111,15 +124,16 @@ def test_swalr_per_group_swa_lr_from_a_config_and_inside_composites():
 
 
 AVG_FNS = {
-    'swa': (averaging.swa_avg_fn, {}),
-    'ema': (averaging.ema_avg_fn(0.9), {'avg_fn': swa_utils.get_ema_avg_fn(0.9)}),
-    'ema multi': (averaging.ema_multi_avg_fn(0.9), {'multi_avg_fn': swa_utils.get_ema_multi_avg_fn(0.9)}),
-    'ema multi 0.2': (averaging.ema_multi_avg_fn(0.2), {'multi_avg_fn': swa_utils.get_ema_multi_avg_fn(0.2)}),
+  'swa': (averaging.swa_avg_fn, {}),
+  'ema': (averaging.ema_avg_fn(0.9), {'avg_fn': swa_utils.get_ema_avg_fn(0.9)}),
+  'ema multi': (averaging.ema_multi_avg_fn(0.9), {'multi_avg_fn': swa_utils.get_ema_multi_avg_fn(0.9)}),
+  'ema multi 0.2': (averaging.ema_multi_avg_fn(0.2), {'multi_avg_fn': swa_utils.get_ema_multi_avg_fn(0.2)}),
 }
 
 
-@pytest.mark.parametrize('kind, dtype', [(kind, 'float64') for kind in AVG_FNS] + [('ema', 'float32'),
-                                                                                   ('swa', 'float32')])
+@pytest.mark.parametrize(
+  'kind, dtype', [(kind, 'float64') for kind in AVG_FNS] + [('ema', 'float32'), ('swa', 'float32')]
+)
 def test_the_average_is_torchs_averaged_model_after_every_step(kind, dtype):
   avg_fn, torch_kwargs = AVG_FNS[kind]
   params, grads = problem(steps=6)
@@ -187,12 +201,28 @@ class KnownGradients(pl.LightningModule):
 
 
 def lightning_run(callback, config, make_scheduler, epochs, batches, init, coefs):
-  model = KnownGradients(init, coefs, batches, config['learning_rate'], make_scheduler,
-                         config.get('scheduler_configs', {}).get('interval', 'epoch'))
-  trainer = pl.Trainer(max_epochs=epochs, accumulate_grad_batches=config.get('accumulate_grad_batches', 1),
-                       callbacks=[callback], precision='64-true', accelerator='cpu', devices=1, logger=False,
-                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                       num_sanity_val_steps=0, limit_val_batches=1)
+  model = KnownGradients(
+    init,
+    coefs,
+    batches,
+    config['learning_rate'],
+    make_scheduler,
+    config.get('scheduler_configs', {}).get('interval', 'epoch'),
+  )
+  trainer = pl.Trainer(
+    max_epochs=epochs,
+    accumulate_grad_batches=config.get('accumulate_grad_batches', 1),
+    callbacks=[callback],
+    precision='64-true',
+    accelerator='cpu',
+    devices=1,
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+    limit_val_batches=1,
+  )
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
@@ -225,30 +255,56 @@ def jaxsched_run(config, epochs, batches, init, coefs, max_epochs):
 
 LR = torch.optim.lr_scheduler
 CASES = {
-    # 5 batches in groups of 2 (the last of 1): 3 steps an epoch; updates after steps 2, 4, 6, 8
-    # and, from epoch 1, at each epoch's end, after its validation
-    'ema': (
-        {'optimizer': 'SGD', 'learning_rate': 0.1, 'scheduler': 'StepLR',
-         'scheduler_kwargs': {'step_size': 1, 'gamma': 0.7}, 'accumulate_grad_batches': 2,
-         'ema': {'decay': 0.8, 'update_every_n_steps': 2, 'update_starting_at_step': 1,
-                 'update_starting_at_epoch': 1}},
-        lambda: EMAWeightAveraging(decay=0.8, update_every_n_steps=2, update_starting_at_step=1,
-                                   update_starting_at_epoch=1),
-        lambda o: LR.StepLR(o, step_size=1, gamma=0.7), 3, 5),
-    # swa_epoch_start 0.5 of 6 epochs: SWALR (cos, 2 epochs) replaces the cosine from epoch 2 (0-based)
-    'swa float start': (
-        {'optimizer': 'SGD', 'learning_rate': 0.1, 'scheduler': 'CosineAnnealingLR', 'scheduler_kwargs': {'T_max': 4},
-         'swa': {'swa_lrs': 0.02, 'swa_epoch_start': 0.5, 'annealing_epochs': 2}},
-        lambda: StochasticWeightAveraging(swa_lrs=0.02, swa_epoch_start=0.5, annealing_epochs=2),
-        lambda o: LR.CosineAnnealingLR(o, T_max=4), 6, 3),
-    # a per-step schedule replaced at epoch 1 (swa_epoch_start 2), accumulation, a linear anneal
-    'swa int start step interval': (
-        {'optimizer': 'SGD', 'learning_rate': 0.1, 'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.9},
-         'scheduler_configs': {'interval': 'step'}, 'accumulate_grad_batches': 2,
-         'swa': {'swa_lrs': [0.05], 'swa_epoch_start': 2, 'annealing_epochs': 3, 'annealing_strategy': 'linear'}},
-        lambda: StochasticWeightAveraging(swa_lrs=[0.05], swa_epoch_start=2, annealing_epochs=3,
-                                          annealing_strategy='linear'),
-        lambda o: LR.ExponentialLR(o, gamma=0.9), 4, 5),
+  # 5 batches in groups of 2 (the last of 1): 3 steps an epoch; updates after steps 2, 4, 6, 8
+  # and, from epoch 1, at each epoch's end, after its validation
+  'ema': (
+    {
+      'optimizer': 'SGD',
+      'learning_rate': 0.1,
+      'scheduler': 'StepLR',
+      'scheduler_kwargs': {'step_size': 1, 'gamma': 0.7},
+      'accumulate_grad_batches': 2,
+      'ema': {'decay': 0.8, 'update_every_n_steps': 2, 'update_starting_at_step': 1, 'update_starting_at_epoch': 1},
+    },
+    lambda: EMAWeightAveraging(
+      decay=0.8, update_every_n_steps=2, update_starting_at_step=1, update_starting_at_epoch=1
+    ),
+    lambda o: LR.StepLR(o, step_size=1, gamma=0.7),
+    3,
+    5,
+  ),
+  # swa_epoch_start 0.5 of 6 epochs: SWALR (cos, 2 epochs) replaces the cosine from epoch 2 (0-based)
+  'swa float start': (
+    {
+      'optimizer': 'SGD',
+      'learning_rate': 0.1,
+      'scheduler': 'CosineAnnealingLR',
+      'scheduler_kwargs': {'T_max': 4},
+      'swa': {'swa_lrs': 0.02, 'swa_epoch_start': 0.5, 'annealing_epochs': 2},
+    },
+    lambda: StochasticWeightAveraging(swa_lrs=0.02, swa_epoch_start=0.5, annealing_epochs=2),
+    lambda o: LR.CosineAnnealingLR(o, T_max=4),
+    6,
+    3,
+  ),
+  # a per-step schedule replaced at epoch 1 (swa_epoch_start 2), accumulation, a linear anneal
+  'swa int start step interval': (
+    {
+      'optimizer': 'SGD',
+      'learning_rate': 0.1,
+      'scheduler': 'ExponentialLR',
+      'scheduler_kwargs': {'gamma': 0.9},
+      'scheduler_configs': {'interval': 'step'},
+      'accumulate_grad_batches': 2,
+      'swa': {'swa_lrs': [0.05], 'swa_epoch_start': 2, 'annealing_epochs': 3, 'annealing_strategy': 'linear'},
+    },
+    lambda: StochasticWeightAveraging(
+      swa_lrs=[0.05], swa_epoch_start=2, annealing_epochs=3, annealing_strategy='linear'
+    ),
+    lambda o: LR.ExponentialLR(o, gamma=0.9),
+    4,
+    5,
+  ),
 }
 
 
@@ -259,8 +315,9 @@ def test_a_lightning_trainer_with_weight_averaging(name):
     config = {**config, key: {'momentum': 0.9}}
   rng = np.random.default_rng(1)
   init, coefs = rng.normal(size=4), rng.normal(size=(epochs * batches, 4))
-  expected, expected_lrs, expected_validated = lightning_run(callback(), config, make_scheduler, epochs, batches,
-                                                             init, coefs)
+  expected, expected_lrs, expected_validated = lightning_run(
+    callback(), config, make_scheduler, epochs, batches, init, coefs
+  )
   actual, lrs, validated = jaxsched_run(config, epochs, batches, init, coefs, max_epochs=epochs)
   np.testing.assert_allclose(lrs, expected_lrs, rtol=1e-12)
   assert len(validated) == len(expected_validated) == epochs
@@ -272,9 +329,13 @@ def test_a_lightning_trainer_with_weight_averaging(name):
 # ------------------------------------------------------------------------------ state, resume, config errors
 
 SWA_CONFIG = {
-    'optimizer': 'Adam', 'learning_rate': 0.01, 'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 1},
-    'recurrent_learning_rate_multiplier': 0.5, 'accumulate_grad_batches': 2,
-    'swa': {'swa_lrs': [0.002, 0.001], 'swa_epoch_start': 0.5, 'annealing_epochs': 2},
+  'optimizer': 'Adam',
+  'learning_rate': 0.01,
+  'scheduler': 'StepLR',
+  'scheduler_kwargs': {'step_size': 1},
+  'recurrent_learning_rate_multiplier': 0.5,
+  'accumulate_grad_batches': 2,
+  'swa': {'swa_lrs': [0.002, 0.001], 'swa_epoch_start': 0.5, 'annealing_epochs': 2},
 }
 
 
@@ -285,9 +346,11 @@ def test_resuming_in_the_middle_of_swa_gives_the_same_numbers():
 
   def run(params, state, tx, grads):
     if tx not in steps:
+
       def step(p, s, g):
         u, s = tx.update(g, s, p)
         return optax.apply_updates(p, u), s
+
       steps[tx] = jax.jit(step)
     step = steps[tx]
     for g in grads:
@@ -326,8 +389,11 @@ def test_one_copy_of_the_params_with_ema_or_swa_and_none_without():
   size = 4 * 3 + 5
   base = {'optimizer': 'SGD', 'scheduler': None, 'recurrent_learning_rate_multiplier': 0.5}
   plain = jaxsched.build(base, params).init(params)
-  assert not [n for n in jax.tree.leaves(plain, is_leaf=lambda x: isinstance(x, averaging.AverageState))
-              if isinstance(n, averaging.AverageState)]
+  assert not [
+    n
+    for n in jax.tree.leaves(plain, is_leaf=lambda x: isinstance(x, averaging.AverageState))
+    if isinstance(n, averaging.AverageState)
+  ]
   assert jaxsched.averaged_params(plain, params) is params and jaxsched.final_params(plain, params) is params
   for extra in ({'ema': {}}, {'swa': {'swa_lrs': 0.01, 'swa_epoch_start': 2}}):
     state = jaxsched.build({**base, **extra}, params, batches_per_epoch=2).init(params)
@@ -343,10 +409,18 @@ def test_bad_averaging_configs_are_config_errors():
   assert_config_error(lambda: build({'ema': {}, 'swa': swa}), ['ema and swa'])
   assert_config_error(lambda: build({'swa': swa}, batches_per_epoch=2), ['swa_epoch_start=0.8', 'max_epochs'])
   assert_config_error(lambda: build({'swa': {'swa_lrs': 0.01, 'swa_epoch_start': 3}}), ['batches_per_epoch'])
-  assert_config_error(lambda: build({'swa': {'swa_lrs': 0.01, 'swa_epoch_start': 5}}, batches_per_epoch=2,
-                                    max_epochs=4), ['epoch 5', '4 epochs'])
-  assert_config_error(lambda: build({'swa': {'swa_lrs': [0.1, 0.2, 0.3]}, 'recurrent_learning_rate_multiplier': 0.5},
-                                    batches_per_epoch=2, max_epochs=4), ['swa_lrs has 3 values', '2 parameter'])
+  assert_config_error(
+    lambda: build({'swa': {'swa_lrs': 0.01, 'swa_epoch_start': 5}}, batches_per_epoch=2, max_epochs=4),
+    ['epoch 5', '4 epochs'],
+  )
+  assert_config_error(
+    lambda: build(
+      {'swa': {'swa_lrs': [0.1, 0.2, 0.3]}, 'recurrent_learning_rate_multiplier': 0.5},
+      batches_per_epoch=2,
+      max_epochs=4,
+    ),
+    ['swa_lrs has 3 values', '2 parameter'],
+  )
   assert_config_error(lambda: build({'swa': swa, 'scheduler': 'ReduceLROnPlateau'}), ['ReduceLROnPlateau'])
   assert_config_error(lambda: build({'swa': {}}), ['swa.swa_lrs is required'])
   assert_config_error(lambda: build({'swa': {'swa_lrs': 0.0}}), ['swa.swa_lrs=0.0'])
@@ -360,14 +434,20 @@ def test_bad_averaging_configs_are_config_errors():
   assert_config_error(lambda: jaxsched.schedule('SWALR', 0.1), ["'swa_lr'"])
   assert_config_error(lambda: jaxsched.schedule('SWALR', 0.1, swa_lr=0.1, anneal_epochs=-1), ['anneal_epochs=-1'])
   # OneCycleLR over 6 steps in a run of 12: torch would raise, unless SWALR replaces it at step 3
-  one_cycle = {'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 6},
-               'scheduler_configs': {'interval': 'step'}}
+  one_cycle = {
+    'scheduler': 'OneCycleLR',
+    'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 6},
+    'scheduler_configs': {'interval': 'step'},
+  }
   assert_config_error(lambda: build(one_cycle, batches_per_epoch=3, run_steps=12), ['total_steps=6'])
   build({**one_cycle, 'swa': {'swa_lrs': 0.01, 'swa_epoch_start': 2}}, batches_per_epoch=3, run_steps=12, max_epochs=4)
   # the defaults, filled in
   config = jaxsched.load_config({'ema': True, 'swa': None})
-  assert config.ema == {'decay': 0.999, 'update_every_n_steps': 1, 'update_starting_at_step': None,
-                        'update_starting_at_epoch': None} and config.swa is None
+  assert (
+    config.ema
+    == {'decay': 0.999, 'update_every_n_steps': 1, 'update_starting_at_step': None, 'update_starting_at_epoch': None}
+    and config.swa is None
+  )
   assert jaxsched.load_config(config.to_dict()) == config
 
 

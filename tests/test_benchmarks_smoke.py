@@ -15,12 +15,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quick_run_writes_every_section(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'benchmarks', 'run.py'), '--quick', '--out', str(tmp_path)],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    [sys.executable, os.path.join(ROOT, 'benchmarks', 'run.py'), '--quick', '--out', str(tmp_path)],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   md = (tmp_path / 'RESULTS.md').read_text()
-  for heading in ('## Runs', '## 1–2. Train step and compile time', '## 3. Against torch', '## 4. Schedule evaluation',
-                  '## 5. Recompiles', '## 6. Optimizer-state bytes', '## 7. Bandwidth'):
+  for heading in (
+    '## Runs',
+    '## 1–2. Train step and compile time',
+    '## 3. Against torch',
+    '## 4. Schedule evaluation',
+    '## 5. Recompiles',
+    '## 6. Optimizer-state bytes',
+    '## 7. Bandwidth',
+  ):
     assert heading in md, heading
   assert 'jax ' in md and 'optax ' in md and 'torch ' in md  # versions in the header
   runs = json.loads((tmp_path / 'results.json').read_text())['runs']

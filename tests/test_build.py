@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 
 import jaxsched
 from jaxsched.build import build, current_lr, current_momentum, load_config, lr_log_names
@@ -32,8 +32,20 @@ def nested(flat):
   return out
 
 
-def run_both(config, torch_groups, torch_optimizer, torch_scheduler, *, epochs, batches, accumulate=1,
-             metrics=None, clip=None, seed=0, grad_scale=1.0):
+def run_both(
+  config,
+  torch_groups,
+  torch_optimizer,
+  torch_scheduler,
+  *,
+  epochs,
+  batches,
+  accumulate=1,
+  metrics=None,
+  clip=None,
+  seed=0,
+  grad_scale=1.0,
+):
   """Parameters after training both sides; torch_groups: [(paths, lr, extra kwargs)].
 
   ``batches`` micro-batches per epoch; with ``accumulate`` N, Lightning divides each
@@ -100,14 +112,24 @@ REG = ['conv/kernel', 'conv/bias', 'head/kernel']
 
 
 def test_sgd_recurrent_multiplier_cosine_eta_min_epoch_interval_clip_norm():
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.9, 'weight_decay': 1e-3},
-            'scheduler': 'CosineAnnealingLR', 'scheduler_kwargs': {'T_max': 4, 'eta_min': 0.01},
-            'recurrent_learning_rate_multiplier': 0.1, 'gradient_clip_val': 1.5}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9, 'weight_decay': 1e-3},
+    'scheduler': 'CosineAnnealingLR',
+    'scheduler_kwargs': {'T_max': 4, 'eta_min': 0.01},
+    'recurrent_learning_rate_multiplier': 0.1,
+    'gradient_clip_val': 1.5,
+  }
   actual, expected, state = run_both(
-      config, [(REG, 0.1, {}), (REC, 0.01, {})],
-      lambda g: torch.optim.SGD(g, momentum=0.9, weight_decay=1e-3),
-      lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4, eta_min=0.01),
-      epochs=6, batches=3, clip=lambda ps: torch.nn.utils.clip_grad_norm_(ps, 1.5))
+    config,
+    [(REG, 0.1, {}), (REC, 0.01, {})],
+    lambda g: torch.optim.SGD(g, momentum=0.9, weight_decay=1e-3),
+    lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4, eta_min=0.01),
+    epochs=6,
+    batches=3,
+    clip=lambda ps: torch.nn.utils.clip_grad_norm_(ps, 1.5),
+  )
   assert max_rel_diff(actual, expected) < 1e-9
   # the recurrent LR is scheduled from its own base: not 0.1x the regular one (eta_min > 0)
   lrs = current_lr(state)
@@ -115,32 +137,53 @@ def test_sgd_recurrent_multiplier_cosine_eta_min_epoch_interval_clip_norm():
 
 
 def test_adamw_named_groups_onecycle_per_group_max_lr_step_interval_clip_value_accumulate():
-  config = {'optimizer': 'AdamW', 'learning_rate': 1e-3, 'optimizer_kwargs': {'weight_decay': 0.05},
-            'lr_parameter_groups': {'bias': {'lr_factor': 2.0, 'weight_decay': 0.0}},
-            'recurrent_learning_rate_multiplier': 0.5,
-            'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': [0.01, 0.005, 0.02], 'total_steps': 12},
-            'scheduler_configs': {'interval': 'step'},
-            'gradient_clip_val': 0.8, 'gradient_clip_algorithm': 'value', 'accumulate_grad_batches': 2}
+  config = {
+    'optimizer': 'AdamW',
+    'learning_rate': 1e-3,
+    'optimizer_kwargs': {'weight_decay': 0.05},
+    'lr_parameter_groups': {'bias': {'lr_factor': 2.0, 'weight_decay': 0.0}},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'scheduler': 'OneCycleLR',
+    'scheduler_kwargs': {'max_lr': [0.01, 0.005, 0.02], 'total_steps': 12},
+    'scheduler_configs': {'interval': 'step'},
+    'gradient_clip_val': 0.8,
+    'gradient_clip_algorithm': 'value',
+    'accumulate_grad_batches': 2,
+  }
   actual, expected, _ = run_both(
-      config,
-      [(['conv/kernel', 'head/kernel'], 1e-3, {}), (REC, 5e-4, {}), (['conv/bias'], 2e-3, {'weight_decay': 0.0})],
-      lambda g: torch.optim.AdamW(g, weight_decay=0.05),
-      lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[0.01, 0.005, 0.02], total_steps=12),
-      epochs=3, batches=8, accumulate=2, clip=lambda ps: torch.nn.utils.clip_grad_value_(ps, 0.8))
+    config,
+    [(['conv/kernel', 'head/kernel'], 1e-3, {}), (REC, 5e-4, {}), (['conv/bias'], 2e-3, {'weight_decay': 0.0})],
+    lambda g: torch.optim.AdamW(g, weight_decay=0.05),
+    lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[0.01, 0.005, 0.02], total_steps=12),
+    epochs=3,
+    batches=8,
+    accumulate=2,
+    clip=lambda ps: torch.nn.utils.clip_grad_value_(ps, 0.8),
+  )
   assert max_rel_diff(actual, expected) < 1e-9
 
 
 def test_adam_plateau_per_group_min_lr_val_loss():
-  config = {'optimizer': 'Adam', 'learning_rate': 0.01, 'recurrent_learning_rate_multiplier': 0.1,
-            'scheduler': 'ReduceLROnPlateau',
-            'scheduler_kwargs': {'patience': 1, 'factor': 0.5, 'min_lr': [0.003, 0.0], 'cooldown': 1},
-            'scheduler_configs': {'monitor': 'val_loss'}, 'gradient_clip_val': 2.0}
+  config = {
+    'optimizer': 'Adam',
+    'learning_rate': 0.01,
+    'recurrent_learning_rate_multiplier': 0.1,
+    'scheduler': 'ReduceLROnPlateau',
+    'scheduler_kwargs': {'patience': 1, 'factor': 0.5, 'min_lr': [0.003, 0.0], 'cooldown': 1},
+    'scheduler_configs': {'monitor': 'val_loss'},
+    'gradient_clip_val': 2.0,
+  }
   metrics = [1.0, 0.9, 0.9, 0.9, 0.9, 0.95, 0.8, 0.8, 0.8, 0.8]
   actual, expected, state = run_both(
-      config, [(REG, 0.01, {}), (REC, 0.001, {})], torch.optim.Adam,
-      lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, patience=1, factor=0.5, min_lr=[0.003, 0.0],
-                                                           cooldown=1),
-      epochs=10, batches=2, metrics=metrics, clip=lambda ps: torch.nn.utils.clip_grad_norm_(ps, 2.0))
+    config,
+    [(REG, 0.01, {}), (REC, 0.001, {})],
+    torch.optim.Adam,
+    lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, patience=1, factor=0.5, min_lr=[0.003, 0.0], cooldown=1),
+    epochs=10,
+    batches=2,
+    metrics=metrics,
+    clip=lambda ps: torch.nn.utils.clip_grad_norm_(ps, 2.0),
+  )
   assert max_rel_diff(actual, expected) < 1e-9
   lrs = current_lr(state)
   assert float(lrs['regular']) == pytest.approx(0.003)  # floored at its own min_lr
@@ -148,16 +191,26 @@ def test_adam_plateau_per_group_min_lr_val_loss():
 
 def test_step_interval_with_frequency_restarts_each_epoch():
   # facts-measured-here.md: interval step, frequency 3, 5 batches per epoch, StepLR(1, 0.5).
-  config = {'optimizer': 'SGD', 'learning_rate': 1.0, 'optimizer_kwargs': {'momentum': 0.0},
-            'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 1, 'gamma': 0.5},
-            'scheduler_configs': {'interval': 'step', 'frequency': 3}}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 1.0,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'scheduler': 'StepLR',
+    'scheduler_kwargs': {'step_size': 1, 'gamma': 0.5},
+    'scheduler_configs': {'interval': 'step', 'frequency': 3},
+  }
   cfg = load_config(config)
   steps = scheduler_steps(cfg, 5)
   lrs = [0.5 ** int(steps(jnp.asarray(k))) for k in range(10)]
   assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25]
   actual, expected, _ = run_both(
-      config, [(REG + REC, 1.0, {})], lambda g: torch.optim.SGD(g, momentum=0.0),
-      lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5), epochs=2, batches=5)
+    config,
+    [(REG + REC, 1.0, {})],
+    lambda g: torch.optim.SGD(g, momentum=0.0),
+    lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5),
+    epochs=2,
+    batches=5,
+  )
   assert max_rel_diff(actual, expected) < 1e-12
 
 
@@ -168,34 +221,68 @@ def test_epoch_interval_frequency_two():
 
 
 def test_cycle_momentum_drives_sgd_momentum():
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.9},
-            'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 10},
-            'scheduler_configs': {'interval': 'step'}}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9},
+    'scheduler': 'OneCycleLR',
+    'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 10},
+    'scheduler_configs': {'interval': 'step'},
+  }
   actual, expected, state = run_both(
-      config, [(REG + REC, 0.1, {})], lambda g: torch.optim.SGD(g, momentum=0.9),
-      lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=10), epochs=2, batches=5)
+    config,
+    [(REG + REC, 0.1, {})],
+    lambda g: torch.optim.SGD(g, momentum=0.9),
+    lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=10),
+    epochs=2,
+    batches=5,
+  )
   assert max_rel_diff(actual, expected) < 1e-9
   assert set(current_lr(state)) == set(current_momentum(state)) == {'regular'}
 
 
 def test_groups_order_and_labels():
-  cfg = load_config({'recurrent_learning_rate_multiplier': 0.1, 'lr_parameter_groups': {'head': {'lr_factor': 3}},
-                     'learning_rate': 0.01})
+  cfg = load_config(
+    {
+      'recurrent_learning_rate_multiplier': 0.1,
+      'lr_parameter_groups': {'head': {'lr_factor': 3}},
+      'learning_rate': 0.01,
+    }
+  )
   params = nested({k: jnp.zeros(s) for k, s in SHAPES.items()})
   assert [(g.name, g.learning_rate) for g in groups(cfg, params)] == [
-      ('regular', 0.01), ('recurrent', pytest.approx(0.001)), ('head', pytest.approx(0.03))]
+    ('regular', 0.01),
+    ('recurrent', pytest.approx(0.001)),
+    ('head', pytest.approx(0.03)),
+  ]
   assert param_labels(cfg, params)['recurrent_conv']['kernel'] == 'recurrent'
 
 
-@pytest.mark.parametrize('config, words', [
+@pytest.mark.parametrize(
+  'config, words',
+  [
     ({'lr_parameter_groups': {'lstm': {'lr_factor': 2}}}, ['lstm', 'conv/kernel', 'head/kernel']),
     ({'recurrent_learning_rate_multiplier': 0.1, 'recurrent_param_patterns': ['lateral']}, ['lateral', 'none']),
     ({'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2}}, ['batches_per_epoch', 'epoch']),
-    ({'optimizer': 'Adagrad', 'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 10},
-      'scheduler_configs': {'interval': 'step'}}, ['Adagrad', 'cycle_momentum']),
-    ({'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': [0.1, 0.2], 'total_steps': 10},
-      'scheduler_configs': {'interval': 'step'}}, ['max_lr', '2 values', '1 parameter']),
-])
+    (
+      {
+        'optimizer': 'Adagrad',
+        'scheduler': 'OneCycleLR',
+        'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 10},
+        'scheduler_configs': {'interval': 'step'},
+      },
+      ['Adagrad', 'cycle_momentum'],
+    ),
+    (
+      {
+        'scheduler': 'OneCycleLR',
+        'scheduler_kwargs': {'max_lr': [0.1, 0.2], 'total_steps': 10},
+        'scheduler_configs': {'interval': 'step'},
+      },
+      ['max_lr', '2 values', '1 parameter'],
+    ),
+  ],
+)
 def test_build_errors(config, words):
   params = nested({k: jnp.zeros(s) for k, s in SHAPES.items()})
   assert_config_error(lambda: build(config, params), words)
@@ -203,21 +290,33 @@ def test_build_errors(config, words):
 
 def test_log_names():
   params = nested({k: jnp.zeros(s) for k, s in SHAPES.items()})
-  cfg = {'optimizer': 'SGD', 'recurrent_learning_rate_multiplier': 0.1, 'scheduler': None,
-         'scheduler_configs': {'name': 'lr_scheduled'}}
+  cfg = {
+    'optimizer': 'SGD',
+    'recurrent_learning_rate_multiplier': 0.1,
+    'scheduler': None,
+    'scheduler_configs': {'name': 'lr_scheduled'},
+  }
   state = build(cfg, params).init(params)
   assert set(lr_log_names(cfg, state)) == {'lr_scheduled/regular', 'lr_scheduled/recurrent'}
   single = {'optimizer': 'SGD', 'scheduler': None}
   assert set(lr_log_names(single, build(single, params).init(params))) == {'lr-SGD'}
-  cycled = {'optimizer': 'SGD', 'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 9},
-            'scheduler_configs': {'interval': 'step'}}
+  cycled = {
+    'optimizer': 'SGD',
+    'scheduler': 'OneCycleLR',
+    'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 9},
+    'scheduler_configs': {'interval': 'step'},
+  }
   assert list(lr_log_names(cycled, build(cycled, params).init(params))) == ['lr-SGD', 'lr-SGD-momentum']
 
 
 def test_current_lr_keys_keep_one_order_across_jit():
   params = {'zeta': jnp.ones(2), 'alpha': jnp.ones(2), 'recurrent': jnp.ones(2), 'other': jnp.ones(2)}
-  cfg = {'optimizer': 'Adam', 'recurrent_learning_rate_multiplier': 0.1, 'scheduler': None,
-         'lr_parameter_groups': {'zeta': {'lr_factor': 2.0}, 'alpha': {'lr_factor': 3.0}}}
+  cfg = {
+    'optimizer': 'Adam',
+    'recurrent_learning_rate_multiplier': 0.1,
+    'scheduler': None,
+    'lr_parameter_groups': {'zeta': {'lr_factor': 2.0}, 'alpha': {'lr_factor': 3.0}},
+  }
   tx = build(cfg, params)
   state = tx.init(params)
   order = ['regular', 'recurrent', 'alpha', 'zeta']
@@ -228,13 +327,20 @@ def test_current_lr_keys_keep_one_order_across_jit():
 
 
 def test_warmup_then_plateau_from_a_config():
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.0},
-            'scheduler': 'SequentialLR',
-            'scheduler_kwargs': {'schedulers': [
-                {'scheduler': 'LinearLR', 'scheduler_kwargs': {'start_factor': 0.25, 'total_iters': 3}},
-                {'scheduler': 'ReduceLROnPlateau', 'scheduler_kwargs': {'patience': 0, 'factor': 0.5}}],
-                'milestones': [3]},
-            'scheduler_configs': {'monitor': 'val_loss'}}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'scheduler': 'SequentialLR',
+    'scheduler_kwargs': {
+      'schedulers': [
+        {'scheduler': 'LinearLR', 'scheduler_kwargs': {'start_factor': 0.25, 'total_iters': 3}},
+        {'scheduler': 'ReduceLROnPlateau', 'scheduler_kwargs': {'patience': 0, 'factor': 0.5}},
+      ],
+      'milestones': [3],
+    },
+    'scheduler_configs': {'monitor': 'val_loss'},
+  }
   params = {'w': jnp.ones(2)}
   tx = build(config, params)
   state = tx.init(params)
@@ -263,14 +369,20 @@ def test_reference_patterns_build_and_step(name):
 
 
 def test_patterns_are_the_reference_pages():
-  assert load_config(jaxsched.patterns()['sgd_step_decay']).scheduler_kwargs == {'milestones': [30, 60, 90],
-                                                                                   'gamma': 0.1}
+  assert load_config(jaxsched.patterns()['sgd_step_decay']).scheduler_kwargs == {
+    'milestones': [30, 60, 90],
+    'gamma': 0.1,
+  }
   assert load_config(jaxsched.patterns()['adaptive_plateau']).monitor == 'val_loss'
 
 
 def test_a_run_longer_than_onecycle_total_steps_is_rejected_where_known():
-  config = {'optimizer': 'SGD', 'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 100},
-            'scheduler_configs': {'interval': 'step'}}
+  config = {
+    'optimizer': 'SGD',
+    'scheduler': 'OneCycleLR',
+    'scheduler_kwargs': {'max_lr': 0.1, 'total_steps': 100},
+    'scheduler_configs': {'interval': 'step'},
+  }
   params = {'w': jnp.zeros(2)}
   build(config, params, run_steps=100)  # torch steps the scheduler 100 times: fine
   with pytest.raises(jaxsched.ConfigError, match='total_steps=100'):
@@ -280,12 +392,22 @@ def test_a_run_longer_than_onecycle_total_steps_is_rejected_where_known():
 def test_groups_that_differ_only_in_lr_share_one_direction_and_cycle_beta1():
   # Adam with a recurrent group and OneCycleLR (per-group max_lr, cycled beta1): one Adam
   # computes the moments of every parameter; each group scales the step by its own LR.
-  config = {'optimizer': 'Adam', 'learning_rate': 1e-3, 'recurrent_learning_rate_multiplier': 0.1,
-            'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': [0.01, 0.002], 'total_steps': 12},
-            'scheduler_configs': {'interval': 'step'}}
+  config = {
+    'optimizer': 'Adam',
+    'learning_rate': 1e-3,
+    'recurrent_learning_rate_multiplier': 0.1,
+    'scheduler': 'OneCycleLR',
+    'scheduler_kwargs': {'max_lr': [0.01, 0.002], 'total_steps': 12},
+    'scheduler_configs': {'interval': 'step'},
+  }
   actual, expected, state = run_both(
-      config, [(REG, 1e-3, {}), (REC, 1e-4, {})], torch.optim.Adam,
-      lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[0.01, 0.002], total_steps=12), epochs=2, batches=6)
+    config,
+    [(REG, 1e-3, {}), (REC, 1e-4, {})],
+    torch.optim.Adam,
+    lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[0.01, 0.002], total_steps=12),
+    epochs=2,
+    batches=6,
+  )
   assert max_rel_diff(actual, expected) < 1e-9
   shared = [s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, 'mu')) if hasattr(s, 'mu')]
   assert len(shared) == 1 and set(shared[0].mu) == {'conv', 'recurrent_conv', 'head'}
@@ -301,23 +423,43 @@ def test_groups_that_differ_only_in_lr_share_one_direction_and_cycle_beta1():
 def test_accumulation_with_partial_groups_is_lightnings(interval, freq):
   # 8 micro-batches per epoch in groups of 3: steps after micro-batches 3, 6 and 8 (a partial group),
   # every micro-batch's gradient divided by 3; with frequency 2 the scheduler steps after micro-batch 6 only
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.9, 'weight_decay': 1e-3},
-            'recurrent_learning_rate_multiplier': 0.5, 'accumulate_grad_batches': 3, 'gradient_clip_val': 1.0,
-            'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 1, 'gamma': 0.7},
-            'scheduler_configs': {'interval': interval, 'frequency': freq}}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9, 'weight_decay': 1e-3},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'accumulate_grad_batches': 3,
+    'gradient_clip_val': 1.0,
+    'scheduler': 'StepLR',
+    'scheduler_kwargs': {'step_size': 1, 'gamma': 0.7},
+    'scheduler_configs': {'interval': interval, 'frequency': freq},
+  }
   actual, expected, _ = run_both(
-      config, [(REG, 0.1, {}), (REC, 0.05, {})],
-      lambda g: torch.optim.SGD(g, momentum=0.9, weight_decay=1e-3),
-      lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.7),
-      epochs=3, batches=8, accumulate=3, clip=lambda ps: torch.nn.utils.clip_grad_norm_(ps, 1.0))
+    config,
+    [(REG, 0.1, {}), (REC, 0.05, {})],
+    lambda g: torch.optim.SGD(g, momentum=0.9, weight_decay=1e-3),
+    lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.7),
+    epochs=3,
+    batches=8,
+    accumulate=3,
+    clip=lambda ps: torch.nn.utils.clip_grad_norm_(ps, 1.0),
+  )
   assert max_rel_diff(actual, expected) < 1e-9
 
 
 @settings(max_examples=60)
-@given(n=st.integers(1, 5), freq=st.integers(1, 6), batches=st.integers(1, 13), interval=st.sampled_from(['step', 'epoch']))
+@given(
+  n=st.integers(1, 5), freq=st.integers(1, 6), batches=st.integers(1, 13), interval=st.sampled_from(['step', 'epoch'])
+)
 def test_scheduler_steps_follow_lightnings_loop(n, freq, batches, interval):
-  cfg = load_config({'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 1}, 'accumulate_grad_batches': n,
-                     'scheduler_configs': {'interval': interval, 'frequency': freq}})
+  cfg = load_config(
+    {
+      'scheduler': 'StepLR',
+      'scheduler_kwargs': {'step_size': 1},
+      'accumulate_grad_batches': n,
+      'scheduler_configs': {'interval': interval, 'frequency': freq},
+    }
+  )
   before, taken = [], 0  # scheduler steps taken before each optimizer step, in Lightning's loop
   for e in range(3):
     for b in range(batches):
@@ -331,8 +473,13 @@ def test_scheduler_steps_follow_lightnings_loop(n, freq, batches, interval):
 
 
 def test_accumulation_keeps_float64():
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.0}, 'scheduler': None,
-            'accumulate_grad_batches': 3}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'scheduler': None,
+    'accumulate_grad_batches': 3,
+  }
   with x64('float64'):
     params = {'w': jnp.zeros(4, jnp.float64)}
     tx = build(config, params, batches_per_epoch=7)
@@ -343,12 +490,14 @@ def test_accumulation_keeps_float64():
     for g in grads:
       updates, state = tx.update({'w': jnp.asarray(g)}, state, params)
       params = optax.apply_updates(params, updates)
-    groups_ = [grads[e * 7 + i:e * 7 + min(i + 3, 7)] for e in range(3) for i in (0, 3, 6)]
+    groups_ = [grads[e * 7 + i : e * 7 + min(i + 3, 7)] for e in range(3) for i in (0, 3, 6)]
     expected = -0.1 * sum(np.sum(gr / 3, axis=0) for gr in groups_)
     np.testing.assert_allclose(params['w'], expected, rtol=1e-13)
 
 
-@pytest.mark.parametrize('kwargs, words', [
+@pytest.mark.parametrize(
+  'kwargs, words',
+  [
     ({'steps_per_epoch': 4}, ['steps_per_epoch=4', 'optimizer steps', 'batches_per_epoch', 'ceil']),
     ({}, ['accumulate_grad_batches=2', 'batches_per_epoch']),
     ({'batches_per_epoch': 4, 'steps_per_epoch': 2}, ['not both']),
@@ -356,7 +505,8 @@ def test_accumulation_keeps_float64():
     ({'batches_per_epoch': 2.5}, ['batches_per_epoch=2.5', 'integer']),
     ({'batches_per_epoch': True}, ['batches_per_epoch=True', 'integer']),
     ({'batches_per_epoch': [4]}, ['batches_per_epoch=[4]', 'integer']),
-])
+  ],
+)
 def test_accumulation_needs_the_epochs_length_in_micro_batches(kwargs, words):
   params = {'w': jnp.zeros(2)}
   assert_config_error(lambda: build({'scheduler': None, 'accumulate_grad_batches': 2}, params, **kwargs), words)
@@ -376,8 +526,13 @@ def test_steps_per_epoch_is_batches_per_epoch_without_accumulation():
 @pytest.mark.parametrize('clip', [0, 0.0, None])
 def test_gradient_clip_val_zero_or_none_means_no_clipping_as_in_lightning(clip):
   params = {'w': jnp.zeros(3)}
-  config = {'optimizer': 'SGD', 'learning_rate': 1.0, 'optimizer_kwargs': {'momentum': 0.0}, 'scheduler': None,
-            'gradient_clip_val': clip}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 1.0,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'scheduler': None,
+    'gradient_clip_val': clip,
+  }
   tx = build(config, params)
   updates, _ = tx.update({'w': jnp.array([3.0, -4.0, 12.0])}, tx.init(params), params)
   np.testing.assert_array_equal(updates['w'], [-3.0, 4.0, -12.0])
@@ -386,18 +541,30 @@ def test_gradient_clip_val_zero_or_none_means_no_clipping_as_in_lightning(clip):
 
 def test_skip_nonfinite_with_accumulation_drops_bad_micro_batches_and_goes_on():
   params = {'w': jnp.ones(2)}
-  config = {'optimizer': 'SGD', 'learning_rate': 1.0, 'optimizer_kwargs': {'momentum': 0.0},
-            'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 1, 'gamma': 0.5},
-            'scheduler_configs': {'interval': 'step'}, 'accumulate_grad_batches': 2, 'skip_nonfinite': True}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 1.0,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'scheduler': 'StepLR',
+    'scheduler_kwargs': {'step_size': 1, 'gamma': 0.5},
+    'scheduler_configs': {'interval': 'step'},
+    'accumulate_grad_batches': 2,
+    'skip_nonfinite': True,
+  }
   tx = build(config, params, batches_per_epoch=4)
   state = tx.init(params)
   step = jax.jit(tx.update)
   nan, inf = float('nan'), float('inf')
   seen = []
-  for g in ([1.0, 1.0], [nan, 1.0],      # group 1: the NaN micro-batch is dropped: (1 + 0) / 2 at LR 1
-            [inf, 0.0], [nan, nan],      # group 2: nothing left: skipped; the schedule moves on
-            [2.0, 2.0], [2.0, 2.0],      # group 3: 2 at LR 0.25
-            [4.0, 4.0]):                 # the next epoch's first group is under way
+  for g in (
+    [1.0, 1.0],
+    [nan, 1.0],  # group 1: the NaN micro-batch is dropped: (1 + 0) / 2 at LR 1
+    [inf, 0.0],
+    [nan, nan],  # group 2: nothing left: skipped; the schedule moves on
+    [2.0, 2.0],
+    [2.0, 2.0],  # group 3: 2 at LR 0.25
+    [4.0, 4.0],
+  ):  # the next epoch's first group is under way
     updates, state = step({'w': jnp.array(g)}, state, params)
     params = optax.apply_updates(params, updates)
     seen.append(float(params['w'][0]))
@@ -429,8 +596,13 @@ def test_setting_the_lr_the_optax_way_reaches_exactly_the_groups_lrs():
 
 def test_set_lr_moves_a_plateau_and_does_not_recompile():
   params = {'w': jnp.ones(3), 'recurrent': jnp.ones(3)}
-  config = {'optimizer': 'SGD', 'learning_rate': 1.0, 'recurrent_learning_rate_multiplier': 0.5,
-            'scheduler': 'ReduceLROnPlateau', 'scheduler_kwargs': {'patience': 0, 'factor': 0.5}}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 1.0,
+    'recurrent_learning_rate_multiplier': 0.5,
+    'scheduler': 'ReduceLROnPlateau',
+    'scheduler_kwargs': {'patience': 0, 'factor': 0.5},
+  }
   tx = build(config, params)
   traces = []
 
@@ -453,12 +625,23 @@ def test_set_lr_moves_a_plateau_and_does_not_recompile():
 
 def test_regular_and_recurrent_in_lr_parameter_groups_configure_the_built_in_groups():
   params = nested({k: jnp.zeros(s) for k, s in SHAPES.items()})
-  cfg = load_config({'optimizer': 'SGD', 'learning_rate': 0.1, 'recurrent_learning_rate_multiplier': 0.1,
-                     'lr_parameter_groups': {'regular': {'lr_factor': 0.5, 'weight_decay': 0.01},
-                                             'recurrent': {'weight_decay': 0.0}, 'head': {'lr_factor': 2.0}}})
+  cfg = load_config(
+    {
+      'optimizer': 'SGD',
+      'learning_rate': 0.1,
+      'recurrent_learning_rate_multiplier': 0.1,
+      'lr_parameter_groups': {
+        'regular': {'lr_factor': 0.5, 'weight_decay': 0.01},
+        'recurrent': {'weight_decay': 0.0},
+        'head': {'lr_factor': 2.0},
+      },
+    }
+  )
   assert [(g.name, g.learning_rate, dict(g.optimizer_kwargs)) for g in groups(cfg, params)] == [
-      ('regular', 0.05, {'weight_decay': 0.01}), ('recurrent', pytest.approx(0.01), {'weight_decay': 0.0}),
-      ('head', 0.2, {})]
+    ('regular', 0.05, {'weight_decay': 0.01}),
+    ('recurrent', pytest.approx(0.01), {'weight_decay': 0.0}),
+    ('head', 0.2, {}),
+  ]
   # a path containing 'regular' or 'recurrent' is not matched by name: the built-in rules place it
   labels = param_labels(cfg, {'irregular': 0, 'recurrent_conv': 0, 'head_recurrent': 0})
   assert labels == {'irregular': 'regular', 'recurrent_conv': 'recurrent', 'head_recurrent': 'head'}
@@ -466,18 +649,32 @@ def test_regular_and_recurrent_in_lr_parameter_groups_configure_the_built_in_gro
 
 def test_the_recurrent_lr_set_twice_is_an_error():
   assert_config_error(
-      lambda: load_config({'recurrent_learning_rate_multiplier': 0.1,
-                           'lr_parameter_groups': {'recurrent': {'lr_factor': 0.01}}}),
-      ['recurrent', 'recurrent_learning_rate_multiplier=0.1', 'lr_parameter_groups.recurrent.lr_factor=0.01'])
+    lambda: load_config(
+      {'recurrent_learning_rate_multiplier': 0.1, 'lr_parameter_groups': {'recurrent': {'lr_factor': 0.01}}}
+    ),
+    ['recurrent', 'recurrent_learning_rate_multiplier=0.1', 'lr_parameter_groups.recurrent.lr_factor=0.01'],
+  )
 
 
 def test_adagrad_fills_every_accumulator_from_the_constructors_value_as_torch():
-  config = {'optimizer': 'Adagrad', 'learning_rate': 0.1, 'optimizer_kwargs': {'initial_accumulator_value': 0.1},
-            'lr_parameter_groups': {'head': {'lr_factor': 2.0, 'initial_accumulator_value': 5.0}}, 'scheduler': None}
+  config = {
+    'optimizer': 'Adagrad',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'initial_accumulator_value': 0.1},
+    'lr_parameter_groups': {'head': {'lr_factor': 2.0, 'initial_accumulator_value': 5.0}},
+    'scheduler': None,
+  }
   actual, expected, _ = run_both(
-      config, [(['conv/kernel', 'conv/bias', 'recurrent_conv/kernel'], 0.1, {}),
-               (['head/kernel'], 0.2, {'initial_accumulator_value': 5.0})],
-      lambda g: torch.optim.Adagrad(g, initial_accumulator_value=0.1), None, epochs=1, batches=3)
+    config,
+    [
+      (['conv/kernel', 'conv/bias', 'recurrent_conv/kernel'], 0.1, {}),
+      (['head/kernel'], 0.2, {'initial_accumulator_value': 5.0}),
+    ],
+    lambda g: torch.optim.Adagrad(g, initial_accumulator_value=0.1),
+    None,
+    epochs=1,
+    batches=3,
+  )
   assert max_rel_diff(actual, expected) < 1e-9
 
 

@@ -29,45 +29,110 @@ PARALLEL = 4
 
 # Every command the tests run, started together by the `ran` fixture (a JAX
 # process spends ~2 s starting; two cores run them side by side).
-PLATEAU_LIKE_LIGHTNING = ['check', P['adaptive_plateau'], 'optimizer=SGD', 'learning_rate=1.0',
-                          'scheduler_kwargs={factor:0.5,patience:1}', '--epochs', '10', '--steps-per-epoch', '5',
-                          '--metrics', 'lightning.csv']
+PLATEAU_LIKE_LIGHTNING = [
+  'check',
+  P['adaptive_plateau'],
+  'optimizer=SGD',
+  'learning_rate=1.0',
+  'scheduler_kwargs={factor:0.5,patience:1}',
+  '--epochs',
+  '10',
+  '--steps-per-epoch',
+  '5',
+  '--metrics',
+  'lightning.csv',
+]
 COMMANDS = {
-    'list': ['list'],
-    'list schedulers': ['list', 'schedulers'],
-    'list typo': ['list', 'optimisers'],
-    **{f'pattern {name}': ['check', path] for name, path in P.items()},
-    # options after the overrides; snakemake syntax; a recurrent group at 0.1x
-    'overrides': ['check', P['sgd_step_decay'], 'learning_rate=0.1', 'optimizer_kwargs={momentum:0.9,weight_decay:0.0001}',
-                  'recurrent_learning_rate_multiplier=0.1', '--epochs', '100', '--steps-per-epoch', '10'],
-    'plateau': PLATEAU_LIKE_LIGHTNING,
-    'plot one_cycle': ['plot', 'one_cycle', '--steps-per-epoch', '100', '--epochs', '100', '-o', 'one_cycle.png',
-                       'recurrent_learning_rate_multiplier=0.1', 'scheduler_kwargs.max_lr=[0.1,0.01]'],
-    'plot plateau': ['plot', 'adaptive_plateau', '--steps-per-epoch', '5', '--epochs', '20', '-o', 'plateau.png',
-                     '--metrics', 'metrics.json', 'scheduler_kwargs.patience=2'],
-    'plot no run': ['plot', 'one_cycle', '-o', 'x.png'],
-    'plot no batches': ['plot', 'one_cycle', '--epochs', '1', '-o', 'x.png'],
-    # 10 micro-batches per epoch in groups of 3: 4 optimizer steps per epoch, the last one after a partial group
-    'accumulate': ['check', P['one_cycle'], 'accumulate_grad_batches=3', 'scheduler_kwargs.total_steps=8',
-                   '--epochs', '2', '--batches-per-epoch', '10'],
-    'plot no dir': ['plot', 'one_cycle', '--steps-per-epoch', '1', '--epochs', '1', '-o', 'no/x.png'],
+  'list': ['list'],
+  'list schedulers': ['list', 'schedulers'],
+  'list typo': ['list', 'optimisers'],
+  **{f'pattern {name}': ['check', path] for name, path in P.items()},
+  # options after the overrides; snakemake syntax; a recurrent group at 0.1x
+  'overrides': [
+    'check',
+    P['sgd_step_decay'],
+    'learning_rate=0.1',
+    'optimizer_kwargs={momentum:0.9,weight_decay:0.0001}',
+    'recurrent_learning_rate_multiplier=0.1',
+    '--epochs',
+    '100',
+    '--steps-per-epoch',
+    '10',
+  ],
+  'plateau': PLATEAU_LIKE_LIGHTNING,
+  'plot one_cycle': [
+    'plot',
+    'one_cycle',
+    '--steps-per-epoch',
+    '100',
+    '--epochs',
+    '100',
+    '-o',
+    'one_cycle.png',
+    'recurrent_learning_rate_multiplier=0.1',
+    'scheduler_kwargs.max_lr=[0.1,0.01]',
+  ],
+  'plot plateau': [
+    'plot',
+    'adaptive_plateau',
+    '--steps-per-epoch',
+    '5',
+    '--epochs',
+    '20',
+    '-o',
+    'plateau.png',
+    '--metrics',
+    'metrics.json',
+    'scheduler_kwargs.patience=2',
+  ],
+  'plot no run': ['plot', 'one_cycle', '-o', 'x.png'],
+  'plot no batches': ['plot', 'one_cycle', '--epochs', '1', '-o', 'x.png'],
+  # 10 micro-batches per epoch in groups of 3: 4 optimizer steps per epoch, the last one after a partial group
+  'accumulate': [
+    'check',
+    P['one_cycle'],
+    'accumulate_grad_batches=3',
+    'scheduler_kwargs.total_steps=8',
+    '--epochs',
+    '2',
+    '--batches-per-epoch',
+    '10',
+  ],
+  'plot no dir': ['plot', 'one_cycle', '--steps-per-epoch', '1', '--epochs', '1', '-o', 'no/x.png'],
 }
 ERRORS = {
-    'nope.yaml': (['nope.yaml'], "error: config file 'nope.yaml' not found."),
-    'malformed': (['bad.yaml'], 'error: bad.yaml: line 2, column 1: malformed YAML'),
-    'typo': (['one_cycle', 'optimizer=Adamm'], "error: unknown optimizer 'Adamm'. Did you mean 'Adam'?"),
-    'override': (['one_cycle', 'learning_rate'], "error: override 'learning_rate' must look like KEY=VALUE"),
-    'past total_steps': (['one_cycle', '--epochs', '10', '--steps-per-epoch', '1001'],
-                         'error: OneCycleLR: the run steps the scheduler 10010 times, but torch raises after 10000'),
-    'no momentum': (['one_cycle', 'optimizer=Adagrad', 'optimizer_kwargs={}'],
-                    'error: Adagrad has neither momentum nor betas'),
-    'short metrics': (['adaptive_plateau', '--epochs', '20', '--steps-per-epoch', '2', '--metrics', 'short.json'],
-                      "error: the metrics file has 3 values of 'val_loss', but the run has 20 epochs"),
-    'steps with accumulation': (['sgd_step_decay', 'accumulate_grad_batches=2', '--epochs', '2', '--steps-per-epoch', '5'],
-                                'error: steps_per_epoch=5 counts optimizer steps'),
-    'infinite lr': (['sgd_step_decay', 'scheduler=LambdaLR', 'scheduler_kwargs={lr_lambda: 1/(10-epoch)}',
-                     '--epochs', '20', '--steps-per-epoch', '2'],
-                    "error: the 'regular' group's learning rate is inf at optimizer step 20 (epoch 10)"),
+  'nope.yaml': (['nope.yaml'], "error: config file 'nope.yaml' not found."),
+  'malformed': (['bad.yaml'], 'error: bad.yaml: line 2, column 1: malformed YAML'),
+  'typo': (['one_cycle', 'optimizer=Adamm'], "error: unknown optimizer 'Adamm'. Did you mean 'Adam'?"),
+  'override': (['one_cycle', 'learning_rate'], "error: override 'learning_rate' must look like KEY=VALUE"),
+  'past total_steps': (
+    ['one_cycle', '--epochs', '10', '--steps-per-epoch', '1001'],
+    'error: OneCycleLR: the run steps the scheduler 10010 times, but torch raises after 10000',
+  ),
+  'no momentum': (
+    ['one_cycle', 'optimizer=Adagrad', 'optimizer_kwargs={}'],
+    'error: Adagrad has neither momentum nor betas',
+  ),
+  'short metrics': (
+    ['adaptive_plateau', '--epochs', '20', '--steps-per-epoch', '2', '--metrics', 'short.json'],
+    "error: the metrics file has 3 values of 'val_loss', but the run has 20 epochs",
+  ),
+  'steps with accumulation': (
+    ['sgd_step_decay', 'accumulate_grad_batches=2', '--epochs', '2', '--steps-per-epoch', '5'],
+    'error: steps_per_epoch=5 counts optimizer steps',
+  ),
+  'infinite lr': (
+    [
+      'sgd_step_decay',
+      'scheduler=LambdaLR',
+      'scheduler_kwargs={lr_lambda: 1/(10-epoch)}',
+      '--epochs',
+      '20',
+      '--steps-per-epoch',
+      '2',
+    ],
+    "error: the 'regular' group's learning rate is inf at optimizer step 20 (epoch 10)",
+  ),
 }
 COMMANDS.update({f'error {k}': ['check', *args] for k, (args, _) in ERRORS.items()})
 
@@ -97,8 +162,9 @@ def ran(tmp_path_factory):
   while pending or running:
     while pending and len(running) < PARALLEL:
       name, args = pending.pop(0)
-      proc = subprocess.Popen([*COMMAND, *map(str, args)], cwd=d, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+      proc = subprocess.Popen(
+        [*COMMAND, *map(str, args)], cwd=d, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+      )
       running.append((name, args, proc))
     name, args, proc = running.pop(0)
     stdout, stderr = proc.communicate(timeout=300)
@@ -114,7 +180,7 @@ def table(stdout):
   start = next(i for i, line in enumerate(lines) if line.startswith('step '))
   headers = re.split(r'\s{2,}', lines[start].strip())
   rows = []
-  for line in lines[start + 2:]:
+  for line in lines[start + 2 :]:
     if not line.strip():
       break
     rows.append(dict(zip(headers, re.split(r'\s{2,}', line.strip()))))
@@ -175,8 +241,10 @@ def test_check_tables_the_run_with_overrides_and_groups(ran):
 def test_check_with_accumulation_counts_optimizer_steps_and_partial_groups(ran):
   p = ran[0]['accumulate']
   assert p.returncode == 0, p.stderr
-  assert ('run: 2 epochs x 10 batches (4 optimizer steps: accumulate_grad_batches 3, the last group of an epoch '
-          'may be partial) per epoch = 8 optimizer steps') in p.stdout
+  assert (
+    'run: 2 epochs x 10 batches (4 optimizer steps: accumulate_grad_batches 3, the last group of an epoch '
+    'may be partial) per epoch = 8 optimizer steps'
+  ) in p.stdout
   rows = {r['point']: r for r in table(p.stdout)}
   assert rows['end']['step'] == '7' and rows['end']['epoch'] == '1'
 
@@ -239,8 +307,16 @@ def test_a_csv_without_the_monitored_column_is_an_error_naming_it_and_the_column
     read_metrics(str(f), 'val_loss')
 
 
-@pytest.mark.parametrize('kwargs', [{}, {'mode': 'max'}, {'threshold_mode': 'abs', 'threshold': 0.5},
-                                    {'mode': 'max', 'threshold': 2.0}, {'threshold': 3.0}])
+@pytest.mark.parametrize(
+  'kwargs',
+  [
+    {},
+    {'mode': 'max'},
+    {'threshold_mode': 'abs', 'threshold': 0.5},
+    {'mode': 'max', 'threshold': 2.0},
+    {'threshold': 3.0},
+  ],
+)
 def test_upper_bound_metrics_always_improve(kwargs):
   from jaxsched.plateau import KWARGS, PlateauConfig, _is_better
 
@@ -258,16 +334,34 @@ def cfg(pattern=None, *overrides, **values):
 
 
 CLEAN = [
-    (cfg('sgd_step_decay'), Run(100, 10)),
-    (cfg('one_cycle'), Run(100, 100)),
-    (cfg('adaptive_plateau'), Run(50, 10)),
-    (cfg('warmup_cosine'), Run(100, 10)),
-    (jaxsched.load_config(os.path.join(os.path.dirname(__file__), '..', 'examples', 'configs', 'digits.yaml')),
-     Run(100, 22)),  # the example's default config
-    (cfg(optimizer='SGD', learning_rate=0.05, scheduler='CosineAnnealingLR', scheduler_kwargs={'T_max': 30},
-         recurrent_learning_rate_multiplier=0.5), Run(30, 20)),
-    (cfg(optimizer='SGD', scheduler='CyclicLR', scheduler_kwargs={'base_lr': [1e-3, 1e-4], 'max_lr': [0.1, 0.01]},
-         scheduler_configs={'interval': 'step'}, recurrent_learning_rate_multiplier=0.1), Run(10, 100)),
+  (cfg('sgd_step_decay'), Run(100, 10)),
+  (cfg('one_cycle'), Run(100, 100)),
+  (cfg('adaptive_plateau'), Run(50, 10)),
+  (cfg('warmup_cosine'), Run(100, 10)),
+  (
+    jaxsched.load_config(os.path.join(os.path.dirname(__file__), '..', 'examples', 'configs', 'digits.yaml')),
+    Run(100, 22),
+  ),  # the example's default config
+  (
+    cfg(
+      optimizer='SGD',
+      learning_rate=0.05,
+      scheduler='CosineAnnealingLR',
+      scheduler_kwargs={'T_max': 30},
+      recurrent_learning_rate_multiplier=0.5,
+    ),
+    Run(30, 20),
+  ),
+  (
+    cfg(
+      optimizer='SGD',
+      scheduler='CyclicLR',
+      scheduler_kwargs={'base_lr': [1e-3, 1e-4], 'max_lr': [0.1, 0.01]},
+      scheduler_configs={'interval': 'step'},
+      recurrent_learning_rate_multiplier=0.1,
+    ),
+    Run(10, 100),
+  ),
 ]
 
 
@@ -277,8 +371,8 @@ def test_clean_configs_have_no_warnings(fn):
     assert fn(config, run) == [], (fn.__name__, config)
 
 
-def one(fn, config, run=Run(100, 10)):
-  out = fn(config, run)
+def one(fn, config, run=None):
+  out = fn(config, Run(100, 10) if run is None else run)
   assert len(out) == 1, out
   return out[0]
 
@@ -300,9 +394,16 @@ def test_cosine_shorter_than_run():
   assert 'max_epochs=100' in w
   # interval step: max_epochs counts batches
   assert 'Set max_epochs: 999' in one(fn, cfg('warmup_cosine', 'scheduler_configs.interval=step'), Run(10, 100))
-  seq = cfg(scheduler='SequentialLR', scheduler_kwargs={'milestones': [5], 'schedulers': [
-      {'scheduler': 'LinearLR', 'scheduler_kwargs': {'total_iters': 5}},
-      {'scheduler': 'CosineAnnealingLR', 'scheduler_kwargs': {'T_max': 20}}]})
+  seq = cfg(
+    scheduler='SequentialLR',
+    scheduler_kwargs={
+      'milestones': [5],
+      'schedulers': [
+        {'scheduler': 'LinearLR', 'scheduler_kwargs': {'total_iters': 5}},
+        {'scheduler': 'CosineAnnealingLR', 'scheduler_kwargs': {'T_max': 20}},
+      ],
+    },
+  )
   assert 'T_max=20' in one(fn, seq, Run(40, 1)) and fn(seq, Run(25, 1)) == []
   assert fn(cfg(scheduler='CosineAnnealingLR', scheduler_kwargs={'T_max': 50}), Run(100, 10, explicit=False)) == []
 
@@ -317,8 +418,9 @@ def test_one_cycle_total_steps():
 
 def test_plateau_val_metric_per_step():
   fn = lints.plateau_val_metric_per_step
-  assert "monitors 'val_loss' with interval \"step\"" in one(fn, cfg('adaptive_plateau',
-                                                                    'scheduler_configs.interval=step'))
+  assert 'monitors \'val_loss\' with interval "step"' in one(
+    fn, cfg('adaptive_plateau', 'scheduler_configs.interval=step')
+  )
   assert fn(cfg('adaptive_plateau', 'scheduler_configs={interval:step,monitor:train_loss}'), Run(10, 10)) == []
 
 
@@ -329,8 +431,12 @@ def test_absolute_lr_overrides_groups():
   w = one(fn, cfg('one_cycle', 'lr_parameter_groups={head:{lr_factor:10}}'))
   assert 'lr_parameter_groups.head.lr_factor=10.0' in w
   assert 'ignores learning_rate=0.5' in one(fn, cfg('one_cycle', 'learning_rate=0.5'))
-  cyc = cfg(optimizer='SGD', scheduler='CyclicLR', scheduler_kwargs={'base_lr': 1e-3, 'max_lr': 0.1},
-            recurrent_learning_rate_multiplier=0.1)
+  cyc = cfg(
+    optimizer='SGD',
+    scheduler='CyclicLR',
+    scheduler_kwargs={'base_lr': 1e-3, 'max_lr': 0.1},
+    recurrent_learning_rate_multiplier=0.1,
+  )
   assert 'absolute base_lr and max_lr' in one(fn, cyc)
 
 
@@ -340,8 +446,9 @@ def test_momentum_cycling_without_momentum():
   assert 'silently turns it into momentum SGD' in w and 'between 0.85 and 0.95' in w
   rms = cfg(optimizer='RMSprop', scheduler='CyclicLR', scheduler_kwargs={'base_lr': 1e-3, 'max_lr': 1e-2})
   assert 'RMSprop has momentum: 0.0' in one(fn, rms)
-  assert fn(cfg('one_cycle', 'optimizer_kwargs.momentum=0', 'scheduler_kwargs.cycle_momentum=false'),
-            Run(100, 100)) == []
+  assert (
+    fn(cfg('one_cycle', 'optimizer_kwargs.momentum=0', 'scheduler_kwargs.cycle_momentum=false'), Run(100, 100)) == []
+  )
   assert fn(cfg('one_cycle', 'optimizer=Adam', 'optimizer_kwargs={}'), Run(100, 100)) == []  # beta1 cycles, as in torch
 
 
@@ -360,14 +467,18 @@ def test_scheduler_never_steps():
   fn = lints.scheduler_never_steps
   assert 'never steps' in one(fn, cfg('sgd_step_decay', 'scheduler_configs.frequency=5'), Run(3, 10))
   assert 'milestone(s) [60, 90] are never reached' in one(fn, cfg('sgd_step_decay'), Run(50, 10))
-  assert 'step_size=30 is never reached' in one(fn, cfg(scheduler='StepLR', scheduler_kwargs={'step_size': 30}),
-                                                Run(20, 10))
+  assert 'step_size=30 is never reached' in one(
+    fn, cfg(scheduler='StepLR', scheduler_kwargs={'step_size': 30}), Run(20, 10)
+  )
 
 
 def test_group_value_torch_ignores():
   fn = lints.group_value_torch_ignores
-  config = cfg(optimizer='Adagrad', optimizer_kwargs={'initial_accumulator_value': 0.1},
-               lr_parameter_groups={'head': {'initial_accumulator_value': 5.0}})
+  config = cfg(
+    optimizer='Adagrad',
+    optimizer_kwargs={'initial_accumulator_value': 0.1},
+    lr_parameter_groups={'head': {'initial_accumulator_value': 5.0}},
+  )
   w = one(fn, config)
   assert 'lr_parameter_groups.head.initial_accumulator_value=5.0 has no effect' in w and '(0.1' in w
   assert fn(cfg(optimizer='SGD', lr_parameter_groups={'head': {'weight_decay': 0.0}}), Run(1, 1)) == []
@@ -379,14 +490,16 @@ def test_negative_learning_rates_are_warned_and_non_finite_ones_are_errors():
   from jaxsched.cli.tables import check_learning_rates
 
   with x64('float64'):  # as the command runs
-    negative = cfg(optimizer='SGD', learning_rate=0.1, scheduler='LambdaLR',
-                   scheduler_kwargs={'lr_lambda': '1 - epoch / 4'})  # 0 at epoch 4, exactly
+    negative = cfg(
+      optimizer='SGD', learning_rate=0.1, scheduler='LambdaLR', scheduler_kwargs={'lr_lambda': '1 - epoch / 4'}
+    )  # 0 at epoch 4, exactly
     warnings = check_learning_rates(simulate(negative, Run(8, 1)))
     assert len(warnings) == 1 and "'regular' group's learning rate is negative" in warnings[0]
     assert 'optimizer step 5 (epoch 5)' in warnings[0]
-    infinite = cfg(optimizer='SGD', learning_rate=0.1, scheduler='LambdaLR',
-                   scheduler_kwargs={'lr_lambda': '1 / (3 - epoch)'})
-    with pytest.raises(CliError, match="learning rate is inf at optimizer step 6 \\(epoch 3\\)"):
+    infinite = cfg(
+      optimizer='SGD', learning_rate=0.1, scheduler='LambdaLR', scheduler_kwargs={'lr_lambda': '1 / (3 - epoch)'}
+    )
+    with pytest.raises(CliError, match='learning rate is inf at optimizer step 6 \\(epoch 3\\)'):
       check_learning_rates(simulate(infinite, Run(5, 2)))
 
 

@@ -13,15 +13,20 @@ import jaxsched
 from oracle import assert_config_error
 
 PARAMS = {'conv': jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), 'recurrent': jnp.linspace(0.5, 1.5, 3)}
-BASE = {'optimizer': 'AdamW', 'recurrent_learning_rate_multiplier': 0.1, 'scheduler': 'StepLR',
-        'scheduler_kwargs': {'step_size': 2}, 'scheduler_configs': {'interval': 'step'}}
+BASE = {
+  'optimizer': 'AdamW',
+  'recurrent_learning_rate_multiplier': 0.1,
+  'scheduler': 'StepLR',
+  'scheduler_kwargs': {'step_size': 2},
+  'scheduler_configs': {'interval': 'step'},
+}
 
 
 def trained(config, steps=3, batches=4):
   tx = jaxsched.build(config, PARAMS, batches_per_epoch=batches)
   state, params = tx.init(PARAMS), PARAMS
   for i in range(steps):
-    grads = jax.tree.map(lambda p: jnp.cos(p * (i + 1)), params)
+    grads = jax.tree.map(lambda p: jnp.cos(p * (i + 1)), params)  # noqa: B023
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)
   return tx, params, state
@@ -31,24 +36,31 @@ def test_a_changed_optimizer_is_named_with_what_to_do():
   _, _, saved = trained(BASE)
   new = {**BASE, 'optimizer': 'SGD'}
   fresh = jaxsched.build(new, PARAMS).init(PARAMS)
-  assert_config_error(lambda: jaxsched.check_compatible(fresh, saved, config=new, saved_config=BASE),
-                      ["optimizer 'AdamW' -> 'SGD'", 'fresh optimizer state', 'revert'])
+  assert_config_error(
+    lambda: jaxsched.check_compatible(fresh, saved, config=new, saved_config=BASE),
+    ["optimizer 'AdamW' -> 'SGD'", 'fresh optimizer state', 'revert'],
+  )
   with pytest.raises(jaxsched.ConfigError, match='the optimizer itself differs'):
     jaxsched.carry_over(saved, fresh)
 
 
-@pytest.mark.parametrize('change, words', [
+@pytest.mark.parametrize(
+  'change, words',
+  [
     ({'gradient_clip_val': 1.0}, ['gradient_clip_val None -> 1.0']),
     ({'skip_nonfinite': True}, ['skip_nonfinite False -> True']),
     ({'accumulate_grad_batches': 2}, ['accumulate_grad_batches 1 -> 2']),
-])
+  ],
+)
 def test_wrapper_changes_carry_the_optimizer_state_over(change, words):
   _, params, saved = trained(BASE)
   new = {**BASE, **change}
   tx = jaxsched.build(new, PARAMS, batches_per_epoch=4)
   fresh = tx.init(params)
-  assert_config_error(lambda: jaxsched.check_compatible(fresh, saved, config=new, saved_config=BASE),
-                      [*words, 'jaxsched.carry_over(saved, tx.init(params))'])
+  assert_config_error(
+    lambda: jaxsched.check_compatible(fresh, saved, config=new, saved_config=BASE),
+    [*words, 'jaxsched.carry_over(saved, tx.init(params))'],
+  )
   state = jaxsched.carry_over(saved, fresh)
   jaxsched.check_compatible(fresh, state)
   assert jax.tree.structure(state) == jax.tree.structure(fresh)

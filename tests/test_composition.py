@@ -19,10 +19,10 @@ import optax
 import pytest
 import pytorch_lightning as pl
 import torch
+from test_schedules import torch_curve, torch_scheduler
 
 import jaxsched
 from oracle import assert_config_error, max_rel_diff, x64
-from test_schedules import torch_curve, torch_scheduler
 
 
 def M(name, **kwargs):
@@ -31,39 +31,83 @@ def M(name, **kwargs):
 
 def E(name, interval='epoch', frequency=1, monitor='val_loss', **kwargs):
   """An entry of ``schedulers:``."""
-  return {'scheduler': name, 'scheduler_kwargs': kwargs,
-          'scheduler_configs': {'interval': interval, 'frequency': frequency, 'monitor': monitor}}
+  return {
+    'scheduler': name,
+    'scheduler_kwargs': kwargs,
+    'scheduler_configs': {'interval': interval, 'frequency': frequency, 'monitor': monitor},
+  }
 
 
 # --- composites in composites ------------------------------------------------------------------------------------
 
 CHAINED = M('ChainedScheduler', schedulers=[M('ConstantLR', factor=0.5, total_iters=3), M('ExponentialLR', gamma=0.9)])
 NESTED = {
-    # the chain SequentialLR starts at step 0 takes ExponentialLR's step at last_epoch 0 outside its initial step
-    'chained first in sequential': ('SequentialLR', dict(schedulers=[CHAINED, M('StepLR', step_size=2)],
-                                                         milestones=[5])),
-    'chained with cosine, multiplicative, polynomial first in sequential, restarts after': (
-        'SequentialLR', dict(schedulers=[
-            M('ChainedScheduler', schedulers=[M('CosineAnnealingLR', T_max=4, eta_min=0.1),
-                                              M('MultiplicativeLR', lr_lambda='0.95'),
-                                              M('PolynomialLR', total_iters=6, power=2.0)]),
-            M('ExponentialLR', gamma=0.8), M('MultiplicativeLR', lr_lambda='0.9')], milestones=[5, 9])),
-    'chained after milestone 0': ('SequentialLR', dict(schedulers=[M('LinearLR', start_factor=0.2, total_iters=3),
-                                                                   CHAINED], milestones=[0])),
-    'sequential in chained': ('ChainedScheduler', dict(schedulers=[
+  # the chain SequentialLR starts at step 0 takes ExponentialLR's step at last_epoch 0 outside its initial step
+  'chained first in sequential': ('SequentialLR', dict(schedulers=[CHAINED, M('StepLR', step_size=2)], milestones=[5])),
+  'chained with cosine, multiplicative, polynomial first in sequential, restarts after': (
+    'SequentialLR',
+    dict(
+      schedulers=[
+        M(
+          'ChainedScheduler',
+          schedulers=[
+            M('CosineAnnealingLR', T_max=4, eta_min=0.1),
+            M('MultiplicativeLR', lr_lambda='0.95'),
+            M('PolynomialLR', total_iters=6, power=2.0),
+          ],
+        ),
+        M('ExponentialLR', gamma=0.8),
+        M('MultiplicativeLR', lr_lambda='0.9'),
+      ],
+      milestones=[5, 9],
+    ),
+  ),
+  'chained after milestone 0': (
+    'SequentialLR',
+    dict(schedulers=[M('LinearLR', start_factor=0.2, total_iters=3), CHAINED], milestones=[0]),
+  ),
+  'sequential in chained': (
+    'ChainedScheduler',
+    dict(
+      schedulers=[
         M('StepLR', step_size=2, gamma=0.5),
-        M('SequentialLR', schedulers=[M('ConstantLR', factor=0.5, total_iters=3), M('ExponentialLR', gamma=0.9)],
-          milestones=[2])])),
-    'sequential and chained in chained, absolute members': ('ChainedScheduler', dict(schedulers=[
+        M(
+          'SequentialLR',
+          schedulers=[M('ConstantLR', factor=0.5, total_iters=3), M('ExponentialLR', gamma=0.9)],
+          milestones=[2],
+        ),
+      ]
+    ),
+  ),
+  'sequential and chained in chained, absolute members': (
+    'ChainedScheduler',
+    dict(
+      schedulers=[
         M('ConstantLR', factor=0.5, total_iters=4),
-        M('SequentialLR', schedulers=[M('LinearLR', start_factor=0.1, total_iters=3),
-                                      M('CosineAnnealingLR', T_max=3, eta_min=0.05),
-                                      M('MultiplicativeLR', lr_lambda='0.9')], milestones=[3, 6]),
+        M(
+          'SequentialLR',
+          schedulers=[
+            M('LinearLR', start_factor=0.1, total_iters=3),
+            M('CosineAnnealingLR', T_max=3, eta_min=0.05),
+            M('MultiplicativeLR', lr_lambda='0.9'),
+          ],
+          milestones=[3, 6],
+        ),
         M('ChainedScheduler', schedulers=[M('ExponentialLR', gamma=0.97), M('LambdaLR', lr_lambda='1/(epoch+1)')]),
-        M('MultiStepLR', milestones=[2, 5], gamma=0.5)])),
-    'chained of chained first in sequential': ('SequentialLR', dict(schedulers=[
+        M('MultiStepLR', milestones=[2, 5], gamma=0.5),
+      ]
+    ),
+  ),
+  'chained of chained first in sequential': (
+    'SequentialLR',
+    dict(
+      schedulers=[
         M('ChainedScheduler', schedulers=[CHAINED, M('CosineAnnealingWarmRestarts', T_0=3)]),
-        M('ConstantLR', factor=0.25, total_iters=2)], milestones=[4])),
+        M('ConstantLR', factor=0.25, total_iters=2),
+      ],
+      milestones=[4],
+    ),
+  ),
 }
 
 
@@ -77,29 +121,57 @@ def test_nested_composites_take_torchs_lr_at_every_step(case):
   np.testing.assert_allclose(actual, expected, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize('name, kwargs, words', [
+@pytest.mark.parametrize(
+  'name, kwargs, words',
+  [
     # torch: SequentialLR.step calls _update_lr(0) on the composite, whose get_lr raises NotImplementedError
-    ('SequentialLR', dict(schedulers=[M('StepLR', step_size=2), CHAINED], milestones=[3]),
-     ['schedulers[1]', 'milestone 3', 'NotImplementedError', 'ChainedScheduler']),
+    (
+      'SequentialLR',
+      dict(schedulers=[M('StepLR', step_size=2), CHAINED], milestones=[3]),
+      ['schedulers[1]', 'milestone 3', 'NotImplementedError', 'ChainedScheduler'],
+    ),
     # torch runs it, with the inner milestones one step early
-    ('SequentialLR', dict(schedulers=[M('SequentialLR', schedulers=[M('StepLR', step_size=2)], milestones=[]),
-                                      M('StepLR', step_size=2)], milestones=[4]),
-     ['SequentialLR inside a SequentialLR', 'one step early']),
-    ('SequentialLR', dict(schedulers=[M('ChainedScheduler', schedulers=[M('SequentialLR', schedulers=[
-        M('StepLR', step_size=2)], milestones=[])])], milestones=[]), ['SequentialLR inside a SequentialLR']),
+    (
+      'SequentialLR',
+      dict(
+        schedulers=[M('SequentialLR', schedulers=[M('StepLR', step_size=2)], milestones=[]), M('StepLR', step_size=2)],
+        milestones=[4],
+      ),
+      ['SequentialLR inside a SequentialLR', 'one step early'],
+    ),
+    (
+      'SequentialLR',
+      dict(
+        schedulers=[
+          M('ChainedScheduler', schedulers=[M('SequentialLR', schedulers=[M('StepLR', step_size=2)], milestones=[])])
+        ],
+        milestones=[],
+      ),
+      ['SequentialLR inside a SequentialLR'],
+    ),
     # torch: ZeroDivisionError in PolynomialLR.get_lr at last_epoch 0 outside the initial step
-    ('SequentialLR', dict(schedulers=[M('ChainedScheduler', schedulers=[M('PolynomialLR', total_iters=0)]),
-                                      M('StepLR', step_size=2)], milestones=[3]),
-     ['schedulers[0]', 'ZeroDivisionError', 'PolynomialLR with total_iters=0']),
-    ('ChainedScheduler', dict(schedulers=[M('ChainedScheduler', schedulers=[M('CyclicLR', base_lr=0.1, max_lr=1.0)])]),
-     ['CyclicLR', 'not supported']),
-])
+    (
+      'SequentialLR',
+      dict(
+        schedulers=[M('ChainedScheduler', schedulers=[M('PolynomialLR', total_iters=0)]), M('StepLR', step_size=2)],
+        milestones=[3],
+      ),
+      ['schedulers[0]', 'ZeroDivisionError', 'PolynomialLR with total_iters=0'],
+    ),
+    (
+      'ChainedScheduler',
+      dict(schedulers=[M('ChainedScheduler', schedulers=[M('CyclicLR', base_lr=0.1, max_lr=1.0)])]),
+      ['CyclicLR', 'not supported'],
+    ),
+  ],
+)
 def test_nested_composites_that_torch_cannot_run_are_config_errors(name, kwargs, words):
   assert_config_error(lambda: jaxsched.schedule(name, 0.1, **kwargs), words)
 
 
 def test_the_nesting_refusals_are_torchs():
   """What the refusals above say torch does."""
+
   def run(build, steps):
     p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     opt = torch.optim.SGD([p], lr=1.0)
@@ -116,8 +188,12 @@ def test_the_nesting_refusals_are_torchs():
   L = torch.optim.lr_scheduler
   with pytest.raises(NotImplementedError):
     run(lambda o: L.SequentialLR(o, [L.StepLR(o, 2), L.ChainedScheduler([L.ExponentialLR(o, 0.9)])], [3]), 4)
-  nested = run(lambda o: L.SequentialLR(o, [L.SequentialLR(o, [L.ConstantLR(o, 0.5, 9), L.StepLR(o, 2, 0.1)], [4]),
-                                            L.ExponentialLR(o, 0.5)], [8]), 8)
+  nested = run(
+    lambda o: L.SequentialLR(
+      o, [L.SequentialLR(o, [L.ConstantLR(o, 0.5, 9), L.StepLR(o, 2, 0.1)], [4]), L.ExponentialLR(o, 0.5)], [8]
+    ),
+    8,
+  )
   flat = run(lambda o: L.SequentialLR(o, [L.ConstantLR(o, 0.5, 9), L.StepLR(o, 2, 0.1)], [4]), 8)
   assert nested[3] == flat[4] != flat[3]  # the inner milestone 4 falls at step 3
 
@@ -125,33 +201,53 @@ def test_the_nesting_refusals_are_torchs():
 # --- Lightning's list of schedulers for one optimizer ---------------------------------------------------------------
 
 LISTS = {
-    # StepLR per epoch with a plateau on val_loss; a per-step warm-up with a per-epoch MultiStepLR
-    'steplr epoch + plateau': (
-        [E('StepLR', step_size=2, gamma=0.5), E('ReduceLROnPlateau', patience=0, factor=0.5, min_lr=[0.0, 0.004])],
-        dict(batches=3, epochs=6)),
-    'linear warm-up step + multistep epoch': (
-        [E('LinearLR', 'step', start_factor=0.1, total_iters=5), E('MultiStepLR', milestones=[1, 3], gamma=0.3)],
-        dict(batches=4, epochs=4)),
-    # the recursive cosine differs from its closed form times the others' factors
-    'cosine step freq 2 + exponential epoch freq 2 + two plateaus, accumulation': (
-        [E('CosineAnnealingLR', 'step', 2, T_max=3, eta_min=0.01), E('ExponentialLR', 'epoch', 2, gamma=0.7),
-         E('ReduceLROnPlateau', monitor='val_acc', mode='max', patience=1, factor=0.5, cooldown=1),
-         E('ReduceLROnPlateau', 'epoch', 2, patience=0, factor=0.3)],
-        dict(batches=5, epochs=6, accumulate_grad_batches=2)),
-    # a composite member; an absolute member (LambdaLR) overwrites what the plateau and the others did
-    'nested composite step + lambda epoch + plateau': (
-        [E('ChainedScheduler', 'step', schedulers=[M('ConstantLR', factor=0.5, total_iters=4),
-                                                   M('SequentialLR', schedulers=[M('LinearLR', start_factor=0.2,
-                                                                                   total_iters=3),
-                                                                                 M('ExponentialLR', gamma=0.9)],
-                                                     milestones=[3])]),
-         E('ReduceLROnPlateau', patience=0, factor=0.5),
-         E('LambdaLR', 'epoch', 3, lr_lambda='0.8 ** epoch')],
-        dict(batches=3, epochs=7)),
-    'warm restarts step + multiplicative epoch + polynomial step freq 3': (
-        [E('CosineAnnealingWarmRestarts', 'step', T_0=4, T_mult=2, eta_min=0.001),
-         E('MultiplicativeLR', lr_lambda='0.9 + 0.01 * epoch'), E('PolynomialLR', 'step', 3, total_iters=4, power=1.5)],
-        dict(batches=4, epochs=4)),
+  # StepLR per epoch with a plateau on val_loss; a per-step warm-up with a per-epoch MultiStepLR
+  'steplr epoch + plateau': (
+    [E('StepLR', step_size=2, gamma=0.5), E('ReduceLROnPlateau', patience=0, factor=0.5, min_lr=[0.0, 0.004])],
+    dict(batches=3, epochs=6),
+  ),
+  'linear warm-up step + multistep epoch': (
+    [E('LinearLR', 'step', start_factor=0.1, total_iters=5), E('MultiStepLR', milestones=[1, 3], gamma=0.3)],
+    dict(batches=4, epochs=4),
+  ),
+  # the recursive cosine differs from its closed form times the others' factors
+  'cosine step freq 2 + exponential epoch freq 2 + two plateaus, accumulation': (
+    [
+      E('CosineAnnealingLR', 'step', 2, T_max=3, eta_min=0.01),
+      E('ExponentialLR', 'epoch', 2, gamma=0.7),
+      E('ReduceLROnPlateau', monitor='val_acc', mode='max', patience=1, factor=0.5, cooldown=1),
+      E('ReduceLROnPlateau', 'epoch', 2, patience=0, factor=0.3),
+    ],
+    dict(batches=5, epochs=6, accumulate_grad_batches=2),
+  ),
+  # a composite member; an absolute member (LambdaLR) overwrites what the plateau and the others did
+  'nested composite step + lambda epoch + plateau': (
+    [
+      E(
+        'ChainedScheduler',
+        'step',
+        schedulers=[
+          M('ConstantLR', factor=0.5, total_iters=4),
+          M(
+            'SequentialLR',
+            schedulers=[M('LinearLR', start_factor=0.2, total_iters=3), M('ExponentialLR', gamma=0.9)],
+            milestones=[3],
+          ),
+        ],
+      ),
+      E('ReduceLROnPlateau', patience=0, factor=0.5),
+      E('LambdaLR', 'epoch', 3, lr_lambda='0.8 ** epoch'),
+    ],
+    dict(batches=3, epochs=7),
+  ),
+  'warm restarts step + multiplicative epoch + polynomial step freq 3': (
+    [
+      E('CosineAnnealingWarmRestarts', 'step', T_0=4, T_mult=2, eta_min=0.001),
+      E('MultiplicativeLR', lr_lambda='0.9 + 0.01 * epoch'),
+      E('PolynomialLR', 'step', 3, total_iters=4, power=1.5),
+    ],
+    dict(batches=4, epochs=4),
+  ),
 }
 VAL_LOSS = [1.0, 0.9, 0.95, 0.97, 0.5, 0.6, 0.7, 0.8, 0.9]
 VAL_ACC = [0.1, 0.2, 0.2, 0.15, 0.1, 0.3, 0.3, 0.3, 0.3]
@@ -168,12 +264,14 @@ def torch_list_run(entries, lr, factor, params, grads, *, batches, epochs, accum
   """Parameters and group LRs after every batch, Lightning's loop stepped by hand."""
   n = accumulate_grad_batches
   ts = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-  opt = torch.optim.SGD([{'params': [ts['w']], 'lr': lr}, {'params': [ts['recurrent']], 'lr': lr * factor}],
-                        lr=lr, momentum=0.9)
+  opt = torch.optim.SGD(
+    [{'params': [ts['w']], 'lr': lr}, {'params': [ts['recurrent']], 'lr': lr * factor}], lr=lr, momentum=0.9
+  )
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
-    scheds = [(e['scheduler_configs'], e['scheduler'] == 'ReduceLROnPlateau', _torch_scheduler(e, opt))
-              for e in entries]
+    scheds = [
+      (e['scheduler_configs'], e['scheduler'] == 'ReduceLROnPlateau', _torch_scheduler(e, opt)) for e in entries
+    ]
     out, i = [], 0
     for epoch in range(epochs):
       for b in range(batches):
@@ -231,9 +329,14 @@ def test_a_list_of_schedulers_takes_lightnings_steps_on_torchs_lrs(case):
   rng = np.random.default_rng(1)
   params = {'w': rng.normal(size=3), 'recurrent': rng.normal(size=2)}
   grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(run['batches'] * run['epochs'])]
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.9},
-            'recurrent_learning_rate_multiplier': 0.5, 'schedulers': entries,
-            'accumulate_grad_batches': run.get('accumulate_grad_batches', 1)}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'schedulers': entries,
+    'accumulate_grad_batches': run.get('accumulate_grad_batches', 1),
+  }
   expected = torch_list_run(entries, 0.1, 0.5, params, grads, **run)
   actual = jax_list_run(config, params, grads, batches=run['batches'], epochs=run['epochs'])
   lrs = {tuple(lr) for _, lr in expected}
@@ -244,8 +347,12 @@ def test_a_list_of_schedulers_takes_lightnings_steps_on_torchs_lrs(case):
 
 
 def test_a_list_runs_eagerly_as_under_jit():
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'recurrent_learning_rate_multiplier': 0.5,
-            'schedulers': [E('CosineAnnealingLR', 'step', T_max=2), E('ReduceLROnPlateau', patience=0)]}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'recurrent_learning_rate_multiplier': 0.5,
+    'schedulers': [E('CosineAnnealingLR', 'step', T_max=2), E('ReduceLROnPlateau', patience=0)],
+  }
   params = {'w': np.ones(2), 'recurrent': np.ones(1)}
   grads = [{'w': np.full(2, 0.1 * i), 'recurrent': np.ones(1)} for i in range(4)]
   eager = jax_list_run(config, params, grads, batches=2, epochs=2, jit=False)
@@ -256,16 +363,26 @@ def test_a_list_runs_eagerly_as_under_jit():
 
 
 def test_lr_log_names_name_each_entry_as_lightnings_monitor():
-  config = jaxsched.load_config({'optimizer': 'SGD', 'schedulers': [
-      E('StepLR', step_size=1), {**E('ExponentialLR', gamma=0.9), 'scheduler_configs': {'name': 'decay'}},
-      E('ReduceLROnPlateau')]})
+  config = jaxsched.load_config(
+    {
+      'optimizer': 'SGD',
+      'schedulers': [
+        E('StepLR', step_size=1),
+        {**E('ExponentialLR', gamma=0.9), 'scheduler_configs': {'name': 'decay'}},
+        E('ReduceLROnPlateau'),
+      ],
+    }
+  )
   state = jaxsched.build(config, {'w': jnp.ones(2)}, batches_per_epoch=2).init({'w': jnp.ones(2)})
   assert list(jaxsched.lr_log_names(config, state)) == ['lr-SGD', 'decay/regular', 'lr-SGD-1']
 
 
 def test_set_lr_under_a_list_goes_on_from_the_new_lr_as_torch():
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1,
-            'schedulers': [E('ExponentialLR', 'step', gamma=0.5), E('ReduceLROnPlateau', patience=0, factor=0.1)]}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'schedulers': [E('ExponentialLR', 'step', gamma=0.5), E('ReduceLROnPlateau', patience=0, factor=0.1)],
+  }
   with x64('float64'):
     params = {'w': jnp.ones(2)}
     tx = jaxsched.build(config, params, batches_per_epoch=2)
@@ -281,8 +398,11 @@ def test_set_lr_under_a_list_goes_on_from_the_new_lr_as_torch():
 
 
 def test_carry_over_keeps_a_lists_lr_and_plateaus():
-  config = {'optimizer': 'Adam', 'learning_rate': 0.01,
-            'schedulers': [E('ExponentialLR', 'step', gamma=0.5), E('ReduceLROnPlateau', patience=0, factor=0.1)]}
+  config = {
+    'optimizer': 'Adam',
+    'learning_rate': 0.01,
+    'schedulers': [E('ExponentialLR', 'step', gamma=0.5), E('ReduceLROnPlateau', patience=0, factor=0.1)],
+  }
   params = {'w': jnp.ones(2)}
   tx = jaxsched.build(config, params, batches_per_epoch=2)
   state = tx.init(params)
@@ -295,11 +415,18 @@ def test_carry_over_keeps_a_lists_lr_and_plateaus():
 
 
 def test_a_one_entry_list_is_the_single_scheduler():
-  single = {'optimizer': 'SGD', 'learning_rate': 0.1, 'scheduler': 'OneCycleLR',
-            'scheduler_kwargs': {'max_lr': 1.0, 'total_steps': 12},
-            'scheduler_configs': {'interval': 'step', 'monitor': 'val_loss'}}
-  listed = {'optimizer': 'SGD', 'learning_rate': 0.1,
-            'schedulers': [E('OneCycleLR', 'step', max_lr=1.0, total_steps=12)]}
+  single = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'scheduler': 'OneCycleLR',
+    'scheduler_kwargs': {'max_lr': 1.0, 'total_steps': 12},
+    'scheduler_configs': {'interval': 'step', 'monitor': 'val_loss'},
+  }
+  listed = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'schedulers': [E('OneCycleLR', 'step', max_lr=1.0, total_steps=12)],
+  }
   assert jaxsched.load_config(listed) == jaxsched.load_config(single)
   params = {'w': np.ones(2, np.float32)}
   grads = [{'w': np.ones(2, np.float32)}] * 10
@@ -318,13 +445,24 @@ def jax_list_run_single(config, params, grads):
 
 
 def test_the_list_config_checks_loads_back_and_converts_numbers():
-  c = jaxsched.load_config({'optimizer': 'SGD', 'schedulers': [
-      {'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2, 'gamma': '1e-1'}},
-      {'scheduler': 'ReduceLROnPlateau', 'scheduler_configs': {'monitor': 'val_loss'}}]})
+  c = jaxsched.load_config(
+    {
+      'optimizer': 'SGD',
+      'schedulers': [
+        {'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2, 'gamma': '1e-1'}},
+        {'scheduler': 'ReduceLROnPlateau', 'scheduler_configs': {'monitor': 'val_loss'}},
+      ],
+    }
+  )
   assert c.scheduler is None and c.monitor == 'val_loss'
   assert c.schedulers[0]['scheduler_kwargs']['gamma'] == 0.1
-  assert c.schedulers[0]['scheduler_configs'] == {'interval': 'epoch', 'frequency': 1, 'monitor': 'train_loss',
-                                                  'name': None, 'strict': True}
+  assert c.schedulers[0]['scheduler_configs'] == {
+    'interval': 'epoch',
+    'frequency': 1,
+    'monitor': 'train_loss',
+    'name': None,
+    'strict': True,
+  }
   out = c.to_dict()
   assert 'scheduler' not in out and 'scheduler_configs' not in out
   assert jaxsched.load_config(out) == c and jaxsched.load_config(c) == c
@@ -332,10 +470,14 @@ def test_the_list_config_checks_loads_back_and_converts_numbers():
   assert jaxsched.load_config({'scheduler': 'none', 'schedulers': [E('StepLR', step_size=1)]}).scheduler == 'StepLR'
 
 
-@pytest.mark.parametrize('data, words', [
+@pytest.mark.parametrize(
+  'data, words',
+  [
     ({'scheduler': 'StepLR', 'schedulers': [E('StepLR', step_size=1)]}, ['schedulers', 'together with scheduler']),
-    ({'scheduler_configs': {'interval': 'step'}, 'schedulers': [E('StepLR', step_size=1)]},
-     ['together with scheduler_configs']),
+    (
+      {'scheduler_configs': {'interval': 'step'}, 'schedulers': [E('StepLR', step_size=1)]},
+      ['together with scheduler_configs'],
+    ),
     ({'schedulers': []}, ['schedulers=[]', 'non-empty list']),
     ({'schedulers': {'scheduler': 'StepLR'}}, ['non-empty list']),
     ({'schedulers': ['StepLR']}, ['schedulers[0]', 'mapping']),
@@ -343,25 +485,42 @@ def test_the_list_config_checks_loads_back_and_converts_numbers():
     ({'schedulers': [{'scheduler': None}]}, ['schedulers[0].scheduler', 'needs a scheduler name']),
     ({'schedulers': [E('StepLR', 'hourly', step_size=1)]}, ['schedulers[0].scheduler_configs.interval']),
     ({'schedulers': [E('StepLR', step_size=1), E('StepLR', gama=0.5)]}, ['schedulers[1]', "'gamma'"]),
-    ({'schedulers': [E('StepLR', step_size=1), E('OneCycleLR', max_lr=1.0, total_steps=10)]},
-     ['schedulers[1]', 'OneCycleLR cannot share', 'initial_lr']),
-    ({'schedulers': [E('CyclicLR', base_lr=0.01, max_lr=0.1), E('StepLR', step_size=1)]},
-     ['schedulers[0]', 'CyclicLR cannot share']),
-    ({'schedulers': [E('StepLR', step_size=1), E('SequentialLR', schedulers=[M('LinearLR'), M('ReduceLROnPlateau')],
-                                                  milestones=[3])]},
-     ['schedulers[1]', 'ends in ReduceLROnPlateau', 'only scheduler']),
-    ({'lr_parameter_groups': {'head': {'lr_factor': 2}},
-      'schedulers': [E('StepLR', step_size=1), E('ReduceLROnPlateau', min_lr=[0.0, 0.1, 0.2])]},
-     ['schedulers[1].scheduler_kwargs.min_lr has 3 values, but there are 2 parameter groups']),
-])
+    (
+      {'schedulers': [E('StepLR', step_size=1), E('OneCycleLR', max_lr=1.0, total_steps=10)]},
+      ['schedulers[1]', 'OneCycleLR cannot share', 'initial_lr'],
+    ),
+    (
+      {'schedulers': [E('CyclicLR', base_lr=0.01, max_lr=0.1), E('StepLR', step_size=1)]},
+      ['schedulers[0]', 'CyclicLR cannot share'],
+    ),
+    (
+      {
+        'schedulers': [
+          E('StepLR', step_size=1),
+          E('SequentialLR', schedulers=[M('LinearLR'), M('ReduceLROnPlateau')], milestones=[3]),
+        ]
+      },
+      ['schedulers[1]', 'ends in ReduceLROnPlateau', 'only scheduler'],
+    ),
+    (
+      {
+        'lr_parameter_groups': {'head': {'lr_factor': 2}},
+        'schedulers': [E('StepLR', step_size=1), E('ReduceLROnPlateau', min_lr=[0.0, 0.1, 0.2])],
+      },
+      ['schedulers[1].scheduler_kwargs.min_lr has 3 values, but there are 2 parameter groups'],
+    ),
+  ],
+)
 def test_bad_lists_are_config_errors(data, words):
   def load_and_build():
     config = jaxsched.load_config(data)
     jaxsched.build(config, {'w': jnp.ones(2), 'head': jnp.ones(1)}, batches_per_epoch=2)
+
   assert_config_error(load_and_build, words)
 
 
 # --- a real Lightning Trainer with two schedulers of different intervals ----------------------------------------------
+
 
 class TwoSchedulers(pl.LightningModule):
   """The run's i-th batch has the loss ``sum(w * coefs[i])``; SGD with a per-step LinearLR
@@ -385,8 +544,7 @@ class TwoSchedulers(pl.LightningModule):
     opt = torch.optim.SGD([self.w], lr=0.1, momentum=0.9)
     warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=4)
     decay = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1, 2], gamma=0.5)
-    return [opt], [{'scheduler': warmup, 'interval': 'step', 'frequency': 2},
-                   {'scheduler': decay, 'interval': 'epoch'}]
+    return [opt], [{'scheduler': warmup, 'interval': 'step', 'frequency': 2}, {'scheduler': decay, 'interval': 'epoch'}]
 
 
 def test_a_lightning_trainer_with_two_schedulers_ends_where_jaxsched_does():
@@ -394,17 +552,33 @@ def test_a_lightning_trainer_with_two_schedulers_ends_where_jaxsched_does():
   rng = np.random.default_rng(2)
   init, coefs = rng.normal(size=3), rng.normal(size=(epochs * batches, 3))
   model = TwoSchedulers(init, coefs, batches)
-  trainer = pl.Trainer(max_epochs=epochs, accumulate_grad_batches=2, precision='64-true', accelerator='cpu',
-                       devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                       enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+  trainer = pl.Trainer(
+    max_epochs=epochs,
+    accumulate_grad_batches=2,
+    precision='64-true',
+    accelerator='cpu',
+    devices=1,
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    limit_val_batches=0,
+    num_sanity_val_steps=0,
+  )
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
     trainer.fit(model)
-  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.9},
-            'accumulate_grad_batches': 2,
-            'schedulers': [E('LinearLR', 'step', 2, start_factor=0.1, total_iters=4),
-                           E('MultiStepLR', milestones=[1, 2], gamma=0.5)]}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9},
+    'accumulate_grad_batches': 2,
+    'schedulers': [
+      E('LinearLR', 'step', 2, start_factor=0.1, total_iters=4),
+      E('MultiStepLR', milestones=[1, 2], gamma=0.5),
+    ],
+  }
   with x64('float64'):
     params = {'w': jnp.asarray(init)}
     tx = jaxsched.build(config, params, batches_per_epoch=batches)

@@ -20,8 +20,12 @@ def load_example():
 
 # A short run with a plateau after a warm-up cosine would need many epochs; this
 # config exercises groups, an epoch-interval schedule and clipping in 4 epochs.
-SHORT = ['scheduler_kwargs.warmup_epochs=2', 'scheduler_kwargs.max_epochs=4', 'scheduler_kwargs.warmup_start_lr=1e-4',
-         'gradient_clip_val=1.0']
+SHORT = [
+  'scheduler_kwargs.warmup_epochs=2',
+  'scheduler_kwargs.max_epochs=4',
+  'scheduler_kwargs.warmup_start_lr=1e-4',
+  'gradient_clip_val=1.0',
+]
 
 
 def test_resume_is_bit_for_bit(tmp_path, capsys):
@@ -49,8 +53,18 @@ def test_resume_is_bit_for_bit(tmp_path, capsys):
 
 def test_plateau_reductions_are_announced(tmp_path, capsys):
   example = load_example()
-  example.main(['--epochs', '3', '--out', str(tmp_path), '--quiet', 'scheduler=ReduceLROnPlateau',
-                'scheduler_kwargs={patience:0,factor:0.5,threshold:10.0,threshold_mode:abs}', 'scheduler_configs.monitor=val_loss'])
+  example.main(
+    [
+      '--epochs',
+      '3',
+      '--out',
+      str(tmp_path),
+      '--quiet',
+      'scheduler=ReduceLROnPlateau',
+      'scheduler_kwargs={patience:0,factor:0.5,threshold:10.0,threshold_mode:abs}',
+      'scheduler_configs.monitor=val_loss',
+    ]
+  )
   out = capsys.readouterr().out
   # an absolute threshold of 10 means no epoch counts as an improvement after the first: cuts at epochs 1 and 2
   assert "Epoch 1: reducing learning rate of group 'regular' from 1.0000e-03 to 5.0000e-04." in out
@@ -93,8 +107,19 @@ def test_accumulation_keeps_the_schedule_per_epoch(tmp_path, capsys):
 def test_swa_from_a_config_logs_both_models_and_ends_as_the_average(tmp_path, capsys):
   example = load_example()
   config = str(ROOT / 'examples' / 'configs' / 'digits_swa.yaml')
-  final = example.main(['--config', config, '--epochs', '3', '--out', str(tmp_path), '--quiet',
-                        'swa.swa_epoch_start=2', 'scheduler_kwargs.T_max=3'])
+  final = example.main(
+    [
+      '--config',
+      config,
+      '--epochs',
+      '3',
+      '--out',
+      str(tmp_path),
+      '--quiet',
+      'swa.swa_epoch_start=2',
+      'scheduler_kwargs.T_max=3',
+    ]
+  )
   history = json.loads((tmp_path / 'history.json').read_text())
   averaged = history['val_accuracy_averaged']
   assert math.isnan(averaged[0]) and not any(math.isnan(a) for a in averaged[1:])  # averaging from epoch 1 (0-based)

@@ -9,9 +9,15 @@ from flax.training import train_state
 
 import jaxsched
 
-CONFIG = {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.0},
-          'recurrent_learning_rate_multiplier': 0.1, 'scheduler': 'ReduceLROnPlateau',
-          'scheduler_kwargs': {'patience': 0, 'factor': 0.5}, 'scheduler_configs': {'monitor': 'val_loss'}}
+CONFIG = {
+  'optimizer': 'SGD',
+  'learning_rate': 0.1,
+  'optimizer_kwargs': {'momentum': 0.0},
+  'recurrent_learning_rate_multiplier': 0.1,
+  'scheduler': 'ReduceLROnPlateau',
+  'scheduler_kwargs': {'patience': 0, 'factor': 0.5},
+  'scheduler_configs': {'monitor': 'val_loss'},
+}
 
 
 class LinenNet(nn.Module):
@@ -39,7 +45,7 @@ def test_linen_train_state_with_build_and_plateau():
     return state.apply_gradients(grads=grads), loss
 
   losses = []
-  for epoch in range(3):
+  for _ in range(3):
     state, loss = train_step(state)
     losses.append(float(loss))
     # the documented pattern: one line per epoch after validation

@@ -23,10 +23,11 @@ import numpy as np
 import optax
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxsched
-from oracle import assert_rejected, DTYPES, TOLERANCE, max_rel_diff, x64
+from oracle import DTYPES, TOLERANCE, assert_rejected, max_rel_diff, x64
 
 _rng = np.random.default_rng(0)
 _Q, _ = np.linalg.qr(_rng.normal(size=(6, 6)))
@@ -58,12 +59,12 @@ def kinked(v, const):
 
 # name: (loss of the flat vector, start). The vector is split as w (2, 2) and b (2,).
 PROBLEMS = {
-    'quadratic': (quadratic, QUAD_START),
-    'rosenbrock': (rosenbrock, np.array([0.7, 0.5, 1.2, 1.3, 0.9, 0.8])),
-    # Far out: long line searches. (The classic (-1.2, 1, ...) start amplifies
-    # rounding so much that torch drifts by 4e-9 from itself if the start moves by an ulp.)
-    'rosenbrock_far': (rosenbrock, np.array([-0.5, 0.3, 1.5, 2.0, -1.0, 0.5])),
-    'kinked': (kinked, QUAD_START),
+  'quadratic': (quadratic, QUAD_START),
+  'rosenbrock': (rosenbrock, np.array([0.7, 0.5, 1.2, 1.3, 0.9, 0.8])),
+  # Far out: long line searches. (The classic (-1.2, 1, ...) start amplifies
+  # rounding so much that torch drifts by 4e-9 from itself if the start moves by an ulp.)
+  'rosenbrock_far': (rosenbrock, np.array([-0.5, 0.3, 1.5, 2.0, -1.0, 0.5])),
+  'kinked': (kinked, QUAD_START),
 }
 
 # float32: at most 3 iterations per step() and 3 step() calls (see the module doc).
@@ -94,8 +95,7 @@ def torch_run(problem: str, kwargs, dtype: str, steps: int, lrs=None):
       opt.param_groups[0]['lr'] = lrs[k]
     opt.step(closure)
     state = opt.state[leaves['w']]
-    out.append(({k: t.detach().numpy().copy() for k, t in leaves.items()},
-                (state['func_evals'], state['n_iter'])))
+    out.append(({k: t.detach().numpy().copy() for k, t in leaves.items()}, (state['func_evals'], state['n_iter'])))
   return out
 
 
@@ -144,8 +144,7 @@ def jax_run(problem: str, kwargs, dtype: str, steps: int, lrs=None):
       params, updates, state = step(params, state)
       assert all(u.dtype == jnp.dtype(dtype) for u in jax.tree.leaves(updates))
       inner = state.inner_state
-      out.append(({k: np.asarray(v) for k, v in params.items()},
-                  (int(inner.func_evals), int(inner.n_iter))))
+      out.append(({k: np.asarray(v) for k, v in params.items()}, (int(inner.func_evals), int(inner.n_iter))))
   return out
 
 
@@ -164,7 +163,8 @@ def _run(dtype: str, kwargs, steps: int = 4):
   """kwargs and step count for a dtype: float32 runs are FLOAT32_RUN long."""
   if dtype == 'float32':
     return {**kwargs, 'max_iter': min(kwargs.get('max_iter', 20), FLOAT32_RUN['max_iter'])}, min(
-        steps, FLOAT32_RUN['steps'])
+      steps, FLOAT32_RUN['steps']
+    )
   return kwargs, steps
 
 
@@ -172,12 +172,16 @@ STRONG_WOLFE = dict(line_search_fn='strong_wolfe')
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
-@pytest.mark.parametrize('problem, kwargs', [
+@pytest.mark.parametrize(
+  'problem, kwargs',
+  [
     *itertools.product(('quadratic', 'rosenbrock', 'rosenbrock_far'), ({}, STRONG_WOLFE)),
     # Long zooms onto kinks: bracket flips, interpolation from the far end, steps
     # pushed off an end, the bracket-width break; then the max|t d| break.
     ('kinked', dict(max_eval=200, **STRONG_WOLFE)),
-], ids=str)
+  ],
+  ids=str,
+)
 def test_matches_torch(problem, kwargs, dtype):
   kwargs, steps = _run(dtype, kwargs)
   assert_matches_torch(problem, kwargs, dtype, steps)
@@ -194,23 +198,31 @@ def test_history_ring_wraps(line_search_fn, dtype):
 # Full-length runs in float32 too: each stops on its tolerance, far above rounding.
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('line_search_fn', [None, 'strong_wolfe'])
-@pytest.mark.parametrize('tolerances', [
+@pytest.mark.parametrize(
+  'tolerances',
+  [
     dict(tolerance_grad=1e-2),  # stops on max|g|, then returns at once on later steps
     dict(tolerance_change=1e-3, lr=0.1),  # stops on the loss change
     dict(tolerance_change=1e-1, lr=0.1),  # stops on max|t d|
     dict(tolerance_change=1e-4),  # stops on the loss change, then on g.d > -tolerance_change
     dict(tolerance_grad=1e3),  # max|g| <= tolerance_grad at the start: nothing moves
-], ids=str)
+  ],
+  ids=str,
+)
 def test_tolerance_stopping(tolerances, line_search_fn, dtype):
   assert_matches_torch('quadratic', dict(line_search_fn=line_search_fn, **tolerances), dtype, steps=3)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
-@pytest.mark.parametrize('kwargs', [
+@pytest.mark.parametrize(
+  'kwargs',
+  [
     dict(max_eval=4),  # fewer evaluations than iterations
     dict(max_eval=7, line_search_fn='strong_wolfe'),  # the line search gets max_eval - evals tries
     dict(max_iter=1, line_search_fn='strong_wolfe'),  # max_eval 1: the line search gets none
-], ids=str)
+  ],
+  ids=str,
+)
 def test_max_eval_stopping(kwargs, dtype):
   assert_matches_torch('rosenbrock_far', kwargs, dtype, steps=3)
 
@@ -226,11 +238,11 @@ def test_learning_rate_schedule(dtype):
 @pytest.mark.parametrize('dtype', DTYPES)
 @settings(max_examples=min(3, settings().max_examples))
 @given(
-    lr=st.floats(0.05, 1.5),
-    history_size=st.integers(1, 8),
-    max_iter=st.integers(1, 12),
-    line_search_fn=st.sampled_from([None, 'strong_wolfe']),
-    problem=st.sampled_from(['quadratic', 'rosenbrock']),
+  lr=st.floats(0.05, 1.5),
+  history_size=st.integers(1, 8),
+  max_iter=st.integers(1, 12),
+  line_search_fn=st.sampled_from([None, 'strong_wolfe']),
+  problem=st.sampled_from(['quadratic', 'rosenbrock']),
 )
 def test_random_hyperparameters_match_torch(dtype, lr, history_size, max_iter, line_search_fn, problem):
   if dtype == 'float32' and line_search_fn:
@@ -238,8 +250,9 @@ def test_random_hyperparameters_match_torch(dtype, lr, history_size, max_iter, l
     # of the loss decides between its minimiser and the midpoint of its bounds:
     # at lr=0.05 torch moves by 6e-2 when its start moves by one ulp.
     lr = max(lr, 0.2)
-  kwargs, steps = _run(dtype, dict(lr=lr, history_size=history_size, max_iter=max_iter,
-                                   line_search_fn=line_search_fn), steps=3)
+  kwargs, steps = _run(
+    dtype, dict(lr=lr, history_size=history_size, max_iter=max_iter, line_search_fn=line_search_fn), steps=3
+  )
   assert_matches_torch(problem, kwargs, dtype, steps)
 
 
@@ -259,7 +272,9 @@ def test_missing_value_fn_is_a_clear_error():
     tx.update(params, tx.init(params), params)
 
 
-@pytest.mark.parametrize('kwargs, words', [
+@pytest.mark.parametrize(
+  'kwargs, words',
+  [
     (dict(line_search_fn='wolfe'), ['line_search_fn', "'wolfe'", "'strong_wolfe'"]),
     (dict(history_size=0), ['history_size', '0']),
     (dict(max_iter=-1), ['max_iter', '-1']),
@@ -267,6 +282,7 @@ def test_missing_value_fn_is_a_clear_error():
     (dict(max_eval=0, line_search_fn='strong_wolfe'), ['max_eval', '0', 'strong_wolfe']),
     (dict(tolerance_grad='small'), ['tolerance_grad', "'small'"]),
     (dict(lr=-1.0), ['lr', '-1.0']),
-])
+  ],
+)
 def test_bad_input(kwargs, words):
   assert_rejected('LBFGS', kwargs, words)

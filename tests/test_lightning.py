@@ -21,6 +21,7 @@ import torch
 import jaxsched
 from oracle import max_rel_diff, x64
 
+
 class KnownGradients(pl.LightningModule):
   """One parameter vector; the loss of the run's i-th batch is ``sum(w * coefs[i])``."""
 
@@ -43,20 +44,37 @@ class KnownGradients(pl.LightningModule):
 
   def configure_optimizers(self):
     optimizer = self.make_optimizer([self.w])
-    return {'optimizer': optimizer,
-            'lr_scheduler': {'scheduler': self.make_scheduler(optimizer), **self.scheduler_config}}
+    return {
+      'optimizer': optimizer,
+      'lr_scheduler': {'scheduler': self.make_scheduler(optimizer), **self.scheduler_config},
+    }
 
 
 def lightning_run(config, make_optimizer, make_scheduler, *, epochs, batches, init, coefs):
   sc = config.get('scheduler_configs', {})
-  model = KnownGradients(init, coefs, batches, make_optimizer, make_scheduler,
-                         {'interval': sc.get('interval', 'epoch'), 'frequency': sc.get('frequency', 1)})
+  model = KnownGradients(
+    init,
+    coefs,
+    batches,
+    make_optimizer,
+    make_scheduler,
+    {'interval': sc.get('interval', 'epoch'), 'frequency': sc.get('frequency', 1)},
+  )
   trainer = pl.Trainer(
-      max_epochs=epochs, accumulate_grad_batches=config.get('accumulate_grad_batches', 1),
-      gradient_clip_val=config.get('gradient_clip_val'),
-      gradient_clip_algorithm=config.get('gradient_clip_algorithm', 'norm'), precision='64-true',
-      accelerator='cpu', devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    max_epochs=epochs,
+    accumulate_grad_batches=config.get('accumulate_grad_batches', 1),
+    gradient_clip_val=config.get('gradient_clip_val'),
+    gradient_clip_algorithm=config.get('gradient_clip_algorithm', 'norm'),
+    precision='64-true',
+    accelerator='cpu',
+    devices=1,
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    limit_val_batches=0,
+    num_sanity_val_steps=0,
+  )
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')  # "does not have many workers" and the like
     logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
@@ -87,28 +105,56 @@ def jaxsched_run(config, *, epochs, batches, init, coefs):
 
 
 CASES = {
-    # 8 batches per epoch in groups of 3 (the last of 2), gradient_clip_val 0: no clipping;
-    # StepLR per step with frequency 2, tested on the micro-batch index: once per epoch
-    'sgd step-interval partial groups clip 0': (
-        {'optimizer': 'SGD', 'learning_rate': 0.1, 'optimizer_kwargs': {'momentum': 0.9, 'weight_decay': 0.01},
-         'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 1, 'gamma': 0.5},
-         'scheduler_configs': {'interval': 'step', 'frequency': 2}, 'accumulate_grad_batches': 3,
-         'gradient_clip_val': 0},
-        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
-        lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5), 3, 8),
-    # 5 batches per epoch in groups of 2 (the last of 1), clipped by norm, a per-epoch cosine
-    'adam epoch-interval clip norm': (
-        {'optimizer': 'Adam', 'learning_rate': 0.01, 'scheduler': 'CosineAnnealingLR',
-         'scheduler_kwargs': {'T_max': 3}, 'accumulate_grad_batches': 2, 'gradient_clip_val': 0.5},
-        lambda ps: torch.optim.Adam(ps, lr=0.01),
-        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=3), 3, 5),
-    # no accumulation, clipped by value, per-step schedule
-    'rmsprop clip value': (
-        {'optimizer': 'RMSprop', 'learning_rate': 0.01, 'optimizer_kwargs': {'momentum': 0.5},
-         'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.9}, 'scheduler_configs': {'interval': 'step'},
-         'gradient_clip_val': 0.3, 'gradient_clip_algorithm': 'value'},
-        lambda ps: torch.optim.RMSprop(ps, lr=0.01, momentum=0.5),
-        lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9), 2, 4),
+  # 8 batches per epoch in groups of 3 (the last of 2), gradient_clip_val 0: no clipping;
+  # StepLR per step with frequency 2, tested on the micro-batch index: once per epoch
+  'sgd step-interval partial groups clip 0': (
+    {
+      'optimizer': 'SGD',
+      'learning_rate': 0.1,
+      'optimizer_kwargs': {'momentum': 0.9, 'weight_decay': 0.01},
+      'scheduler': 'StepLR',
+      'scheduler_kwargs': {'step_size': 1, 'gamma': 0.5},
+      'scheduler_configs': {'interval': 'step', 'frequency': 2},
+      'accumulate_grad_batches': 3,
+      'gradient_clip_val': 0,
+    },
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+    lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5),
+    3,
+    8,
+  ),
+  # 5 batches per epoch in groups of 2 (the last of 1), clipped by norm, a per-epoch cosine
+  'adam epoch-interval clip norm': (
+    {
+      'optimizer': 'Adam',
+      'learning_rate': 0.01,
+      'scheduler': 'CosineAnnealingLR',
+      'scheduler_kwargs': {'T_max': 3},
+      'accumulate_grad_batches': 2,
+      'gradient_clip_val': 0.5,
+    },
+    lambda ps: torch.optim.Adam(ps, lr=0.01),
+    lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=3),
+    3,
+    5,
+  ),
+  # no accumulation, clipped by value, per-step schedule
+  'rmsprop clip value': (
+    {
+      'optimizer': 'RMSprop',
+      'learning_rate': 0.01,
+      'optimizer_kwargs': {'momentum': 0.5},
+      'scheduler': 'ExponentialLR',
+      'scheduler_kwargs': {'gamma': 0.9},
+      'scheduler_configs': {'interval': 'step'},
+      'gradient_clip_val': 0.3,
+      'gradient_clip_algorithm': 'value',
+    },
+    lambda ps: torch.optim.RMSprop(ps, lr=0.01, momentum=0.5),
+    lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9),
+    2,
+    4,
+  ),
 }
 
 
@@ -117,8 +163,9 @@ def test_a_lightning_trainer_and_jaxsched_end_at_the_same_parameters(name):
   config, make_optimizer, make_scheduler, epochs, batches = CASES[name]
   rng = np.random.default_rng(0)
   init, coefs = rng.normal(size=4), rng.normal(size=(epochs * batches, 4))
-  expected, expected_lrs = lightning_run(config, make_optimizer, make_scheduler, epochs=epochs, batches=batches,
-                                         init=init, coefs=coefs)
+  expected, expected_lrs = lightning_run(
+    config, make_optimizer, make_scheduler, epochs=epochs, batches=batches, init=init, coefs=coefs
+  )
   actual, lrs = jaxsched_run(config, epochs=epochs, batches=batches, init=init, coefs=coefs)
   assert max_rel_diff({'w': actual}, {'w': expected}) < 1e-9
   np.testing.assert_allclose(lrs, expected_lrs, rtol=1e-12)

@@ -8,10 +8,19 @@ import numpy as np
 import pytest
 import torch
 import torch.optim._muon as torch_muon
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jaxsched
-from oracle import assert_rejected, DTYPES, assert_matches_torch, jax_trajectory, max_rel_diff, problem, torch_trajectory
+from oracle import (
+  DTYPES,
+  assert_matches_torch,
+  assert_rejected,
+  jax_trajectory,
+  max_rel_diff,
+  problem,
+  torch_trajectory,
+)
 
 # torch.optim.Muon takes 2-D parameters only: non-square both ways, read as (out, in).
 SHAPES = {'tall': (4, 3), 'wide': (3, 5)}
@@ -53,8 +62,8 @@ def assert_matches_patched_torch(kwargs, dtype, shapes=SHAPES, **kw):
 
 
 OPTIONS = [
-    dict(nesterov=n, weight_decay=wd, adjust_lr_fn=fn)
-    for n, wd, fn in itertools.product((True, False), (0.0, 0.1), (None, 'match_rms_adamw'))
+  dict(nesterov=n, weight_decay=wd, adjust_lr_fn=fn)
+  for n, wd, fn in itertools.product((True, False), (0.0, 0.1), (None, 'match_rms_adamw'))
 ]
 
 
@@ -78,22 +87,33 @@ def test_eps_clamps_the_norm(dtype):
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @given(
-    lr=st.floats(1e-4, 0.1),
-    weight_decay=st.floats(0.0, 0.5),
-    momentum=st.floats(0.0, 0.99),
-    nesterov=st.booleans(),
-    ns_coefficients=st.sampled_from([(3.4445, -4.775, 2.0315), (1.5, -0.5, 0.0)]),
-    eps=st.floats(0.0, 1e-3),
-    ns_steps=st.integers(0, 8),
-    adjust_lr_fn=st.sampled_from([None, 'original', 'match_rms_adamw']),
-    shape=st.sampled_from([(4, 3), (3, 5), (4, 4)]),
+  lr=st.floats(1e-4, 0.1),
+  weight_decay=st.floats(0.0, 0.5),
+  momentum=st.floats(0.0, 0.99),
+  nesterov=st.booleans(),
+  ns_coefficients=st.sampled_from([(3.4445, -4.775, 2.0315), (1.5, -0.5, 0.0)]),
+  eps=st.floats(0.0, 1e-3),
+  ns_steps=st.integers(0, 8),
+  adjust_lr_fn=st.sampled_from([None, 'original', 'match_rms_adamw']),
+  shape=st.sampled_from([(4, 3), (3, 5), (4, 4)]),
 )
-def test_random_hyperparameters_match_torch(dtype, lr, weight_decay, momentum, nesterov, ns_coefficients, eps,
-                                            ns_steps, adjust_lr_fn, shape):
+def test_random_hyperparameters_match_torch(
+  dtype, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, shape
+):
   assert_matches_patched_torch(
-      dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-           ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn),
-      dtype, shapes={'p': shape})
+    dict(
+      lr=lr,
+      weight_decay=weight_decay,
+      momentum=momentum,
+      nesterov=nesterov,
+      ns_coefficients=ns_coefficients,
+      eps=eps,
+      ns_steps=ns_steps,
+      adjust_lr_fn=adjust_lr_fn,
+    ),
+    dtype,
+    shapes={'p': shape},
+  )
 
 
 def test_float64_is_far_from_a_wrong_orientation():
@@ -192,8 +212,11 @@ def test_momentum_and_weight_decay_are_schedulable(dtype):
       opt.step()
       expected.append({k: t.detach().numpy().copy() for t, k in zip(tensors, SHAPES)})
   actual = jax_trajectory(
-      lambda: jaxsched.optimizer('Muon', lr=LR, momentum=momentum, weight_decay=weight_decay, ns_dtype=dtype),
-      params, grads, dtype)
+    lambda: jaxsched.optimizer('Muon', lr=LR, momentum=momentum, weight_decay=weight_decay, ns_dtype=dtype),
+    params,
+    grads,
+    dtype,
+  )
   tol = {'float64': 1e-9, 'float32': 1e-5}[dtype]
   assert max(max_rel_diff(a, e) for a, e in zip(actual, expected)) <= tol
 
@@ -209,11 +232,14 @@ def test_defaults_are_torchs():
     assert_matches_torch('Muon', {}, 'float64', jax_kwargs=dict(ns_dtype='float64'), shapes=SHAPES)
 
 
-@pytest.mark.parametrize('params, path', [
+@pytest.mark.parametrize(
+  'params, path',
+  [
     ({'w': jnp.zeros((3, 4)), 'b': jnp.zeros(3)}, "['b']"),
     ({'layer': {'kernel': jnp.zeros((2, 3, 4))}}, "['layer']['kernel']"),
     ([jnp.zeros((2, 2)), jnp.zeros(())], '[1]'),
-])
+  ],
+)
 def test_non_2d_parameters_are_rejected_at_init(params, path):
   tx = jaxsched.optimizer('Muon')
   for init in (tx.init, jax.jit(tx.init)):
@@ -227,7 +253,9 @@ def test_float64_newton_schulz_needs_x64():
     jaxsched.optimizer('Muon', ns_dtype='float64').init({'w': jnp.zeros((2, 3))})
 
 
-@pytest.mark.parametrize('kwargs, words', [
+@pytest.mark.parametrize(
+  'kwargs, words',
+  [
     (dict(momentum=-0.1), ['momentum', '-0.1']),
     (dict(weight_decay=-1.0), ['weight_decay', '-1.0']),
     (dict(lr=-1.0), ['lr', '-1.0']),
@@ -237,7 +265,8 @@ def test_float64_newton_schulz_needs_x64():
     (dict(ns_steps=2.5), ['ns_steps', '2.5']),
     (dict(ns_coefficients=(1.0, 2.0)), ['ns_coefficients', '(1.0, 2.0)']),
     (dict(ns_dtype='float16'), ['ns_dtype', "'float16'", 'bfloat16']),
-])
+  ],
+)
 def test_bad_input(kwargs, words):
   assert_rejected('Muon', kwargs, words)
 

@@ -13,11 +13,12 @@ import torch
 import jaxsched
 from jaxsched.optimizers import _complex
 from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS
-from oracle import assert_config_error, TOLERANCE, max_rel_diff, x64
+from oracle import TOLERANCE, assert_config_error, max_rel_diff, x64
 
 TORCH_OPTIMIZERS = sorted(
-    name for name, obj in vars(torch.optim).items()
-    if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer
+  name
+  for name, obj in vars(torch.optim).items()
+  if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer
 )
 # jaxsched's own keywords beyond torch's.
 EXTRA_KWARGS = {'Muon': {'ns_dtype', 'layout'}}
@@ -86,12 +87,15 @@ def test_learning_rate_may_be_a_schedule():
 
 
 def test_lr_alias_and_implementation_flags():
-  state = jaxsched.optimizer('Adam', lr=0.003, fused=False, foreach=True, capturable=False,
-                             differentiable=False).init({'w': jnp.ones(1)})
+  state = jaxsched.optimizer('Adam', lr=0.003, fused=False, foreach=True, capturable=False, differentiable=False).init(
+    {'w': jnp.ones(1)}
+  )
   assert float(state.hyperparams['learning_rate']) == pytest.approx(0.003)
 
 
-@pytest.mark.parametrize('call, words', [
+@pytest.mark.parametrize(
+  'call, words',
+  [
     (lambda: jaxsched.optimizer('Adamm'), ["'Adamm'", "Did you mean 'Adam'?", 'AdamW']),
     (lambda: jaxsched.optimizer('sgd'), ["Did you mean 'SGD'?"]),
     (lambda: jaxsched.optimizer('Adam', betas=(0.9, 0.999), beta=1), ["'beta'", "Did you mean 'betas'?"]),
@@ -104,7 +108,8 @@ def test_lr_alias_and_implementation_flags():
     (lambda: jaxsched.optimizer(3), ['optimizer', '3']),
     (lambda: jaxsched.optimizer('optax.lionn'), ["Did you mean 'optax.lion'?"]),
     (lambda: jaxsched.optimizer('optax.lion', b3=0.1), ["'b3'", 'b1']),
-])
+  ],
+)
 def test_errors_name_the_problem(call, words):
   assert_config_error(call, words)
 
@@ -151,8 +156,9 @@ def test_an_eagerly_initialised_state_can_be_donated(name):
 
 def test_a_built_plateau_state_can_be_donated():
   params = _params()
-  tx = jaxsched.build({'lr_parameter_groups': {'v': {'lr_factor': 0.5}},
-                       'scheduler': 'ReduceLROnPlateau', 'skip_nonfinite': True}, params)
+  tx = jaxsched.build(
+    {'lr_parameter_groups': {'v': {'lr_factor': 0.5}}, 'scheduler': 'ReduceLROnPlateau', 'skip_nonfinite': True}, params
+  )
   step = jax.jit(lambda p, s: tx.update(jax.grad(_loss)(p), s, p), donate_argnums=(1,))
   state = tx.init(params)
   for _ in range(2):
@@ -167,18 +173,18 @@ def test_a_built_plateau_state_can_be_donated():
 # defaults are the reference page's.
 COMPLEX_REFUSED = ('Adafactor', 'Muon', 'SparseAdam')
 COMPLEX_OPTIONS = {
-    'SGD': {'lr': 0.1, 'momentum': 0.9, 'nesterov': True, 'weight_decay': 0.1, 'maximize': True},
-    'Adam': {'amsgrad': True, 'weight_decay': 0.1, 'maximize': True},
-    'AdamW': {'amsgrad': True, 'weight_decay': 0.1},
-    'Adamax': {'weight_decay': 0.1, 'maximize': True},
-    'NAdam': {'decoupled_weight_decay': True, 'weight_decay': 0.1},
-    'RAdam': {'betas': (0.9, 0.9), 'weight_decay': 0.1},  # beta2 0.9: rectified from step 6
-    'RMSprop': {'centered': True, 'momentum': 0.9, 'weight_decay': 0.1, 'maximize': True},
-    'Adagrad': {'lr_decay': 0.1, 'weight_decay': 0.1, 'initial_accumulator_value': 0.3},
-    'Adadelta': {'weight_decay': 0.1, 'maximize': True},
-    'Rprop': {'lr': 0.05, 'maximize': True},
-    'ASGD': {'weight_decay': 0.1, 't0': 2.0, 'lambd': 0.01},
-    'LBFGS': {'lr': 0.5, 'max_iter': 3, 'history_size': 3},
+  'SGD': {'lr': 0.1, 'momentum': 0.9, 'nesterov': True, 'weight_decay': 0.1, 'maximize': True},
+  'Adam': {'amsgrad': True, 'weight_decay': 0.1, 'maximize': True},
+  'AdamW': {'amsgrad': True, 'weight_decay': 0.1},
+  'Adamax': {'weight_decay': 0.1, 'maximize': True},
+  'NAdam': {'decoupled_weight_decay': True, 'weight_decay': 0.1},
+  'RAdam': {'betas': (0.9, 0.9), 'weight_decay': 0.1},  # beta2 0.9: rectified from step 6
+  'RMSprop': {'centered': True, 'momentum': 0.9, 'weight_decay': 0.1, 'maximize': True},
+  'Adagrad': {'lr_decay': 0.1, 'weight_decay': 0.1, 'initial_accumulator_value': 0.3},
+  'Adadelta': {'weight_decay': 0.1, 'maximize': True},
+  'Rprop': {'lr': 0.05, 'maximize': True},
+  'ASGD': {'weight_decay': 0.1, 't0': 2.0, 'lambd': 0.01},
+  'LBFGS': {'lr': 0.5, 'max_iter': 3, 'history_size': 3},
 }
 # float32 (complex64) for a few, to keep compile time small: the wrapper is the same
 # for every dtype, and each optimizer's float32 math has its own tests.
@@ -199,13 +205,15 @@ def _complex_problem():
 def _complex_loss(p, m):
   """LBFGS's loss of both leaves, in torch (m=torch) or JAX (m=jnp)."""
   z, w = p['layer']['z'], p['w']
-  return (m.sum(m.sin(z.real) * z.imag + 0.25 * (z.real**2 + 2 * z.imag**2) ** 2)
-          + m.sum(w**4) + m.sum(w) * m.sum(z.imag))
+  return (
+    m.sum(m.sin(z.real) * z.imag + 0.25 * (z.real**2 + 2 * z.imag**2) ** 2) + m.sum(w**4) + m.sum(w) * m.sum(z.imag)
+  )
 
 
 def _torch_complex_run(name, kwargs, params, grads, dtype):
   """torch's parameters after each step; LBFGS minimises :func:`_complex_loss` instead of
   taking the gradients."""
+
   def tensor(x):
     return torch.tensor(x, dtype=getattr(torch, dtype if np.isrealobj(x) else COMPLEX_DTYPES[dtype]))
 
@@ -255,8 +263,9 @@ def _jax_complex_run(name, kwargs, params, grads, dtype):
     return out
 
 
-@pytest.mark.parametrize('name, dtype', [*((n, 'float64') for n in COMPLEX_OPTIONS),
-                                         *((n, 'float32') for n in COMPLEX_FLOAT32)])
+@pytest.mark.parametrize(
+  'name, dtype', [*((n, 'float64') for n in COMPLEX_OPTIONS), *((n, 'float32') for n in COMPLEX_FLOAT32)]
+)
 def test_complex_parameters_train_as_torchs(name, dtype):
   params, grads = _complex_problem()
   expected = _torch_complex_run(name, COMPLEX_OPTIONS[name], params, grads, dtype)

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jaxsched
 from jaxsched import plateau as P
@@ -46,22 +47,29 @@ metric_values = st.one_of(st.sampled_from([1.0, 0.5, 0.25, 2.0, math.nan, -1.0])
 
 @pytest.mark.parametrize('dtype', ['float64', 'float32'])
 @given(
-    metrics=st.lists(metric_values, min_size=1, max_size=40),
-    mode=st.sampled_from(['min', 'max']),
-    threshold_mode=st.sampled_from(['rel', 'abs']),
-    threshold=st.sampled_from([0.0, 1e-4, 0.1]),
-    factor=st.sampled_from([0.1, 0.5, 0.9]),
-    patience=st.integers(0, 4),
-    cooldown=st.integers(0, 3),
-    min_lr=st.one_of(st.sampled_from([0.0, 1e-3]), st.tuples(st.sampled_from([0.0, 0.02]), st.sampled_from([0.0, 1e-3]))),
-    eps=st.sampled_from([0.0, 1e-8, 1e-3]),
+  metrics=st.lists(metric_values, min_size=1, max_size=40),
+  mode=st.sampled_from(['min', 'max']),
+  threshold_mode=st.sampled_from(['rel', 'abs']),
+  threshold=st.sampled_from([0.0, 1e-4, 0.1]),
+  factor=st.sampled_from([0.1, 0.5, 0.9]),
+  patience=st.integers(0, 4),
+  cooldown=st.integers(0, 3),
+  min_lr=st.one_of(st.sampled_from([0.0, 1e-3]), st.tuples(st.sampled_from([0.0, 0.02]), st.sampled_from([0.0, 1e-3]))),
+  eps=st.sampled_from([0.0, 1e-8, 1e-3]),
 )
 def test_matches_torch(dtype, metrics, mode, threshold_mode, threshold, factor, patience, cooldown, min_lr, eps):
   if dtype == 'float32' and eps == 1e-3:
     # 0.01 - 0.01 * 0.9 == 1e-3 is a tie that only float64 resolves as torch's doubles do.
     eps = 1e-8
-  kwargs = dict(mode=mode, threshold_mode=threshold_mode, threshold=threshold, factor=factor,
-                patience=patience, cooldown=cooldown, eps=eps)
+  kwargs = dict(
+    mode=mode,
+    threshold_mode=threshold_mode,
+    threshold=threshold,
+    factor=factor,
+    patience=patience,
+    cooldown=cooldown,
+    eps=eps,
+  )
   base = [0.1, 0.01]
   expected = torch_lrs(base, metrics, min_lr=list(min_lr) if isinstance(min_lr, tuple) else min_lr, **kwargs)
   with x64(dtype):
@@ -73,15 +81,17 @@ def test_ties_nans_cooldown_eps_and_floors_by_hand():
   metrics = [1.0, 1.0, math.nan, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
   kwargs = dict(patience=1, factor=0.5, cooldown=1, min_lr=[0.03, 0.0], eps=1e-3)
   with x64('float64'):
-    np.testing.assert_allclose(jax_lrs([0.1, 0.0015], metrics, **kwargs), torch_lrs([0.1, 0.0015], metrics, **kwargs),
-                               rtol=1e-15)
+    np.testing.assert_allclose(
+      jax_lrs([0.1, 0.0015], metrics, **kwargs), torch_lrs([0.1, 0.0015], metrics, **kwargs), rtol=1e-15
+    )
 
 
 def test_through_the_optimizer_lightning_epoch_stepping():
   # facts-measured-here.md: patience 1, factor 0.5, val_loss per epoch; LR used in each epoch.
   val_loss = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.8, 0.8, 0.8, 0.8]
-  tx = jaxsched.optimizer('SGD', learning_rate=P.reduce_on_plateau(1.0, patience=1, factor=0.5, monitor='val_loss'),
-                          momentum=0.0)
+  tx = jaxsched.optimizer(
+    'SGD', learning_rate=P.reduce_on_plateau(1.0, patience=1, factor=0.5, monitor='val_loss'), momentum=0.0
+  )
   params = {'w': jnp.ones(1)}
   state = tx.init(params)
   update = jax.jit(tx.update)
@@ -136,7 +146,9 @@ def test_missing_monitor_strict_and_lenient():
   assert int(skipped.reports) == 0 and float(skipped.lr) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize('metric, words', [
+@pytest.mark.parametrize(
+  'metric, words',
+  [
     (jnp.array([0.5, 0.7]), ["'val_loss'", 'shape (2,)', '.mean()']),  # a forgotten .mean()
     (jnp.ones(1), ["'val_loss'", 'shape (1,)']),
     (np.ones((2, 2)), ["'val_loss'", 'shape (2, 2)']),
@@ -145,7 +157,8 @@ def test_missing_monitor_strict_and_lenient():
     (True, ["'val_loss'", 'True']),
     (jnp.array(1 + 2j), ["'val_loss'", 'one real number']),
     (None, ["'val_loss'", 'is None']),
-])
+  ],
+)
 def test_a_metric_that_is_not_one_number_is_an_error(metric, words):
   # torch's ReduceLROnPlateau takes float(metrics); a vector would turn every LR into a vector
   state = P.reduce_on_plateau(0.1, monitor='val_loss').init()
@@ -187,14 +200,17 @@ def test_warmup_then_plateau():
   np.testing.assert_allclose(seen, [0.025, 0.05, 0.075, 0.1, 0.1, 0.05, 0.025], rtol=1e-6)
 
 
-@pytest.mark.parametrize('kwargs, words', [
+@pytest.mark.parametrize(
+  'kwargs, words',
+  [
     (dict(factor=1.0), ['factor', '1.0']),
     (dict(mode='minimum'), ['mode', "'minimum'", "Did you mean 'min'"]),
     (dict(patience=-1), ['patience', '-1']),
     (dict(threshold_mode='relative'), ['threshold_mode', "'rel'"]),
     (dict(pateince=3), ["'pateince'", "Did you mean 'patience'"]),
     (dict(frequency=0), ['frequency', '0']),
-])
+  ],
+)
 def test_bad_input(kwargs, words):
   assert_config_error(lambda: P.reduce_on_plateau(0.1, **kwargs), words)
 

@@ -11,27 +11,56 @@ import numpy as np
 import optax
 import pytest
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxsched
 from jaxsched.build import load_config
-from jaxsched.groups import scheduler_steps
 from jaxsched.config import FIELDS, apply_overrides
+from jaxsched.groups import scheduler_steps
 from jaxsched.schedules import compile_expression
 
 PACKAGE = pathlib.Path(jaxsched.__file__).parent
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**13, 10**13), st.integers(-10**500, 10**500),
-                    st.floats(allow_nan=True),
-                    st.text(max_size=12), st.sampled_from(['Adam', 'SGD', 'StepLR', 'OneCycleLR', 'epoch', 'step',
-                                                           'ReduceLROnPlateau', 'norm', 'value', '1e-8', 'none']))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-                      max_leaves=12)
+scalars = st.one_of(
+  st.none(),
+  st.booleans(),
+  st.integers(-(10**13), 10**13),
+  st.integers(-(10**500), 10**500),
+  st.floats(allow_nan=True),
+  st.text(max_size=12),
+  st.sampled_from(
+    ['Adam', 'SGD', 'StepLR', 'OneCycleLR', 'epoch', 'step', 'ReduceLROnPlateau', 'norm', 'value', '1e-8', 'none']
+  ),
+)
+values = st.recursive(
+  scalars,
+  lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+  max_leaves=12,
+)
 known_keys = st.sampled_from([*FIELDS, 'lr', 'model', 'trainer', 'optimzer'])
-sub_keys = st.sampled_from(['T_max', 'step_size', 'gamma', 'milestones', 'momentum', 'betas', 'weight_decay',
-                            'interval', 'frequency', 'monitor', 'patience', 'max_lr', 'total_steps', 'lr_factor',
-                            'eta_min', 'factor', 'nesterov', 'amsgrad'])
+sub_keys = st.sampled_from(
+  [
+    'T_max',
+    'step_size',
+    'gamma',
+    'milestones',
+    'momentum',
+    'betas',
+    'weight_decay',
+    'interval',
+    'frequency',
+    'monitor',
+    'patience',
+    'max_lr',
+    'total_steps',
+    'lr_factor',
+    'eta_min',
+    'factor',
+    'nesterov',
+    'amsgrad',
+  ]
+)
 configs = st.dictionaries(known_keys, st.one_of(values, st.dictionaries(sub_keys, values, max_size=4)), max_size=8)
 
 
@@ -81,8 +110,32 @@ def test_any_bytes_are_a_config_or_a_config_error(tmp_path_factory, data):
     pass
 
 
-YAML_TOKENS = ['&a ', '&b ', '*a', '*b', '[', ']', '{', '}', ': ', ', ', '\n', '  ', '- ', 'x', '1e-3', '0.9',
-               'optimizer', 'optimizer_kwargs', 'scheduler_kwargs', 'lr', 'model', '!!str ', '"\\xff"', '\t']
+YAML_TOKENS = [
+  '&a ',
+  '&b ',
+  '*a',
+  '*b',
+  '[',
+  ']',
+  '{',
+  '}',
+  ': ',
+  ', ',
+  '\n',
+  '  ',
+  '- ',
+  'x',
+  '1e-3',
+  '0.9',
+  'optimizer',
+  'optimizer_kwargs',
+  'scheduler_kwargs',
+  'lr',
+  'model',
+  '!!str ',
+  '"\\xff"',
+  '\t',
+]
 
 
 @settings(max_examples=150)
@@ -145,9 +198,12 @@ def test_any_expression_compiles_or_is_a_config_error(text):
 
 def test_no_eval_or_exec_in_the_package():
   pattern = re.compile(r'(?<![.\w])(eval|exec|compile)\s*\(|__import__')  # builtins, not re.compile
-  offenders = [f'{p.name}:{i + 1}' for p in PACKAGE.rglob('*.py')
-               for i, line in enumerate(p.read_text().splitlines())
-               if pattern.search(line) and not line.lstrip().startswith('#') and 'compile_expression' not in line]
+  offenders = [
+    f'{p.name}:{i + 1}'
+    for p in PACKAGE.rglob('*.py')
+    for i, line in enumerate(p.read_text().splitlines())
+    if pattern.search(line) and not line.lstrip().startswith('#') and 'compile_expression' not in line
+  ]
   assert offenders == []
 
 
@@ -161,8 +217,16 @@ def test_nonfinite_gradients_propagate_as_in_torch(name):
 
 def test_skip_nonfinite_skips_and_counts():
   params = {'w': jnp.ones(2)}
-  tx = jaxsched.build({'optimizer': 'Adam', 'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 1},
-                       'scheduler_configs': {'interval': 'step'}, 'skip_nonfinite': True}, params)
+  tx = jaxsched.build(
+    {
+      'optimizer': 'Adam',
+      'scheduler': 'StepLR',
+      'scheduler_kwargs': {'step_size': 1},
+      'scheduler_configs': {'interval': 'step'},
+      'skip_nonfinite': True,
+    },
+    params,
+  )
   state = tx.init(params)
   step = jax.jit(tx.update)
   for g in ([1.0, 1.0], [math.nan, 1.0], [1.0, math.inf], [1.0, 1.0]):
@@ -176,7 +240,9 @@ def test_skip_nonfinite_skips_and_counts():
   assert float(jaxsched.current_lr(state)['regular']) == pytest.approx(1e-3 * 0.1**4)
 
 
-@pytest.mark.parametrize('call', [
+@pytest.mark.parametrize(
+  'call',
+  [
     lambda: jaxsched.optimizer('Adam', lr=math.nan),
     lambda: jaxsched.optimizer('Adam', lr=math.inf),
     lambda: jaxsched.optimizer('SGD', lr=-0.1),
@@ -185,7 +251,8 @@ def test_skip_nonfinite_skips_and_counts():
     lambda: jaxsched.schedule('ExponentialLR', 0.1, gamma=math.nan),
     lambda: jaxsched.schedule('OneCycleLR', 0.1, max_lr=-1.0, total_steps=10),
     lambda: load_config({'learning_rate': 'nan'}),
-])
+  ],
+)
 def test_negative_or_nan_learning_rates_are_rejected(call):
   with pytest.raises(jaxsched.ConfigError):
     call()
@@ -207,8 +274,13 @@ def test_half_precision_params(name, dtype):
 
 def test_epoch_arithmetic_at_the_end_of_the_counter():
   k = jnp.asarray(2**31 - 1, jnp.int32)
-  cfg = load_config({'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 1},
-                     'scheduler_configs': {'interval': 'step', 'frequency': 3}})
+  cfg = load_config(
+    {
+      'scheduler': 'StepLR',
+      'scheduler_kwargs': {'step_size': 1},
+      'scheduler_configs': {'interval': 'step', 'frequency': 3},
+    }
+  )
   e, b = divmod(2**31 - 1, 7)
   assert int(scheduler_steps(cfg, 7)(k)) == e * (7 // 3) + b // 3
   cfg = load_config({'scheduler_configs': {'frequency': 5}})

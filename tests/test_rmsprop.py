@@ -3,14 +3,23 @@ import itertools
 import jax.numpy as jnp
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import jaxsched
-from oracle import assert_rejected, DTYPES, SHAPES, assert_matches_torch, assert_trajectories_close, jax_trajectory, problem
+from oracle import (
+  DTYPES,
+  SHAPES,
+  assert_matches_torch,
+  assert_rejected,
+  assert_trajectories_close,
+  jax_trajectory,
+  problem,
+)
 
 OPTIONS = [
-    dict(weight_decay=wd, momentum=m, centered=c, maximize=mx)
-    for wd, m, c, mx in itertools.product((0.0, 0.01), (0.0, 0.9), (False, True), (False, True))
+  dict(weight_decay=wd, momentum=m, centered=c, maximize=mx)
+  for wd, m, c, mx in itertools.product((0.0, 0.01), (0.0, 0.9), (False, True), (False, True))
 ]
 
 
@@ -22,15 +31,15 @@ def test_options_match_torch(options, dtype):
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @given(
-    lr=st.floats(1e-4, 0.1),
-    # alpha = 0 with centered=True leaves v - a**2 at rounding noise: torch and
-    # jaxsched then both take sqrt of tiny negatives (NaN), which cannot be compared.
-    alpha=st.floats(0.01, 0.999),
-    eps=st.floats(1e-10, 1e-2),
-    weight_decay=st.floats(0.0, 0.1),
-    momentum=st.floats(0.0, 0.99),
-    centered=st.booleans(),
-    maximize=st.booleans(),
+  lr=st.floats(1e-4, 0.1),
+  # alpha = 0 with centered=True leaves v - a**2 at rounding noise: torch and
+  # jaxsched then both take sqrt of tiny negatives (NaN), which cannot be compared.
+  alpha=st.floats(0.01, 0.999),
+  eps=st.floats(1e-10, 1e-2),
+  weight_decay=st.floats(0.0, 0.1),
+  momentum=st.floats(0.0, 0.99),
+  centered=st.booleans(),
+  maximize=st.booleans(),
 )
 def test_random_hyperparameters_match_torch(dtype, lr, alpha, eps, weight_decay, momentum, centered, maximize):
   # Centered with a small alpha computes v - a**2 ~ alpha * g**2 by cancellation:
@@ -38,8 +47,12 @@ def test_random_hyperparameters_match_torch(dtype, lr, alpha, eps, weight_decay,
   # alpha = 0.2), so float32 only agrees to rounding noise. float64 covers it.
   assume(dtype == 'float64' or not centered or alpha >= 0.2)
   assert_matches_torch(
-      'RMSprop', dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                      centered=centered, maximize=maximize), dtype)
+    'RMSprop',
+    dict(
+      lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize
+    ),
+    dtype,
+  )
 
 
 def test_alpha_zero_matches_torch():
@@ -70,10 +83,16 @@ def test_scheduled_lr_and_momentum_match_torch(dtype, centered):
     opt.step()
     expected.append({k: t.detach().numpy().copy() for k, t in tensors.items()})
   actual = jax_trajectory(
-      lambda: jaxsched.optimizer(
-          'RMSprop', learning_rate=lambda c: jnp.where(c % 2 == 0, 0.01, 0.05),
-          momentum=lambda c: jnp.where(c < 4, 0.9, 0.6), centered=centered),
-      params, grads, dtype)
+    lambda: jaxsched.optimizer(
+      'RMSprop',
+      learning_rate=lambda c: jnp.where(c % 2 == 0, 0.01, 0.05),
+      momentum=lambda c: jnp.where(c < 4, 0.9, 0.6),
+      centered=centered,
+    ),
+    params,
+    grads,
+    dtype,
+  )
   assert_trajectories_close(actual, expected, dtype)
 
 
@@ -85,7 +104,9 @@ def test_defaults_are_torchs():
   assert_matches_torch('RMSprop', {}, 'float64')
 
 
-@pytest.mark.parametrize('kwargs, words', [
+@pytest.mark.parametrize(
+  'kwargs, words',
+  [
     (dict(alpha=-0.1), ['alpha', '-0.1']),
     (dict(eps=-1e-8), ['eps', '-1e-08']),
     (dict(momentum=-0.5), ['momentum', '-0.5']),
@@ -93,6 +114,7 @@ def test_defaults_are_torchs():
     (dict(lr=-1.0), ['lr', '-1.0']),
     (dict(centered='yes'), ['centered', "'yes'"]),
     (dict(momentun=0.9), ['momentun', 'momentum']),
-])
+  ],
+)
 def test_bad_input(kwargs, words):
   assert_rejected('RMSprop', kwargs, words)

@@ -3,15 +3,25 @@ import itertools
 import jax.numpy as jnp
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jaxsched
-from oracle import assert_rejected, DTYPES, SHAPES, assert_matches_torch, assert_trajectories_close, jax_trajectory, problem
+from oracle import (
+  DTYPES,
+  SHAPES,
+  assert_matches_torch,
+  assert_rejected,
+  assert_trajectories_close,
+  jax_trajectory,
+  problem,
+)
 
 OPTIONS = [
-    dict(lr=lr, etas=etas, step_sizes=sizes, maximize=mx)
-    for lr, etas, sizes, mx in itertools.product(
-        (0.01, 0.3), ((0.5, 1.2), (0.3, 2.0)), ((1e-6, 50.0), (0.02, 0.5)), (False, True))
+  dict(lr=lr, etas=etas, step_sizes=sizes, maximize=mx)
+  for lr, etas, sizes, mx in itertools.product(
+    (0.01, 0.3), ((0.5, 1.2), (0.3, 2.0)), ((1e-6, 50.0), (0.02, 0.5)), (False, True)
+  )
 ]
 
 
@@ -23,17 +33,17 @@ def test_options_match_torch(options, dtype):
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @given(
-    lr=st.floats(1e-4, 1.0),
-    etaminus=st.floats(0.01, 0.99),
-    etaplus=st.floats(1.01, 3.0),
-    step_size_min=st.floats(0.0, 1e-3),
-    step_size_max=st.floats(1e-2, 100.0),
-    maximize=st.booleans(),
+  lr=st.floats(1e-4, 1.0),
+  etaminus=st.floats(0.01, 0.99),
+  etaplus=st.floats(1.01, 3.0),
+  step_size_min=st.floats(0.0, 1e-3),
+  step_size_max=st.floats(1e-2, 100.0),
+  maximize=st.booleans(),
 )
 def test_random_hyperparameters_match_torch(dtype, lr, etaminus, etaplus, step_size_min, step_size_max, maximize):
   assert_matches_torch(
-      'Rprop', dict(lr=lr, etas=(etaminus, etaplus), step_sizes=(step_size_min, step_size_max),
-                    maximize=maximize), dtype)
+    'Rprop', dict(lr=lr, etas=(etaminus, etaplus), step_sizes=(step_size_min, step_size_max), maximize=maximize), dtype
+  )
 
 
 def test_first_step_moves_by_the_learning_rate():
@@ -57,14 +67,19 @@ def test_lr_only_seeds_the_step_sizes(dtype):
       t.grad = torch.tensor(g[k], dtype=t.dtype)
     opt.step()
     expected.append({k: t.detach().numpy().copy() for k, t in tensors.items()})
-  actual = jax_trajectory(lambda: jaxsched.optimizer('Rprop', learning_rate=lambda c: 0.05 * (c + 1)),
-                          params, grads, dtype)
+  actual = jax_trajectory(
+    lambda: jaxsched.optimizer('Rprop', learning_rate=lambda c: 0.05 * (c + 1)), params, grads, dtype
+  )
   assert_trajectories_close(actual, expected, dtype)
 
 
 def test_lists_from_yaml_are_accepted():
-  assert_matches_torch('Rprop', dict(etas=(0.4, 1.3), step_sizes=(1e-5, 10.0)), 'float64',
-                       jax_kwargs=dict(etas=[0.4, 1.3], step_sizes=['1e-5', 10]))
+  assert_matches_torch(
+    'Rprop',
+    dict(etas=(0.4, 1.3), step_sizes=(1e-5, 10.0)),
+    'float64',
+    jax_kwargs=dict(etas=[0.4, 1.3], step_sizes=['1e-5', 10]),
+  )
 
 
 def test_defaults_are_torchs():
@@ -73,7 +88,9 @@ def test_defaults_are_torchs():
   assert_matches_torch('Rprop', {}, 'float64')
 
 
-@pytest.mark.parametrize('kwargs, words', [
+@pytest.mark.parametrize(
+  'kwargs, words',
+  [
     (dict(etas=(0.5, 0.9)), ['etas', '0.9', 'etas[1]']),
     (dict(etas=[1.5, 2.0]), ['etas', '1.5']),
     (dict(etas=(0.0, 1.2)), ['etas', '0.0']),
@@ -82,6 +99,7 @@ def test_defaults_are_torchs():
     (dict(step_sizes=(1e-6, 'big')), ['step_sizes[1]', "'big'"]),
     (dict(lr=-1.0), ['lr', '-1.0']),
     (dict(eta=(0.5, 1.2)), ['eta', 'etas']),
-])
+  ],
+)
 def test_bad_input(kwargs, words):
   assert_rejected('Rprop', kwargs, words)

@@ -19,7 +19,8 @@ import numpy as np
 import optax
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jaxsched
 from oracle import assert_config_error
@@ -28,8 +29,17 @@ TOLERANCE = {'float64': 1e-9, 'float32': 1e-6}
 DTYPES = ('float64', 'float32')
 FLOOR = 1e-6  # values below FLOOR * the curve's peak are compared at that floor
 
-_PY = {'min': min, 'max': max, 'abs': abs, 'exp': math.exp, 'log': math.log, 'sqrt': math.sqrt,
-       'cos': math.cos, 'sin': math.sin, 'pi': math.pi}
+_PY = {
+  'min': min,
+  'max': max,
+  'abs': abs,
+  'exp': math.exp,
+  'log': math.log,
+  'sqrt': math.sqrt,
+  'cos': math.cos,
+  'sin': math.sin,
+  'pi': math.pi,
+}
 
 
 def py_lambda(expr, variable='epoch'):
@@ -54,29 +64,38 @@ class LinearWarmupCosineAnnealingLR(torch.optim.lr_scheduler.LRScheduler):
     if self.last_epoch == 0:
       return [self.warmup_start_lr] * len(self.base_lrs)
     if self.last_epoch < self.warmup_epochs:
-      return [group['lr'] + (base_lr - self.warmup_start_lr) / (self.warmup_epochs - 1)
-              for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)]
+      return [
+        group['lr'] + (base_lr - self.warmup_start_lr) / (self.warmup_epochs - 1)
+        for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)
+      ]
     if self.last_epoch == self.warmup_epochs:
       return self.base_lrs
     if (self.last_epoch - 1 - self.max_epochs) % (2 * (self.max_epochs - self.warmup_epochs)) == 0:
-      return [group['lr'] + (base_lr - self.eta_min)
-              * (1 - math.cos(math.pi / (self.max_epochs - self.warmup_epochs))) / 2
-              for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)]
+      return [
+        group['lr'] + (base_lr - self.eta_min) * (1 - math.cos(math.pi / (self.max_epochs - self.warmup_epochs))) / 2
+        for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)
+      ]
     return [
-        (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs) / (self.max_epochs - self.warmup_epochs)))
-        / (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs - 1)
-                        / (self.max_epochs - self.warmup_epochs)))
-        * (group['lr'] - self.eta_min) + self.eta_min
-        for group in self.optimizer.param_groups
+      (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs) / (self.max_epochs - self.warmup_epochs)))
+      / (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs - 1) / (self.max_epochs - self.warmup_epochs)))
+      * (group['lr'] - self.eta_min)
+      + self.eta_min
+      for group in self.optimizer.param_groups
     ]
 
   def _get_closed_form_lr(self):
     if self.last_epoch < self.warmup_epochs:
-      return [self.warmup_start_lr + self.last_epoch * (base_lr - self.warmup_start_lr)
-              / max(1, self.warmup_epochs - 1) for base_lr in self.base_lrs]
-    return [self.eta_min + 0.5 * (base_lr - self.eta_min) * (1 + math.cos(
-        math.pi * (self.last_epoch - self.warmup_epochs) / (self.max_epochs - self.warmup_epochs)))
-            for base_lr in self.base_lrs]
+      return [
+        self.warmup_start_lr + self.last_epoch * (base_lr - self.warmup_start_lr) / max(1, self.warmup_epochs - 1)
+        for base_lr in self.base_lrs
+      ]
+    return [
+      self.eta_min
+      + 0.5
+      * (base_lr - self.eta_min)
+      * (1 + math.cos(math.pi * (self.last_epoch - self.warmup_epochs) / (self.max_epochs - self.warmup_epochs)))
+      for base_lr in self.base_lrs
+    ]
 
 
 def _torch_kwargs(name, kwargs):
@@ -94,8 +113,7 @@ def _torch_kwargs(name, kwargs):
 
 def torch_scheduler(name, opt, kwargs):
   if name in ('SequentialLR', 'ChainedScheduler'):
-    members = [torch_scheduler(m['scheduler'], opt, m.get('scheduler_kwargs', {}))
-               for m in kwargs['schedulers']]
+    members = [torch_scheduler(m['scheduler'], opt, m.get('scheduler_kwargs', {})) for m in kwargs['schedulers']]
     if name == 'SequentialLR':
       return torch.optim.lr_scheduler.SequentialLR(opt, members, milestones=list(kwargs['milestones']))
     return torch.optim.lr_scheduler.ChainedScheduler(members)
@@ -164,6 +182,7 @@ def assert_matches_torch(name, lr, kwargs, steps, dtypes=DTYPES, tol=None, momen
 # ---------------------------------------------------------------------------
 # Random kwargs for every scheduler (hypothesis), against torch.
 
+
 def _ints(lo, hi):
   return st.integers(lo, hi)
 
@@ -173,56 +192,77 @@ def _reals(lo, hi):
 
 
 LAMBDAS = st.one_of(
-    _reals(0.8, 1.0).map(lambda a: f'{a!r} ** epoch'),
-    _ints(1, 12).map(lambda w: f'min(1.0, (epoch + 1) / {w})'),
-    _reals(0.01, 0.5).map(lambda a: f'1 / (1 + {a!r} * epoch)'),
-    _ints(1, 9).map(lambda p: f'0.5 ** (epoch // {p}) * (1 + 0.1 * (epoch % 3))'),
-    _ints(2, 40).map(lambda t: f'0.5 * (1 + cos(pi * min(epoch, {t}) / {t})) + 0.01'),
-    _reals(0.5, 2.0),
+  _reals(0.8, 1.0).map(lambda a: f'{a!r} ** epoch'),
+  _ints(1, 12).map(lambda w: f'min(1.0, (epoch + 1) / {w})'),
+  _reals(0.01, 0.5).map(lambda a: f'1 / (1 + {a!r} * epoch)'),
+  _ints(1, 9).map(lambda p: f'0.5 ** (epoch // {p}) * (1 + 0.1 * (epoch % 3))'),
+  _ints(2, 40).map(lambda t: f'0.5 * (1 + cos(pi * min(epoch, {t}) / {t})) + 0.01'),
+  _reals(0.5, 2.0),
 )
 FACTORS = st.one_of(
-    _reals(0.8, 1.05),
-    _reals(0.8, 1.0).map(repr),
-    _ints(2, 9).map(lambda p: f'0.9 + 0.01 * (epoch % {p})'),
-    _reals(0.001, 0.05).map(lambda a: f'max(0.5, 1 - {a!r} * sqrt(epoch))'),
+  _reals(0.8, 1.05),
+  _reals(0.8, 1.0).map(repr),
+  _ints(2, 9).map(lambda p: f'0.9 + 0.01 * (epoch % {p})'),
+  _reals(0.001, 0.05).map(lambda a: f'max(0.5, 1 - {a!r} * sqrt(epoch))'),
 )
 
 KWARGS = {
-    'LambdaLR': st.fixed_dictionaries({'lr_lambda': LAMBDAS}),
-    'MultiplicativeLR': st.fixed_dictionaries({'lr_lambda': FACTORS}),
-    'StepLR': st.fixed_dictionaries({'step_size': _ints(1, 20)}, optional={'gamma': _reals(0.05, 1.5)}),
-    'MultiStepLR': st.fixed_dictionaries(
-        {'milestones': st.lists(_ints(-3, 70), max_size=5)}, optional={'gamma': _reals(0.05, 1.5)}),
-    'ConstantLR': st.fixed_dictionaries({}, optional={'factor': _reals(0.01, 1.0), 'total_iters': _ints(0, 30)}),
-    'LinearLR': st.fixed_dictionaries({}, optional={
-        'start_factor': _reals(0.01, 1.0), 'end_factor': _reals(0.0, 1.0), 'total_iters': _ints(0, 40)}),
-    'ExponentialLR': st.fixed_dictionaries({'gamma': _reals(0.5, 1.05)}),
-    'PolynomialLR': st.fixed_dictionaries({}, optional={'total_iters': _ints(0, 50), 'power': _reals(0.0, 4.0)}),
-    'CosineAnnealingLR': st.fixed_dictionaries({}, optional={'T_max': _ints(1, 60), 'eta_min': _reals(0.0, 0.05)}),
-    'CosineAnnealingWarmRestarts': st.fixed_dictionaries(
-        {'T_0': _ints(1, 25)}, optional={'T_mult': _ints(1, 3), 'eta_min': _reals(0.0, 0.05)}),
-    'LinearWarmupCosineAnnealingLR': _ints(1, 20).flatmap(lambda w: st.fixed_dictionaries(
-        {'warmup_epochs': st.just(w), 'max_epochs': _ints(w + 1, w + 60)},
-        optional={'warmup_start_lr': _reals(0.0, 0.2), 'eta_min': _reals(0.0, 0.05)})),
-    'CyclicLR': st.fixed_dictionaries(
-        {'base_lr': _reals(1e-4, 0.05), 'max_lr': _reals(0.05, 1.0)},
-        optional={'step_size_up': _ints(1, 30), 'step_size_down': st.none() | _ints(0, 30),
-                  'mode': st.sampled_from(['triangular', 'triangular2', 'exp_range']),
-                  'gamma': _reals(0.9, 1.0), 'cycle_momentum': st.booleans(),
-                  'base_momentum': _reals(0.5, 0.85), 'max_momentum': _reals(0.85, 0.99)}),
-    'OneCycleLR': st.fixed_dictionaries(
-        {'max_lr': _reals(0.01, 1.0), 'total_steps': _ints(1, 300)},
-        optional={'pct_start': _reals(0.0, 1.0), 'anneal_strategy': st.sampled_from(['cos', 'linear']),
-                  'div_factor': _reals(1.0, 100.0), 'final_div_factor': _reals(1.0, 1e5),
-                  'three_phase': st.booleans(), 'base_momentum': _reals(0.5, 0.85),
-                  'max_momentum': _reals(0.85, 0.99)}),
+  'LambdaLR': st.fixed_dictionaries({'lr_lambda': LAMBDAS}),
+  'MultiplicativeLR': st.fixed_dictionaries({'lr_lambda': FACTORS}),
+  'StepLR': st.fixed_dictionaries({'step_size': _ints(1, 20)}, optional={'gamma': _reals(0.05, 1.5)}),
+  'MultiStepLR': st.fixed_dictionaries(
+    {'milestones': st.lists(_ints(-3, 70), max_size=5)}, optional={'gamma': _reals(0.05, 1.5)}
+  ),
+  'ConstantLR': st.fixed_dictionaries({}, optional={'factor': _reals(0.01, 1.0), 'total_iters': _ints(0, 30)}),
+  'LinearLR': st.fixed_dictionaries(
+    {}, optional={'start_factor': _reals(0.01, 1.0), 'end_factor': _reals(0.0, 1.0), 'total_iters': _ints(0, 40)}
+  ),
+  'ExponentialLR': st.fixed_dictionaries({'gamma': _reals(0.5, 1.05)}),
+  'PolynomialLR': st.fixed_dictionaries({}, optional={'total_iters': _ints(0, 50), 'power': _reals(0.0, 4.0)}),
+  'CosineAnnealingLR': st.fixed_dictionaries({}, optional={'T_max': _ints(1, 60), 'eta_min': _reals(0.0, 0.05)}),
+  'CosineAnnealingWarmRestarts': st.fixed_dictionaries(
+    {'T_0': _ints(1, 25)}, optional={'T_mult': _ints(1, 3), 'eta_min': _reals(0.0, 0.05)}
+  ),
+  'LinearWarmupCosineAnnealingLR': _ints(1, 20).flatmap(
+    lambda w: st.fixed_dictionaries(
+      {'warmup_epochs': st.just(w), 'max_epochs': _ints(w + 1, w + 60)},
+      optional={'warmup_start_lr': _reals(0.0, 0.2), 'eta_min': _reals(0.0, 0.05)},
+    )
+  ),
+  'CyclicLR': st.fixed_dictionaries(
+    {'base_lr': _reals(1e-4, 0.05), 'max_lr': _reals(0.05, 1.0)},
+    optional={
+      'step_size_up': _ints(1, 30),
+      'step_size_down': st.none() | _ints(0, 30),
+      'mode': st.sampled_from(['triangular', 'triangular2', 'exp_range']),
+      'gamma': _reals(0.9, 1.0),
+      'cycle_momentum': st.booleans(),
+      'base_momentum': _reals(0.5, 0.85),
+      'max_momentum': _reals(0.85, 0.99),
+    },
+  ),
+  'OneCycleLR': st.fixed_dictionaries(
+    {'max_lr': _reals(0.01, 1.0), 'total_steps': _ints(1, 300)},
+    optional={
+      'pct_start': _reals(0.0, 1.0),
+      'anneal_strategy': st.sampled_from(['cos', 'linear']),
+      'div_factor': _reals(1.0, 100.0),
+      'final_div_factor': _reals(1.0, 1e5),
+      'three_phase': st.booleans(),
+      'base_momentum': _reals(0.5, 0.85),
+      'max_momentum': _reals(0.85, 0.99),
+    },
+  ),
 }
 _MEMBER_NAMES = [n for n in KWARGS if n not in ('CyclicLR', 'OneCycleLR')]
 MEMBER = st.sampled_from(_MEMBER_NAMES).flatmap(
-    lambda n: KWARGS[n].map(lambda kw: {'scheduler': n, 'scheduler_kwargs': kw}))
+  lambda n: KWARGS[n].map(lambda kw: {'scheduler': n, 'scheduler_kwargs': kw})
+)
 KWARGS['SequentialLR'] = st.lists(MEMBER, min_size=1, max_size=3).flatmap(
-    lambda ms: st.lists(_ints(0, 40), min_size=len(ms) - 1, max_size=len(ms) - 1).map(
-        lambda mi: {'schedulers': ms, 'milestones': sorted(mi)}))
+  lambda ms: st.lists(_ints(0, 40), min_size=len(ms) - 1, max_size=len(ms) - 1).map(
+    lambda mi: {'schedulers': ms, 'milestones': sorted(mi)}
+  )
+)
 KWARGS['ChainedScheduler'] = st.lists(MEMBER, min_size=1, max_size=3).map(lambda ms: {'schedulers': ms})
 
 ALL_NAMES = sorted(KWARGS)
@@ -267,44 +307,104 @@ def test_random_kwargs_match_torch(name, data, lr):
 # ---------------------------------------------------------------------------
 # Fixed cases: torch's quirks, each against torch.
 
+
 def M(name, **kw):
   return {'scheduler': name, 'scheduler_kwargs': kw}
 
 
 QUIRKS = [
-    # CosineAnnealingLR rises again after T_max (period 2 * T_max).
-    ('CosineAnnealingLR', dict(T_max=20, eta_min=0.001), 130),
-    ('CosineAnnealingLR', {}, 600),  # reference default T_max=250
-    ('ConstantLR', dict(factor=0.3, total_iters=0), 20),  # chainable: factor forever
-    ('LinearLR', dict(total_iters=0, start_factor=0.5), 20),  # chainable: start forever
-    ('MultiStepLR', dict(milestones=[3, 3, 10, 0, -2]), 30),  # repeats multiply, 0 at construction
-    ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=10, max_epochs=100, eta_min=1e-6), 260),
-    ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=1, max_epochs=10, warmup_start_lr=0.05), 40),
-    ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=4, max_epochs=9, warmup_start_lr=0.5), 40),
-    ('OneCycleLR', dict(max_lr=0.1, total_steps=300), 300),
-    ('OneCycleLR', dict(max_lr=0.1, epochs=7, steps_per_epoch=13, three_phase=True, anneal_strategy='linear'), 91),
-    ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=7, step_size_down=0), 40),
-    ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=5, scale_fn='1 / (x + 1)', scale_mode='iterations'), 60),
-    ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=5, scale_fn='0.5 ** x'), 60),
-    # SequentialLR restarts the next scheduler at each milestone.
-    ('SequentialLR', dict(schedulers=[M('LinearLR', start_factor=0.1, total_iters=5),
-                                      M('CosineAnnealingLR', T_max=10)], milestones=[5]), 40),
-    ('SequentialLR', dict(schedulers=[M('ExponentialLR', gamma=0.9),
-                                      M('MultiplicativeLR', lr_lambda='0.95 + 0.001 * epoch')], milestones=[7]), 30),
-    ('SequentialLR', dict(schedulers=[M('ExponentialLR', gamma=0.9), M('ConstantLR', factor=0.5, total_iters=0),
-                                      M('MultiStepLR', milestones=[-3, 2, 4])], milestones=[4, 9]), 30),
-    ('SequentialLR', dict(schedulers=[M('ExponentialLR', gamma=0.9), M('CosineAnnealingLR', T_max=5, eta_min=0.01),
-                                      M('LambdaLR', lr_lambda='1 / (1 + epoch)')], milestones=[0, 9]), 30),
-    ('SequentialLR', dict(schedulers=[M('LinearLR', start_factor=0.1, total_iters=3),
-                                      M('CosineAnnealingWarmRestarts', T_0=4, T_mult=2), M('StepLR', step_size=2)],
-                          milestones=[5, 5]), 30),
-    # ChainedScheduler composes the members' chainable steps.
-    ('ChainedScheduler', dict(schedulers=[M('ConstantLR', factor=0.1, total_iters=2), M('ExponentialLR', gamma=0.9)]), 40),
-    ('ChainedScheduler', dict(schedulers=[M('CosineAnnealingLR', T_max=5, eta_min=0.01), M('ExponentialLR', gamma=0.9)]), 40),
-    ('ChainedScheduler', dict(schedulers=[M('StepLR', step_size=3), M('LambdaLR', lr_lambda='1 / (epoch + 1)'),
-                                          M('ExponentialLR', gamma=0.9)]), 40),
-    ('ChainedScheduler', dict(schedulers=[M('LinearWarmupCosineAnnealingLR', warmup_epochs=3, max_epochs=9, eta_min=0.01),
-                                          M('StepLR', step_size=4, gamma=0.5)]), 40),
+  # CosineAnnealingLR rises again after T_max (period 2 * T_max).
+  ('CosineAnnealingLR', dict(T_max=20, eta_min=0.001), 130),
+  ('CosineAnnealingLR', {}, 600),  # reference default T_max=250
+  ('ConstantLR', dict(factor=0.3, total_iters=0), 20),  # chainable: factor forever
+  ('LinearLR', dict(total_iters=0, start_factor=0.5), 20),  # chainable: start forever
+  ('MultiStepLR', dict(milestones=[3, 3, 10, 0, -2]), 30),  # repeats multiply, 0 at construction
+  ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=10, max_epochs=100, eta_min=1e-6), 260),
+  ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=1, max_epochs=10, warmup_start_lr=0.05), 40),
+  ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=4, max_epochs=9, warmup_start_lr=0.5), 40),
+  ('OneCycleLR', dict(max_lr=0.1, total_steps=300), 300),
+  ('OneCycleLR', dict(max_lr=0.1, epochs=7, steps_per_epoch=13, three_phase=True, anneal_strategy='linear'), 91),
+  ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=7, step_size_down=0), 40),
+  ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=5, scale_fn='1 / (x + 1)', scale_mode='iterations'), 60),
+  ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=5, scale_fn='0.5 ** x'), 60),
+  # SequentialLR restarts the next scheduler at each milestone.
+  (
+    'SequentialLR',
+    dict(schedulers=[M('LinearLR', start_factor=0.1, total_iters=5), M('CosineAnnealingLR', T_max=10)], milestones=[5]),
+    40,
+  ),
+  (
+    'SequentialLR',
+    dict(
+      schedulers=[M('ExponentialLR', gamma=0.9), M('MultiplicativeLR', lr_lambda='0.95 + 0.001 * epoch')],
+      milestones=[7],
+    ),
+    30,
+  ),
+  (
+    'SequentialLR',
+    dict(
+      schedulers=[
+        M('ExponentialLR', gamma=0.9),
+        M('ConstantLR', factor=0.5, total_iters=0),
+        M('MultiStepLR', milestones=[-3, 2, 4]),
+      ],
+      milestones=[4, 9],
+    ),
+    30,
+  ),
+  (
+    'SequentialLR',
+    dict(
+      schedulers=[
+        M('ExponentialLR', gamma=0.9),
+        M('CosineAnnealingLR', T_max=5, eta_min=0.01),
+        M('LambdaLR', lr_lambda='1 / (1 + epoch)'),
+      ],
+      milestones=[0, 9],
+    ),
+    30,
+  ),
+  (
+    'SequentialLR',
+    dict(
+      schedulers=[
+        M('LinearLR', start_factor=0.1, total_iters=3),
+        M('CosineAnnealingWarmRestarts', T_0=4, T_mult=2),
+        M('StepLR', step_size=2),
+      ],
+      milestones=[5, 5],
+    ),
+    30,
+  ),
+  # ChainedScheduler composes the members' chainable steps.
+  (
+    'ChainedScheduler',
+    dict(schedulers=[M('ConstantLR', factor=0.1, total_iters=2), M('ExponentialLR', gamma=0.9)]),
+    40,
+  ),
+  (
+    'ChainedScheduler',
+    dict(schedulers=[M('CosineAnnealingLR', T_max=5, eta_min=0.01), M('ExponentialLR', gamma=0.9)]),
+    40,
+  ),
+  (
+    'ChainedScheduler',
+    dict(
+      schedulers=[M('StepLR', step_size=3), M('LambdaLR', lr_lambda='1 / (epoch + 1)'), M('ExponentialLR', gamma=0.9)]
+    ),
+    40,
+  ),
+  (
+    'ChainedScheduler',
+    dict(
+      schedulers=[
+        M('LinearWarmupCosineAnnealingLR', warmup_epochs=3, max_epochs=9, eta_min=0.01),
+        M('StepLR', step_size=4, gamma=0.5),
+      ]
+    ),
+    40,
+  ),
 ]
 
 
@@ -313,14 +413,24 @@ def test_quirks_match_torch(name, kwargs, steps):
   assert_matches_torch(name, 0.1, kwargs, steps, momentum=name in ('CyclicLR', 'OneCycleLR'))
 
 
-@pytest.mark.parametrize('name, kwargs, words', [
+@pytest.mark.parametrize(
+  'name, kwargs, words',
+  [
     ('LambdaLR', dict(lr_lambda='1/epoch'), ["lr_lambda='1/epoch'", 'learning rate of inf']),
     ('LambdaLR', dict(lr_lambda='log(epoch-5)'), ["lr_lambda='log(epoch-5)'", 'learning rate of nan']),
-    ('CyclicLR', dict(base_lr=0.0, max_lr=1.0, step_size_up=5, scale_fn='1 / x', scale_mode='iterations'),
-     ["scale_fn='1 / x'", 'learning rate of nan']),
-    ('ChainedScheduler', dict(schedulers=[M('StepLR', step_size=3), M('LambdaLR', lr_lambda='log(epoch)')]),
-     ["schedulers[1].lr_lambda='log(epoch)'", 'learning rate of -inf']),
-], ids=lambda v: v if isinstance(v, str) else '')
+    (
+      'CyclicLR',
+      dict(base_lr=0.0, max_lr=1.0, step_size_up=5, scale_fn='1 / x', scale_mode='iterations'),
+      ["scale_fn='1 / x'", 'learning rate of nan'],
+    ),
+    (
+      'ChainedScheduler',
+      dict(schedulers=[M('StepLR', step_size=3), M('LambdaLR', lr_lambda='log(epoch)')]),
+      ["schedulers[1].lr_lambda='log(epoch)'", 'learning rate of -inf'],
+    ),
+  ],
+  ids=lambda v: v if isinstance(v, str) else '',
+)
 def test_first_lr_torch_cannot_compute_is_a_config_error(name, kwargs, words):
   """torch computes the lr of step 0 in Python when it builds the scheduler, and raises."""
   assert _torch_raises(name, 0.1, kwargs, 0)
@@ -329,10 +439,13 @@ def test_first_lr_torch_cannot_compute_is_a_config_error(name, kwargs, words):
       assert_config_error(lambda: jaxsched.schedule(name, 0.1, **kwargs), [f'{name}:', *words, f'step 0 ({dtype}'])
 
 
-@pytest.mark.parametrize('name, kwargs', [
+@pytest.mark.parametrize(
+  'name, kwargs',
+  [
     ('OneCycleLR', dict(max_lr=0.1, total_steps=300)),
     ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=20)),
-])
+  ],
+)
 def test_momentum_cycles_beta1_as_torch_adam(name, kwargs):
   _, betas = torch_curve(name, 1e-3, kwargs, 300, optimizer='Adam')
   for dtype in DTYPES:
@@ -382,7 +495,7 @@ def test_inject_hyperparams_int32_count_stays_float64():
     lr = state.hyperparams['learning_rate']
     assert lr.dtype == jnp.float64
     # inject_hyperparams stores the value used by the last update: count 2.
-    assert float(lr) == pytest.approx(0.1 * 0.95 ** 2, rel=1e-15)
+    assert float(lr) == pytest.approx(0.1 * 0.95**2, rel=1e-15)
 
 
 def test_one_cycle_past_total_steps_holds_and_is_rejected_when_known():
@@ -400,8 +513,11 @@ def test_one_cycle_past_total_steps_holds_and_is_rejected_when_known():
 def test_reference_defaults():
   with jax.enable_x64(True):
     np.testing.assert_allclose(  # CosineAnnealingLR: T_max 250, eta_min 0
-        jax.vmap(jaxsched.schedule('CosineAnnealingLR', 0.1))(jnp.arange(501)),
-        torch_curve('CosineAnnealingLR', 0.1, dict(T_max=250, eta_min=0.0), 500)[0], rtol=1e-12, atol=1e-18)
+      jax.vmap(jaxsched.schedule('CosineAnnealingLR', 0.1))(jnp.arange(501)),
+      torch_curve('CosineAnnealingLR', 0.1, dict(T_max=250, eta_min=0.0), 500)[0],
+      rtol=1e-12,
+      atol=1e-18,
+    )
     assert float(jaxsched.schedule('StepLR', 1.0, step_size=2)(2)) == pytest.approx(0.1)
     assert float(jaxsched.schedule('MultiStepLR', 1.0, milestones=[1])(1)) == pytest.approx(0.1)
     oc = jaxsched.schedule('OneCycleLR', 123.0, max_lr=1.0, total_steps=100)
@@ -417,6 +533,7 @@ def test_reference_defaults():
 # ---------------------------------------------------------------------------
 # Exact for every count up to 2**31 - 1 (references with exact integer reduction).
 
+
 def _half_cos(r, t):  # (1 + cos(pi r / t)) / 2 without the cancellation near r = t
   return math.sin(math.pi * (t - r) / (2 * t)) ** 2
 
@@ -430,7 +547,7 @@ def _cawr(t0, mult, n):
 
 def _cyclic(up, down, n, g=1.0):
   ts, r = up + down, n % (up + down)
-  return 1e-3 + (0.1 - 1e-3) * (r / up if r <= up else (ts - r) / down) * g ** n
+  return 1e-3 + (0.1 - 1e-3) * (r / up if r <= up else (ts - r) / down) * g**n
 
 
 def _one_cycle(t, n):
@@ -442,23 +559,36 @@ def _one_cycle(t, n):
 
 _W, _MX = 10**6, 2**31 - 100
 BIG = [
-    ('StepLR', dict(step_size=7, gamma=1 - 1e-8), lambda n: 0.1 * (1 - 1e-8) ** (n // 7)),
-    ('ExponentialLR', dict(gamma=1 - 1e-9), lambda n: 0.1 * (1 - 1e-9) ** n),
-    ('MultiStepLR', dict(milestones=[2**31 - 2, 10**9 + 7, 5], gamma=0.5),
-     lambda n: 0.1 * 0.5 ** sum(m <= n for m in (2**31 - 2, 10**9 + 7, 5))),
-    ('CosineAnnealingLR', dict(T_max=1000, eta_min=1e-3), lambda n: 1e-3 + (0.1 - 1e-3) * _half_cos(n % 2000, 1000)),
-    ('CosineAnnealingLR', dict(T_max=2**31 - 1), lambda n: 0.1 * _half_cos(n, 2**31 - 1)),
-    ('CosineAnnealingWarmRestarts', dict(T_0=97), lambda n: 0.1 * _half_cos(n % 97, 97)),
-    ('CosineAnnealingWarmRestarts', dict(T_0=10, T_mult=2, eta_min=1e-4), lambda n: 1e-4 + (0.1 - 1e-4) * _cawr(10, 2, n)),
-    ('CosineAnnealingWarmRestarts', dict(T_0=3, T_mult=3), lambda n: 0.1 * _cawr(3, 3, n)),
-    ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=1000, step_size_down=777), lambda n: _cyclic(1000, 777, n)),
-    ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=1000, mode='exp_range', gamma=1 - 1e-9),
-     lambda n: _cyclic(1000, 1000, n, 1 - 1e-9)),
-    ('OneCycleLR', dict(max_lr=0.1, total_steps=2**31 - 1), lambda n: _one_cycle(2**31 - 1, n)),
-    ('PolynomialLR', dict(total_iters=2**31 - 1, power=2.0), lambda n: 0.1 * ((2**31 - 1 - n) / (2**31 - 1)) ** 2),
-    ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=_W, max_epochs=_MX, eta_min=1e-5),
-     lambda n: n * 0.1 / (_W - 1) if n < _W else 1e-5 + (0.1 - 1e-5) * _half_cos((n - _W) % (2 * (_MX - _W)), _MX - _W)),
-    ('LambdaLR', dict(lr_lambda='(1 - 1e-9) ** epoch * (1 + epoch % 3)'), lambda n: 0.1 * (1 - 1e-9) ** n * (1 + n % 3)),
+  ('StepLR', dict(step_size=7, gamma=1 - 1e-8), lambda n: 0.1 * (1 - 1e-8) ** (n // 7)),
+  ('ExponentialLR', dict(gamma=1 - 1e-9), lambda n: 0.1 * (1 - 1e-9) ** n),
+  (
+    'MultiStepLR',
+    dict(milestones=[2**31 - 2, 10**9 + 7, 5], gamma=0.5),
+    lambda n: 0.1 * 0.5 ** sum(m <= n for m in (2**31 - 2, 10**9 + 7, 5)),
+  ),
+  ('CosineAnnealingLR', dict(T_max=1000, eta_min=1e-3), lambda n: 1e-3 + (0.1 - 1e-3) * _half_cos(n % 2000, 1000)),
+  ('CosineAnnealingLR', dict(T_max=2**31 - 1), lambda n: 0.1 * _half_cos(n, 2**31 - 1)),
+  ('CosineAnnealingWarmRestarts', dict(T_0=97), lambda n: 0.1 * _half_cos(n % 97, 97)),
+  (
+    'CosineAnnealingWarmRestarts',
+    dict(T_0=10, T_mult=2, eta_min=1e-4),
+    lambda n: 1e-4 + (0.1 - 1e-4) * _cawr(10, 2, n),
+  ),
+  ('CosineAnnealingWarmRestarts', dict(T_0=3, T_mult=3), lambda n: 0.1 * _cawr(3, 3, n)),
+  ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=1000, step_size_down=777), lambda n: _cyclic(1000, 777, n)),
+  (
+    'CyclicLR',
+    dict(base_lr=1e-3, max_lr=0.1, step_size_up=1000, mode='exp_range', gamma=1 - 1e-9),
+    lambda n: _cyclic(1000, 1000, n, 1 - 1e-9),
+  ),
+  ('OneCycleLR', dict(max_lr=0.1, total_steps=2**31 - 1), lambda n: _one_cycle(2**31 - 1, n)),
+  ('PolynomialLR', dict(total_iters=2**31 - 1, power=2.0), lambda n: 0.1 * ((2**31 - 1 - n) / (2**31 - 1)) ** 2),
+  (
+    'LinearWarmupCosineAnnealingLR',
+    dict(warmup_epochs=_W, max_epochs=_MX, eta_min=1e-5),
+    lambda n: n * 0.1 / (_W - 1) if n < _W else 1e-5 + (0.1 - 1e-5) * _half_cos((n - _W) % (2 * (_MX - _W)), _MX - _W),
+  ),
+  ('LambdaLR', dict(lr_lambda='(1 - 1e-9) ** epoch * (1 + epoch % 3)'), lambda n: 0.1 * (1 - 1e-9) ** n * (1 + n % 3)),
 ]
 COUNTS = [0, 1, 2**24 + 1, 10**9 + 7, 2**30 + 12345, 2**31 - 2, 2**31 - 1]
 
@@ -499,25 +629,43 @@ def test_jit_scalar_and_python_int_counts():
 
 _I = 2**31 - 1
 EXTREMES = [  # (name, kwargs, horizons): powers out of range, huge periods, counts at every horizon
-    ('LambdaLR', dict(lr_lambda='0.5 ** epoch * min(1, (epoch + 1) / 10) + (1 - 1e-9) ** -epoch'), [9]),
-    ('MultiplicativeLR', dict(lr_lambda=1e-30), []),
-    ('StepLR', dict(step_size=10, gamma=0.5), [10]),
-    ('MultiStepLR', dict(milestones=[5, 5, 10**6, _I, -3], gamma=1e30), [5, 10**6]),
-    ('ConstantLR', dict(factor=1e-30, total_iters=_I), [_I]),
-    ('LinearLR', dict(start_factor=1e-3, total_iters=_I), [_I]),
-    ('ExponentialLR', dict(gamma=-0.5), []),
-    ('PolynomialLR', dict(total_iters=_I, power=1e4), [_I // 2]),
-    ('CosineAnnealingLR', dict(T_max=_I, eta_min=1e-5), [_I]),
-    ('CosineAnnealingWarmRestarts', dict(T_0=3, T_mult=1000, eta_min=1e-3), [3, 3003]),
-    ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=10**6, max_epochs=_I, eta_min=1e-5), [10**6, _I]),
-    ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=7, step_size_down=3, mode='exp_range', gamma=0.5),
-     [7, 10]),
-    ('OneCycleLR', dict(max_lr=0.1, total_steps=_I, three_phase=True), [644245093, 1288490186, _I]),
-    ('SWALR', dict(swa_lr=1e-3, anneal_epochs=_I), [_I]),
-    ('SequentialLR', dict(schedulers=[M('LinearLR', start_factor=0.1, total_iters=5), M('StepLR', step_size=3, gamma=1e-30),
-                                      M('CosineAnnealingWarmRestarts', T_0=_I)], milestones=[5, 10**6]), [5, 10**6]),
-    ('ChainedScheduler', dict(schedulers=[M('ExponentialLR', gamma=0.5), M('PolynomialLR', total_iters=100, power=100.0),
-                                          M('LambdaLR', lr_lambda='1 / (epoch + 1)')]), [50, 100]),
+  ('LambdaLR', dict(lr_lambda='0.5 ** epoch * min(1, (epoch + 1) / 10) + (1 - 1e-9) ** -epoch'), [9]),
+  ('MultiplicativeLR', dict(lr_lambda=1e-30), []),
+  ('StepLR', dict(step_size=10, gamma=0.5), [10]),
+  ('MultiStepLR', dict(milestones=[5, 5, 10**6, _I, -3], gamma=1e30), [5, 10**6]),
+  ('ConstantLR', dict(factor=1e-30, total_iters=_I), [_I]),
+  ('LinearLR', dict(start_factor=1e-3, total_iters=_I), [_I]),
+  ('ExponentialLR', dict(gamma=-0.5), []),
+  ('PolynomialLR', dict(total_iters=_I, power=1e4), [_I // 2]),
+  ('CosineAnnealingLR', dict(T_max=_I, eta_min=1e-5), [_I]),
+  ('CosineAnnealingWarmRestarts', dict(T_0=3, T_mult=1000, eta_min=1e-3), [3, 3003]),
+  ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=10**6, max_epochs=_I, eta_min=1e-5), [10**6, _I]),
+  ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=7, step_size_down=3, mode='exp_range', gamma=0.5), [7, 10]),
+  ('OneCycleLR', dict(max_lr=0.1, total_steps=_I, three_phase=True), [644245093, 1288490186, _I]),
+  ('SWALR', dict(swa_lr=1e-3, anneal_epochs=_I), [_I]),
+  (
+    'SequentialLR',
+    dict(
+      schedulers=[
+        M('LinearLR', start_factor=0.1, total_iters=5),
+        M('StepLR', step_size=3, gamma=1e-30),
+        M('CosineAnnealingWarmRestarts', T_0=_I),
+      ],
+      milestones=[5, 10**6],
+    ),
+    [5, 10**6],
+  ),
+  (
+    'ChainedScheduler',
+    dict(
+      schedulers=[
+        M('ExponentialLR', gamma=0.5),
+        M('PolynomialLR', total_iters=100, power=100.0),
+        M('LambdaLR', lr_lambda='1 / (epoch + 1)'),
+      ]
+    ),
+    [50, 100],
+  ),
 ]
 _COUNTS = [0, 1, 2, 127, 128, 1075, 10**6, 2**24 + 1, _I - 1, _I]
 
@@ -562,19 +710,23 @@ def test_eager_vmap_and_jit_agree(name, kwargs, horizons, dtype):
       assert eager.dtype == jnp.dtype(dtype)
       batch = jnp.asarray(counts)
       # one compile for the batched code (vmap) and the scalar one (a loop over the counts)
-      batched, looped = jax.jit(lambda b: (jax.vmap(fn)(b), jax.lax.map(fn, b)))(batch)
+      batched, looped = jax.jit(lambda b: (jax.vmap(fn)(b), jax.lax.map(fn, b)))(batch)  # noqa: B023
       _assert_same(jax.vmap(fn)(batch), eager, 0, f'{name} {what}: vmap')
       _assert_same(batched, eager, 1, f'{name} {what}: jit(vmap)')
       _assert_same(looped, eager, 1, f'{name} {what}: jit')
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
-@pytest.mark.parametrize('name, kwargs', [
+@pytest.mark.parametrize(
+  'name, kwargs',
+  [
     ('ExponentialLR', dict(gamma=-2.0)),
     ('StepLR', dict(step_size=1, gamma=1e-30)),
     ('MultiStepLR', dict(milestones=list(range(1, 30)), gamma=1e30)),
     ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=7, mode='exp_range', gamma=0.5)),
-], ids=lambda v: v if isinstance(v, str) else '')
+  ],
+  ids=lambda v: v if isinstance(v, str) else '',
+)
 def test_powers_out_of_range_are_torch_zero_or_inf(name, kwargs, dtype):
   """Where torch's lr reaches 0 or +-inf, so does the schedule, at every larger count
   (of the same parity, for a negative gamma), eagerly and under jit."""
@@ -591,8 +743,11 @@ def test_powers_out_of_range_are_torch_zero_or_inf(name, kwargs, dtype):
 @pytest.mark.parametrize('dtype', DTYPES)
 def test_underflowed_powers_are_zero_eagerly_as_under_jit(dtype):
   # were NaN eagerly with x64 off (exp(s) = 0 times exp(rest) = inf), 0.0 under jit; torch gives 0.0
-  cases = [(('StepLR', dict(step_size=10, gamma=0.5)), 10**6), (('StepLR', dict(step_size=10, gamma=0.5)), 2**31 - 1),
-           (('ExponentialLR', dict(gamma=0.5)), 10**6)]
+  cases = [
+    (('StepLR', dict(step_size=10, gamma=0.5)), 10**6),
+    (('StepLR', dict(step_size=10, gamma=0.5)), 2**31 - 1),
+    (('ExponentialLR', dict(gamma=0.5)), 10**6),
+  ]
   with jax.enable_x64(dtype == 'float64'):
     for (name, kwargs), n in cases:
       sched = jaxsched.schedule(name, 0.1, **kwargs)

@@ -13,24 +13,33 @@ import jaxsched
 from jaxsched.schedules import compile_expression
 from oracle import assert_config_error
 
-_PY = {'min': min, 'max': max, 'abs': abs, 'exp': math.exp, 'log': math.log, 'sqrt': math.sqrt,
-       'cos': math.cos, 'sin': math.sin, 'pi': math.pi}
+_PY = {
+  'min': min,
+  'max': max,
+  'abs': abs,
+  'exp': math.exp,
+  'log': math.log,
+  'sqrt': math.sqrt,
+  'cos': math.cos,
+  'sin': math.sin,
+  'pi': math.pi,
+}
 
 EXPRESSIONS = [
-    '0.95 ** epoch',
-    '2 ** -epoch',
-    'epoch // 30',
-    '(epoch + 1) % 7 - 3',
-    '-epoch % 4',
-    'min(1.0, (epoch + 1) / 10)',
-    'max(0.1, 1 - epoch / 50, 0.2)',
-    'abs(epoch - 20) / 20',
-    'exp(-0.01 * epoch) * sqrt(epoch + 1)',
-    'log(epoch + 2) / log(2)',
-    '0.5 * (1 + cos(pi * epoch / 40)) + sin(epoch) ** 2',
-    '+epoch * 2.5e-2',
-    '1e-3',
-    '0.9 ** (epoch // 3) * min(1, (epoch + 1) / 5)',
+  '0.95 ** epoch',
+  '2 ** -epoch',
+  'epoch // 30',
+  '(epoch + 1) % 7 - 3',
+  '-epoch % 4',
+  'min(1.0, (epoch + 1) / 10)',
+  'max(0.1, 1 - epoch / 50, 0.2)',
+  'abs(epoch - 20) / 20',
+  'exp(-0.01 * epoch) * sqrt(epoch + 1)',
+  'log(epoch + 2) / log(2)',
+  '0.5 * (1 + cos(pi * epoch / 40)) + sin(epoch) ** 2',
+  '+epoch * 2.5e-2',
+  '1e-3',
+  '0.9 ** (epoch // 3) * min(1, (epoch + 1) / 5)',
 ]
 
 
@@ -51,13 +60,15 @@ def test_constant_expressions_are_known():
   assert compile_expression('0.95 ** epoch', 'k').constant is None
 
 
-@pytest.mark.parametrize('source, message, column', [
+@pytest.mark.parametrize(
+  'source, message, column',
+  [
     ('epoch ** ', 'not a valid expression', None),
     ('__import__("os")', "unknown function '__import__'", 0),
     ('epoch.real', 'Attribute is not allowed', 0),
     ('0.9 if epoch < 3 else 1', 'IfExp is not allowed', 0),
     ('step * 0.9', "unknown name 'step'", 0),
-    ('1 + (lambda: 2)()', "unknown function", 4),
+    ('1 + (lambda: 2)()', 'unknown function', 4),
     ('1 + [2]', 'List is not allowed', 4),
     ('min(epoch)', 'min() takes at least 2 argument(s), got 1', 0),
     ('cos(epoch, 2)', 'cos() takes 1 argument(s), got 2', 0),
@@ -67,7 +78,8 @@ def test_constant_expressions_are_known():
     ('epoch << 2', 'LShift is not allowed', None),
     ('[epoch][0]', 'is not allowed', 0),
     ('1 / 0', 'cannot evaluate', 0),
-])
+  ],
+)
 def test_expression_errors_point_at_the_problem(source, message, column):
   with pytest.raises(jaxsched.ConfigError) as e:
     jaxsched.schedule('LambdaLR', 0.1, lr_lambda=source)
@@ -79,8 +91,10 @@ def test_expression_errors_point_at_the_problem(source, message, column):
 
 
 def test_no_eval_of_user_text():
-  import jaxsched.schedules._expr as mod
   import inspect
+
+  import jaxsched.schedules._expr as mod
+
   src = inspect.getsource(mod)
   for word in ('eval(', 'exec(', 'compile('):
     assert word not in src.replace('compile_expression(', '').replace('ast.parse', '')
@@ -92,12 +106,15 @@ def test_callables_and_numbers():
     assert float(s(4)) == pytest.approx(0.05)
     s = jaxsched.schedule('MultiplicativeLR', 0.1, lr_lambda=0.5)
     assert float(s(3)) == pytest.approx(0.0125)
-    s = jaxsched.schedule('CyclicLR', 0.1, base_lr=0.0, max_lr=1.0, step_size_up=2,
-                          scale_fn=lambda x: 1.0 / x, cycle_momentum=False)
+    s = jaxsched.schedule(
+      'CyclicLR', 0.1, base_lr=0.0, max_lr=1.0, step_size_up=2, scale_fn=lambda x: 1.0 / x, cycle_momentum=False
+    )
     assert float(s(6)) == pytest.approx(0.5)  # cycle 2, top of the ramp
 
 
-@pytest.mark.parametrize('name, kwargs, words', [
+@pytest.mark.parametrize(
+  'name, kwargs, words',
+  [
     ('StepLR', {}, ["missing required keyword 'step_size'"]),
     ('ExponentialLR', {}, ["'gamma'"]),
     ('MultiStepLR', {}, ["'milestones'"]),
@@ -114,7 +131,8 @@ def test_callables_and_numbers():
     ('CosineAnnealingLR', dict(T_max=10, eta_mn=0.0), ["Did you mean 'eta_min'"]),
     ('StepLR', dict(step_size=0), ['step_size=0']),
     ('CyclicLR', dict(base_lr=0.1, max_lr=1, mode='triangle'), ["Did you mean 'triangular'"]),
-])
+  ],
+)
 def test_config_errors(name, kwargs, words):
   assert_config_error(lambda: jaxsched.schedule(name, 0.1, **kwargs), words)
 
@@ -131,16 +149,26 @@ def M(name, **kw):
 
 
 # Inputs torch cannot run: ConfigError at construction (the torch error in the comment).
-@pytest.mark.parametrize('name, kwargs, words', [
+@pytest.mark.parametrize(
+  'name, kwargs, words',
+  [
     ('LinearWarmupCosineAnnealingLR', dict(warmup_epochs=5, max_epochs=5), ['max_epochs=5', 'warmup_epochs=5']),
     ('ConstantLR', dict(factor=0.0, total_iters=3), ['factor=0']),  # ZeroDivisionError at step 3
     ('OneCycleLR', dict(max_lr=0.1, total_steps=10, pct_start=0.1), ['zero steps']),  # 0/0 at step 0
     ('OneCycleLR', dict(max_lr=0.1, total_steps=10, pct_start=1.0), ['zero steps']),  # x/0 at step 10
-    ('SequentialLR', dict(schedulers=[M('StepLR', step_size=2), M('LinearLR', total_iters=0)], milestones=[3]),
-     ['schedulers[1]', 'LinearLR with total_iters=0']),
+    (
+      'SequentialLR',
+      dict(schedulers=[M('StepLR', step_size=2), M('LinearLR', total_iters=0)], milestones=[3]),
+      ['schedulers[1]', 'LinearLR with total_iters=0'],
+    ),
     ('SequentialLR', dict(schedulers=[M('StepLR', step_size=2)], milestones=[3]), ['expected 0 milestone(s)']),
-    ('SequentialLR', dict(schedulers=[M('StepLR', step_size=2), M('StepLR', step_size=2), M('StepLR', step_size=2)],
-                          milestones=[5, 3]), ['non-decreasing']),
+    (
+      'SequentialLR',
+      dict(
+        schedulers=[M('StepLR', step_size=2), M('StepLR', step_size=2), M('StepLR', step_size=2)], milestones=[5, 3]
+      ),
+      ['non-decreasing'],
+    ),
     ('SequentialLR', dict(schedulers=[M('StepLR')], milestones=[]), ['schedulers[0]', "'step_size'"]),
     ('ChainedScheduler', dict(schedulers=[M('StepLR', step_size=2, gama=1)]), ['schedulers[0]', "'gamma'"]),
     ('ChainedScheduler', dict(schedulers=[M('OneCycleLR', max_lr=1, total_steps=5)]), ['not supported']),
@@ -148,7 +176,8 @@ def M(name, **kw):
     ('ChainedScheduler', dict(schedulers=[{'schedular': 'StepLR'}]), ["Did you mean 'scheduler'"]),
     ('ChainedScheduler', dict(schedulers=[]), ['non-empty']),
     ('PolynomialLR', dict(power=-1.0), ['power=-1.0']),
-])
+  ],
+)
 def test_inputs_torch_cannot_run(name, kwargs, words):
   assert_config_error(lambda: jaxsched.schedule(name, 0.1, **kwargs), words)
 
@@ -158,52 +187,73 @@ def test_degenerate_inputs_stay_finite():
     w = jaxsched.schedule('LinearWarmupCosineAnnealingLR', 0.1, warmup_epochs=1, max_epochs=2, warmup_start_lr=0.01)
     vals = np.asarray(jax.vmap(w)(jnp.arange(10)))
     assert np.all(np.isfinite(vals)) and vals[0] == pytest.approx(0.01) and vals[1] == pytest.approx(0.1)
-    for name, kw in [('LinearLR', dict(total_iters=0)), ('PolynomialLR', dict(total_iters=0)),
-                     ('ConstantLR', dict(factor=0.0, total_iters=0)),
-                     ('OneCycleLR', dict(max_lr=0.1, total_steps=1, pct_start=0.0)),
-                     ('CyclicLR', dict(base_lr=0.0, max_lr=1.0, step_size_up=1, step_size_down=0))]:
+    for name, kw in [
+      ('LinearLR', dict(total_iters=0)),
+      ('PolynomialLR', dict(total_iters=0)),
+      ('ConstantLR', dict(factor=0.0, total_iters=0)),
+      ('OneCycleLR', dict(max_lr=0.1, total_steps=1, pct_start=0.0)),
+      ('CyclicLR', dict(base_lr=0.0, max_lr=1.0, step_size_up=1, step_size_down=0)),
+    ]:
       vals = np.asarray(jax.vmap(jaxsched.schedule(name, 0.1, **kw))(jnp.arange(5)))
       assert np.all(np.isfinite(vals)), (name, vals)
 
 
-@pytest.mark.parametrize('lr_lambda, words', [
+@pytest.mark.parametrize(
+  'lr_lambda, words',
+  [
     (float('nan'), ['lr_lambda=nan', 'must be finite']),
     (float('inf'), ['lr_lambda=inf', 'must be finite']),
     (10**400, ['must be finite']),
     ('1e999 * epoch', ['not finite']),
     ('1e308 * 10 * epoch', ['the result is inf, not a finite number']),
     ('(1e308 + 1e308) ** epoch', ['not a finite number']),
-])
+  ],
+)
 def test_lr_lambda_numbers_must_be_finite(lr_lambda, words):
   for name in ('LambdaLR', 'MultiplicativeLR'):  # MultiplicativeLR: a constant factor's power
-    assert_config_error(lambda: jaxsched.schedule(name, 0.1, lr_lambda=lr_lambda), [f'{name}: lr_lambda', *words])
+    assert_config_error(lambda: jaxsched.schedule(name, 0.1, lr_lambda=lr_lambda), [f'{name}: lr_lambda', *words])  # noqa: B023
 
 
-@pytest.mark.parametrize('fn, error', [
+@pytest.mark.parametrize(
+  'fn, error',
+  [
     (lambda n: math.exp(-n), 'ConcretizationTypeError'),
     (lambda n: 0.9 if n < 3 else 0.1, 'TracerBoolConversionError'),
     (lambda n: np.exp(-n), 'TracerArrayConversionError'),
     (lambda: 1.0, 'TypeError'),
-])
+  ],
+)
 def test_lr_lambda_callables_must_trace(fn, error):
-  assert_config_error(lambda: jaxsched.schedule('LambdaLR', 0.1, lr_lambda=fn),
-                      ['LambdaLR: lr_lambda=<function', f'fails at step 0 ({error}', 'jnp-traceable'])
-  assert_config_error(lambda: jaxsched.schedule('MultiplicativeLR', 0.1, lr_lambda=fn),  # traced on blocks of steps
-                      ['MultiplicativeLR: lr_lambda=<function', 'fails at step 0', 'jnp-traceable'])
-  assert_config_error(lambda: jaxsched.schedule('ChainedScheduler', 0.1, schedulers=[M('LambdaLR', lr_lambda=fn)]),
-                      ['schedulers[0].lr_lambda=<function', error])
+  assert_config_error(
+    lambda: jaxsched.schedule('LambdaLR', 0.1, lr_lambda=fn),
+    ['LambdaLR: lr_lambda=<function', f'fails at step 0 ({error}', 'jnp-traceable'],
+  )
+  assert_config_error(
+    lambda: jaxsched.schedule('MultiplicativeLR', 0.1, lr_lambda=fn),  # traced on blocks of steps
+    ['MultiplicativeLR: lr_lambda=<function', 'fails at step 0', 'jnp-traceable'],
+  )
+  assert_config_error(
+    lambda: jaxsched.schedule('ChainedScheduler', 0.1, schedulers=[M('LambdaLR', lr_lambda=fn)]),
+    ['schedulers[0].lr_lambda=<function', error],
+  )
 
 
 @pytest.mark.filterwarnings('ignore:overflow encountered in cast')  # 1e39 as a float32
 def test_first_lr_must_be_finite():
-  assert_config_error(lambda: jaxsched.schedule('LambdaLR', 0.1, lr_lambda=lambda n: 1.0 / n),
-                      ['LambdaLR: lr_lambda=<function', 'learning rate of inf at step 0'])
-  assert_config_error(lambda: jaxsched.schedule('StepLR', 1e39, step_size=2),  # beyond float32
-                      ['learning_rate=1e+39, step_size=2', 'learning rate of inf at step 0 (float32, finite up to'])
+  assert_config_error(
+    lambda: jaxsched.schedule('LambdaLR', 0.1, lr_lambda=lambda n: 1.0 / n),
+    ['LambdaLR: lr_lambda=<function', 'learning rate of inf at step 0'],
+  )
+  assert_config_error(
+    lambda: jaxsched.schedule('StepLR', 1e39, step_size=2),  # beyond float32
+    ['learning_rate=1e+39, step_size=2', 'learning rate of inf at step 0 (float32, finite up to'],
+  )
   with jax.enable_x64(True):
     assert float(jaxsched.schedule('StepLR', 1e39, step_size=2)(0)) == 1e39
-    assert_config_error(lambda: jaxsched.schedule('OneCycleLR', 0.1, max_lr=0.1, total_steps=9, div_factor=1e-320),
-                        ['div_factor=1e-320', 'learning rate of inf at step 0 (float64'])
+    assert_config_error(
+      lambda: jaxsched.schedule('OneCycleLR', 0.1, max_lr=0.1, total_steps=9, div_factor=1e-320),
+      ['div_factor=1e-320', 'learning rate of inf at step 0 (float64'],
+    )
   jaxsched.schedule('MultiplicativeLR', 0.1, lr_lambda='1 / epoch')  # torch never calls lr_lambda(0) there
 
 
@@ -216,12 +266,15 @@ def test_first_lr_is_checked_under_jit_too():
 
 def test_table_lists_torch_keywords():
   import inspect
+
   import torch
+
   for name, spec in jaxsched.SCHEDULES.items():
     assert spec.doc, name
     cls = getattr(torch.optim.lr_scheduler, name, None)
     if cls is None:
       continue
-    params = [p for p in inspect.signature(cls.__init__).parameters
-              if p not in ('self', 'optimizer', 'last_epoch', 'verbose')]
+    params = [
+      p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'optimizer', 'last_epoch', 'verbose')
+    ]
     assert list(spec.kwargs) == params, name

@@ -13,8 +13,13 @@ SCRIPT = pathlib.Path(__file__).with_name('distributed_train.py')
 
 
 def run(*args, env=None, timeout=300):
-  proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                        env={**os.environ, **(env or {})})
+  proc = subprocess.run(
+    [sys.executable, str(SCRIPT), *args],
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env={**os.environ, **(env or {})},
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -48,8 +53,12 @@ def test_two_processes_under_jax_distributed():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = str(s.getsockname()[1])
-  procs = [subprocess.Popen([sys.executable, str(SCRIPT), 'process', port, str(i)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, str(SCRIPT), 'process', port, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for i in range(2)
+  ]
   outs = []
   for p in procs:
     out, err = p.communicate(timeout=300)

@@ -6,19 +6,19 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
+import jaxsched
+from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS
 from oracle import (
-    assert_rejected,
   DTYPES,
+  assert_rejected,
   assert_trajectories_close,
   jax_trajectory,
   max_rel_diff,
   problem,
   torch_trajectory,
 )
-
-import jaxsched
-from jaxsched.optimizers import OPTIMIZERS
-from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS
 
 
 def sparse_problem(steps=12, density=0.3, seed=0, scale=1.0):
@@ -71,16 +71,15 @@ def test_small_gradients_match_torch(dtype):
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @given(
-    lr=st.floats(1e-4, 0.3),
-    b1=st.floats(0.0, 0.999),
-    b2=st.floats(0.0, 0.9999),
-    eps=st.floats(1e-10, 1e-3),
-    density=st.floats(0.05, 1.0),
-    maximize=st.booleans(),
+  lr=st.floats(1e-4, 0.3),
+  b1=st.floats(0.0, 0.999),
+  b2=st.floats(0.0, 0.9999),
+  eps=st.floats(1e-10, 1e-3),
+  density=st.floats(0.05, 1.0),
+  maximize=st.booleans(),
 )
 def test_random_hyperparameters_match_torch(dtype, lr, b1, b2, eps, density, maximize):
-  assert_sparse_adam_matches_torch(
-      dict(lr=lr, betas=(b1, b2), eps=eps, maximize=maximize), dtype, density=density)
+  assert_sparse_adam_matches_torch(dict(lr=lr, betas=(b1, b2), eps=eps, maximize=maximize), dtype, density=density)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
@@ -98,8 +97,8 @@ def test_scheduled_beta1_matches_torch(dtype):
     opt.step()
     expected.append({k: t.detach().numpy().copy() for k, t in zip(params, tensors)})
   actual = jax_trajectory(
-      lambda: jaxsched.optimizer('SparseAdam', lr=0.05, betas=(lambda c: jnp.asarray(b1s)[c], 0.99)),
-      params, grads, dtype)
+    lambda: jaxsched.optimizer('SparseAdam', lr=0.05, betas=(lambda c: jnp.asarray(b1s)[c], 0.99)), params, grads, dtype
+  )
   assert_trajectories_close(actual, expected, dtype)
 
 
@@ -120,14 +119,17 @@ def test_defaults():
   assert_trajectories_close(actual, expected, 'float64')
 
 
-@pytest.mark.parametrize('kwargs, words', [
+@pytest.mark.parametrize(
+  'kwargs, words',
+  [
     (dict(eps=0.0), ['eps', '0.0']),  # torch requires eps > 0 here
     (dict(betas=(0.9, 1.0)), ['betas[1]', '1.0']),
     (dict(betas=(-0.5, 0.9)), ['betas[0]', '-0.5']),
     (dict(weight_decay=0.1), ['weight_decay', 'SparseAdam']),
     (dict(maximize='no'), ['maximize', "'no'"]),
     (dict(lr=-1.0), ['lr', '-1.0']),
-])
+  ],
+)
 def test_bad_input(kwargs, words):
   assert_rejected('SparseAdam', kwargs, words)
 

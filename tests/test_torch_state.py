@@ -19,12 +19,12 @@ import optax
 import pytest
 import pytorch_lightning as pl
 import torch
+from test_muon import torch_newton_schulz
 
 import jaxsched
 from jaxsched import layouts
 from jaxsched.optimizers.lbfgs import LBFGSState
 from oracle import assert_config_error, max_rel_diff, x64
-from test_muon import torch_newton_schulz
 
 EPOCH = 4  # micro-batches per epoch
 
@@ -34,9 +34,14 @@ class Net(torch.nn.Module):
 
   def __init__(self, parts=('fc', 'conv', 'norm', 'recurrent')):
     super().__init__()
-    make = {'fc': lambda: torch.nn.Linear(4, 3), 'conv': lambda: torch.nn.Conv2d(2, 3, (2, 3)),
-            'norm': lambda: torch.nn.BatchNorm1d(3), 'recurrent': lambda: torch.nn.Linear(3, 3),
-            'proj': lambda: torch.nn.Linear(4, 3, bias=False), 'square': lambda: torch.nn.Linear(3, 3, bias=False)}
+    make = {
+      'fc': lambda: torch.nn.Linear(4, 3),
+      'conv': lambda: torch.nn.Conv2d(2, 3, (2, 3)),
+      'norm': lambda: torch.nn.BatchNorm1d(3),
+      'recurrent': lambda: torch.nn.Linear(3, 3),
+      'proj': lambda: torch.nn.Linear(4, 3, bias=False),
+      'square': lambda: torch.nn.Linear(3, 3, bias=False),
+    }
     for part in parts:
       self.add_module(part, make[part]())
     self.double()
@@ -92,6 +97,7 @@ def jitted_step(tx):
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
   return step
 
 
@@ -118,8 +124,9 @@ def assert_close(actual, expected, what):
 METRICS = [1.0, 1.1, 0.9, 0.95, 0.97, 0.5]  # val_loss per epoch: a plateau cuts after the second
 
 
-def switch_both_ways(config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6, stop=12, seed=0,
-                     at_switch=lambda scheduler_state: None):
+def switch_both_ways(
+  config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6, stop=12, seed=0, at_switch=lambda scheduler_state: None
+):
   """torch -> JAX and JAX -> torch after ``switch`` micro-batches, compared until ``stop``;
   ``at_switch`` sees torch's scheduler state dict at the switch."""
   metrics = METRICS
@@ -156,8 +163,9 @@ def switch_both_ways(config, parts=('fc', 'conv', 'norm', 'recurrent'), switch=6
     _, _, expected = jax_run(step, params, state, grads, switch, stop, metrics, names)
     sd, sched_sd = jaxsched.to_torch(config, state, params, torch_names=names, batches_per_epoch=EPOCH)
     module = init
-    module.load_state_dict({k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()},
-                           strict=False)
+    module.load_state_dict(
+      {k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()}, strict=False
+    )
     optimizer = jaxsched.torch_optimizer(config, module.named_parameters())
     scheduler = jaxsched.torch_scheduler(config, optimizer)
     optimizer.load_state_dict(sd)
@@ -174,19 +182,19 @@ def cfg(optimizer, scheduler=None, lr=0.01, **extra):
 
 
 OPTIMIZER_CASES = {
-    'SGD nesterov': cfg('SGD', optimizer_kwargs={'momentum': 0.9, 'nesterov': True, 'weight_decay': 0.01}),
-    'SGD dampening': cfg('SGD', optimizer_kwargs={'momentum': 0.5, 'dampening': 0.3}),
-    'Adam amsgrad': cfg('Adam', optimizer_kwargs={'amsgrad': True, 'weight_decay': 0.01}),
-    'AdamW': cfg('AdamW'),
-    'Adamax': cfg('Adamax'),
-    'NAdam': cfg('NAdam'),
-    'RAdam': cfg('RAdam'),
-    'RMSprop centered momentum': cfg('RMSprop', optimizer_kwargs={'momentum': 0.9, 'centered': True}),
-    'Adagrad': cfg('Adagrad', optimizer_kwargs={'lr_decay': 0.01, 'initial_accumulator_value': 0.1}),
-    'Adadelta': cfg('Adadelta', lr=1.0),
-    'Rprop': cfg('Rprop'),
-    'ASGD averaging': cfg('ASGD', optimizer_kwargs={'t0': 2.0, 'lambd': 0.01}),
-    'SparseAdam': cfg('SparseAdam'),
+  'SGD nesterov': cfg('SGD', optimizer_kwargs={'momentum': 0.9, 'nesterov': True, 'weight_decay': 0.01}),
+  'SGD dampening': cfg('SGD', optimizer_kwargs={'momentum': 0.5, 'dampening': 0.3}),
+  'Adam amsgrad': cfg('Adam', optimizer_kwargs={'amsgrad': True, 'weight_decay': 0.01}),
+  'AdamW': cfg('AdamW'),
+  'Adamax': cfg('Adamax'),
+  'NAdam': cfg('NAdam'),
+  'RAdam': cfg('RAdam'),
+  'RMSprop centered momentum': cfg('RMSprop', optimizer_kwargs={'momentum': 0.9, 'centered': True}),
+  'Adagrad': cfg('Adagrad', optimizer_kwargs={'lr_decay': 0.01, 'initial_accumulator_value': 0.1}),
+  'Adadelta': cfg('Adadelta', lr=1.0),
+  'Rprop': cfg('Rprop'),
+  'ASGD averaging': cfg('ASGD', optimizer_kwargs={'t0': 2.0, 'lambd': 0.01}),
+  'SparseAdam': cfg('SparseAdam'),
 }
 
 
@@ -209,37 +217,74 @@ def test_muon_switches_both_ways_where_the_layout_keeps_its_math(kwargs):
 
 
 SCHEDULER_CASES = {
-    'StepLR epoch': cfg('SGD', 'StepLR', lr=0.1, scheduler_kwargs={'step_size': 1, 'gamma': 0.5}),
-    'MultiStepLR step': cfg('Adam', 'MultiStepLR', scheduler_kwargs={'milestones': [3, 7], 'gamma': 0.3},
-                            scheduler_configs={'interval': 'step'}),
-    'CosineAnnealingLR recurrent group': cfg(
-        'SGD', 'CosineAnnealingLR', lr=0.1, recurrent_learning_rate_multiplier=0.3,
-        scheduler_kwargs={'T_max': 5, 'eta_min': 0.001}),
-    'OneCycleLR mid-cycle, cycled beta1, two groups': cfg(
-        'AdamW', 'OneCycleLR', recurrent_learning_rate_multiplier=0.5, scheduler_configs={'interval': 'step'},
-        scheduler_kwargs={'max_lr': [0.05, 0.02], 'total_steps': 20}),
-    'CyclicLR cycled momentum, frequency 2': cfg(
-        'SGD', 'CyclicLR', scheduler_configs={'interval': 'step', 'frequency': 2},
-        scheduler_kwargs={'base_lr': 0.01, 'max_lr': 0.1, 'step_size_up': 2}),
-    'LinearWarmupCosineAnnealingLR': cfg(
-        'Adam', 'LinearWarmupCosineAnnealingLR', scheduler_configs={'interval': 'step'},
-        scheduler_kwargs={'warmup_epochs': 4, 'max_epochs': 14, 'warmup_start_lr': 1e-4}),
-    'SequentialLR': cfg(
-        'SGD', 'SequentialLR', lr=0.1, scheduler_configs={'interval': 'step'},
-        scheduler_kwargs={'milestones': [4], 'schedulers': [
-            {'scheduler': 'LinearLR', 'scheduler_kwargs': {'start_factor': 0.1, 'total_iters': 4}},
-            {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.8}}]}),
-    'ChainedScheduler': cfg(
-        'SGD', 'ChainedScheduler', lr=0.1, scheduler_configs={'interval': 'step'},
-        scheduler_kwargs={'schedulers': [
-            {'scheduler': 'ConstantLR', 'scheduler_kwargs': {'factor': 0.5, 'total_iters': 8}},
-            {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.9}}]}),
-    'CosineAnnealingWarmRestarts past a restart': cfg(
-        'Adam', 'CosineAnnealingWarmRestarts', scheduler_configs={'interval': 'step'},
-        scheduler_kwargs={'T_0': 2, 'T_mult': 2}),
-    'accumulation mid-epoch, named group': cfg(
-        'Adam', 'ExponentialLR', accumulate_grad_batches=3, scheduler_kwargs={'gamma': 0.7},
-        lr_parameter_groups={'conv': {'lr_factor': 0.1, 'weight_decay': 0.01}}),
+  'StepLR epoch': cfg('SGD', 'StepLR', lr=0.1, scheduler_kwargs={'step_size': 1, 'gamma': 0.5}),
+  'MultiStepLR step': cfg(
+    'Adam', 'MultiStepLR', scheduler_kwargs={'milestones': [3, 7], 'gamma': 0.3}, scheduler_configs={'interval': 'step'}
+  ),
+  'CosineAnnealingLR recurrent group': cfg(
+    'SGD',
+    'CosineAnnealingLR',
+    lr=0.1,
+    recurrent_learning_rate_multiplier=0.3,
+    scheduler_kwargs={'T_max': 5, 'eta_min': 0.001},
+  ),
+  'OneCycleLR mid-cycle, cycled beta1, two groups': cfg(
+    'AdamW',
+    'OneCycleLR',
+    recurrent_learning_rate_multiplier=0.5,
+    scheduler_configs={'interval': 'step'},
+    scheduler_kwargs={'max_lr': [0.05, 0.02], 'total_steps': 20},
+  ),
+  'CyclicLR cycled momentum, frequency 2': cfg(
+    'SGD',
+    'CyclicLR',
+    scheduler_configs={'interval': 'step', 'frequency': 2},
+    scheduler_kwargs={'base_lr': 0.01, 'max_lr': 0.1, 'step_size_up': 2},
+  ),
+  'LinearWarmupCosineAnnealingLR': cfg(
+    'Adam',
+    'LinearWarmupCosineAnnealingLR',
+    scheduler_configs={'interval': 'step'},
+    scheduler_kwargs={'warmup_epochs': 4, 'max_epochs': 14, 'warmup_start_lr': 1e-4},
+  ),
+  'SequentialLR': cfg(
+    'SGD',
+    'SequentialLR',
+    lr=0.1,
+    scheduler_configs={'interval': 'step'},
+    scheduler_kwargs={
+      'milestones': [4],
+      'schedulers': [
+        {'scheduler': 'LinearLR', 'scheduler_kwargs': {'start_factor': 0.1, 'total_iters': 4}},
+        {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.8}},
+      ],
+    },
+  ),
+  'ChainedScheduler': cfg(
+    'SGD',
+    'ChainedScheduler',
+    lr=0.1,
+    scheduler_configs={'interval': 'step'},
+    scheduler_kwargs={
+      'schedulers': [
+        {'scheduler': 'ConstantLR', 'scheduler_kwargs': {'factor': 0.5, 'total_iters': 8}},
+        {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.9}},
+      ]
+    },
+  ),
+  'CosineAnnealingWarmRestarts past a restart': cfg(
+    'Adam',
+    'CosineAnnealingWarmRestarts',
+    scheduler_configs={'interval': 'step'},
+    scheduler_kwargs={'T_0': 2, 'T_mult': 2},
+  ),
+  'accumulation mid-epoch, named group': cfg(
+    'Adam',
+    'ExponentialLR',
+    accumulate_grad_batches=3,
+    scheduler_kwargs={'gamma': 0.7},
+    lr_parameter_groups={'conv': {'lr_factor': 0.1, 'weight_decay': 0.01}},
+  ),
 }
 
 
@@ -250,8 +295,13 @@ def test_schedulers_continue_from_their_position(name):
 
 
 def test_reduce_lr_on_plateau_continues_in_cooldown():
-  config = cfg('SGD', 'ReduceLROnPlateau', lr=0.1, scheduler_configs={'monitor': 'val_loss'},
-               scheduler_kwargs={'patience': 0, 'cooldown': 2, 'factor': 0.5})
+  config = cfg(
+    'SGD',
+    'ReduceLROnPlateau',
+    lr=0.1,
+    scheduler_configs={'monitor': 'val_loss'},
+    scheduler_kwargs={'patience': 0, 'cooldown': 2, 'factor': 0.5},
+  )
 
   def in_cooldown(scheduler_state):
     assert scheduler_state['cooldown_counter'] == 2 and scheduler_state['_last_lr'] == [0.05]
@@ -261,9 +311,10 @@ def test_reduce_lr_on_plateau_continues_in_cooldown():
 
 def quartic(coefs):
   """sum(a p^2 / 2 + b p + p^4 / 10) over the parameters: LBFGS's closure, with its curvature pairs."""
+
   def loss(params):
-    return sum((a * p * p / 2 + b * p + p ** 4 / 10).sum() for p, (a, b) in
-               ((params[k], coefs[k]) for k in coefs))
+    return sum((a * p * p / 2 + b * p + p**4 / 10).sum() for p, (a, b) in ((params[k], coefs[k]) for k in coefs))
+
   return loss
 
 
@@ -327,13 +378,15 @@ def test_lbfgs_with_its_history_switches_both_ways():
     assert_close(jax_steps(params, state, stop - switch)[2], expected, 'torch -> JAX')
 
     params, state, _ = jax_steps(params0, tx.init(params0), switch)
-    lbfgs_state, = [x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, LBFGSState))
-                    if isinstance(x, LBFGSState)]
+    (lbfgs_state,) = [
+      x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, LBFGSState)) if isinstance(x, LBFGSState)
+    ]
     assert int(lbfgs_state.head) != 0  # the ring has wrapped
     _, _, expected = jax_steps(params, state, stop - switch)
     sd, _ = jaxsched.to_torch(config, state, params, torch_names=names)
-    init.load_state_dict({k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()},
-                         strict=False)
+    init.load_state_dict(
+      {k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()}, strict=False
+    )
     optimizer = jaxsched.torch_optimizer(config, init.named_parameters())
     optimizer.load_state_dict(sd)
     assert_close(torch_steps(init, optimizer, stop - switch), expected, 'JAX -> torch')
@@ -366,8 +419,16 @@ def tiny_loss(params, x, y):
 
 
 def fit(config, data, tmp_path, epochs, ckpt_path=None):
-  trainer = pl.Trainer(max_epochs=epochs, accelerator='cpu', devices=1, logger=False, enable_progress_bar=False,
-                       enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
+  trainer = pl.Trainer(
+    max_epochs=epochs,
+    accelerator='cpu',
+    devices=1,
+    logger=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    enable_checkpointing=False,
+    default_root_dir=tmp_path,
+  )
   model = Tiny(config, data)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
@@ -377,8 +438,14 @@ def fit(config, data, tmp_path, epochs, ckpt_path=None):
 
 
 def test_a_lightning_checkpoint_continues_in_jax_and_goes_back(tmp_path):
-  config = cfg('AdamW', 'StepLR', lr=0.05, recurrent_learning_rate_multiplier=0.5,
-               optimizer_kwargs={'amsgrad': True}, scheduler_kwargs={'step_size': 1, 'gamma': 0.5})
+  config = cfg(
+    'AdamW',
+    'StepLR',
+    lr=0.05,
+    recurrent_learning_rate_multiplier=0.5,
+    optimizer_kwargs={'amsgrad': True},
+    scheduler_kwargs={'step_size': 1, 'gamma': 0.5},
+  )
   rng = np.random.default_rng(0)
   data = (torch.tensor(rng.normal(size=(12, 3))), torch.tensor(rng.normal(size=(12, 2))))
   batches = 3
@@ -395,7 +462,7 @@ def test_a_lightning_checkpoint_continues_in_jax_and_goes_back(tmp_path):
     params, state = ckpt.params, ckpt.opt_state
     x, y = (jnp.asarray(t.numpy()) for t in data)
     for b in range(batches):  # the loader does not shuffle
-      updates, state = tx.update(jax.grad(tiny_loss)(params, x[4 * b:4 * b + 4], y[4 * b:4 * b + 4]), state, params)
+      updates, state = tx.update(jax.grad(tiny_loss)(params, x[4 * b : 4 * b + 4], y[4 * b : 4 * b + 4]), state, params)
       params = optax.apply_updates(params, updates)
     names = ['fc.weight', 'fc.bias', 'recurrent.weight']
     assert max_rel_diff(layouts.torch_state_dict(params, names), expected) < 1e-9
@@ -412,6 +479,7 @@ def test_a_lightning_checkpoint_continues_in_jax_and_goes_back(tmp_path):
 
 def test_dense_and_conv_layers_compute_the_same_after_conversion():
   import flax.linen as nn
+
   with x64('float64'):
     torch.manual_seed(0)
     linear, conv = torch.nn.Linear(4, 3).double(), torch.nn.Conv2d(2, 3, (2, 3)).double()
@@ -419,8 +487,11 @@ def test_dense_and_conv_layers_compute_the_same_after_conversion():
     dense = layouts.torch_params(dict(linear.named_parameters()))
     kernel = layouts.torch_params(dict(conv.named_parameters()))
     assert dense['kernel'].shape == (4, 3) and kernel['kernel'].shape == (2, 3, 2, 3)
-    np.testing.assert_allclose(nn.Dense(3).apply({'params': dense}, x[:, 0, 0, :4]),
-                               linear(torch.tensor(x[:, 0, 0, :4])).detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+      nn.Dense(3).apply({'params': dense}, x[:, 0, 0, :4]),
+      linear(torch.tensor(x[:, 0, 0, :4])).detach().numpy(),
+      rtol=1e-12,
+    )
     out = nn.Conv(3, (2, 3), padding='VALID').apply({'params': kernel}, x.transpose(0, 2, 3, 1))
     np.testing.assert_allclose(out.transpose(0, 3, 1, 2), conv(torch.tensor(x)).detach().numpy(), rtol=1e-10)
     # and back, by name
@@ -432,8 +503,9 @@ def test_dense_and_conv_layers_compute_the_same_after_conversion():
 def test_a_rule_maps_what_flax_rule_does_not_know():
   embed = torch.nn.Embedding(5, 3)
   rule = layouts.with_overrides({'weight': ('embedding', layouts.SAME)})
-  np.testing.assert_array_equal(layouts.torch_params(dict(embed.named_parameters()), rule)['embedding'],
-                                embed.weight.detach().numpy())
+  np.testing.assert_array_equal(
+    layouts.torch_params(dict(embed.named_parameters()), rule)['embedding'], embed.weight.detach().numpy()
+  )
   norm = torch.nn.BatchNorm1d(3)
   assert set(layouts.torch_params(norm.state_dict())) == {'scale', 'bias', 'mean', 'var'}  # num_batches_tracked: no
 
@@ -451,29 +523,48 @@ def adam_checkpoint(config, parts=('fc', 'recurrent')):
       optimizer.step()
       if scheduler is not None:
         scheduler.step()
-  return (optimizer.state_dict(), scheduler.state_dict() if scheduler is not None else None,
-          torch_names(module), jax_params(module))
+  return (
+    optimizer.state_dict(),
+    scheduler.state_dict() if scheduler is not None else None,
+    torch_names(module),
+    jax_params(module),
+  )
 
 
 MISMATCHES = {
-    'another optimizer class': (cfg('Adam'), cfg('SGD'), ['keys', 'another optimizer', 'SGD']),
-    'another setting': (cfg('Adam', optimizer_kwargs={'eps': 1e-6}), cfg('Adam'), ['eps=1e-06', 'eps=1e-08']),
-    'another amsgrad': (cfg('Adam'), cfg('Adam', optimizer_kwargs={'amsgrad': True}),
-                        ['amsgrad=False', 'amsgrad=True']),
-    'another number of groups': (cfg('Adam'), cfg('Adam', recurrent_learning_rate_multiplier=0.1),
-                                 ['1 param groups', 'gives 2', 'regular, recurrent']),
-    'another scheduler setting': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2, 'gamma': 0.5}),
-                                  cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}), ['gamma=0.5', 'gamma=0.1']),
-    'another scheduler class': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}),
-                                cfg('Adam', 'ExponentialLR', scheduler_kwargs={'gamma': 0.5}),
-                                ['another scheduler class', 'ExponentialLR', 'step_size']),
-    'another base lr': (cfg('Adam', 'StepLR', lr=0.1, scheduler_kwargs={'step_size': 2}),
-                        cfg('Adam', 'StepLR', lr=0.2, scheduler_kwargs={'step_size': 2}), ['base_lrs', '0.1', '0.2']),
-    'another interval': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 5},
-                             scheduler_configs={'interval': 'step'}),
-                         cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 5}), ['stepped 2 times', 'epoch']),
-    'no scheduler in the config': (cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}), cfg('Adam'),
-                                   ['scheduler: null']),
+  'another optimizer class': (cfg('Adam'), cfg('SGD'), ['keys', 'another optimizer', 'SGD']),
+  'another setting': (cfg('Adam', optimizer_kwargs={'eps': 1e-6}), cfg('Adam'), ['eps=1e-06', 'eps=1e-08']),
+  'another amsgrad': (cfg('Adam'), cfg('Adam', optimizer_kwargs={'amsgrad': True}), ['amsgrad=False', 'amsgrad=True']),
+  'another number of groups': (
+    cfg('Adam'),
+    cfg('Adam', recurrent_learning_rate_multiplier=0.1),
+    ['1 param groups', 'gives 2', 'regular, recurrent'],
+  ),
+  'another scheduler setting': (
+    cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2, 'gamma': 0.5}),
+    cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}),
+    ['gamma=0.5', 'gamma=0.1'],
+  ),
+  'another scheduler class': (
+    cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}),
+    cfg('Adam', 'ExponentialLR', scheduler_kwargs={'gamma': 0.5}),
+    ['another scheduler class', 'ExponentialLR', 'step_size'],
+  ),
+  'another base lr': (
+    cfg('Adam', 'StepLR', lr=0.1, scheduler_kwargs={'step_size': 2}),
+    cfg('Adam', 'StepLR', lr=0.2, scheduler_kwargs={'step_size': 2}),
+    ['base_lrs', '0.1', '0.2'],
+  ),
+  'another interval': (
+    cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 5}, scheduler_configs={'interval': 'step'}),
+    cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 5}),
+    ['stepped 2 times', 'epoch'],
+  ),
+  'no scheduler in the config': (
+    cfg('Adam', 'StepLR', scheduler_kwargs={'step_size': 2}),
+    cfg('Adam'),
+    ['scheduler: null'],
+  ),
 }
 
 
@@ -482,39 +573,51 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_refused_with_the_differenc
   saved_config, config, words = MISMATCHES[name]
   with x64('float64'):
     sd, sched, names, params = adam_checkpoint(saved_config)
-    assert_config_error(lambda: jaxsched.from_torch(config, params, sd, sched, torch_names=names,
-                                                    batches_per_epoch=EPOCH), words)
+    assert_config_error(
+      lambda: jaxsched.from_torch(config, params, sd, sched, torch_names=names, batches_per_epoch=EPOCH), words
+    )
 
 
 def test_another_shape_or_name_is_refused():
   with x64('float64'):
     sd, _, names, params = adam_checkpoint(cfg('Adam'))
     wider = dict(params, fc={'kernel': jnp.zeros((5, 3)), 'bias': jnp.zeros(3)})
-    assert_config_error(lambda: jaxsched.from_torch(cfg('Adam'), wider, sd, torch_names=names),
-                        ['exp_avg', "'fc.weight'", '(4, 3)', '(5, 3)'])
-    assert_config_error(lambda: jaxsched.from_torch(cfg('Adam'), params, sd, torch_names=['head.weight', *names[1:]]),
-                        ["'head.weight'", 'no JAX counterpart'])
+    assert_config_error(
+      lambda: jaxsched.from_torch(cfg('Adam'), wider, sd, torch_names=names),
+      ['exp_avg', "'fc.weight'", '(4, 3)', '(5, 3)'],
+    )
+    assert_config_error(
+      lambda: jaxsched.from_torch(cfg('Adam'), params, sd, torch_names=['head.weight', *names[1:]]),
+      ["'head.weight'", 'no JAX counterpart'],
+    )
 
 
 def test_an_optimizer_without_a_step_count_needs_the_step_for_an_epoch_schedule():
   config = cfg('SGD', 'StepLR', scheduler_kwargs={'step_size': 2})
   with x64('float64'):
     sd, sched, names, params = adam_checkpoint(config)
-    assert_config_error(lambda: jaxsched.from_torch(config, params, sd, sched, torch_names=names,
-                                                    batches_per_epoch=EPOCH), ['give step='])
+    assert_config_error(
+      lambda: jaxsched.from_torch(config, params, sd, sched, torch_names=names, batches_per_epoch=EPOCH), ['give step=']
+    )
 
 
 def test_layout_changes_that_change_the_math_are_refused():
   with x64('float64'):
     sd, _, names, params = adam_checkpoint(cfg('Adafactor'), parts=('conv',))
-    assert_config_error(lambda: jaxsched.from_torch(cfg('Adafactor'), params, sd, torch_names=names),
-                        ['Adafactor factors the last two dimensions', "'conv.weight'", 'SAME'])
+    assert_config_error(
+      lambda: jaxsched.from_torch(cfg('Adafactor'), params, sd, torch_names=names),
+      ['Adafactor factors the last two dimensions', "'conv.weight'", 'SAME'],
+    )
     config = cfg('Muon')
     sd, _, names, params = adam_checkpoint(config, parts=('proj',))
-    assert_config_error(lambda: jaxsched.from_torch(config, params, sd, torch_names=names),
-                        ['Muon', "'out_in'", "'proj.weight'", '(4, 3)', 'layout: in_out'])
-    assert_config_error(lambda: jaxsched.to_torch(config, jaxsched.build(config, params).init(params), params,
-                                                  torch_names=names), ['Muon', 'layout: in_out'])
+    assert_config_error(
+      lambda: jaxsched.from_torch(config, params, sd, torch_names=names),
+      ['Muon', "'out_in'", "'proj.weight'", '(4, 3)', 'layout: in_out'],
+    )
+    assert_config_error(
+      lambda: jaxsched.to_torch(config, jaxsched.build(config, params).init(params), params, torch_names=names),
+      ['Muon', 'layout: in_out'],
+    )
     # in torch's own layout Muon converts
     rule = layouts.with_overrides({'proj.weight': ('proj/weight', layouts.SAME)})
     params = {'proj': {'weight': jnp.zeros((3, 4))}}
@@ -525,18 +628,23 @@ def test_layout_changes_that_change_the_math_are_refused():
 
 def test_a_checkpoint_that_needs_more_than_weights_only_is_refused(tmp_path):
   torch.save({'state_dict': {}, 'optimizer_states': [], 'hparams': Net()}, tmp_path / 'pickled.ckpt')
-  assert_config_error(lambda: jaxsched.load_lightning_checkpoint(tmp_path / 'pickled.ckpt', cfg('Adam'), {}),
-                      ['weights_only', 'pickled.ckpt'])
+  assert_config_error(
+    lambda: jaxsched.load_lightning_checkpoint(tmp_path / 'pickled.ckpt', cfg('Adam'), {}),
+    ['weights_only', 'pickled.ckpt'],
+  )
 
 
 def test_complex_parameters_are_refused():
   params = {'fc': {'kernel': jnp.zeros((4, 3), jnp.complex64)}}
-  assert_config_error(lambda: jaxsched.from_torch(cfg('Adam'), params, {'state': {}, 'param_groups': []},
-                                                  torch_names=['fc.weight']), ['complex', 'real views'])
+  assert_config_error(
+    lambda: jaxsched.from_torch(cfg('Adam'), params, {'state': {}, 'param_groups': []}, torch_names=['fc.weight']),
+    ['complex', 'real views'],
+  )
 
 
 def test_importing_jaxsched_does_not_import_torch():
   import subprocess
   import sys
+
   code = 'import sys, jaxsched; assert "torch" not in sys.modules, "torch imported"'
   subprocess.run([sys.executable, '-c', code], check=True)

@@ -24,19 +24,22 @@ import jaxsched
 PER_TENSOR_SCALARS = {'Adafactor', 'LBFGS', 'Muon'}
 
 OPTIONS = {
-    'SGD': [{}, {'nesterov': True, 'weight_decay': 0.1, 'maximize': True}, {'dampening': 0.3}],
-    'Adam': [{}, {'amsgrad': True, 'weight_decay': 0.1, 'maximize': True},
-             {'decoupled_weight_decay': True, 'weight_decay': 0.1}],
-    'AdamW': [{}, {'amsgrad': True}],
-    'Adamax': [{}, {'weight_decay': 0.1}],
-    'NAdam': [{}, {'decoupled_weight_decay': True, 'weight_decay': 0.1}],
-    'RAdam': [{}, {'decoupled_weight_decay': True, 'weight_decay': 0.1}],
-    'SparseAdam': [{}],
-    'RMSprop': [{}, {'centered': True, 'momentum': 0.9, 'weight_decay': 0.1}],
-    'Adagrad': [{}, {'lr_decay': 0.1, 'weight_decay': 0.1}],
-    'Adadelta': [{}, {'weight_decay': 0.1, 'maximize': True}],
-    'Rprop': [{}],
-    'ASGD': [{}, {'weight_decay': 0.1}],
+  'SGD': [{}, {'nesterov': True, 'weight_decay': 0.1, 'maximize': True}, {'dampening': 0.3}],
+  'Adam': [
+    {},
+    {'amsgrad': True, 'weight_decay': 0.1, 'maximize': True},
+    {'decoupled_weight_decay': True, 'weight_decay': 0.1},
+  ],
+  'AdamW': [{}, {'amsgrad': True}],
+  'Adamax': [{}, {'weight_decay': 0.1}],
+  'NAdam': [{}, {'decoupled_weight_decay': True, 'weight_decay': 0.1}],
+  'RAdam': [{}, {'decoupled_weight_decay': True, 'weight_decay': 0.1}],
+  'SparseAdam': [{}],
+  'RMSprop': [{}, {'centered': True, 'momentum': 0.9, 'weight_decay': 0.1}],
+  'Adagrad': [{}, {'lr_decay': 0.1, 'weight_decay': 0.1}],
+  'Adadelta': [{}, {'weight_decay': 0.1, 'maximize': True}],
+  'Rprop': [{}],
+  'ASGD': [{}, {'weight_decay': 0.1}],
 }
 
 
@@ -65,26 +68,37 @@ def test_every_elementwise_optimizer_is_listed():
   assert set(OPTIONS) | PER_TENSOR_SCALARS == set(jaxsched.OPTIMIZERS)
 
 
-@pytest.mark.parametrize('name,kwargs', [(n, kw) for n, kws in OPTIONS.items() for kw in kws],
-                         ids=lambda x: x if isinstance(x, str) else ','.join(x) or 'defaults')
+@pytest.mark.parametrize(
+  'name,kwargs',
+  [(n, kw) for n, kws in OPTIONS.items() for kw in kws],
+  ids=lambda x: x if isinstance(x, str) else ','.join(x) or 'defaults',
+)
 def test_scalar_work_does_not_grow_with_the_parameters(name, kwargs):
   few, many = (_counts(jaxsched.optimizer(name, **kwargs), n) for n in (2, 6))
   assert many[1] == few[1], f'{name}{kwargs}: {(many[1] - few[1]) / 4} scalar operations per parameter tensor'
   assert many[0] > few[0]  # the counts do see the per-tensor work
 
 
-@pytest.mark.parametrize('scheduler', [
-    {'scheduler': 'CosineAnnealingLR', 'scheduler_kwargs': {'T_max': 100},
-     'scheduler_configs': {'interval': 'step'}},
-    {'scheduler': 'OneCycleLR', 'scheduler_kwargs': {'max_lr': 0.01, 'total_steps': 100},
-     'scheduler_configs': {'interval': 'step'}},
-    {'scheduler': 'ReduceLROnPlateau', 'scheduler_kwargs': {'patience': 2},
-     'scheduler_configs': {'monitor': 'val_loss'}},
-], ids=['cosine', 'onecycle', 'plateau'])
+@pytest.mark.parametrize(
+  'scheduler',
+  [
+    {'scheduler': 'CosineAnnealingLR', 'scheduler_kwargs': {'T_max': 100}, 'scheduler_configs': {'interval': 'step'}},
+    {
+      'scheduler': 'OneCycleLR',
+      'scheduler_kwargs': {'max_lr': 0.01, 'total_steps': 100},
+      'scheduler_configs': {'interval': 'step'},
+    },
+    {
+      'scheduler': 'ReduceLROnPlateau',
+      'scheduler_kwargs': {'patience': 2},
+      'scheduler_configs': {'monitor': 'val_loss'},
+    },
+  ],
+  ids=['cosine', 'onecycle', 'plateau'],
+)
 @pytest.mark.parametrize('optimizer', ['Adam', 'SGD', 'RMSprop'])
 def test_build_with_groups_keeps_scalar_work_per_step(optimizer, scheduler):
-  config = {'optimizer': optimizer, 'learning_rate': 0.001, 'recurrent_learning_rate_multiplier': 0.1,
-            **scheduler}
+  config = {'optimizer': optimizer, 'learning_rate': 0.001, 'recurrent_learning_rate_multiplier': 0.1, **scheduler}
   few, many = (_counts(jaxsched.build(config, _params(n)), n) for n in (2, 6))
   assert many[1] == few[1]
 

@@ -9,17 +9,28 @@ import optax
 
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.optimizers import (
-    _complex, _inject,
-    adadelta, adafactor, adagrad, adam, asgd, lbfgs, muon, optax_aliases, rmsprop, rprop, sgd,
-    sparse_adam,
+  _complex,
+  _inject,
+  adadelta,
+  adafactor,
+  adagrad,
+  adam,
+  asgd,
+  lbfgs,
+  muon,
+  optax_aliases,
+  rmsprop,
+  rprop,
+  sgd,
+  sparse_adam,
 )
 from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS, OptimizerSpec
 
 # Each family module contributes its SPECS; the table is keyed by torch's class name.
 OPTIMIZERS: dict[str, OptimizerSpec] = {
-    spec.name: spec
-    for module in (sgd, adam, sparse_adam, rmsprop, adagrad, adadelta, rprop, asgd, adafactor, muon, lbfgs)
-    for spec in module.SPECS
+  spec.name: spec
+  for module in (sgd, adam, sparse_adam, rmsprop, adagrad, adadelta, rprop, asgd, adafactor, muon, lbfgs)
+  for spec in module.SPECS
 }
 
 # torch keywords that arrive as one pair but are scheduled separately.
@@ -55,7 +66,7 @@ def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.Grad
   if not isinstance(name, str):
     raise ConfigError(f'optimizer={name!r} must be a string ID such as "Adam".')
   if name.startswith('optax.'):
-    return optax_aliases.build(name[len('optax.'):], learning_rate, kwargs)
+    return optax_aliases.build(name[len('optax.') :], learning_rate, kwargs)
   spec = OPTIMIZERS.get(name)
   if spec is None:
     raise unknown('optimizer', name, [*OPTIMIZERS, 'optax.<alias>'])
@@ -72,8 +83,7 @@ def resolve(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> 
       raise unknown(f'keyword for {spec.name}', key, [*spec.kwargs, 'lr', *IMPLEMENTATION_FLAGS])
   lr = spec.lr_check(f'{spec.name}: lr', spec.lr if learning_rate is None else learning_rate)
   checked = {
-      key: check(f'{spec.name}: {key}', kwargs.get(key, default))
-      for key, (default, check) in spec.kwargs.items()
+    key: check(f'{spec.name}: {key}', kwargs.get(key, default)) for key, (default, check) in spec.kwargs.items()
   }
   if spec.cross_check is not None:
     spec.cross_check(checked)
@@ -88,8 +98,9 @@ def optimizer_direction(name: str, **kwargs: Any) -> optax.GradientTransformatio
   return _build(OPTIMIZERS[name], 1.0, kwargs, lr_in_state=False)
 
 
-def _build(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any],
-           lr_in_state: bool = True) -> optax.GradientTransformationExtraArgs:
+def _build(
+  spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any], lr_in_state: bool = True
+) -> optax.GradientTransformationExtraArgs:
   lr, checked = resolve(spec, learning_rate, dict(kwargs))
   # a 0-d array in the hyperparameters' dtype stays a constant in inject(), as cheap as the state's scalar
   args: dict[str, Any] = {'learning_rate': lr if lr_in_state else np.asarray(lr, _inject.hyperparam_dtype())}

@@ -38,8 +38,11 @@ def _has_complex(tree: Any) -> bool:
 
 def complex_paths(tree: Any) -> list[str]:
   """The paths (``jax.tree_util.keystr``) of the complex leaves of ``tree``."""
-  return [jax.tree_util.keystr(path) or '<root>'
-          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0] if _is_complex(x)]
+  return [
+    jax.tree_util.keystr(path) or '<root>'
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+    if _is_complex(x)
+  ]
 
 
 def real_view(tree: Any) -> Any:
@@ -51,8 +54,7 @@ def real_view(tree: Any) -> Any:
 def from_real_view(tree: Any, like: Any) -> Any:
   """``torch.view_as_complex`` of the leaves of ``tree`` whose counterparts in ``like``
   are complex: ``re + i im`` from the trailing axis, exactly (``lax.complex``)."""
-  return jax.tree.map(
-      lambda x, ref: jax.lax.complex(x[..., 0], x[..., 1]) if _is_complex(ref) else x, tree, like)
+  return jax.tree.map(lambda x, ref: jax.lax.complex(x[..., 0], x[..., 1]) if _is_complex(ref) else x, tree, like)
 
 
 def as_real_view(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
@@ -95,16 +97,18 @@ def refusing_complex(name: str, inner: optax.GradientTransformation) -> optax.Gr
     paths = complex_paths(params)
     if paths:
       raise ConfigError(
-          f'{name}: complex parameter at {", ".join(paths)}; {name} does not support complex '
-          f'parameters (as torch.optim.{name}). Optimize them with another optimizer '
-          f'(optax.multi_transform), or as separate real and imaginary parts.')
+        f'{name}: complex parameter at {", ".join(paths)}; {name} does not support complex '
+        f'parameters (as torch.optim.{name}). Optimize them with another optimizer '
+        f'(optax.multi_transform), or as separate real and imaginary parts.'
+      )
     return inner.init(params)
 
   return optax.GradientTransformationExtraArgs(init_fn, inner.update)
 
 
-def complex_support(name: str, accepted: bool,
-                    inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+def complex_support(
+  name: str, accepted: bool, inner: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
   """``inner`` with torch's treatment of complex parameters: :func:`as_real_view` if
   ``torch.optim.<name>`` accepts them, else :func:`refusing_complex`."""
   return as_real_view(inner) if accepted else refusing_complex(name, inner)

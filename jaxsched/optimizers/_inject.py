@@ -15,7 +15,9 @@ def hyperparam_dtype() -> jnp.dtype:
   return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
-def inject(factory: Callable[..., optax.GradientTransformation], args: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
+def inject(
+  factory: Callable[..., optax.GradientTransformation], args: dict[str, Any]
+) -> optax.GradientTransformationExtraArgs:
   """``factory(**args)`` with its floats and schedules in the state.
 
   Floats and schedules (callables of the update count, or Optax stateful
@@ -40,8 +42,7 @@ def inject(factory: Callable[..., optax.GradientTransformation], args: dict[str,
 
   def scheduled(count: jax.Array, states: dict[str, Any]) -> dict[str, jax.Array]:
     # a plain schedule reads the update count kept here; a stateful one (a plateau) its own state
-    return {k: jnp.asarray(stateful[k](states[k]) if k in stateful else f(count), dtype)
-            for k, f in schedules.items()}
+    return {k: jnp.asarray(stateful[k](states[k]) if k in stateful else f(count), dtype) for k, f in schedules.items()}
 
   def inner(hyperparams: dict[str, jax.Array]) -> optax.GradientTransformationExtraArgs:
     return optax.with_extra_args_support(factory(**static, **hyperparams))
@@ -53,16 +54,20 @@ def inject(factory: Callable[..., optax.GradientTransformation], args: dict[str,
     count = jnp.zeros([], jnp.int32)
     hyperparams = {**{k: jnp.asarray(v, dtype) for k, v in numeric.items()}, **scheduled(count, states)}
     return optax.InjectStatefulHyperparamsState(
-        count=count, hyperparams=hyperparams, hyperparams_states=states,
-        inner_state=inner(hyperparams).init(params))
+      count=count, hyperparams=hyperparams, hyperparams_states=states, inner_state=inner(hyperparams).init(params)
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     updates, inner_state = inner(state.hyperparams).update(updates, state.inner_state, params, **extra_args)
     count = optax.safe_increment(state.count)
-    states = {k: stateful[k].update(state.hyperparams_states[k], **extra_args) if k in stateful else None
-              for k in schedules}
+    states = {
+      k: stateful[k].update(state.hyperparams_states[k], **extra_args) if k in stateful else None for k in schedules
+    }
     return updates, optax.InjectStatefulHyperparamsState(
-        count=count, hyperparams={**state.hyperparams, **scheduled(count, states)},
-        hyperparams_states=states, inner_state=inner_state)
+      count=count,
+      hyperparams={**state.hyperparams, **scheduled(count, states)},
+      hyperparams_states=states,
+      inner_state=inner_state,
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -63,4 +63,3 @@ class OptimizerSpec:
   @property
   def doc(self) -> str:
     return (self.factory.__doc__ or '').strip().splitlines()[0] if self.factory.__doc__ else ''
-

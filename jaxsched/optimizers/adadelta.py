@@ -36,8 +36,10 @@ def scale_by_torch_adadelta(rho: Any, eps: Any) -> optax.GradientTransformation:
     del params
     square_avg = jax.tree.map(_common.square_average(rho), state.square_avg, updates)
     delta = jax.tree.map(
-        lambda g, v, d: jnp.sqrt(d + _common.cast(eps, d)) / jnp.sqrt(v + _common.cast(eps, v)) * g,
-        updates, square_avg, state.acc_delta,
+      lambda g, v, d: jnp.sqrt(d + _common.cast(eps, d)) / jnp.sqrt(v + _common.cast(eps, v)) * g,
+      updates,
+      square_avg,
+      state.acc_delta,
     )
     acc_delta = jax.tree.map(_common.square_average(rho), state.acc_delta, delta)
     return delta, ScaleByTorchAdadeltaState(square_avg, acc_delta)
@@ -54,23 +56,23 @@ def adadelta(learning_rate, rho, eps, weight_decay, maximize):
   exactly 0 removes the term, as in torch.
   """
   return _common.chain(
-      *_common.gradient(maximize, weight_decay),
-      scale_by_torch_adadelta(rho, eps),
-      _common.descend(learning_rate),
+    *_common.gradient(maximize, weight_decay),
+    scale_by_torch_adadelta(rho, eps),
+    _common.descend(learning_rate),
   )
 
 
 SPECS = (
-    OptimizerSpec(
-        name='Adadelta',
-        factory=adadelta,
-        lr=1.0,
-        kwargs={
-            'rho': (0.9, _checks.Real(0.0, 1.0)),  # torch accepts rho == 1
-            'eps': (1e-6, _checks.NON_NEGATIVE),
-            'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
-            'maximize': (False, _checks.Boolean()),
-        },
-        switchable=('weight_decay',),
-    ),
+  OptimizerSpec(
+    name='Adadelta',
+    factory=adadelta,
+    lr=1.0,
+    kwargs={
+      'rho': (0.9, _checks.Real(0.0, 1.0)),  # torch accepts rho == 1
+      'eps': (1e-6, _checks.NON_NEGATIVE),
+      'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'maximize': (False, _checks.Boolean()),
+    },
+    switchable=('weight_decay',),
+  ),
 )

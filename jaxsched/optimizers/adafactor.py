@@ -59,8 +59,9 @@ def _leaf_update(g, moments, mix, alpha, d, eps1):
   return -_common.cast(alpha / denom, u) * u, moments
 
 
-def scale_by_adafactor(learning_rate: Any, beta2_decay: Any, eps: tuple[float | None, float],
-                       d: Any) -> optax.GradientTransformation:
+def scale_by_adafactor(
+  learning_rate: Any, beta2_decay: Any, eps: tuple[float | None, float], d: Any
+) -> optax.GradientTransformation:
   """torch's Adafactor step, ``-alpha_t * U_t / max(1, RMS(U_t) / d)``.
 
   With ``t`` the step, ``rho_t = min(lr, 1 / sqrt(t))`` (lr only caps it) and
@@ -84,8 +85,8 @@ def scale_by_adafactor(learning_rate: Any, beta2_decay: Any, eps: tuple[float | 
     rho = jnp.minimum(lr, 1.0 / jnp.sqrt(t))
     leaves, treedef = jax.tree.flatten(updates)
     out = [
-        _leaf_update(g, m, mix, jnp.maximum(eps2, _rms(p, lr.dtype)) * rho, d, eps1)
-        for g, m, p in zip(leaves, treedef.flatten_up_to(state.moments), treedef.flatten_up_to(params))
+      _leaf_update(g, m, mix, jnp.maximum(eps2, _rms(p, lr.dtype)) * rho, d, eps1)
+      for g, m, p in zip(leaves, treedef.flatten_up_to(state.moments), treedef.flatten_up_to(params))
     ]
     updates = treedef.unflatten([u for u, _ in out])
     moments = treedef.unflatten([m for _, m in out])
@@ -104,9 +105,9 @@ def adafactor(learning_rate, beta2_decay, eps, d, weight_decay, maximize):
   relative step size, and the decay is scaled by lr.
   """
   return _common.chain(
-      _common.negate() if maximize else None,
-      scale_by_adafactor(learning_rate, beta2_decay, eps, d),
-      _common.decoupled_decay(learning_rate, weight_decay) if weight_decay is not None else None,
+    _common.negate() if maximize else None,
+    scale_by_adafactor(learning_rate, beta2_decay, eps, d),
+    _common.decoupled_decay(learning_rate, weight_decay) if weight_decay is not None else None,
   )
 
 
@@ -116,19 +117,19 @@ def _check_eps(kw: dict[str, Any]) -> None:
 
 
 SPECS = (
-    OptimizerSpec(
-        name='Adafactor',
-        factory=adafactor,
-        lr=1e-2,
-        kwargs={
-            'beta2_decay': (-0.8, _checks.Real(hi=0.0)),
-            'eps': ((None, 1e-3), _checks.Sequence(_checks.Optional(_checks.NON_NEGATIVE), 2)),
-            'd': (1.0, _checks.Real(lo=1.0)),
-            'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
-            'maximize': (False, _checks.Boolean()),
-        },
-        switchable=('weight_decay',),
-        cross_check=_check_eps,
-        complex_params=False,  # torch raises at the first step
-    ),
+  OptimizerSpec(
+    name='Adafactor',
+    factory=adafactor,
+    lr=1e-2,
+    kwargs={
+      'beta2_decay': (-0.8, _checks.Real(hi=0.0)),
+      'eps': ((None, 1e-3), _checks.Sequence(_checks.Optional(_checks.NON_NEGATIVE), 2)),
+      'd': (1.0, _checks.Real(lo=1.0)),
+      'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'maximize': (False, _checks.Boolean()),
+    },
+    switchable=('weight_decay',),
+    cross_check=_check_eps,
+    complex_params=False,  # torch raises at the first step
+  ),
 )

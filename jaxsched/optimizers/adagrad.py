@@ -20,8 +20,9 @@ class TorchAdagradState(NamedTuple):
   sum: Any
 
 
-def torch_adagrad(learning_rate: Any, lr_decay: Any, eps: Any,
-                  initial_accumulator_value: Any) -> optax.GradientTransformation:
+def torch_adagrad(
+  learning_rate: Any, lr_decay: Any, eps: Any, initial_accumulator_value: Any
+) -> optax.GradientTransformation:
   """Adagrad's step ``-clr * g / (sqrt(s) + eps)``, as ``torch.optim.Adagrad``.
 
   ``s`` starts at ``initial_accumulator_value`` and accumulates ``g**2``; eps is
@@ -32,17 +33,15 @@ def torch_adagrad(learning_rate: Any, lr_decay: Any, eps: Any,
 
   def init_fn(params):
     return TorchAdagradState(
-        jnp.zeros([], jnp.int32),
-        jax.tree.map(lambda p: jnp.full_like(p, _common.cast(initial_accumulator_value, p)), params),
+      jnp.zeros([], jnp.int32),
+      jax.tree.map(lambda p: jnp.full_like(p, _common.cast(initial_accumulator_value, p)), params),
     )
 
   def update_fn(updates, state, params=None):
     del params
     step = -learning_rate / (1 + state.count * lr_decay)
     sums = jax.tree.map(lambda s, g: s + g * g, state.sum, updates)
-    updates = jax.tree.map(
-        lambda g, s: _common.cast(step, g) * g / (jnp.sqrt(s) + _common.cast(eps, s)), updates, sums
-    )
+    updates = jax.tree.map(lambda g, s: _common.cast(step, g) * g / (jnp.sqrt(s) + _common.cast(eps, s)), updates, sums)
     return updates, TorchAdagradState(optax.safe_increment(state.count), sums)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -57,23 +56,23 @@ def adagrad(learning_rate, lr_decay, weight_decay, initial_accumulator_value, ep
   the term, as in torch.
   """
   return _common.chain(
-      *_common.gradient(maximize, weight_decay),
-      torch_adagrad(learning_rate, lr_decay, eps, initial_accumulator_value),
+    *_common.gradient(maximize, weight_decay),
+    torch_adagrad(learning_rate, lr_decay, eps, initial_accumulator_value),
   )
 
 
 SPECS = (
-    OptimizerSpec(
-        name='Adagrad',
-        factory=adagrad,
-        lr=0.01,  # torch's and the reference page's default
-        kwargs={
-            'lr_decay': (0.0, _checks.NON_NEGATIVE),
-            'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
-            'initial_accumulator_value': (0.0, _checks.NON_NEGATIVE),
-            'eps': (1e-10, _checks.NON_NEGATIVE),
-            'maximize': (False, _checks.Boolean()),
-        },
-        switchable=('weight_decay',),
-    ),
+  OptimizerSpec(
+    name='Adagrad',
+    factory=adagrad,
+    lr=0.01,  # torch's and the reference page's default
+    kwargs={
+      'lr_decay': (0.0, _checks.NON_NEGATIVE),
+      'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'initial_accumulator_value': (0.0, _checks.NON_NEGATIVE),
+      'eps': (1e-10, _checks.NON_NEGATIVE),
+      'maximize': (False, _checks.Boolean()),
+    },
+    switchable=('weight_decay',),
+  ),
 )

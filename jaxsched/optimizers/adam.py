@@ -57,8 +57,12 @@ def bias_correction(beta: Any, step: jax.Array) -> jax.Array:
 
 def _init(params, amsgrad: bool = False) -> AdamState:
   # one array per field: a state may be donated, and a buffer cannot be donated twice
-  return AdamState(jnp.zeros([], jnp.int32), _common.zeros_like(params), _common.zeros_like(params),
-                   _common.zeros_like(params) if amsgrad else None)
+  return AdamState(
+    jnp.zeros([], jnp.int32),
+    _common.zeros_like(params),
+    _common.zeros_like(params),
+    _common.zeros_like(params) if amsgrad else None,
+  )
 
 
 def _moments(updates, state, b1, b2):
@@ -104,8 +108,8 @@ def scale_by_adamax(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
     count = optax.safe_increment(state.count)
     mu = first_moment(updates, state.mu, b1)
     nu = jax.tree.map(
-        lambda g, u: jnp.maximum(u * _common.cast(b2, u), jnp.abs(g) + _common.cast(eps, g)),
-        updates, state.nu)
+      lambda g, u: jnp.maximum(u * _common.cast(b2, u), jnp.abs(g) + _common.cast(eps, g)), updates, state.nu
+    )
     inv_bc1 = 1 / bias_correction(b1, count)
     updates = jax.tree.map(lambda m, u: _common.cast(inv_bc1, m) * (m / u), mu, nu)
     return updates, AdamState(count, mu, nu)
@@ -190,8 +194,7 @@ def scale_by_radam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
     bc1, bc2 = bias_correction(b1, count), bias_correction(b2, count)
     rho_inf, rho_t = sma_lengths(b2, count.astype(bc2.dtype))
     rectified = rho_t > 5.0
-    rect = jnp.sqrt(
-        (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    rect = jnp.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
     scale = jnp.where(rectified, rect * jnp.sqrt(bc2), 1.0)
 
     def direction(m, v):
@@ -209,11 +212,10 @@ def _wrap(scale, learning_rate, weight_decay, decoupled: bool, maximize: bool):
   """torch's shared frame: maximize, L2 or decoupled decay, ``p -= lr * direction``."""
   coupled = weight_decay is not None and not decoupled
   return _common.chain(
-      *_common.gradient(maximize, weight_decay if coupled else None),
-      scale,
-      _common.descend(learning_rate),
-      _common.decoupled_decay(learning_rate, weight_decay)
-      if weight_decay is not None and decoupled else None,
+    *_common.gradient(maximize, weight_decay if coupled else None),
+    scale,
+    _common.descend(learning_rate),
+    _common.decoupled_decay(learning_rate, weight_decay) if weight_decay is not None and decoupled else None,
   )
 
 
@@ -225,8 +227,7 @@ def adam(learning_rate, b1, b2, eps, weight_decay, amsgrad, maximize, decoupled_
   ``p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)``, ``v`` being
   the running max of ``v`` with amsgrad. weight_decay of exactly 0 removes the term.
   """
-  return _wrap(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay,
-               decoupled_weight_decay, maximize)
+  return _wrap(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay, decoupled_weight_decay, maximize)
 
 
 def adamw(learning_rate, b1, b2, eps, weight_decay, amsgrad, maximize):
@@ -244,15 +245,15 @@ def adamax(learning_rate, b1, b2, eps, weight_decay, maximize):
   return _wrap(scale_by_adamax(b1, b2, eps), learning_rate, weight_decay, False, maximize)
 
 
-def nadam(learning_rate, b1, b2, eps, weight_decay, momentum_decay, decoupled_weight_decay,
-          maximize):
+def nadam(learning_rate, b1, b2, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize):
   """NAdam, as ``torch.optim.NAdam``: Dozat's momentum schedule (:func:`scale_by_nadam`).
 
   ``g = -g`` if maximize; ``g += wd * p`` (L2), or with decoupled_weight_decay
   ``p *= 1 - lr * wd``; then ``p -= lr * direction``.
   """
-  return _wrap(scale_by_nadam(b1, b2, eps, momentum_decay), learning_rate, weight_decay,
-               decoupled_weight_decay, maximize)
+  return _wrap(
+    scale_by_nadam(b1, b2, eps, momentum_decay), learning_rate, weight_decay, decoupled_weight_decay, maximize
+  )
 
 
 def radam(learning_rate, b1, b2, eps, weight_decay, decoupled_weight_decay, maximize):
@@ -261,8 +262,7 @@ def radam(learning_rate, b1, b2, eps, weight_decay, decoupled_weight_decay, maxi
   ``g = -g`` if maximize; ``g += wd * p`` (L2), or with decoupled_weight_decay
   ``p *= 1 - lr * wd``; then ``p -= lr * direction``.
   """
-  return _wrap(scale_by_radam(b1, b2, eps), learning_rate, weight_decay,
-               decoupled_weight_decay, maximize)
+  return _wrap(scale_by_radam(b1, b2, eps), learning_rate, weight_decay, decoupled_weight_decay, maximize)
 
 
 BETAS = _checks.Sequence(_checks.Schedulable(_checks.PROBABILITY), 2)
@@ -272,11 +272,11 @@ WEIGHT_DECAY = _checks.Schedulable(_checks.NON_NEGATIVE)
 def _kwargs(weight_decay: float = 0.0, **extra) -> dict[str, tuple[Any, _checks.Check]]:
   """The keywords the family shares (torch's defaults), plus ``extra``."""
   return {
-      'betas': ((0.9, 0.999), BETAS),
-      'eps': (1e-8, _checks.NON_NEGATIVE),
-      'weight_decay': (weight_decay, WEIGHT_DECAY),
-      'maximize': (False, _checks.Boolean()),
-      **extra,
+    'betas': ((0.9, 0.999), BETAS),
+    'eps': (1e-8, _checks.NON_NEGATIVE),
+    'weight_decay': (weight_decay, WEIGHT_DECAY),
+    'maximize': (False, _checks.Boolean()),
+    **extra,
   }
 
 
@@ -284,31 +284,40 @@ _DECOUPLED = (False, _checks.Boolean())
 _AMSGRAD = (False, _checks.Boolean())
 
 SPECS = (
-    OptimizerSpec(
-        name='Adam', factory=adam, lr=0.001,
-        kwargs=_kwargs(amsgrad=_AMSGRAD, decoupled_weight_decay=_DECOUPLED),
-        switchable=('weight_decay',),
-    ),
-    OptimizerSpec(
-        name='AdamW', factory=adamw, lr=0.001,
-        kwargs=_kwargs(0.01, amsgrad=_AMSGRAD),
-        switchable=('weight_decay',),
-    ),
-    OptimizerSpec(
-        name='Adamax', factory=adamax, lr=0.002,
-        kwargs=_kwargs(),
-        switchable=('weight_decay',),
-    ),
-    OptimizerSpec(
-        name='NAdam', factory=nadam, lr=0.002,
-        # momentum_decay=inf gives a constant beta1, as torch (and optax.nadam)
-        kwargs=_kwargs(momentum_decay=(4e-3, _checks.Real(0.0, finite=False)),
-                       decoupled_weight_decay=_DECOUPLED),
-        switchable=('weight_decay',),
-    ),
-    OptimizerSpec(
-        name='RAdam', factory=radam, lr=0.001,
-        kwargs=_kwargs(decoupled_weight_decay=_DECOUPLED),
-        switchable=('weight_decay',),
-    ),
+  OptimizerSpec(
+    name='Adam',
+    factory=adam,
+    lr=0.001,
+    kwargs=_kwargs(amsgrad=_AMSGRAD, decoupled_weight_decay=_DECOUPLED),
+    switchable=('weight_decay',),
+  ),
+  OptimizerSpec(
+    name='AdamW',
+    factory=adamw,
+    lr=0.001,
+    kwargs=_kwargs(0.01, amsgrad=_AMSGRAD),
+    switchable=('weight_decay',),
+  ),
+  OptimizerSpec(
+    name='Adamax',
+    factory=adamax,
+    lr=0.002,
+    kwargs=_kwargs(),
+    switchable=('weight_decay',),
+  ),
+  OptimizerSpec(
+    name='NAdam',
+    factory=nadam,
+    lr=0.002,
+    # momentum_decay=inf gives a constant beta1, as torch (and optax.nadam)
+    kwargs=_kwargs(momentum_decay=(4e-3, _checks.Real(0.0, finite=False)), decoupled_weight_decay=_DECOUPLED),
+    switchable=('weight_decay',),
+  ),
+  OptimizerSpec(
+    name='RAdam',
+    factory=radam,
+    lr=0.001,
+    kwargs=_kwargs(decoupled_weight_decay=_DECOUPLED),
+    switchable=('weight_decay',),
+  ),
 )

@@ -40,10 +40,10 @@ def torch_asgd(learning_rate: Any, lambd: Any, alpha: Any, t0: Any) -> optax.Gra
 
   def init_fn(params):
     return TorchASGDState(
-        jnp.zeros([], jnp.int32),
-        jnp.array(learning_rate, SCALAR_DTYPE),  # a copy: the state may be donated
-        jnp.ones([], SCALAR_DTYPE),
-        _common.zeros_like(params),
+      jnp.zeros([], jnp.int32),
+      jnp.array(learning_rate, SCALAR_DTYPE),  # a copy: the state may be donated
+      jnp.ones([], SCALAR_DTYPE),
+      _common.zeros_like(params),
     )
 
   def update_fn(updates, state, params=None):
@@ -60,8 +60,9 @@ def torch_asgd(learning_rate: Any, lambd: Any, alpha: Any, t0: Any) -> optax.Gra
     new_params = optax.apply_updates(params, updates)
     copy = state.mu == 1  # torch copies the parameters while mu is 1, else averages
     ax = jax.tree.map(
-        lambda a, p: jax.lax.select(copy, p, a + (p - a) * _common.cast(state.mu, p)),
-        state.ax, new_params,
+      lambda a, p: jax.lax.select(copy, p, a + (p - a) * _common.cast(state.mu, p)),
+      state.ax,
+      new_params,
     )
     count = optax.safe_increment(state.count)
     step = count.astype(jnp.result_type(learning_rate))
@@ -82,24 +83,24 @@ def asgd(learning_rate, lambd, alpha, t0, weight_decay, maximize):
   removes the term, as in torch.
   """
   return _common.chain(
-      *_common.gradient(maximize, weight_decay),
-      torch_asgd(learning_rate, lambd, alpha, t0),
+    *_common.gradient(maximize, weight_decay),
+    torch_asgd(learning_rate, lambd, alpha, t0),
   )
 
 
 SPECS = (
-    OptimizerSpec(
-        name='ASGD',
-        factory=asgd,
-        lr=0.01,
-        kwargs={
-            # torch checks neither lambd, alpha nor t0.
-            'lambd': (1e-4, _checks.Real()),
-            'alpha': (0.75, _checks.Real()),
-            't0': (1e6, _checks.Real()),
-            'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
-            'maximize': (False, _checks.Boolean()),
-        },
-        switchable=('weight_decay',),
-    ),
+  OptimizerSpec(
+    name='ASGD',
+    factory=asgd,
+    lr=0.01,
+    kwargs={
+      # torch checks neither lambd, alpha nor t0.
+      'lambd': (1e-4, _checks.Real()),
+      'alpha': (0.75, _checks.Real()),
+      't0': (1e6, _checks.Real()),
+      'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'maximize': (False, _checks.Boolean()),
+    },
+    switchable=('weight_decay',),
+  ),
 )

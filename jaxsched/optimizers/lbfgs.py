@@ -90,12 +90,11 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
   real = d2_square >= 0
   d2 = jnp.sqrt(jnp.where(real, d2_square, 0))
   min_pos = jnp.where(
-      x1 <= x2,
-      x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)),
-      x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2)),
+    x1 <= x2,
+    x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)),
+    x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2)),
   )
-  return jnp.where(real, _py_min(_py_max(min_pos, xmin_bound), xmax_bound),
-                   (xmin_bound + xmax_bound) / 2.0)
+  return jnp.where(real, _py_min(_py_max(min_pos, xmin_bound), xmax_bound), (xmin_bound + xmax_bound) / 2.0)
 
 
 def _low_pos(bracket: _Point) -> jax.Array:
@@ -151,7 +150,8 @@ def _strong_wolfe(obj_func, t, d, f, g, gtd, max_ls):
     return new, evaluate(t), ls_iter + 1, evals + 1
 
   prev, new, ls_iter, evals = lax.while_loop(
-      bracketing, extrapolate, (start, evaluate(t), jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32)))
+    bracketing, extrapolate, (start, evaluate(t), jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32))
+  )
   exhausted = ls_iter == max_ls
   done = ~exhausted & ~armijo_fails(prev, new, ls_iter) & wolfe_holds(new)
   lower = _pick(exhausted, start, _pick(done, new, prev))
@@ -168,8 +168,7 @@ def _strong_wolfe(obj_func, t, d, f, g, gtd, max_ls):
     bracket, low_pos, insuf_progress, done, ls_iter, evals = carry
     high_pos = 1 - low_pos
     b_max, b_min = _py_max(bracket.t[0], bracket.t[1]), _py_min(bracket.t[0], bracket.t[1])
-    t = _cubic_interpolate(bracket.t[0], bracket.f[0], bracket.gtd[0],
-                           bracket.t[1], bracket.f[1], bracket.gtd[1])
+    t = _cubic_interpolate(bracket.t[0], bracket.f[0], bracket.gtd[0], bracket.t[1], bracket.f[1], bracket.gtd[1])
     # Too close to an end of the bracket: move 0.1 of its width inside.
     eps = 0.1 * (b_max - b_min)
     near_end = _py_min(b_max - t, t - b_min) < eps
@@ -192,7 +191,8 @@ def _strong_wolfe(obj_func, t, d, f, g, gtd, max_ls):
     return bracket, low_pos, insuf_progress, done, ls_iter + 1, evals + 1
 
   bracket, low_pos, *_, evals = lax.while_loop(
-      zooming, zoom, (bracket, low_pos, jnp.zeros([], bool), done, ls_iter, evals))
+    zooming, zoom, (bracket, low_pos, jnp.zeros([], bool), done, ls_iter, evals)
+  )
   best = _get(bracket, low_pos)
   return best.f, best.g, best.t, evals
 
@@ -242,12 +242,12 @@ def _direction(flat_grad, state: LBFGSState) -> LBFGSState:
     return ring.at[pos].set(jnp.where(accept, row, ring[pos]))
 
   state = state._replace(
-      old_dirs=put(state.old_dirs, y),
-      old_stps=put(state.old_stps, s),
-      ro=put(state.ro, 1.0 / ys),
-      head=jnp.where(accept & (state.num_old == history), (state.head + 1) % history, state.head),
-      num_old=jnp.where(accept, jnp.minimum(state.num_old + 1, history), state.num_old),
-      h_diag=jnp.where(accept, ys / (y @ y), state.h_diag),
+    old_dirs=put(state.old_dirs, y),
+    old_stps=put(state.old_stps, s),
+    ro=put(state.ro, 1.0 / ys),
+    head=jnp.where(accept & (state.num_old == history), (state.head + 1) % history, state.head),
+    num_old=jnp.where(accept, jnp.minimum(state.num_old + 1, history), state.num_old),
+    h_diag=jnp.where(accept, ys / (y @ y), state.h_diag),
   )
   return state._replace(d=_two_loop(flat_grad, state))
 
@@ -264,9 +264,15 @@ class _Carry(NamedTuple):
   stop: jax.Array
 
 
-def lbfgs(learning_rate: Any, max_iter: int, max_eval: int | None, tolerance_grad: Any,
-          tolerance_change: Any, history_size: int,
-          line_search_fn: str | None) -> optax.GradientTransformationExtraArgs:
+def lbfgs(
+  learning_rate: Any,
+  max_iter: int,
+  max_eval: int | None,
+  tolerance_grad: Any,
+  tolerance_change: Any,
+  history_size: int,
+  line_search_fn: str | None,
+) -> optax.GradientTransformationExtraArgs:
   """Limited-memory BFGS, as ``torch.optim.LBFGS``: one update is one ``step(closure)``.
 
   Call ``tx.update(grads, state, params, value_fn=f)`` with ``f(params)`` the
@@ -298,23 +304,30 @@ def lbfgs(learning_rate: Any, max_iter: int, max_eval: int | None, tolerance_gra
     zero = lambda: jnp.zeros([], flat.dtype)  # noqa: E731
     count = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
     return LBFGSState(
-        func_evals=count(), n_iter=count(), d=jnp.zeros_like(flat), t=zero(),
-        old_dirs=jnp.zeros((history_size, n), flat.dtype),
-        old_stps=jnp.zeros((history_size, n), flat.dtype),
-        ro=jnp.zeros(history_size, flat.dtype), head=count(), num_old=count(),
-        h_diag=jnp.ones([], flat.dtype), prev_flat_grad=jnp.zeros_like(flat), prev_loss=zero())
+      func_evals=count(),
+      n_iter=count(),
+      d=jnp.zeros_like(flat),
+      t=zero(),
+      old_dirs=jnp.zeros((history_size, n), flat.dtype),
+      old_stps=jnp.zeros((history_size, n), flat.dtype),
+      ro=jnp.zeros(history_size, flat.dtype),
+      head=count(),
+      num_old=count(),
+      h_diag=jnp.ones([], flat.dtype),
+      prev_flat_grad=jnp.zeros_like(flat),
+      prev_loss=zero(),
+    )
 
-  def update_fn(updates, state, params=None, *, value_fn: Callable[[Any], Any] | None = None,
-                **extra_args):
+  def update_fn(updates, state, params=None, *, value_fn: Callable[[Any], Any] | None = None, **extra_args):
     del extra_args
     if value_fn is None or params is None:
       raise TypeError(
-          'LBFGS needs the loss function, as torch.optim.LBFGS.step needs its closure: call '
-          'tx.update(grads, state, params, value_fn=f) with f(params) -> scalar loss.')
+        'LBFGS needs the loss function, as torch.optim.LBFGS.step needs its closure: call '
+        'tx.update(grads, state, params, value_fn=f) with f(params) -> scalar loss.'
+      )
     x0, unravel = ravel_pytree(params)
     flat_grad, _ = ravel_pytree(updates)
-    lr, tol_grad, tol_change = (
-        _common.cast(h, x0) for h in (learning_rate, tolerance_grad, tolerance_change))
+    lr, tol_grad, tol_change = (_common.cast(h, x0) for h in (learning_rate, tolerance_grad, tolerance_change))
 
     def loss_at(x):
       return jnp.asarray(value_fn(unravel(x)), x0.dtype)
@@ -333,30 +346,40 @@ def lbfgs(learning_rate: Any, max_iter: int, max_eval: int | None, tolerance_gra
       def move():
         if line_search_fn == 'strong_wolfe':
           loss, flat_grad, t_ls, evals = _strong_wolfe(
-              lambda t: value_and_grad(c.x + t * d), t, d, c.loss, c.flat_grad, gtd,
-              max_eval - c.current_evals)
+            lambda t: value_and_grad(c.x + t * d), t, d, c.loss, c.flat_grad, gtd, max_eval - c.current_evals
+          )
           x = c.x + t_ls * d
         else:
           t_ls, x = t, c.x + t * d
           loss, flat_grad, evals = lax.cond(
-              n_iter != max_iter,
-              lambda: (*value_and_grad(x), jnp.ones([], jnp.int32)),
-              lambda: (c.loss, c.flat_grad, jnp.zeros([], jnp.int32)))
+            n_iter != max_iter,
+            lambda: (*value_and_grad(x), jnp.ones([], jnp.int32)),
+            lambda: (c.loss, c.flat_grad, jnp.zeros([], jnp.int32)),
+          )
         current_evals = c.current_evals + evals
-        stop = ((n_iter == max_iter) | (current_evals >= max_eval)
-                | (jnp.max(jnp.abs(flat_grad)) <= tol_grad)
-                | (jnp.max(jnp.abs(d * t_ls)) <= tol_change)
-                | (jnp.abs(loss - c.loss) < tol_change))
+        stop = (
+          (n_iter == max_iter)
+          | (current_evals >= max_eval)
+          | (jnp.max(jnp.abs(flat_grad)) <= tol_grad)
+          | (jnp.max(jnp.abs(d * t_ls)) <= tol_change)
+          | (jnp.abs(loss - c.loss) < tol_change)
+        )
         new_state = state._replace(t=t_ls, func_evals=state.func_evals + evals)
         return _Carry(new_state, x, loss, flat_grad, n_iter, current_evals, stop)
 
-      return lax.cond(gtd > -tol_change,
-                      lambda: c._replace(state=state, n_iter=n_iter, stop=jnp.ones([], bool)), move)
+      return lax.cond(gtd > -tol_change, lambda: c._replace(state=state, n_iter=n_iter, stop=jnp.ones([], bool)), move)
 
     loss = loss_at(x0)
     state = state._replace(func_evals=state.func_evals + 1)
-    start = _Carry(state, x0, loss, flat_grad, jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32),
-                   jnp.max(jnp.abs(flat_grad)) <= tol_grad)
+    start = _Carry(
+      state,
+      x0,
+      loss,
+      flat_grad,
+      jnp.zeros([], jnp.int32),
+      jnp.ones([], jnp.int32),
+      jnp.max(jnp.abs(flat_grad)) <= tol_grad,
+    )
     final = lax.while_loop(lambda c: ~c.stop & (c.n_iter < max_iter), iteration, start)
     new_params = unravel(final.x)
     return jax.tree.map(jnp.subtract, new_params, params), final.state
@@ -369,26 +392,27 @@ def _check_max_eval(kw: dict[str, Any]) -> None:
   # fails (UnboundLocalError) when that is negative.
   if kw['line_search_fn'] == 'strong_wolfe' and kw['max_iter'] > 0 and kw['max_eval'] == 0:
     raise ConfigError(
-        f"LBFGS: max_eval={kw['max_eval']!r} is not allowed with line_search_fn='strong_wolfe': "
-        'expected an integer >= 1 (torch fails at its first step).')
+      f"LBFGS: max_eval={kw['max_eval']!r} is not allowed with line_search_fn='strong_wolfe': "
+      'expected an integer >= 1 (torch fails at its first step).'
+    )
 
 
 SPECS = (
-    OptimizerSpec(
-        name='LBFGS',
-        factory=lbfgs,
-        lr=1.0,
-        kwargs={
-            # torch runs no iteration for max_iter <= 0 and treats max_eval <= 0
-            # as 1 (without line search); negative counts are rejected here.
-            'max_iter': (20, _checks.Integer(0)),
-            'max_eval': (None, _checks.Optional(_checks.Integer(0))),
-            'tolerance_grad': (1e-7, _checks.Real()),
-            'tolerance_change': (1e-9, _checks.Real()),
-            # torch fails at the first stored pair with history_size 0.
-            'history_size': (100, _checks.Integer(1)),
-            'line_search_fn': (None, _checks.Optional(_checks.Choice(('strong_wolfe',)))),
-        },
-        cross_check=_check_max_eval,
-    ),
+  OptimizerSpec(
+    name='LBFGS',
+    factory=lbfgs,
+    lr=1.0,
+    kwargs={
+      # torch runs no iteration for max_iter <= 0 and treats max_eval <= 0
+      # as 1 (without line search); negative counts are rejected here.
+      'max_iter': (20, _checks.Integer(0)),
+      'max_eval': (None, _checks.Optional(_checks.Integer(0))),
+      'tolerance_grad': (1e-7, _checks.Real()),
+      'tolerance_change': (1e-9, _checks.Real()),
+      # torch fails at the first stored pair with history_size 0.
+      'history_size': (100, _checks.Integer(1)),
+      'line_search_fn': (None, _checks.Optional(_checks.Choice(('strong_wolfe',)))),
+    },
+    cross_check=_check_max_eval,
+  ),
 )

@@ -25,8 +25,9 @@ class MuonState(NamedTuple):
   buffer: Any
 
 
-def newton_schulz(x: jax.Array, coefficients: tuple[float, float, float], steps: int, eps: Any,
-                  dtype: str) -> jax.Array:
+def newton_schulz(
+  x: jax.Array, coefficients: tuple[float, float, float], steps: int, eps: Any, dtype: str
+) -> jax.Array:
   """torch's ``_zeropower_via_newtonschulz`` run in ``dtype``, returned in ``x``'s dtype.
 
   ``X = x / max(||x||_F, eps)`` on the wide orientation (transposed when rows >
@@ -73,17 +74,24 @@ def _check_params(params: Any, ns_dtype: str) -> None:
   for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
     if jnp.ndim(p) != 2:
       raise ConfigError(
-          f'Muon: the parameter at {jax.tree_util.keystr(path) or "<root>"} has shape '
-          f'{tuple(jnp.shape(p))}; Muon only supports 2-D parameters (as torch.optim.Muon). '
-          f'Optimize the others with another optimizer (optax.multi_transform).'
+        f'Muon: the parameter at {jax.tree_util.keystr(path) or "<root>"} has shape '
+        f'{tuple(jnp.shape(p))}; Muon only supports 2-D parameters (as torch.optim.Muon). '
+        f'Optimize the others with another optimizer (optax.multi_transform).'
       )
   if jnp.dtype(ns_dtype) != jax.dtypes.canonicalize_dtype(ns_dtype):
     raise ConfigError(f"Muon: ns_dtype={ns_dtype!r} needs jax_enable_x64; use 'float32' or enable x64.")
 
 
-def scale_by_muon(momentum: Any, nesterov: bool, ns_coefficients: tuple[float, float, float],
-                  eps: Any, ns_steps: int, adjust_lr_fn: str | None,
-                  ns_dtype: str, layout: str = 'out_in') -> optax.GradientTransformation:
+def scale_by_muon(
+  momentum: Any,
+  nesterov: bool,
+  ns_coefficients: tuple[float, float, float],
+  eps: Any,
+  ns_steps: int,
+  adjust_lr_fn: str | None,
+  ns_dtype: str,
+  layout: str = 'out_in',
+) -> optax.GradientTransformation:
   """Muon's direction, as ``torch.optim.Muon`` computes it (before ``-lr``).
 
   ``buf = buf.lerp(g, 1 - momentum)`` (torch's code keeps an EMA, not the
@@ -105,17 +113,20 @@ def scale_by_muon(momentum: Any, nesterov: bool, ns_coefficients: tuple[float, f
     buffer = jax.tree.map(_common.lerp(1 - momentum), state.buffer, updates)
     updates = jax.tree.map(_common.lerp(momentum), updates, buffer) if nesterov else buffer
     updates = jax.tree.map(
-        lambda u: flip(_common.cast(lr_ratio(flip(u).shape, adjust_lr_fn), u)
-                       * newton_schulz(flip(u), ns_coefficients, ns_steps, eps, ns_dtype)),
-        updates,
+      lambda u: flip(
+        _common.cast(lr_ratio(flip(u).shape, adjust_lr_fn), u)
+        * newton_schulz(flip(u), ns_coefficients, ns_steps, eps, ns_dtype)
+      ),
+      updates,
     )
     return updates, MuonState(buffer)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def muon(learning_rate, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps,
-         adjust_lr_fn, ns_dtype, layout):
+def muon(
+  learning_rate, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype, layout
+):
   """Muon, as ``torch.optim.Muon``, for 2-D parameters only.
 
   The direction of :func:`scale_by_muon`; decoupled decay
@@ -127,29 +138,29 @@ def muon(learning_rate, weight_decay, momentum, nesterov, ns_coefficients, eps, 
   A parameter that is not 2-D raises ConfigError at init, naming its path.
   """
   return _common.chain(
-      scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype, layout),
-      _common.descend(learning_rate),
-      _common.decoupled_decay(learning_rate, weight_decay) if weight_decay is not None else None,
+    scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype, layout),
+    _common.descend(learning_rate),
+    _common.decoupled_decay(learning_rate, weight_decay) if weight_decay is not None else None,
   )
 
 
 SPECS = (
-    OptimizerSpec(
-        name='Muon',
-        factory=muon,
-        lr=1e-3,
-        kwargs={
-            'weight_decay': (0.1, _checks.Schedulable(_checks.NON_NEGATIVE)),
-            'momentum': (0.95, _checks.Schedulable(_checks.NON_NEGATIVE)),
-            'nesterov': (True, _checks.Boolean()),
-            'ns_coefficients': ((3.4445, -4.775, 2.0315), _checks.Sequence(_checks.Real(), 3)),
-            'eps': (1e-7, _checks.Real()),  # torch puts no bound on eps
-            'ns_steps': (5, _checks.Integer(0, 99)),  # torch raises for >= 100 at its first step
-            'adjust_lr_fn': (None, _checks.Optional(_checks.Choice(('original', 'match_rms_adamw')))),
-            'ns_dtype': ('bfloat16', _checks.Choice(NS_DTYPES)),
-            'layout': ('out_in', _checks.Choice(LAYOUTS)),
-        },
-        switchable=('weight_decay',),
-        complex_params=False,  # torch raises at the first step
-    ),
+  OptimizerSpec(
+    name='Muon',
+    factory=muon,
+    lr=1e-3,
+    kwargs={
+      'weight_decay': (0.1, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'momentum': (0.95, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'nesterov': (True, _checks.Boolean()),
+      'ns_coefficients': ((3.4445, -4.775, 2.0315), _checks.Sequence(_checks.Real(), 3)),
+      'eps': (1e-7, _checks.Real()),  # torch puts no bound on eps
+      'ns_steps': (5, _checks.Integer(0, 99)),  # torch raises for >= 100 at its first step
+      'adjust_lr_fn': (None, _checks.Optional(_checks.Choice(('original', 'match_rms_adamw')))),
+      'ns_dtype': ('bfloat16', _checks.Choice(NS_DTYPES)),
+      'layout': ('out_in', _checks.Choice(LAYOUTS)),
+    },
+    switchable=('weight_decay',),
+    complex_params=False,  # torch raises at the first step
+  ),
 )

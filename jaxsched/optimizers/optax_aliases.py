@@ -14,10 +14,9 @@ from jaxsched.optimizers import _inject
 
 # Every public Optax optimizer alias (optax._src.alias), by its name.
 ALIASES: dict[str, Any] = {
-    name: getattr(optax, name)
-    for name, fn in vars(_alias).items()
-    if inspect.isfunction(fn) and not name.startswith('_') and fn.__module__ == _alias.__name__
-    and hasattr(optax, name)
+  name: getattr(optax, name)
+  for name, fn in vars(_alias).items()
+  if inspect.isfunction(fn) and not name.startswith('_') and fn.__module__ == _alias.__name__ and hasattr(optax, name)
 }
 
 
@@ -48,8 +47,9 @@ def convert(alias: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if key == 'learning_rate' or (isinstance(default, (int, float)) and not isinstance(default, bool)):
           raise ConfigError(f'optax.{alias}: {key}={value!r} is not a number.') from None
     if isinstance(value, float) and math.isnan(value):
-      raise ConfigError(f'optax.{alias}: {key}={kwargs[key]!r} is not a number (NaN would train every parameter '
-                        f'into NaN).')
+      raise ConfigError(
+        f'optax.{alias}: {key}={kwargs[key]!r} is not a number (NaN would train every parameter into NaN).'
+      )
     out[key] = value
   return out
 
@@ -63,9 +63,9 @@ def build(alias: str, learning_rate: Any, kwargs: dict[str, Any]) -> optax.Gradi
   args = convert(alias, {**kwargs, **({} if learning_rate is None else {'learning_rate': learning_rate})})
   fn = ALIASES[alias]
   missing = [
-      k for k, p in params.items()
-      if p.default is inspect.Parameter.empty and k not in args
-      and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    k
+    for k, p in params.items()
+    if p.default is inspect.Parameter.empty and k not in args and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
   ]
   if missing:
     raise ConfigError(f'optax.{alias} needs {", ".join(missing)}.')

@@ -32,9 +32,7 @@ def scale_by_torch_rms(alpha: Any, eps: Any, centered: bool, scale: Any = 1.0) -
   """
 
   def init_fn(params):
-    return ScaleByTorchRMSState(
-        _common.zeros_like(params), _common.zeros_like(params) if centered else None
-    )
+    return ScaleByTorchRMSState(_common.zeros_like(params), _common.zeros_like(params) if centered else None)
 
   def update_fn(updates, state, params=None):
     del params
@@ -45,7 +43,7 @@ def scale_by_torch_rms(alpha: Any, eps: Any, centered: bool, scale: Any = 1.0) -
     else:
       grad_avg, variance = None, square_avg
     updates = jax.tree.map(
-        lambda g, v: _common.cast(scale, g) * g / (jnp.sqrt(v) + _common.cast(eps, v)), updates, variance
+      lambda g, v: _common.cast(scale, g) * g / (jnp.sqrt(v) + _common.cast(eps, v)), updates, variance
     )
     return updates, ScaleByTorchRMSState(square_avg, grad_avg)
 
@@ -69,28 +67,28 @@ def rmsprop(learning_rate, alpha, eps, weight_decay, momentum, centered, maximiz
     # torch folds -lr into the numerator: p.addcdiv_(g, avg, value=-lr).
     return _common.chain(*gradient, scale_by_torch_rms(alpha, eps, centered, -learning_rate))
   return _common.chain(
-      *gradient,
-      scale_by_torch_rms(alpha, eps, centered),
-      # torch's RMSprop buffer starts at zero, so m * 0 + u = u on the first
-      # step: SGD's momentum without dampening.
-      torch_momentum(momentum, 0.0, False),
-      _common.descend(learning_rate),
+    *gradient,
+    scale_by_torch_rms(alpha, eps, centered),
+    # torch's RMSprop buffer starts at zero, so m * 0 + u = u on the first
+    # step: SGD's momentum without dampening.
+    torch_momentum(momentum, 0.0, False),
+    _common.descend(learning_rate),
   )
 
 
 SPECS = (
-    OptimizerSpec(
-        name='RMSprop',
-        factory=rmsprop,
-        lr=0.01,  # torch's and the reference page's default
-        kwargs={
-            'alpha': (0.99, _checks.NON_NEGATIVE),  # torch only rejects alpha < 0
-            'eps': (1e-8, _checks.NON_NEGATIVE),
-            'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
-            'momentum': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
-            'centered': (False, _checks.Boolean()),
-            'maximize': (False, _checks.Boolean()),
-        },
-        switchable=('weight_decay', 'momentum'),
-    ),
+  OptimizerSpec(
+    name='RMSprop',
+    factory=rmsprop,
+    lr=0.01,  # torch's and the reference page's default
+    kwargs={
+      'alpha': (0.99, _checks.NON_NEGATIVE),  # torch only rejects alpha < 0
+      'eps': (1e-8, _checks.NON_NEGATIVE),
+      'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'momentum': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'centered': (False, _checks.Boolean()),
+      'maximize': (False, _checks.Boolean()),
+    },
+    switchable=('weight_decay', 'momentum'),
+  ),
 )

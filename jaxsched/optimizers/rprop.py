@@ -22,8 +22,9 @@ class TorchRpropState(NamedTuple):
   step_size: Any
 
 
-def torch_rprop(learning_rate: Any, etas: tuple[float, float],
-                step_sizes: tuple[float, float]) -> optax.GradientTransformation:
+def torch_rprop(
+  learning_rate: Any, etas: tuple[float, float], step_sizes: tuple[float, float]
+) -> optax.GradientTransformation:
   """Rprop's step ``-sign(g) * step_size``, as ``torch.optim.Rprop``.
 
   The learning rate only seeds every step size (at init, as torch does on its
@@ -39,8 +40,8 @@ def torch_rprop(learning_rate: Any, etas: tuple[float, float],
 
   def init_fn(params):
     return TorchRpropState(
-        _common.zeros_like(params),
-        jax.tree.map(lambda p: jnp.full_like(p, _common.cast(learning_rate, p)), params),
+      _common.zeros_like(params),
+      jax.tree.map(lambda p: jnp.full_like(p, _common.cast(learning_rate, p)), params),
     )
 
   def factors(g, prev):
@@ -54,8 +55,9 @@ def torch_rprop(learning_rate: Any, etas: tuple[float, float],
     del params
     s = jax.tree.map(factors, updates, state.prev)
     step_size = jax.tree.map(
-        lambda size, si: jnp.clip(size * si, _common.cast(step_size_min, si), _common.cast(step_size_max, si)),
-        state.step_size, s,
+      lambda size, si: jnp.clip(size * si, _common.cast(step_size_min, si), _common.cast(step_size_max, si)),
+      state.step_size,
+      s,
     )
     grads = jax.tree.map(lambda g, si: jnp.where(si == _common.cast(etaminus, si), jnp.zeros_like(g), g), updates, s)
     updates = jax.tree.map(lambda g, size: -jnp.sign(g) * size, grads, step_size)
@@ -73,8 +75,8 @@ def rprop(learning_rate, etas, step_sizes, maximize):
   ``step_sizes``; ``p -= sign(g) * step_size``.
   """
   return _common.chain(
-      _common.negate() if maximize else None,
-      torch_rprop(learning_rate, etas, step_sizes),
+    _common.negate() if maximize else None,
+    torch_rprop(learning_rate, etas, step_sizes),
   )
 
 
@@ -82,21 +84,20 @@ def _check_etas(kw: dict[str, Any]) -> None:
   etaminus, etaplus = kw['etas']
   if not 0.0 < etaminus < 1.0 < etaplus:
     raise ConfigError(
-        f'Rprop: etas={list(kw["etas"])!r} is not allowed: expected '
-        f'0 < etas[0] < 1 < etas[1] (as torch.optim.Rprop).'
+      f'Rprop: etas={list(kw["etas"])!r} is not allowed: expected 0 < etas[0] < 1 < etas[1] (as torch.optim.Rprop).'
     )
 
 
 SPECS = (
-    OptimizerSpec(
-        name='Rprop',
-        factory=rprop,
-        lr=0.01,
-        kwargs={
-            'etas': ((0.5, 1.2), _checks.Sequence(_checks.Real(), 2)),
-            'step_sizes': ((1e-6, 50.0), _checks.Sequence(_checks.Real(), 2)),
-            'maximize': (False, _checks.Boolean()),
-        },
-        cross_check=_check_etas,
-    ),
+  OptimizerSpec(
+    name='Rprop',
+    factory=rprop,
+    lr=0.01,
+    kwargs={
+      'etas': ((0.5, 1.2), _checks.Sequence(_checks.Real(), 2)),
+      'step_sizes': ((1e-6, 50.0), _checks.Sequence(_checks.Real(), 2)),
+      'maximize': (False, _checks.Boolean()),
+    },
+    cross_check=_check_etas,
+  ),
 )

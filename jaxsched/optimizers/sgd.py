@@ -39,8 +39,7 @@ def torch_momentum(momentum: Any, dampening: Any, nesterov: bool) -> optax.Gradi
     first = state.count == 0
     keep = jnp.where(first, 0, momentum)
     take = jnp.where(first, 1, 1 - dampening).astype(keep.dtype)  # RMSprop's literal 0.0 is weakly typed
-    buffer = jax.tree.map(lambda g, b: _common.cast(keep, g) * b + _common.cast(take, g) * g,
-                          updates, state.buffer)
+    buffer = jax.tree.map(lambda g, b: _common.cast(keep, g) * b + _common.cast(take, g) * g, updates, state.buffer)
     if nesterov:
       updates = jax.tree.map(lambda g, b: g + _common.cast(momentum, g) * b, updates, buffer)
     else:
@@ -58,33 +57,33 @@ def sgd(learning_rate, momentum, dampening, weight_decay, nesterov, maximize):
   removes that term (and its state), as in torch.
   """
   return _common.chain(
-      *_common.gradient(maximize, weight_decay),
-      torch_momentum(momentum, dampening, nesterov) if momentum is not None else None,
-      _common.descend(learning_rate),
+    *_common.gradient(maximize, weight_decay),
+    torch_momentum(momentum, dampening, nesterov) if momentum is not None else None,
+    _common.descend(learning_rate),
   )
 
 
 def _check_nesterov(kw: dict[str, Any]) -> None:
   if kw['nesterov'] and (kw['momentum'] == 0 or kw['dampening'] != 0):
     raise ConfigError(
-        f'nesterov=True requires momentum > 0 and dampening == 0 (as torch.optim.SGD); '
-        f'got momentum={kw["momentum"]!r}, dampening={kw["dampening"]!r}.'
+      f'nesterov=True requires momentum > 0 and dampening == 0 (as torch.optim.SGD); '
+      f'got momentum={kw["momentum"]!r}, dampening={kw["dampening"]!r}.'
     )
 
 
 SPECS = (
-    OptimizerSpec(
-        name='SGD',
-        factory=sgd,
-        lr=0.01,  # the reference page's default; torch's is 1e-3
-        kwargs={
-            'momentum': (0.9, _checks.Schedulable(_checks.NON_NEGATIVE)),  # reference: 0.9; torch: 0
-            'dampening': (0.0, _checks.Real()),
-            'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
-            'nesterov': (False, _checks.Boolean()),
-            'maximize': (False, _checks.Boolean()),
-        },
-        switchable=('momentum', 'weight_decay'),
-        cross_check=_check_nesterov,
-    ),
+  OptimizerSpec(
+    name='SGD',
+    factory=sgd,
+    lr=0.01,  # the reference page's default; torch's is 1e-3
+    kwargs={
+      'momentum': (0.9, _checks.Schedulable(_checks.NON_NEGATIVE)),  # reference: 0.9; torch: 0
+      'dampening': (0.0, _checks.Real()),
+      'weight_decay': (0.0, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'nesterov': (False, _checks.Boolean()),
+      'maximize': (False, _checks.Boolean()),
+    },
+    switchable=('momentum', 'weight_decay'),
+    cross_check=_check_nesterov,
+  ),
 )

@@ -42,10 +42,8 @@ def scale_by_sparse_adam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransforma
     count = optax.safe_increment(state.count)
     present = jax.tree.map(lambda g: g != 0, updates)
     rest1, rest2 = 1 - b1, 1 - b2
-    mu = jax.tree.map(lambda k, g, m: jnp.where(k, _toward(m, g, rest1), m),
-                      present, updates, state.mu)
-    nu = jax.tree.map(lambda k, g, v: jnp.where(k, _toward(v, g * g, rest2), v),
-                      present, updates, state.nu)
+    mu = jax.tree.map(lambda k, g, m: jnp.where(k, _toward(m, g, rest1), m), present, updates, state.mu)
+    nu = jax.tree.map(lambda k, g, v: jnp.where(k, _toward(v, g * g, rest2), v), present, updates, state.nu)
     step_size = jnp.sqrt(bias_correction(b2, count)) / bias_correction(b1, count)
 
     def direction(k, m, v):
@@ -66,21 +64,23 @@ def sparse_adam(learning_rate, b1, b2, eps, maximize):
   (:func:`scale_by_sparse_adam`). No weight decay, as in torch.
   """
   return _common.chain(
-      _common.negate() if maximize else None,
-      scale_by_sparse_adam(b1, b2, eps),
-      _common.descend(learning_rate),
+    _common.negate() if maximize else None,
+    scale_by_sparse_adam(b1, b2, eps),
+    _common.descend(learning_rate),
   )
 
 
 SPECS = (
-    OptimizerSpec(
-        name='SparseAdam', factory=sparse_adam, lr=0.001,
-        lr_check=_checks.Schedulable(_checks.POSITIVE),  # torch: 0.0 < lr
-        complex_params=False,  # torch raises in the constructor
-        kwargs={
-            'betas': ((0.9, 0.999), BETAS),
-            'eps': (1e-8, _checks.POSITIVE),  # torch rejects eps <= 0 here
-            'maximize': (False, _checks.Boolean()),
-        },
-    ),
+  OptimizerSpec(
+    name='SparseAdam',
+    factory=sparse_adam,
+    lr=0.001,
+    lr_check=_checks.Schedulable(_checks.POSITIVE),  # torch: 0.0 < lr
+    complex_params=False,  # torch raises in the constructor
+    kwargs={
+      'betas': ((0.9, 0.999), BETAS),
+      'eps': (1e-8, _checks.POSITIVE),  # torch rejects eps <= 0 here
+      'maximize': (False, _checks.Boolean()),
+    },
+  ),
 )

@@ -22,7 +22,7 @@ from jaxsched.schedules._registry import Schedule, ScheduleSpec, momentum_schedu
 
 # Each family module contributes its SPECS; the table is keyed by torch's class name.
 SCHEDULES: dict[str, ScheduleSpec] = {
-    spec.name: spec for module in (basic, cosine, cyclic, composite, swalr) for spec in module.SPECS
+  spec.name: spec for module in (basic, cosine, cyclic, composite, swalr) for spec in module.SPECS
 }
 
 _LEARNING_RATE = _checks.Real()
@@ -100,15 +100,15 @@ def _check_start(sched: Schedule, given: dict[str, Any]) -> None:
       raise
     detail = str(e).splitlines()[0] if str(e) else ''
     raise ConfigError(
-        f'{sched.name}: {culprit} fails at step 0 ({type(e).__name__}: {detail}); it must be '
-        f'a jnp-traceable function of the step, finite at step 0.'
+      f'{sched.name}: {culprit} fails at step 0 ({type(e).__name__}: {detail}); it must be '
+      f'a jnp-traceable function of the step, finite at step 0.'
     ) from None
   dtype = _numeric.float_dtype()
   for what, value in values.items():
     if not math.isfinite(value):
       raise ConfigError(
-          f'{sched.name}: {culprit} gives a {what} of {value} at step 0 ({dtype.name}, '
-          f'finite up to {jnp.finfo(dtype).max:.3g}); it must be finite.'
+        f'{sched.name}: {culprit} gives a {what} of {value} at step 0 ({dtype.name}, '
+        f'finite up to {jnp.finfo(dtype).max:.3g}); it must be finite.'
       )
 
 

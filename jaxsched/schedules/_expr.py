@@ -27,12 +27,23 @@ from jaxsched._errors import ConfigError
 from jaxsched.schedules import _numeric
 
 _BINOPS = {
-    ast.Add: '+', ast.Sub: '-', ast.Mult: '*', ast.Div: '/', ast.FloorDiv: '//',
-    ast.Mod: '%', ast.Pow: '**',
+  ast.Add: '+',
+  ast.Sub: '-',
+  ast.Mult: '*',
+  ast.Div: '/',
+  ast.FloorDiv: '//',
+  ast.Mod: '%',
+  ast.Pow: '**',
 }
 _FUNCS = {
-    'min': (2, None), 'max': (2, None), 'abs': (1, 1), 'exp': (1, 1), 'log': (1, 1),
-    'sqrt': (1, 1), 'cos': (1, 1), 'sin': (1, 1),
+  'min': (2, None),
+  'max': (2, None),
+  'abs': (1, 1),
+  'exp': (1, 1),
+  'log': (1, 1),
+  'sqrt': (1, 1),
+  'cos': (1, 1),
+  'sin': (1, 1),
 }
 _CONSTANTS = {'pi': math.pi}
 _INT_OPS = {'+', '-', '*', '//', '%'}
@@ -109,8 +120,9 @@ def compile_expression(source: str, key: str, variable: str = 'epoch') -> Expres
       if node.id in _CONSTANTS:
         v = _CONSTANTS[node.id]
         return (lambda n, v=v: _numeric.const(v)), False, v
-      raise _error(text, key, node.col_offset,
-                   f'unknown name {node.id!r}: the variable is {variable!r}; constants: pi.')
+      raise _error(
+        text, key, node.col_offset, f'unknown name {node.id!r}: the variable is {variable!r}; constants: pi.'
+      )
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
       f, is_int, v = build(node.operand)
       if isinstance(node.op, ast.UAdd):
@@ -144,17 +156,14 @@ def compile_expression(source: str, key: str, variable: str = 'epoch') -> Expres
     if isinstance(node, ast.Call):
       if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS:
         name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
-        raise _error(text, key, node.col_offset,
-                     f'unknown function {name!r}; allowed: {", ".join(_FUNCS)}.')
+        raise _error(text, key, node.col_offset, f'unknown function {name!r}; allowed: {", ".join(_FUNCS)}.')
       name = node.func.id
       if node.keywords:
-        raise _error(text, key, node.keywords[0].value.col_offset,
-                     f'{name}() takes no keyword arguments.')
+        raise _error(text, key, node.keywords[0].value.col_offset, f'{name}() takes no keyword arguments.')
       lo, hi = _FUNCS[name]
       if len(node.args) < lo or (hi is not None and len(node.args) > hi):
         want = f'{lo}' if lo == hi else f'at least {lo}'
-        raise _error(text, key, node.col_offset,
-                     f'{name}() takes {want} argument(s), got {len(node.args)}.')
+        raise _error(text, key, node.col_offset, f'{name}() takes {want} argument(s), got {len(node.args)}.')
       parts = [build(a) for a in node.args]
       fns = [p[0] for p in parts]
       all_int = all(p[1] for p in parts)
@@ -184,9 +193,12 @@ def compile_expression(source: str, key: str, variable: str = 'epoch') -> Expres
     if isinstance(node, ast.BinOp):
       what = type(node.op).__name__
       col = node.right.col_offset - 1 if hasattr(node.right, 'col_offset') else col
-    raise _error(text, key, col,
-                 f'{what} is not allowed; use numbers, {variable!r}, + - * / // % **, '
-                 f'parentheses, pi and {", ".join(_FUNCS)}().')
+    raise _error(
+      text,
+      key,
+      col,
+      f'{what} is not allowed; use numbers, {variable!r}, + - * / // % **, parentheses, pi and {", ".join(_FUNCS)}().',
+    )
 
   fn, _, value = build(tree.body)
   try:
@@ -212,21 +224,38 @@ def _float(x: jax.Array) -> jax.Array:
 
 
 _PY_OPS = {
-    '+': lambda a, b: a + b, '-': lambda a, b: a - b, '*': lambda a, b: a * b,
-    '/': lambda a, b: a / b, '//': lambda a, b: a // b, '%': lambda a, b: a % b,
-    '**': lambda a, b: float(a) ** b,
+  '+': lambda a, b: a + b,
+  '-': lambda a, b: a - b,
+  '*': lambda a, b: a * b,
+  '/': lambda a, b: a / b,
+  '//': lambda a, b: a // b,
+  '%': lambda a, b: a % b,
+  '**': lambda a, b: float(a) ** b,
 }
 _JNP_OPS = {
-    '+': jnp.add, '-': jnp.subtract, '*': jnp.multiply, '/': jnp.divide,
-    '//': jnp.floor_divide, '%': jnp.remainder, '**': jnp.power,
+  '+': jnp.add,
+  '-': jnp.subtract,
+  '*': jnp.multiply,
+  '/': jnp.divide,
+  '//': jnp.floor_divide,
+  '%': jnp.remainder,
+  '**': jnp.power,
 }
 _PY_FUNCS = {
-    'min': min, 'max': max, 'abs': abs, 'exp': math.exp, 'log': math.log, 'sqrt': math.sqrt,
-    'cos': math.cos, 'sin': math.sin,
+  'min': min,
+  'max': max,
+  'abs': abs,
+  'exp': math.exp,
+  'log': math.log,
+  'sqrt': math.sqrt,
+  'cos': math.cos,
+  'sin': math.sin,
 }
 
 
-def lambda_function(value: Any, key: str, variable: str = 'epoch') -> tuple[Callable[[jax.Array], jax.Array], float | None]:
+def lambda_function(
+  value: Any, key: str, variable: str = 'epoch'
+) -> tuple[Callable[[jax.Array], jax.Array], float | None]:
   """A schedule factor from a config value: a callable (traced with the count),
   a number (a constant), or an expression string. Returns ``(fn, constant)``,
   constant being the factor's value when it is known not to depend on the count."""
@@ -242,6 +271,6 @@ def lambda_function(value: Any, key: str, variable: str = 'epoch') -> tuple[Call
   if callable(value):
     return (lambda n: jnp.asarray(value(n)).astype(_numeric.float_dtype())), None
   raise ConfigError(
-      f'{key}={value!r} is not allowed: expected a callable of the step, a number, or an '
-      f'expression string in {variable!r} such as "0.95 ** {variable}".'
+    f'{key}={value!r} is not allowed: expected a callable of the step, a number, or an '
+    f'expression string in {variable!r} such as "0.95 ** {variable}".'
   )

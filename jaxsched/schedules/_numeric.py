@@ -65,9 +65,10 @@ def as_count(count: Any) -> jax.Array:
     else:
       inside = values.size == 0 or bool(values.min() >= -limit - 1) and bool(values.max() <= limit)
     if not inside:
-      hint = '' if jax.config.read("jax_enable_x64") else ' (enable jax_enable_x64 for int64 counts)'
-      raise ConfigError(f'step count {_checks.shown(count)} is not a count the schedule\'s counter holds: '
-                        f'|count| <= {limit}{hint}.')
+      hint = '' if jax.config.read('jax_enable_x64') else ' (enable jax_enable_x64 for int64 counts)'
+      raise ConfigError(
+        f"step count {_checks.shown(count)} is not a count the schedule's counter holds: |count| <= {limit}{hint}."
+      )
   count = jnp.asarray(count)
   if not jnp.issubdtype(count.dtype, jnp.integer):
     count = jnp.floor(count)
@@ -175,8 +176,9 @@ def minus(n: jax.Array, c: float) -> jax.Array:
   return (n - ci).astype(float_dtype()) - const(cf)
 
 
-def fold_affine(step: Callable[[jax.Array], tuple[jax.Array, jax.Array]], n: jax.Array,
-                start: jax.Array, block: int = 256) -> jax.Array:
+def fold_affine(
+  step: Callable[[jax.Array], tuple[jax.Array, jax.Array]], n: jax.Array, start: jax.Array, block: int = 256
+) -> jax.Array:
   """Applies ``lr <- a(k) * lr + b(k)`` for k = 1..n to ``start``: torch's chainable
   recursion where no closed form exists.
 

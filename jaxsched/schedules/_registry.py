@@ -139,9 +139,9 @@ class Schedule:
     can run (``max_count``): call it wherever the run's length is known."""
     if self.max_count is not None and steps > self.max_count:
       raise ConfigError(
-          f'{self.name}: the run steps the scheduler {steps} times, but torch raises after '
-          f'{self.max_count} steps (total_steps={self.max_count}); raise total_steps or '
-          f'epochs*steps_per_epoch.'
+        f'{self.name}: the run steps the scheduler {steps} times, but torch raises after '
+        f'{self.max_count} steps (total_steps={self.max_count}); raise total_steps or '
+        f'epochs*steps_per_epoch.'
       )
 
 

@@ -28,11 +28,11 @@ def _zero(k: jax.Array) -> jax.Array:
 def factor_curve(lr: float, factor, step_factor, **extra: Any) -> Curve:
   """A Curve whose chainable step multiplies the current lr by ``step_factor(k)``."""
   return Curve(
-      value=lambda n: const(lr) * factor(n),
-      kind='factor',
-      factor=factor,
-      step=lambda k: (step_factor(k), _zero(k)),
-      **extra,
+    value=lambda n: const(lr) * factor(n),
+    kind='factor',
+    factor=factor,
+    step=lambda k: (step_factor(k), _zero(k)),
+    **extra,
   )
 
 
@@ -77,8 +77,10 @@ def multiplicative_lr(lr, lr_lambda):
     factor = lambda n: _numeric.fold_affine(lambda ks: (fn(ks), 0.0), n, const(1.0))
   restart = lambda r, prev: prev * fn(jnp.zeros_like(r)) * factor(r)
   # outside the initial step torch multiplies by lr_lambda(0) at last_epoch 0
-  first = lambda k: (jnp.broadcast_to(jnp.asarray(fn(jnp.zeros_like(k)), _numeric.float_dtype()), jnp.shape(k)),
-                     _zero(k))
+  first = lambda k: (
+    jnp.broadcast_to(jnp.asarray(fn(jnp.zeros_like(k)), _numeric.float_dtype()), jnp.shape(k)),
+    _zero(k),
+  )
   return factor_curve(lr, factor, step_factor, restart=restart, first=first)
 
 
@@ -109,7 +111,10 @@ def multi_step_lr(lr, milestones, gamma):
     if not reachable:
       return jnp.zeros_like(k)
     ms = jnp.asarray(reachable, k.dtype)
-    return (jnp.searchsorted(ms, k, side='right', method='compare_all') - jnp.searchsorted(ms, k, side='left', method='compare_all')).astype(k.dtype)
+    return (
+      jnp.searchsorted(ms, k, side='right', method='compare_all')
+      - jnp.searchsorted(ms, k, side='left', method='compare_all')
+    ).astype(k.dtype)
 
   factor = lambda n: power(gamma, count(n))
   step_factor = lambda k: power(gamma, hits(k))
@@ -130,8 +135,9 @@ def constant_lr(lr, factor, total_iters):
   if total_iters == 0:
     c = lambda n: jnp.full(jnp.shape(n), factor, _numeric.float_dtype())
     s = lambda k: jnp.where(k == 0, const(factor), const(1.0))
-    return factor_curve(lr, c, s, restart=lambda r, prev: jnp.full(
-        jnp.shape(r), lr * (factor + (1.0 - factor)), _numeric.float_dtype()))
+    return factor_curve(
+      lr, c, s, restart=lambda r, prev: jnp.full(jnp.shape(r), lr * (factor + (1.0 - factor)), _numeric.float_dtype())
+    )
   inv = 1.0 / factor
   c = lambda n: jnp.where(n < total_iters, const(factor), const(factor * inv))
   s = lambda k: jnp.where(k == 0, const(factor), jnp.where(k == total_iters, const(inv), const(1.0)))
@@ -141,8 +147,8 @@ def constant_lr(lr, factor, total_iters):
 def _check_constant(kw):
   if kw['factor'] == 0 and kw['total_iters'] > 0:
     raise ConfigError(
-        'ConstantLR: factor=0 cannot run: torch divides by factor at step total_iters '
-        f'(={kw["total_iters"]}) and raises ZeroDivisionError.'
+      'ConstantLR: factor=0 cannot run: torch divides by factor at step total_iters '
+      f'(={kw["total_iters"]}) and raises ZeroDivisionError.'
     )
 
 
@@ -157,8 +163,12 @@ def linear_lr(lr, start_factor, end_factor, total_iters):
   s0, e0, t = start_factor, end_factor, total_iters
   if t == 0:
     c = lambda n: jnp.full(jnp.shape(n), s0, _numeric.float_dtype())
-    return factor_curve(lr, c, lambda k: jnp.where(k == 0, const(s0), const(1.0)),
-                        restart_error='ZeroDivisionError for LinearLR with total_iters=0 (its closed form divides by zero)')
+    return factor_curve(
+      lr,
+      c,
+      lambda k: jnp.where(k == 0, const(s0), const(1.0)),
+      restart_error='ZeroDivisionError for LinearLR with total_iters=0 (its closed form divides by zero)',
+    )
 
   def c(n):
     m = jnp.clip(n, 0, t)
@@ -176,8 +186,12 @@ def linear_lr(lr, start_factor, end_factor, total_iters):
 
 def exponential_lr(lr, gamma):
   """ExponentialLR (``torch.optim.lr_scheduler.ExponentialLR``): ``lr_n = lr * gamma ** n``."""
-  return factor_curve(lr, lambda n: power(gamma, n), lambda k: jnp.where(k == 0, const(1.0), const(gamma)),
-                      first=lambda k: (jnp.full(jnp.shape(k), gamma, _numeric.float_dtype()), _zero(k)))
+  return factor_curve(
+    lr,
+    lambda n: power(gamma, n),
+    lambda k: jnp.where(k == 0, const(1.0), const(gamma)),
+    first=lambda k: (jnp.full(jnp.shape(k), gamma, _numeric.float_dtype()), _zero(k)),
+  )
 
 
 def polynomial_lr(lr, total_iters, power):
@@ -191,8 +205,13 @@ def polynomial_lr(lr, total_iters, power):
   if t == 0:
     one = lambda n: jnp.ones(jnp.shape(n), _numeric.float_dtype())
     why = 'ZeroDivisionError for PolynomialLR with total_iters=0 (its {} divides by zero)'
-    return factor_curve(lr, one, one, restart_error=why.format('closed form'),
-                        first_error=why.format('step at last_epoch 0 outside the initial step'))
+    return factor_curve(
+      lr,
+      one,
+      one,
+      restart_error=why.format('closed form'),
+      first_error=why.format('step at last_epoch 0 outside the initial step'),
+    )
   end = 0.0 if p > 0 else 1.0  # 0.0 ** p, also for p too small for float32
 
   def c(n):
@@ -215,32 +234,51 @@ def polynomial_lr(lr, total_iters, power):
   return factor_curve(lr, c, s, first=first)
 
 
-
-
 SPECS = (
-    ScheduleSpec('LambdaLR', lambda_lr, {'lr_lambda': (REQUIRED, LrLambda())}),
-    ScheduleSpec('MultiplicativeLR', multiplicative_lr, {'lr_lambda': (REQUIRED, LrLambda())}),
-    ScheduleSpec('StepLR', step_lr, {
-        'step_size': (REQUIRED, _checks.Integer(1)),
-        'gamma': (0.1, _checks.Real()),
-    }),
-    ScheduleSpec('MultiStepLR', multi_step_lr, {
-        'milestones': (REQUIRED, _checks.Sequence(_checks.Integer())),
-        'gamma': (0.1, _checks.Real()),
-    }),
-    ScheduleSpec('ConstantLR', constant_lr, {
-        'factor': (1.0 / 3, _checks.Real(0.0, 1.0)),
-        'total_iters': (5, _checks.Integer(0)),
-    }, cross_check=_check_constant),
-    ScheduleSpec('LinearLR', linear_lr, {
-        'start_factor': (1.0 / 3, _checks.Real(0.0, 1.0, lo_open=True)),
-        'end_factor': (1.0, _checks.Real(0.0, 1.0)),
-        'total_iters': (5, _checks.Integer(0)),
-    }),
-    ScheduleSpec('ExponentialLR', exponential_lr, {'gamma': (REQUIRED, _checks.Real())}),
-    ScheduleSpec('PolynomialLR', polynomial_lr, {
-        'total_iters': (5, _checks.Integer(0)),
-        # torch raises ZeroDivisionError at n == total_iters for a negative power.
-        'power': (1.0, _checks.NON_NEGATIVE),
-    }),
+  ScheduleSpec('LambdaLR', lambda_lr, {'lr_lambda': (REQUIRED, LrLambda())}),
+  ScheduleSpec('MultiplicativeLR', multiplicative_lr, {'lr_lambda': (REQUIRED, LrLambda())}),
+  ScheduleSpec(
+    'StepLR',
+    step_lr,
+    {
+      'step_size': (REQUIRED, _checks.Integer(1)),
+      'gamma': (0.1, _checks.Real()),
+    },
+  ),
+  ScheduleSpec(
+    'MultiStepLR',
+    multi_step_lr,
+    {
+      'milestones': (REQUIRED, _checks.Sequence(_checks.Integer())),
+      'gamma': (0.1, _checks.Real()),
+    },
+  ),
+  ScheduleSpec(
+    'ConstantLR',
+    constant_lr,
+    {
+      'factor': (1.0 / 3, _checks.Real(0.0, 1.0)),
+      'total_iters': (5, _checks.Integer(0)),
+    },
+    cross_check=_check_constant,
+  ),
+  ScheduleSpec(
+    'LinearLR',
+    linear_lr,
+    {
+      'start_factor': (1.0 / 3, _checks.Real(0.0, 1.0, lo_open=True)),
+      'end_factor': (1.0, _checks.Real(0.0, 1.0)),
+      'total_iters': (5, _checks.Integer(0)),
+    },
+  ),
+  ScheduleSpec('ExponentialLR', exponential_lr, {'gamma': (REQUIRED, _checks.Real())}),
+  ScheduleSpec(
+    'PolynomialLR',
+    polynomial_lr,
+    {
+      'total_iters': (5, _checks.Integer(0)),
+      # torch raises ZeroDivisionError at n == total_iters for a negative power.
+      'power': (1.0, _checks.NON_NEGATIVE),
+    },
+  ),
 )

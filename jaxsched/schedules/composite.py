@@ -33,8 +33,8 @@ class Members:
   each checked against its own spec. Returns ``((name, checked_kwargs), ...)``."""
 
   def __call__(self, key: str, value: Any) -> tuple:
-    from jaxsched.schedules import SCHEDULES  # the table imports this module
     from jaxsched._errors import unknown
+    from jaxsched.schedules import SCHEDULES  # the table imports this module
 
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, '__iter__') or not list(value):
       raise ConfigError(f'{key}={value!r} is not allowed: expected {self}.')
@@ -42,19 +42,20 @@ class Members:
     for i, item in enumerate(value):
       where = f'{key}[{i}]'
       if not isinstance(item, dict):
-        raise ConfigError(f'{where}={item!r} is not allowed: expected a mapping with keys '
-                          f'scheduler and scheduler_kwargs.')
+        raise ConfigError(
+          f'{where}={item!r} is not allowed: expected a mapping with keys scheduler and scheduler_kwargs.'
+        )
       for k in item:
         if k not in _MEMBER_KEYS:
           raise unknown(f'key in {where}', k, _MEMBER_KEYS)
       if 'scheduler' not in item:
-        raise ConfigError(f'{where}: missing required key \'scheduler\'.')
+        raise ConfigError(f"{where}: missing required key 'scheduler'.")
       name = item['scheduler']
       if name in NOT_MEMBERS:
         raise ConfigError(
-            f'{where}: {name} is not supported inside SequentialLR or ChainedScheduler '
-            f'(CyclicLR and OneCycleLR overwrite the optimizer\'s lr and initial_lr for every '
-            f'other member in torch).'
+          f'{where}: {name} is not supported inside SequentialLR or ChainedScheduler '
+          f"(CyclicLR and OneCycleLR overwrite the optimizer's lr and initial_lr for every "
+          f'other member in torch).'
         )
       spec = SCHEDULES.get(name) if isinstance(name, str) else None
       if spec is None:
@@ -81,8 +82,9 @@ def _build(lr, members):
 
 def _holds_sequential(members) -> bool:
   """Whether a SequentialLR is among ``members`` (checked members), at any depth."""
-  return any(name == 'SequentialLR' or (name in COMPOSITES and _holds_sequential(kw['schedulers']))
-             for name, kw in members)
+  return any(
+    name == 'SequentialLR' or (name in COMPOSITES and _holds_sequential(kw['schedulers'])) for name, kw in members
+  )
 
 
 def _compose(maps):
@@ -125,9 +127,10 @@ def sequential_lr(lr, schedulers, milestones):
   """
   if _holds_sequential(schedulers):
     raise ConfigError(
-        'SequentialLR: a SequentialLR inside a SequentialLR (directly or in a ChainedScheduler) is not supported: '
-        'torch\'s recursive_undo rewinds only the inner members, not the inner SequentialLR\'s own count, so '
-        'its milestones fall one step early. Flatten it into one SequentialLR.')
+      'SequentialLR: a SequentialLR inside a SequentialLR (directly or in a ChainedScheduler) is not supported: '
+      "torch's recursive_undo rewinds only the inner members, not the inner SequentialLR's own count, so "
+      'its milestones fall one step early. Flatten it into one SequentialLR.'
+    )
   curves = _build(lr, schedulers)
   composite = [name in COMPOSITES for name, _ in schedulers]
   ms = list(milestones)
@@ -140,12 +143,13 @@ def sequential_lr(lr, schedulers, milestones):
   for i, curve in enumerate(curves):
     if i > 0 and starts[i] > 0 and active(i) and curve.restart_error:
       raise ConfigError(
-          f'SequentialLR: schedulers[{i}] cannot be restarted at milestone {starts[i]}: '
-          f'torch raises {curve.restart_error}.'
+        f'SequentialLR: schedulers[{i}] cannot be restarted at milestone {starts[i]}: '
+        f'torch raises {curve.restart_error}.'
       )
   if composite[first] and curves[first].first_error:
-    raise ConfigError(f'SequentialLR: schedulers[{first}] cannot be started at step 0: torch raises '
-                      f'{curves[first].first_error}.')
+    raise ConfigError(
+      f'SequentialLR: schedulers[{first}] cannot be started at step 0: torch raises {curves[first].first_error}.'
+    )
 
   def start(k):  # construction: the lr reset to the base lr, then the first member's step 0
     curve = curves[first]
@@ -168,6 +172,7 @@ def sequential_lr(lr, schedulers, milestones):
     return a, b
 
   if any(composite):
+
     def value(n):
       return _numeric.fold_affine(step, n, start(jnp.zeros((), n.dtype))[1])
 
@@ -198,8 +203,7 @@ def _check_sequential(kw):
   n, ms = len(kw['schedulers']), kw['milestones']
   if len(ms) != n - 1:
     raise ConfigError(
-        f'SequentialLR: expected {n - 1} milestone(s) for {n} schedulers (one fewer), got '
-        f'milestones={list(ms)}.'
+      f'SequentialLR: expected {n - 1} milestone(s) for {n} schedulers (one fewer), got milestones={list(ms)}.'
     )
   if any(b < a for a, b in zip(ms, ms[1:])):
     raise ConfigError(f'SequentialLR: milestones={list(ms)} must be non-decreasing.')
@@ -224,6 +228,7 @@ def chained_scheduler(lr, schedulers):
     return _compose(c.step(k) for c in curves)
 
   if any(c.kind == 'affine' for c in curves):
+
     def value(n):
       a0, b0 = step(jnp.zeros((), n.dtype))
       return _numeric.fold_affine(step, n, a0 * const(lr) + b0)
@@ -237,23 +242,35 @@ def chained_scheduler(lr, schedulers):
           out = out * c.factor(n)
         return out
       out = curves[last].value(n)
-      for c in curves[last + 1:]:
+      for c in curves[last + 1 :]:
         out = out * c.step(n)[0]
       return out
 
   return Curve(
-      value=value, kind='affine', step=step,
-      first=lambda k: _compose((c.first or c.step)(k) for c in curves),
-      first_error=next((c.first_error for c in curves if c.first_error), None),
-      restart_error='NotImplementedError for a ChainedScheduler (_update_lr(0) calls LRScheduler.get_lr)')
+    value=value,
+    kind='affine',
+    step=step,
+    first=lambda k: _compose((c.first or c.step)(k) for c in curves),
+    first_error=next((c.first_error for c in curves if c.first_error), None),
+    restart_error='NotImplementedError for a ChainedScheduler (_update_lr(0) calls LRScheduler.get_lr)',
+  )
 
 
 SPECS = (
-    ScheduleSpec('SequentialLR', sequential_lr, {
-        'schedulers': (REQUIRED, Members()),
-        'milestones': (REQUIRED, _checks.Sequence(_checks.Integer(0, _numeric.INT_MAX))),
-    }, cross_check=_check_sequential),
-    ScheduleSpec('ChainedScheduler', chained_scheduler, {
-        'schedulers': (REQUIRED, Members()),
-    }),
+  ScheduleSpec(
+    'SequentialLR',
+    sequential_lr,
+    {
+      'schedulers': (REQUIRED, Members()),
+      'milestones': (REQUIRED, _checks.Sequence(_checks.Integer(0, _numeric.INT_MAX))),
+    },
+    cross_check=_check_sequential,
+  ),
+  ScheduleSpec(
+    'ChainedScheduler',
+    chained_scheduler,
+    {
+      'schedulers': (REQUIRED, Members()),
+    },
+  ),
 )

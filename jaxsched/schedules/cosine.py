@@ -71,6 +71,7 @@ def cosine_annealing_warm_restarts(lr, T_0, T_mult, eta_min):
   since its start, as torch's ``step()`` without an epoch argument.
   """
   if T_mult == 1:
+
     def value(n):
       d = T_0 - mod_period(n, T_0)
       return const(eta_min) + const(lr - eta_min) * half_cosine(d, 2 * T_0)
@@ -79,7 +80,7 @@ def cosine_annealing_warm_restarts(lr, T_0, T_mult, eta_min):
     ends = starts[1:]  # ends[i] = start of cycle i + 1
     clipped = [min(e, _numeric.INT_MAX) for e in ends]
     extra = [float(max(e - _numeric.INT_MAX, 0)) for e in ends]
-    scale = [math.pi / (2 * length) for length in lengths[:len(ends)]]
+    scale = [math.pi / (2 * length) for length in lengths[: len(ends)]]
 
     def value(n):
       i = jnp.searchsorted(jnp.asarray(starts[1:-1], n.dtype), n, side='right', method='compare_all')
@@ -131,28 +132,41 @@ def linear_warmup_cosine_annealing_lr(lr, warmup_epochs, max_epochs, warmup_star
 def _check_warmup(kw):
   if kw['max_epochs'] <= kw['warmup_epochs']:
     raise ConfigError(
-        f'LinearWarmupCosineAnnealingLR: max_epochs={kw["max_epochs"]} must be greater than '
-        f'warmup_epochs={kw["warmup_epochs"]}: the cosine runs over max_epochs - warmup_epochs '
-        f'epochs (0 divides by zero).'
+      f'LinearWarmupCosineAnnealingLR: max_epochs={kw["max_epochs"]} must be greater than '
+      f'warmup_epochs={kw["warmup_epochs"]}: the cosine runs over max_epochs - warmup_epochs '
+      f'epochs (0 divides by zero).'
     )
 
 
 SPECS = (
-    ScheduleSpec('CosineAnnealingLR', cosine_annealing_lr, {
-        'T_max': (250, _checks.Integer(1)),  # the reference page's default; torch requires it
-        'eta_min': (0.0, _checks.Real()),
-    }),
-    ScheduleSpec('CosineAnnealingWarmRestarts', cosine_annealing_warm_restarts, {
-        'T_0': (REQUIRED, _checks.Integer(1, _numeric.INT_MAX)),
-        'T_mult': (1, _checks.Integer(1)),
-        'eta_min': (0.0, _checks.Real()),
-    }),
-    ScheduleSpec('LinearWarmupCosineAnnealingLR', linear_warmup_cosine_annealing_lr, {
-        # warmup_epochs=0 makes pl_bolts' chainable form start its cosine from
-        # warmup_start_lr instead of the lr: not supported (use CosineAnnealingLR).
-        'warmup_epochs': (REQUIRED, _checks.Integer(1)),
-        'max_epochs': (REQUIRED, _checks.Integer(2)),
-        'warmup_start_lr': (0.0, _checks.Real()),
-        'eta_min': (0.0, _checks.Real()),
-    }, cross_check=_check_warmup),
+  ScheduleSpec(
+    'CosineAnnealingLR',
+    cosine_annealing_lr,
+    {
+      'T_max': (250, _checks.Integer(1)),  # the reference page's default; torch requires it
+      'eta_min': (0.0, _checks.Real()),
+    },
+  ),
+  ScheduleSpec(
+    'CosineAnnealingWarmRestarts',
+    cosine_annealing_warm_restarts,
+    {
+      'T_0': (REQUIRED, _checks.Integer(1, _numeric.INT_MAX)),
+      'T_mult': (1, _checks.Integer(1)),
+      'eta_min': (0.0, _checks.Real()),
+    },
+  ),
+  ScheduleSpec(
+    'LinearWarmupCosineAnnealingLR',
+    linear_warmup_cosine_annealing_lr,
+    {
+      # warmup_epochs=0 makes pl_bolts' chainable form start its cosine from
+      # warmup_start_lr instead of the lr: not supported (use CosineAnnealingLR).
+      'warmup_epochs': (REQUIRED, _checks.Integer(1)),
+      'max_epochs': (REQUIRED, _checks.Integer(2)),
+      'warmup_start_lr': (0.0, _checks.Real()),
+      'eta_min': (0.0, _checks.Real()),
+    },
+    cross_check=_check_warmup,
+  ),
 )

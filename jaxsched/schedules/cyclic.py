@@ -32,8 +32,20 @@ class ScaleFn:
     return 'null, a callable, or an expression string in x'
 
 
-def cyclic_lr(lr, base_lr, max_lr, step_size_up, step_size_down, mode, gamma, scale_fn,
-              scale_mode, cycle_momentum, base_momentum, max_momentum):
+def cyclic_lr(
+  lr,
+  base_lr,
+  max_lr,
+  step_size_up,
+  step_size_down,
+  mode,
+  gamma,
+  scale_fn,
+  scale_mode,
+  cycle_momentum,
+  base_momentum,
+  max_momentum,
+):
   """CyclicLR (``torch.optim.lr_scheduler.CyclicLR``), Smith's cyclical learning rates.
 
   With ``S = up + down``, ``cycle = 1 + n // S`` and ``r = n % S``: the scale
@@ -75,8 +87,7 @@ def cyclic_lr(lr, base_lr, max_lr, step_size_up, step_size_down, mode, gamma, sc
   momentum = None
   if cycle_momentum:
     momentum = lambda n: const(max_momentum) - const(max_momentum - base_momentum) * shape(n)
-  return Curve(value=value, kind='absolute', step=lambda k: (jnp.zeros_like(value(k)), value(k)),
-               momentum=momentum)
+  return Curve(value=value, kind='absolute', step=lambda k: (jnp.zeros_like(value(k)), value(k)), momentum=momentum)
 
 
 def _one_cycle_phases(kw: dict[str, Any]) -> tuple[int, list[tuple[float, float, Any, Any, bool]]]:
@@ -85,15 +96,20 @@ def _one_cycle_phases(kw: dict[str, Any]) -> tuple[int, list[tuple[float, float,
     if kw['epochs'] is None or kw['steps_per_epoch'] is None:
       missing = [k for k in ('total_steps', 'epochs', 'steps_per_epoch') if kw[k] is None]
       raise ConfigError(
-          f'OneCycleLR: missing required keyword total_steps (or both epochs and steps_per_epoch); '
-          f'not set: {", ".join(missing)}.'
+        f'OneCycleLR: missing required keyword total_steps (or both epochs and steps_per_epoch); '
+        f'not set: {", ".join(missing)}.'
       )
     total = kw['epochs'] * kw['steps_per_epoch']
   pct = kw['pct_start']
   if kw['three_phase']:
     ends = [float(pct * total) - 1, float(2 * pct * total) - 2, total - 1]
-    ends = list(zip(ends, [('initial', 'max'), ('max', 'initial'), ('initial', 'min')],
-                    [('max', 'base'), ('base', 'max'), ('max', 'max')]))
+    ends = list(
+      zip(
+        ends,
+        [('initial', 'max'), ('max', 'initial'), ('initial', 'min')],
+        [('max', 'base'), ('base', 'max'), ('max', 'max')],
+      )
+    )
   else:
     ends = [float(pct * total) - 1, total - 1]
     ends = list(zip(ends, [('initial', 'max'), ('max', 'min')], [('max', 'base'), ('base', 'max')]))
@@ -105,9 +121,9 @@ def _one_cycle_phases(kw: dict[str, Any]) -> tuple[int, list[tuple[float, float,
     reachable = lo <= hi
     if reachable and end - start == 0:
       raise ConfigError(
-          f'OneCycleLR: total_steps={total} with pct_start={pct}'
-          f'{" and three_phase" if kw["three_phase"] else ""} cannot run: phase {i + 1} spans '
-          f'zero steps (from step {start:g} to {end:g}) and torch divides by zero at step {lo}.'
+        f'OneCycleLR: total_steps={total} with pct_start={pct}'
+        f'{" and three_phase" if kw["three_phase"] else ""} cannot run: phase {i + 1} spans '
+        f'zero steps (from step {start:g} to {end:g}) and torch divides by zero at step {lo}.'
       )
     phases.append((start, float(end), lrs, moms, reachable))
     if not last:
@@ -116,9 +132,21 @@ def _one_cycle_phases(kw: dict[str, Any]) -> tuple[int, list[tuple[float, float,
   return total, phases
 
 
-def one_cycle_lr(lr, max_lr, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy,
-                 cycle_momentum, base_momentum, max_momentum, div_factor, final_div_factor,
-                 three_phase):
+def one_cycle_lr(
+  lr,
+  max_lr,
+  total_steps,
+  epochs,
+  steps_per_epoch,
+  pct_start,
+  anneal_strategy,
+  cycle_momentum,
+  base_momentum,
+  max_momentum,
+  div_factor,
+  final_div_factor,
+  three_phase,
+):
   """OneCycleLR (``torch.optim.lr_scheduler.OneCycleLR``), the 1cycle policy.
 
   ``initial = max_lr / div_factor`` (the optimizer's lr is ignored),
@@ -133,8 +161,13 @@ def one_cycle_lr(lr, max_lr, total_steps, epochs, steps_per_epoch, pct_start, an
   (``Schedule.max_count`` is T, and ``Schedule.check_steps`` rejects longer runs).
   """
   del lr
-  kw = dict(total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=pct_start, three_phase=three_phase)
+  kw = dict(
+    total_steps=total_steps,
+    epochs=epochs,
+    steps_per_epoch=steps_per_epoch,
+    pct_start=pct_start,
+    three_phase=three_phase,
+  )
   total, phases = _one_cycle_phases(kw)
   initial = max_lr / div_factor
   levels = {'initial': initial, 'max': max_lr, 'min': initial / final_div_factor}
@@ -172,8 +205,9 @@ def one_cycle_lr(lr, max_lr, total_steps, epochs, steps_per_epoch, pct_start, an
 
   momentum = (lambda n: anneal(n, moms, 'mom')) if cycle_momentum else None
   value = lambda n: anneal(n, levels, 'lr')
-  return Curve(value=value, kind='absolute', step=lambda k: (jnp.zeros_like(value(k)), value(k)),
-               momentum=momentum, horizon=total)
+  return Curve(
+    value=value, kind='absolute', step=lambda k: (jnp.zeros_like(value(k)), value(k)), momentum=momentum, horizon=total
+  )
 
 
 def _check_one_cycle(kw):
@@ -183,31 +217,40 @@ def _check_one_cycle(kw):
 _MOMENTUM = _checks.Real()
 
 SPECS = (
-    ScheduleSpec('CyclicLR', cyclic_lr, {
-        'base_lr': (REQUIRED, _checks.NON_NEGATIVE),
-        'max_lr': (REQUIRED, _checks.NON_NEGATIVE),
-        'step_size_up': (2000, _checks.Integer(1)),
-        'step_size_down': (None, _checks.Optional(_checks.Integer(0))),
-        'mode': ('triangular', _checks.Choice(('triangular', 'triangular2', 'exp_range'))),
-        'gamma': (1.0, _checks.Real()),
-        'scale_fn': (None, ScaleFn()),
-        'scale_mode': ('cycle', _checks.Choice(('cycle', 'iterations'))),
-        'cycle_momentum': (True, _checks.Boolean()),
-        'base_momentum': (0.8, _MOMENTUM),
-        'max_momentum': (0.9, _MOMENTUM),
-    }),
-    ScheduleSpec('OneCycleLR', one_cycle_lr, {
-        'max_lr': (REQUIRED, _checks.NON_NEGATIVE),
-        'total_steps': (None, _checks.Optional(_checks.Integer(1))),
-        'epochs': (None, _checks.Optional(_checks.Integer(1))),
-        'steps_per_epoch': (None, _checks.Optional(_checks.Integer(1))),
-        'pct_start': (0.3, _checks.Real(0.0, 1.0)),
-        'anneal_strategy': ('cos', _checks.Choice(('cos', 'linear'))),
-        'cycle_momentum': (True, _checks.Boolean()),
-        'base_momentum': (0.85, _MOMENTUM),
-        'max_momentum': (0.95, _MOMENTUM),
-        'div_factor': (25.0, _checks.POSITIVE),
-        'final_div_factor': (1e4, _checks.POSITIVE),
-        'three_phase': (False, _checks.Boolean()),
-    }, cross_check=_check_one_cycle),
+  ScheduleSpec(
+    'CyclicLR',
+    cyclic_lr,
+    {
+      'base_lr': (REQUIRED, _checks.NON_NEGATIVE),
+      'max_lr': (REQUIRED, _checks.NON_NEGATIVE),
+      'step_size_up': (2000, _checks.Integer(1)),
+      'step_size_down': (None, _checks.Optional(_checks.Integer(0))),
+      'mode': ('triangular', _checks.Choice(('triangular', 'triangular2', 'exp_range'))),
+      'gamma': (1.0, _checks.Real()),
+      'scale_fn': (None, ScaleFn()),
+      'scale_mode': ('cycle', _checks.Choice(('cycle', 'iterations'))),
+      'cycle_momentum': (True, _checks.Boolean()),
+      'base_momentum': (0.8, _MOMENTUM),
+      'max_momentum': (0.9, _MOMENTUM),
+    },
+  ),
+  ScheduleSpec(
+    'OneCycleLR',
+    one_cycle_lr,
+    {
+      'max_lr': (REQUIRED, _checks.NON_NEGATIVE),
+      'total_steps': (None, _checks.Optional(_checks.Integer(1))),
+      'epochs': (None, _checks.Optional(_checks.Integer(1))),
+      'steps_per_epoch': (None, _checks.Optional(_checks.Integer(1))),
+      'pct_start': (0.3, _checks.Real(0.0, 1.0)),
+      'anneal_strategy': ('cos', _checks.Choice(('cos', 'linear'))),
+      'cycle_momentum': (True, _checks.Boolean()),
+      'base_momentum': (0.85, _MOMENTUM),
+      'max_momentum': (0.95, _MOMENTUM),
+      'div_factor': (25.0, _checks.POSITIVE),
+      'final_div_factor': (1e4, _checks.POSITIVE),
+      'three_phase': (False, _checks.Boolean()),
+    },
+    cross_check=_check_one_cycle,
+  ),
 )

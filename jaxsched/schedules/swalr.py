@@ -76,9 +76,13 @@ def swalr(lr, swa_lr, anneal_epochs, anneal_strategy):
 
 
 SPECS = (
-    ScheduleSpec('SWALR', swalr, {
-        'swa_lr': (REQUIRED, _checks.Real()),
-        'anneal_epochs': (10, _checks.Integer(0)),
-        'anneal_strategy': ('cos', _checks.Choice(STRATEGIES)),
-    }),
+  ScheduleSpec(
+    'SWALR',
+    swalr,
+    {
+      'swa_lr': (REQUIRED, _checks.Real()),
+      'anneal_epochs': (10, _checks.Integer(0)),
+      'anneal_strategy': ('cos', _checks.Choice(STRATEGIES)),
+    },
+  ),
 )
