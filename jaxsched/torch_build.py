@@ -146,7 +146,12 @@ def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
   for key, variable in FUNCTIONS.items():
     if checked.get(key) is not None:
       checked[key] = _python_function(checked[key], f'{name}: {key}', variable)
-  cls = linear_warmup_cosine_annealing() if name == 'LinearWarmupCosineAnnealingLR' else getattr(lr_scheduler, name)
+  if name == 'LinearWarmupCosineAnnealingLR':
+    cls = linear_warmup_cosine_annealing()
+  elif name == 'SWALR':
+    cls = torch.optim.swa_utils.SWALR
+  else:
+    cls = getattr(lr_scheduler, name)
   return cls(optimizer, **checked)
 
 

@@ -278,6 +278,32 @@ SCHEDULER_CASES = {
     scheduler_configs={'interval': 'step'},
     scheduler_kwargs={'T_0': 2, 'T_mult': 2},
   ),
+  'LambdaLR step': cfg(
+    'SGD', 'LambdaLR', lr=0.1, scheduler_configs={'interval': 'step'}, scheduler_kwargs={'lr_lambda': '0.9 ** epoch'}
+  ),
+  'MultiplicativeLR step': cfg(
+    'Adam', 'MultiplicativeLR', scheduler_configs={'interval': 'step'}, scheduler_kwargs={'lr_lambda': '0.95'}
+  ),
+  'PolynomialLR step': cfg(
+    'SGD',
+    'PolynomialLR',
+    lr=0.1,
+    scheduler_configs={'interval': 'step'},
+    scheduler_kwargs={'total_iters': 10, 'power': 2.0},
+  ),
+  'LinearLR step': cfg(
+    'RMSprop',
+    'LinearLR',
+    scheduler_configs={'interval': 'step'},
+    scheduler_kwargs={'start_factor': 0.2, 'total_iters': 9},
+  ),
+  'SWALR step': cfg(
+    'SGD',
+    'SWALR',
+    lr=0.1,
+    scheduler_configs={'interval': 'step'},
+    scheduler_kwargs={'swa_lr': 0.01, 'anneal_epochs': 9},
+  ),
   'accumulation mid-epoch, named group': cfg(
     'Adam',
     'ExponentialLR',
