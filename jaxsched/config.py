@@ -113,7 +113,8 @@ ALIASES = {'lr': 'learning_rate'}
 # Bounds on what a config may hold. A DynVision file needs a few levels, a few
 # aliases and a few hundred values; these stop a hostile file (a "billion laughs"
 # of nested aliases, a list that contains itself, 5,000 nested brackets) with a
-# ConfigError before it costs time or memory.
+# ConfigError before it costs time or memory: in the whole file, and again in the
+# values of the keys jaxsched reads (a mapping given in Python).
 MAX_DEPTH = 64
 MAX_ALIASES = 1000
 MAX_VALUES = 100_000
@@ -151,8 +152,52 @@ def _top_level(x: Any, where: str) -> dict[Any, Any]:
   raise ConfigError(f'{where}: a config must be a mapping of keys to values, got {type(x).__name__}.')
 
 
+class _Beyond(yaml.YAMLError):
+  """A YAML file beyond this module's bounds (well-formed, but not a config)."""
+
+
+def _expanded_size(root: yaml.Node) -> int:
+  """How many nodes ``root`` holds once every alias is expanded (the node graph shares
+  them), counted without expanding; a ``yaml.YAMLError`` if a node contains itself or
+  the count passes :data:`MAX_VALUES`."""
+  sizes: dict[int, int] = {}
+  stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+  open_nodes: set[int] = set()
+  while stack:
+    node, done = stack.pop()
+    children = (
+      node.value
+      if isinstance(node, yaml.SequenceNode)
+      else ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    )
+    if done:
+      open_nodes.discard(id(node))
+      sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+      if sizes[id(node)] > MAX_VALUES:
+        raise yaml.YAMLError(
+          f'its aliases expand to more than {MAX_VALUES} values (copies of copies); a config needs far fewer'
+        )
+      continue
+    if id(node) in sizes:
+      continue
+    if id(node) in open_nodes:
+      raise _Beyond('an alias (*name) refers to a node that contains it, so the document contains itself')
+    open_nodes.add(id(node))
+    stack.append((node, True))
+    stack.extend((c, False) for c in children if id(c) not in sizes)
+  return sizes[id(root)]
+
+
 class _BoundedLoader(yaml.SafeLoader):
-  """yaml.SafeLoader with at most :data:`MAX_DEPTH` levels and :data:`MAX_ALIASES` aliases."""
+  """yaml.SafeLoader with at most :data:`MAX_DEPTH` levels and :data:`MAX_ALIASES` aliases,
+  and a document that expands to at most :data:`MAX_VALUES` values: a "billion laughs"
+  anywhere in the file, even under keys jaxsched ignores, is an error before it is built."""
+
+  def compose_document(self) -> Any:
+    node = super().compose_document()
+    if node is not None:
+      _expanded_size(node)
+    return node
 
   def __init__(self, stream: Any) -> None:
     super().__init__(stream)
@@ -163,13 +208,13 @@ class _BoundedLoader(yaml.SafeLoader):
     if self.check_event(yaml.AliasEvent):
       self._aliases += 1
       if self._aliases > MAX_ALIASES:
-        raise yaml.YAMLError(f'more than {MAX_ALIASES} aliases (*name); a config needs far fewer')
+        raise _Beyond(f'more than {MAX_ALIASES} aliases (*name); a config needs far fewer')
       return super().compose_node(parent, index)
     self._depth += 1
     try:
       if self._depth > MAX_DEPTH:
         mark = self.peek_event().start_mark
-        raise yaml.YAMLError(f'line {mark.line + 1}: nested more than {MAX_DEPTH} levels deep')
+        raise _Beyond(f'line {mark.line + 1}: nested more than {MAX_DEPTH} levels deep')
       return super().compose_node(parent, index)
     finally:
       self._depth -= 1
@@ -180,6 +225,8 @@ def _read_yaml(path: str | os.PathLike) -> Any:
   try:
     with open(path, encoding='utf-8') as f:
       return yaml.load(f, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader)
+  except _Beyond as e:
+    raise ConfigError(f'{name}: {e}.') from None
   except UnicodeDecodeError as e:
     raise ConfigError(
       f'{name} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8.'
