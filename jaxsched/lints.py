@@ -7,7 +7,9 @@ warm-up from LR 0 per epoch, a cosine shorter than the run, a OneCycleLR that
 does not span the run, a plateau on a validation metric stepped per batch,
 absolute LRs that override the group multipliers, momentum cycling on a
 momentum-free optimizer, learning rates far from the optimizer's default, and
-schedulers that never step. :func:`lint` runs them all.
+schedulers that never step. :func:`lint` runs them all. With Lightning's list of
+schedulers (``schedulers:``) each lint that reads the scheduler reads every entry
+(:func:`entries`), its warnings prefixed by the entry's index.
 
 A lint never raises on a config it cannot make sense of (a bad keyword is an
 error that ``build`` reports); it then returns no warning.
@@ -16,11 +18,12 @@ error that ``build`` reports); it then returns no warning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping
 
-from jaxsched.groups import CONSTRUCTOR_ONLY, PLATEAU, RECURRENT, REGULAR, configured_groups, scheduler_steps
 from jaxsched.config import Config
+from jaxsched.groups import CONSTRUCTOR_ONLY, PLATEAU, RECURRENT, REGULAR, configured_groups, scheduler_steps
 from jaxsched.optimizers import OPTIMIZERS
 
 ABSOLUTE_LR = {'OneCycleLR': 'max_lr', 'CyclicLR': 'base_lr/max_lr'}
@@ -66,6 +69,35 @@ Lint = Callable[[Config, Run], list[str]]
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def entries(config: Config) -> list[Config]:
+  """Each entry of the config's ``schedulers`` list as a config with that one scheduler
+  (its scheduler, scheduler_kwargs and scheduler_configs); ``[config]`` without a list."""
+  if not config.schedulers:
+    return [config]
+  return [
+    dataclasses.replace(
+      config,
+      scheduler=e['scheduler'],
+      scheduler_kwargs=dict(e['scheduler_kwargs']),
+      scheduler_configs=dict(e['scheduler_configs']),
+      schedulers=None,
+    )
+    for e in config.schedulers
+  ]
+
+
+def _per_entry(fn: Lint) -> Lint:
+  """``fn`` on each entry of a ``schedulers`` list, its warnings prefixed by the entry."""
+
+  @functools.wraps(fn)
+  def each(config: Config, run: Run) -> list[str]:
+    if not config.schedulers:
+      return fn(config, run)
+    return [f'schedulers[{i}]: {w}' for i, entry in enumerate(entries(config)) for w in fn(entry, run)]
+
+  return each
 
 
 def _kw(config: Config, key: str, default: Any = None) -> Any:
@@ -123,6 +155,7 @@ def _base_lr(config: Config) -> float | None:
 # ----------------------------------------------------------------------------- lints
 
 
+@_per_entry
 def warmup_from_zero_per_epoch(config: Config, run: Run) -> list[str]:
   """A linear warm-up from LR 0 stepped per epoch trains the whole first epoch at 0.
 
@@ -138,12 +171,15 @@ def warmup_from_zero_per_epoch(config: Config, run: Run) -> list[str]:
     if i > 0 and config.scheduler == 'SequentialLR':
       break  # only the first member starts the run
     if name == 'LinearWarmupCosineAnnealingLR' and _float(kw.get('warmup_start_lr', 0.0)) == 0.0:
-      out.append(f'LinearWarmupCosineAnnealingLR with warmup_start_lr: 0 and interval "epoch": {span} at '
-                 f'LR 0 (the scheduler only steps after an epoch). Set warmup_start_lr > 0 (e.g. learning_rate / '
-                 f'warmup_epochs), or use interval "step" with warmup_epochs/max_epochs counted in batches.')
+      out.append(
+        f'LinearWarmupCosineAnnealingLR with warmup_start_lr: 0 and interval "epoch": {span} at '
+        f'LR 0 (the scheduler only steps after an epoch). Set warmup_start_lr > 0 (e.g. learning_rate / '
+        f'warmup_epochs), or use interval "step" with warmup_epochs/max_epochs counted in batches.'
+      )
   return out
 
 
+@_per_entry
 def cosine_shorter_than_run(config: Config, run: Run) -> list[str]:
   """T_max / max_epochs shorter than the run: torch's cosine rises again past it."""
   if not run.explicit or not config.scheduler:
@@ -168,21 +204,26 @@ def cosine_shorter_than_run(config: Config, run: Run) -> list[str]:
     if horizon is None or _float(horizon) is None:
       continue
     if length > int(horizon):
-      out.append(f'{name}: {key}={horizon} but the run steps it to {length} ({_unit(config)}, interval '
-                 f'"{_interval(config)}"): past {key} torch\'s cosine rises again towards the base LR. '
-                 f'Set {key}: {length} (or more), or shorten the run.')
+      out.append(
+        f'{name}: {key}={horizon} but the run steps it to {length} ({_unit(config)}, interval '
+        f'"{_interval(config)}"): past {key} torch\'s cosine rises again towards the base LR. '
+        f'Set {key}: {length} (or more), or shorten the run.'
+      )
   return out
 
 
+@_per_entry
 def one_cycle_total_steps(config: Config, run: Run) -> list[str]:
   """OneCycleLR should step per batch, with total_steps = epochs x steps_per_epoch."""
   if config.scheduler != 'OneCycleLR':
     return []
   out = []
   if _interval(config) == 'epoch':
-    out.append('OneCycleLR with interval "epoch": its total_steps counts scheduler steps, so the cycle runs '
-               'over epochs, not batches, and the LR is constant within an epoch. Set scheduler_configs.interval: '
-               '"step" (the reference page\'s Pattern 4).')
+    out.append(
+      'OneCycleLR with interval "epoch": its total_steps counts scheduler steps, so the cycle runs '
+      'over epochs, not batches, and the LR is constant within an epoch. Set scheduler_configs.interval: '
+      '"step" (the reference page\'s Pattern 4).'
+    )
   if not run.explicit:
     return out
   total = _kw(config, 'total_steps')
@@ -191,13 +232,16 @@ def one_cycle_total_steps(config: Config, run: Run) -> list[str]:
   _, taken = _counts(config, run)
   # total_steps below the run's steps is an error (torch raises), which check reports.
   if total is not None and _float(total) is not None and int(total) > taken:
-    out.append(f'OneCycleLR: total_steps={total}, but this run steps it {taken} times '
-               f'({run.epochs} epochs x {run.steps_per_epoch} steps per epoch): the cycle stops at '
-               f'{100 * taken / int(total):.0f}% and the LR never reaches its final value. '
-               f'Set total_steps: {taken}.')
+    out.append(
+      f'OneCycleLR: total_steps={total}, but this run steps it {taken} times '
+      f'({run.epochs} epochs x {run.steps_per_epoch} steps per epoch): the cycle stops at '
+      f'{100 * taken / int(total):.0f}% and the LR never reaches its final value. '
+      f'Set total_steps: {taken}.'
+    )
   return out
 
 
+@_per_entry
 def plateau_val_metric_per_step(config: Config, run: Run) -> list[str]:
   """ReduceLROnPlateau on a validation metric, stepped every batch."""
   if not _is_plateau(config) or _interval(config) != 'step':
@@ -205,12 +249,15 @@ def plateau_val_metric_per_step(config: Config, run: Run) -> list[str]:
   monitor = config.monitor
   if not monitor.startswith('val'):
     return []
-  return [f'ReduceLROnPlateau monitors {monitor!r} with interval "step": Lightning steps it every batch, but '
-          f'{monitor} is only logged after validation: before the first validation it is missing (an error with '
-          f'strict: true), and after it the same value is seen every batch, so patience counts batches. '
-          f'Use interval "epoch".']
+  return [
+    f'ReduceLROnPlateau monitors {monitor!r} with interval "step": Lightning steps it every batch, but '
+    f'{monitor} is only logged after validation: before the first validation it is missing (an error with '
+    f'strict: true), and after it the same value is seen every batch, so patience counts batches. '
+    f'Use interval "epoch".'
+  ]
 
 
+@_per_entry
 def absolute_lr_overrides_groups(config: Config, run: Run) -> list[str]:
   """OneCycleLR / CyclicLR set every group's LR from their own absolute values."""
   del run
@@ -223,12 +270,16 @@ def absolute_lr_overrides_groups(config: Config, run: Run) -> list[str]:
   keys = ('max_lr',) if config.scheduler == 'OneCycleLR' else ('base_lr', 'max_lr')
   scalar = [k for k in keys if not isinstance(_kw(config, k), (list, tuple))]
   if scaled and scalar:
-    what = ', '.join(f'recurrent_learning_rate_multiplier={f}' if g == RECURRENT
-                     else f'lr_parameter_groups.{g}.lr_factor={f}' for g, f in scaled.items())
+    what = ', '.join(
+      f'recurrent_learning_rate_multiplier={f}' if g == RECURRENT else f'lr_parameter_groups.{g}.lr_factor={f}'
+      for g, f in scaled.items()
+    )
     order = ', '.join(factors)
-    out.append(f'{config.scheduler} sets every parameter group\'s LR from its absolute {" and ".join(scalar)}, '
-               f'so {what} has no effect. Give {" and ".join(scalar)} as a list with one value per group, '
-               f'in this order: [{order}].')
+    out.append(
+      f"{config.scheduler} sets every parameter group's LR from its absolute {' and '.join(scalar)}, "
+      f'so {what} has no effect. Give {" and ".join(scalar)} as a list with one value per group, '
+      f'in this order: [{order}].'
+    )
   lr = config.learning_rate
   first = _float(_kw(config, keys[-1]))
   if lr is not None and first is not None and not math.isclose(lr, first, rel_tol=1e-9):
@@ -236,6 +287,7 @@ def absolute_lr_overrides_groups(config: Config, run: Run) -> list[str]:
   return out
 
 
+@_per_entry
 def momentum_cycling_without_momentum(config: Config, run: Run) -> list[str]:
   """cycle_momentum on an optimizer whose momentum is 0 (torch switches momentum on)."""
   del run
@@ -251,10 +303,13 @@ def momentum_cycling_without_momentum(config: Config, run: Run) -> list[str]:
   for name, group in config.lr_parameter_groups.items():
     if 'momentum' in group:
       settings[f' (lr_parameter_groups.{name})'] = group['momentum']
-  return [f'{config.scheduler} cycles momentum, but {config.optimizer} has momentum: {m}{where}: torch '
-          f'(cycle_momentum: true) silently turns it into momentum {config.optimizer} with momentum between '
-          f'{lo} and {hi}. Set scheduler_kwargs.cycle_momentum: false to keep it momentum-free.'
-          for where, m in settings.items() if _float(m) == 0.0]
+  return [
+    f'{config.scheduler} cycles momentum, but {config.optimizer} has momentum: {m}{where}: torch '
+    f'(cycle_momentum: true) silently turns it into momentum {config.optimizer} with momentum between '
+    f'{lo} and {hi}. Set scheduler_kwargs.cycle_momentum: false to keep it momentum-free.'
+    for where, m in settings.items()
+    if _float(m) == 0.0
+  ]
 
 
 def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
@@ -265,7 +320,7 @@ def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
     return []
   default = spec.lr
   lo, hi = default / RANGE, default * RANGE
-  usual = f'{config.optimizer}\'s default is {default:g}; the usual range is about {lo:g} to {hi:g}'
+  usual = f"{config.optimizer}'s default is {default:g}; the usual range is about {lo:g} to {hi:g}"
   checks: list[tuple[str, float]] = []
   key = ABSOLUTE_LR.get(config.scheduler or '')
   if key is not None:
@@ -280,7 +335,7 @@ def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
       checks.append(('learning_rate', base))
       for group, factor in _group_factors(config).items():
         if group != REGULAR and factor != 0.0:  # lr_factor 0 freezes a group on purpose
-          checks.append((f'the {group!r} group\'s LR', base * factor))
+          checks.append((f"the {group!r} group's LR", base * factor))
   out = []
   for what, v in checks:
     v = float(v)
@@ -310,11 +365,14 @@ def eps_vanishes_in_param_dtype(config: Config, run: Run) -> list[str]:
   if eps is None or eps <= 0 or dtype.type(eps) != 0:
     return []
   tiny = float(np.finfo(dtype).smallest_subnormal)
-  return [f'{config.optimizer}: eps={eps:g} is 0 in {dtype.name} (the smallest {dtype.name} is {tiny:.2g}): where a '
-          f'second moment is 0 the step divides by 0 and the parameter becomes inf or NaN, as in torch. Set '
-          f'optimizer_kwargs.eps to {dtype.name}\'s range (e.g. 1e-4) or train in float32.']
+  return [
+    f'{config.optimizer}: eps={eps:g} is 0 in {dtype.name} (the smallest {dtype.name} is {tiny:.2g}): where a '
+    f'second moment is 0 the step divides by 0 and the parameter becomes inf or NaN, as in torch. Set '
+    f"optimizer_kwargs.eps to {dtype.name}'s range (e.g. 1e-4) or train in float32."
+  ]
 
 
+@_per_entry
 def scheduler_never_steps(config: Config, run: Run) -> list[str]:
   """Troubleshooting "Scheduler not updating": the LR stays constant over the run,
   or milestones lie beyond it."""
@@ -322,19 +380,25 @@ def scheduler_never_steps(config: Config, run: Run) -> list[str]:
     return []
   last, _ = _counts(config, run)
   if last == 0:
-    return [f'the scheduler never steps in this run ({run.epochs} epochs x {run.steps_per_epoch} steps, interval '
-            f'"{_interval(config)}", frequency {config.scheduler_configs["frequency"]}): the LR stays constant. '
-            f'Check scheduler_configs.interval and frequency.']
+    return [
+      f'the scheduler never steps in this run ({run.epochs} epochs x {run.steps_per_epoch} steps, interval '
+      f'"{_interval(config)}", frequency {config.scheduler_configs["frequency"]}): the LR stays constant. '
+      f'Check scheduler_configs.interval and frequency.'
+    ]
   out = []
   name = config.scheduler
   if name in ('MultiStepLR', 'SequentialLR'):
     beyond = [int(m) for m in _kw(config, 'milestones') or [] if _float(m) is not None and int(m) > last]
     if beyond:
-      out.append(f'{name}: milestone(s) {beyond} are never reached: the run steps the scheduler to {last} '
-                 f'({_unit(config)}, interval "{_interval(config)}").')
+      out.append(
+        f'{name}: milestone(s) {beyond} are never reached: the run steps the scheduler to {last} '
+        f'({_unit(config)}, interval "{_interval(config)}").'
+      )
   if name == 'StepLR' and _float(_kw(config, 'step_size')) is not None and int(_kw(config, 'step_size')) > last:
-    out.append(f'StepLR: step_size={_kw(config, "step_size")} is never reached: the run steps the scheduler to '
-               f'{last} ({_unit(config)}, interval "{_interval(config)}"), so the LR stays constant.')
+    out.append(
+      f'StepLR: step_size={_kw(config, "step_size")} is never reached: the run steps the scheduler to '
+      f'{last} ({_unit(config)}, interval "{_interval(config)}"), so the LR stays constant.'
+    )
   return out
 
 
@@ -347,23 +411,25 @@ def group_value_torch_ignores(config: Config, run: Run) -> list[str]:
     for key in CONSTRUCTOR_ONLY.get(config.optimizer, ()):
       if key in spec:
         value = config.optimizer_kwargs.get(key, OPTIMIZERS[config.optimizer].kwargs[key][0])
-        out.append(f'lr_parameter_groups.{name}.{key}={spec[key]} has no effect: torch.optim.{config.optimizer} '
-                   f'fills every parameter\'s state from the constructor\'s {key} ({value}, from optimizer_kwargs), '
-                   f'and so does jaxsched. Set optimizer_kwargs.{key} instead.')
+        out.append(
+          f'lr_parameter_groups.{name}.{key}={spec[key]} has no effect: torch.optim.{config.optimizer} '
+          f"fills every parameter's state from the constructor's {key} ({value}, from optimizer_kwargs), "
+          f'and so does jaxsched. Set optimizer_kwargs.{key} instead.'
+        )
   return out
 
 
 LINTS: list[Lint] = [
-    warmup_from_zero_per_epoch,
-    cosine_shorter_than_run,
-    one_cycle_total_steps,
-    plateau_val_metric_per_step,
-    absolute_lr_overrides_groups,
-    momentum_cycling_without_momentum,
-    learning_rate_out_of_range,
-    scheduler_never_steps,
-    group_value_torch_ignores,
-    eps_vanishes_in_param_dtype,
+  warmup_from_zero_per_epoch,
+  cosine_shorter_than_run,
+  one_cycle_total_steps,
+  plateau_val_metric_per_step,
+  absolute_lr_overrides_groups,
+  momentum_cycling_without_momentum,
+  learning_rate_out_of_range,
+  scheduler_never_steps,
+  group_value_torch_ignores,
+  eps_vanishes_in_param_dtype,
 ]
 
 
@@ -378,4 +444,4 @@ def lint(config: Config, run: Run) -> list[str]:
   return out
 
 
-__all__ = ['LINTS', 'Run', 'lint', *[f.__name__ for f in LINTS]]
+__all__ = ['LINTS', 'Run', 'entries', 'lint', *[f.__name__ for f in LINTS]]

@@ -11,14 +11,19 @@ import pytest
 
 import jaxsched
 from jaxsched.build import build, current_lr, current_momentum
-from jaxsched.groups import groups
 from jaxsched.cli import main
 from jaxsched.cli.commands import parsers
-from jaxsched.cli.simulate import SAMPLES, dummy_params, improving_metrics, plateau_kwargs, simulate
+from jaxsched.cli.simulate import SAMPLES, dummy_params, improving_metrics, plateau_monitors, simulate
+from jaxsched.groups import groups
 from jaxsched.lints import Run
 from oracle import assert_config_error, x64
 
 P = jaxsched.patterns()
+CHAINED = (
+  'schedulers=[{scheduler:LinearLR,scheduler_kwargs:{start_factor:0.1,total_iters:4},'
+  'scheduler_configs:{interval:step}},{scheduler:StepLR,scheduler_kwargs:{step_size:2,gamma:0.5}}]'
+)
+UNSET = ['scheduler=null', 'scheduler_kwargs={}', 'scheduler_configs={}']  # the pattern's one scheduler
 
 
 def stepped(config, run, metrics=None):
@@ -30,26 +35,39 @@ def stepped(config, run, metrics=None):
   grads = jax.tree.map(jnp.zeros_like, params)
   lbfgs = config.optimizer == 'LBFGS'
   extra = {'value_fn': lambda p: 0.0 * sum(jnp.sum(x) for x in jax.tree.leaves(p))} if lbfgs else {}
-  followed = plateau_kwargs(config)
-  metrics = metrics or (improving_metrics(followed, run.epochs) if followed is not None else [0.0] * run.epochs)
-  per_batch = config.scheduler_configs['interval'] == 'step'
+  monitors = plateau_monitors(config)  # the list's plateaus each get their monitor; metrics is config.monitor's
+  values = np.array(
+    [
+      (metrics if metrics and m == config.monitor else improving_metrics(kw, run.epochs))[: run.epochs]
+      for m, kw in monitors.items()
+    ],
+    np.float64,
+  ).T.reshape(run.epochs, len(monitors))
+  intervals = [
+    e['scheduler_configs']['interval'] for e in config.schedulers or [] if e['scheduler'] == 'ReduceLROnPlateau'
+  ] or [config.scheduler_configs['interval']]
+  per_batch = 'step' in intervals
 
   @jax.jit
   def whole(state, values):
     def epoch(state, metric):
+      reported = {m: metric[i] for i, m in enumerate(monitors)}
+
       def batch(state, _):
         lr = {**current_lr(state), **{f'{g}/momentum': m for g, m in current_momentum(state).items()}}
         _, state = tx.update(grads, state, params, **extra)
-        if followed is not None and per_batch:
-          state = jaxsched.report(state, {config.monitor: metric})
+        if monitors and per_batch:
+          state = jaxsched.report(state, reported)
         return state, lr
+
       state, lrs = jax.lax.scan(batch, state, None, length=run.batches_per_epoch)
-      if followed is not None and not per_batch:
-        state = jaxsched.report(state, {config.monitor: metric})
+      if monitors and not per_batch:
+        state = jaxsched.report(state, reported)
       return state, lrs
+
     return jax.lax.scan(epoch, state, values)[1]
 
-  out = whole(tx.init(params), jnp.asarray(metrics[:run.epochs], jnp.float64))
+  out = whole(tx.init(params), jnp.asarray(values, jnp.float64))
   b = np.arange(run.batches_per_epoch)  # the micro-batch that completes each group
   last = (b + 1) % run.accumulate == 0
   last[-1] = True
@@ -57,32 +75,113 @@ def stepped(config, run, metrics=None):
 
 
 RUNS = {
-    'multistep groups, interval step, frequency 3': (
-        [P['sgd_step_decay'], 'recurrent_learning_rate_multiplier=0.1', 'scheduler_configs={interval:step,frequency:3}',
-         'scheduler_kwargs.milestones=[5,9]'], Run(4, 7), None),
-    'one cycle, shared direction, cycled momentum, accumulation 3': (
-        [P['one_cycle'], 'recurrent_learning_rate_multiplier=0.1', 'accumulate_grad_batches=3',
-         'scheduler_kwargs.total_steps=13'], Run(3, 11, 3), None),
-    'one cycle per group, Adam beta1, skip_nonfinite': (
-        [P['one_cycle'], 'optimizer=Adam', 'optimizer_kwargs={}', 'recurrent_learning_rate_multiplier=0.1',
-         'scheduler_kwargs={max_lr:[0.01,0.001],total_steps:25}', 'skip_nonfinite=true'], Run(5, 5), None),
-    'plateau per epoch, metrics': (
-        [P['adaptive_plateau'], 'scheduler_kwargs={factor:0.5,patience:1}', 'recurrent_learning_rate_multiplier=0.5'],
-        Run(8, 3), [1.0, 0.9, 0.9, 0.9, 0.9, 0.8, 0.8, 0.8]),
-    'plateau per batch, accumulation 2': (
-        [P['adaptive_plateau'], 'scheduler_kwargs={factor:0.5,patience:3}', 'accumulate_grad_batches=2',
-         'scheduler_configs={interval:step,monitor:train_loss}'], Run(4, 5, 2), [1.0, 0.9, 0.9, 0.8]),
-    'warm-up then plateau': (
-        [P['adaptive_plateau'], 'scheduler=SequentialLR', 'scheduler_kwargs={milestones:[3],schedulers:['
-         '{scheduler:LinearLR,scheduler_kwargs:{start_factor:0.1,total_iters:3}},'
-         '{scheduler:ReduceLROnPlateau,scheduler_kwargs:{patience:0,factor:0.5}}]}'],
-        Run(7, 2), [1.0, 0.9, 0.8, 0.8, 0.8, 0.7, 0.7]),
-    'LBFGS, StepLR': ([P['sgd_step_decay'], 'optimizer=LBFGS', 'optimizer_kwargs={}', 'learning_rate=1.0',
-                       'scheduler=StepLR', 'scheduler_kwargs={step_size:2}'], Run(5, 2), None),
-    'optax alias, warm-up cosine per step': (
-        [P['warmup_cosine'], 'optimizer=optax.lion', 'optimizer_kwargs={}', 'scheduler_configs.interval=step',
-         'scheduler_kwargs={warmup_epochs:4,max_epochs:20}'], Run(3, 8), None),
-    'constant': ([P['sgd_step_decay'], 'scheduler=null'], Run(2, 5), None),
+  'multistep groups, interval step, frequency 3': (
+    [
+      P['sgd_step_decay'],
+      'recurrent_learning_rate_multiplier=0.1',
+      'scheduler_configs={interval:step,frequency:3}',
+      'scheduler_kwargs.milestones=[5,9]',
+    ],
+    Run(4, 7),
+    None,
+  ),
+  'one cycle, shared direction, cycled momentum, accumulation 3': (
+    [
+      P['one_cycle'],
+      'recurrent_learning_rate_multiplier=0.1',
+      'accumulate_grad_batches=3',
+      'scheduler_kwargs.total_steps=13',
+    ],
+    Run(3, 11, 3),
+    None,
+  ),
+  'one cycle per group, Adam beta1, skip_nonfinite': (
+    [
+      P['one_cycle'],
+      'optimizer=Adam',
+      'optimizer_kwargs={}',
+      'recurrent_learning_rate_multiplier=0.1',
+      'scheduler_kwargs={max_lr:[0.01,0.001],total_steps:25}',
+      'skip_nonfinite=true',
+    ],
+    Run(5, 5),
+    None,
+  ),
+  'plateau per epoch, metrics': (
+    [P['adaptive_plateau'], 'scheduler_kwargs={factor:0.5,patience:1}', 'recurrent_learning_rate_multiplier=0.5'],
+    Run(8, 3),
+    [1.0, 0.9, 0.9, 0.9, 0.9, 0.8, 0.8, 0.8],
+  ),
+  'plateau per batch, accumulation 2': (
+    [
+      P['adaptive_plateau'],
+      'scheduler_kwargs={factor:0.5,patience:3}',
+      'accumulate_grad_batches=2',
+      'scheduler_configs={interval:step,monitor:train_loss}',
+    ],
+    Run(4, 5, 2),
+    [1.0, 0.9, 0.9, 0.8],
+  ),
+  'warm-up then plateau': (
+    [
+      P['adaptive_plateau'],
+      'scheduler=SequentialLR',
+      'scheduler_kwargs={milestones:[3],schedulers:['
+      '{scheduler:LinearLR,scheduler_kwargs:{start_factor:0.1,total_iters:3}},'
+      '{scheduler:ReduceLROnPlateau,scheduler_kwargs:{patience:0,factor:0.5}}]}',
+    ],
+    Run(7, 2),
+    [1.0, 0.9, 0.8, 0.8, 0.8, 0.7, 0.7],
+  ),
+  'LBFGS, StepLR': (
+    [
+      P['sgd_step_decay'],
+      'optimizer=LBFGS',
+      'optimizer_kwargs={}',
+      'learning_rate=1.0',
+      'scheduler=StepLR',
+      'scheduler_kwargs={step_size:2}',
+    ],
+    Run(5, 2),
+    None,
+  ),
+  'optax alias, warm-up cosine per step': (
+    [
+      P['warmup_cosine'],
+      'optimizer=optax.lion',
+      'optimizer_kwargs={}',
+      'scheduler_configs.interval=step',
+      'scheduler_kwargs={warmup_epochs:4,max_epochs:20}',
+    ],
+    Run(3, 8),
+    None,
+  ),
+  'constant': ([P['sgd_step_decay'], 'scheduler=null'], Run(2, 5), None),
+  'schedulers list: LinearLR per step, StepLR per epoch, accumulation 2': (
+    [P['sgd_step_decay'], *UNSET, 'recurrent_learning_rate_multiplier=0.1', 'accumulate_grad_batches=2', CHAINED],
+    Run(5, 5, 2),
+    None,
+  ),
+  'schedulers list with a plateau, metrics': (
+    [
+      P['sgd_step_decay'],
+      *UNSET,
+      CHAINED[:-1] + ',{scheduler:ReduceLROnPlateau,scheduler_kwargs:{patience:0,'
+      'factor:0.5},scheduler_configs:{monitor:val_loss}}]',
+    ],
+    Run(7, 3),
+    [1.0, 1.0, 0.9, 0.9, 0.9, 0.8, 0.8],
+  ),
+  'schedulers list with a plateau per batch, always improving': (
+    [
+      P['sgd_step_decay'],
+      *UNSET,
+      CHAINED[:-1] + ',{scheduler:ReduceLROnPlateau,scheduler_kwargs:{patience:1},'
+      'scheduler_configs:{monitor:train_loss,interval:step}}]',
+    ],
+    Run(3, 4),
+    None,
+  ),
 }
 
 
@@ -116,10 +215,33 @@ def test_lr_curve_from_python():
   assert np.argmax(long.lrs['regular']) == long.index(299_999_999)  # the cycle's peak, float(0.3 * 10**9) - 1
   assert long.lrs['regular'].max() == pytest.approx(0.1) and set(long.momentum) == {'regular'}
   assert_config_error(lambda: jaxsched.lr_curve(P['sgd_step_decay'], epochs=10), ['batches_per_epoch'])
-  assert_config_error(lambda: jaxsched.lr_curve(P['adaptive_plateau'], epochs=3, steps_per_epoch=1, metrics=[1.0]),
-                      ["metrics has 1 values of 'val_loss'", '3 epochs'])
-  assert_config_error(lambda: jaxsched.lr_curve(P['sgd_step_decay'], epochs=10, batches_per_epoch=2**31),
-                      ['2147483647'])
+  assert_config_error(
+    lambda: jaxsched.lr_curve(P['adaptive_plateau'], epochs=3, steps_per_epoch=1, metrics=[1.0]),
+    ["metrics has 1 values of 'val_loss'", '3 epochs'],
+  )
+  assert_config_error(
+    lambda: jaxsched.lr_curve(P['sgd_step_decay'], epochs=10, batches_per_epoch=2**31), ['2147483647']
+  )
+
+
+def test_lr_curve_of_a_schedulers_list_and_its_limit():
+  overrides = [*UNSET, CHAINED[:-1] + ',{scheduler:ReduceLROnPlateau,scheduler_configs:{monitor:val_loss}}]']
+  with x64('float64'):
+    config = jaxsched.load_config(P['sgd_step_decay'], overrides)
+    curve = jaxsched.lr_curve(config, epochs=4, batches_per_epoch=3, metrics={'val_loss': [1.0] * 4})
+    expected = stepped(config, Run(4, 3), [1.0] * 4)
+  assert curve.steps.tolist() == list(range(12)) and curve.plateau and curve.metrics == [1.0] * 4
+  np.testing.assert_array_equal(curve.lrs['regular'], expected['regular'])
+  assert curve.counts[:, 0].tolist() == list(range(12))
+  assert curve.counts[:, 1].tolist() == [e for e in range(4) for _ in range(3)]
+  assert (
+    'LinearLR total_iters' in dict((label, k) for k, label in curve.marks)
+    and (6, 'StepLR step_size x 1') in curve.marks
+  )
+  assert_config_error(
+    lambda: jaxsched.lr_curve(config, epochs=1000, batches_per_epoch=1001),
+    ['1001000 micro-batches', 'stepping the optimizer', '1000000 (10**6)'],
+  )
 
 
 # ----------------------------------------------------------------------------- main() in-process
@@ -128,6 +250,7 @@ def test_lr_curve_from_python():
 @pytest.fixture
 def command(capsys):
   """main(argv) -> (exit status, stdout, stderr), leaving JAX's precision as it was."""
+
   def run(*argv):
     before = jax.config.jax_enable_x64
     try:
@@ -137,6 +260,7 @@ def command(capsys):
     out, err = capsys.readouterr()
     assert 'Traceback' not in err, err
     return status, out, err
+
   return run
 
 
@@ -157,14 +281,28 @@ def test_a_run_of_a_hundred_million_steps_is_sampled_not_stepped(command):
   assert rows['30000000'][2:5] == ['milestone', '30', '0.001'] and rows['99999999'][2:4] == ['end', '1e-05']
 
 
-@pytest.mark.parametrize('argv, words', [
+@pytest.mark.parametrize(
+  'argv, words',
+  [
     (['--epochs', 100, '--batches-per-epoch', 10**8], ['10000000000 optimizer steps', '2147483647 (2**31 - 1)']),
     (['--epochs', 2, '--batches-per-epoch', 2**31], ['batches_per_epoch=2147483648', '2147483647']),
     (['--epochs', 10**6 + 1, '--batches-per-epoch', 1], ['1000001 epochs', '1000000 (10**6)']),
-    (['scheduler_configs.interval=step', 'scheduler=ReduceLROnPlateau', 'scheduler_kwargs={}',
-      '--epochs', 1000, '--batches-per-epoch', 1001], ['1001000 in this run', '1000000 (10**6)']),
+    (
+      [
+        'scheduler_configs.interval=step',
+        'scheduler=ReduceLROnPlateau',
+        'scheduler_kwargs={}',
+        '--epochs',
+        1000,
+        '--batches-per-epoch',
+        1001,
+      ],
+      ['1001000 in this run', '1000000 (10**6)'],
+    ),
     ([], []),  # the run fitted to the schedule is within the limits
-], ids=['steps', 'batches', 'epochs', 'plateau reports', 'assumed'])
+  ],
+  ids=['steps', 'batches', 'epochs', 'plateau reports', 'assumed'],
+)
 def test_a_run_beyond_the_limits_is_one_error_naming_the_limit(command, argv, words):
   status, out, err = command('check', 'sgd_step_decay', 'scheduler_kwargs.milestones=[10000000]', *argv)
   if not words:
@@ -176,8 +314,15 @@ def test_a_run_beyond_the_limits_is_one_error_naming_the_limit(command, argv, wo
 
 
 def test_check_shows_where_swa_takes_over_and_overrides_that_drop_keywords(command):
-  status, out, err = command('check', 'sgd_step_decay', 'swa={swa_lrs:0.01,swa_epoch_start:0.6,annealing_epochs:2}',
-                             '--epochs', 10, '--batches-per-epoch', 3)
+  status, out, err = command(
+    'check',
+    'sgd_step_decay',
+    'swa={swa_lrs:0.01,swa_epoch_start:0.6,annealing_epochs:2}',
+    '--epochs',
+    10,
+    '--batches-per-epoch',
+    3,
+  )
   assert status == 0, err
   row = next(line.split() for line in out.splitlines() if 'SWA starts, SWALR takes over' in line)
   assert row[:2] == ['15', '5']  # Lightning: epoch int(0.6 * 10) - 1, 0-based
@@ -190,8 +335,9 @@ def test_check_shows_where_swa_takes_over_and_overrides_that_drop_keywords(comma
 def test_strict_turns_warnings_into_exit_1(command):
   status, out, err = command('check', 'sgd_step_decay', 'learning_rate=1e-6', '--epochs', 3, '--steps-per-epoch', 2)
   assert status == 0 and 'OK: no errors, 2 warnings.' in out, err
-  status, out, err = command('check', 'sgd_step_decay', 'learning_rate=1e-6', '--epochs', 3, '--steps-per-epoch', 2,
-                             '--strict')
+  status, out, err = command(
+    'check', 'sgd_step_decay', 'learning_rate=1e-6', '--epochs', 3, '--steps-per-epoch', 2, '--strict'
+  )
   assert status == 1 and 'OK' not in out and err.count('warning:') == 2
   assert one_error(err) == 'error: 2 warnings with --strict (warnings fail the check).'
   status, out, err = command('check', 'sgd_step_decay', '--epochs', 100, '--steps-per-epoch', 2, '--strict')
@@ -210,23 +356,35 @@ def test_every_command_has_a_description_in_its_help(capsys, name):
 DIRECTORY, MISSING = object(), object()
 METRICS = ['check', 'adaptive_plateau', '--epochs', '2', '--metrics']
 HOSTILE = {
-    # the file's name and content (bytes, text, a directory or none), the command line ({} is its path), the words
-    'config not UTF-8': ('c.yaml', b'optimizer: Adam\n\xff\xfe\n', ['check', '{}'], ['not UTF-8 text', '0xff']),
-    'config a directory': ('c', DIRECTORY, ['check', '{}'], ['cannot read config', 'directory']),
-    'config a YAML list': ('c.yaml', '- optimizer: Adam\n- lr: 0.1\n', ['check', '{}'], ['must be a mapping', 'list']),
-    'config missing': ('c.yaml', MISSING, ['check', '{}'], ['not found', 'Shipped patterns']),
-    'config malformed': ('c.yaml', 'optimizer: [Adam\n', ['check', '{}'], ['malformed YAML']),
-    'metrics not UTF-8': ('m.csv', b'\xff\xfe1\n', [*METRICS, '{}'], ['cannot read metrics file', 'not UTF-8 text']),
-    'metrics empty': ('m.csv', '', [*METRICS, '{}'], ['is empty']),
-    'metrics a directory': ('m', DIRECTORY, [*METRICS, '{}'], ['cannot read metrics file', 'directory']),
-    'metrics missing': ('m.csv', MISSING, [*METRICS, '{}'], ['cannot read metrics file', 'No such file']),
-    'metrics without the monitored column': ('m.csv', 'epoch,loss\n0,1.0\n1,0.9\n', [*METRICS, '{}'],
-                                             ["no column 'val_loss'", 'columns: epoch, loss.']),
-    'metrics JSON not a list': ('m.json', '3', [*METRICS, '{}'], ['expected a list']),
-    'metrics epoch not a number': ('m.csv', 'epoch,val_loss\ninf,1.0\n', [*METRICS, '{}'],
-                                   ["epoch 'inf' is not a whole number"]),
-    'plot to a directory': ('o', DIRECTORY, ['plot', 'one_cycle', '--epochs', '1', '--steps-per-epoch', '1',
-                                             '-o', '{}'], ['cannot write', 'directory']),
+  # the file's name and content (bytes, text, a directory or none), the command line ({} is its path), the words
+  'config not UTF-8': ('c.yaml', b'optimizer: Adam\n\xff\xfe\n', ['check', '{}'], ['not UTF-8 text', '0xff']),
+  'config a directory': ('c', DIRECTORY, ['check', '{}'], ['cannot read config', 'directory']),
+  'config a YAML list': ('c.yaml', '- optimizer: Adam\n- lr: 0.1\n', ['check', '{}'], ['must be a mapping', 'list']),
+  'config missing': ('c.yaml', MISSING, ['check', '{}'], ['not found', 'Shipped patterns']),
+  'config malformed': ('c.yaml', 'optimizer: [Adam\n', ['check', '{}'], ['malformed YAML']),
+  'metrics not UTF-8': ('m.csv', b'\xff\xfe1\n', [*METRICS, '{}'], ['cannot read metrics file', 'not UTF-8 text']),
+  'metrics empty': ('m.csv', '', [*METRICS, '{}'], ['is empty']),
+  'metrics a directory': ('m', DIRECTORY, [*METRICS, '{}'], ['cannot read metrics file', 'directory']),
+  'metrics missing': ('m.csv', MISSING, [*METRICS, '{}'], ['cannot read metrics file', 'No such file']),
+  'metrics without the monitored column': (
+    'm.csv',
+    'epoch,loss\n0,1.0\n1,0.9\n',
+    [*METRICS, '{}'],
+    ["no column 'val_loss'", 'columns: epoch, loss.'],
+  ),
+  'metrics JSON not a list': ('m.json', '3', [*METRICS, '{}'], ['expected a list']),
+  'metrics epoch not a number': (
+    'm.csv',
+    'epoch,val_loss\ninf,1.0\n',
+    [*METRICS, '{}'],
+    ["epoch 'inf' is not a whole number"],
+  ),
+  'plot to a directory': (
+    'o',
+    DIRECTORY,
+    ['plot', 'one_cycle', '--epochs', '1', '--steps-per-epoch', '1', '-o', '{}'],
+    ['cannot write', 'directory'],
+  ),
 }
 
 
@@ -250,3 +408,32 @@ def test_an_empty_config_file_is_every_default_with_a_note(command, tmp_path):
   (tmp_path / 'empty.yaml').write_text('')
   status, out, err = command('check', tmp_path / 'empty.yaml', '--epochs', 2, '--steps-per-epoch', 2)
   assert status == 0 and 'optimizer: Adam' in out and 'empty.yaml is empty: every key takes its default' in err
+
+
+def test_check_and_plot_a_schedulers_list(command, tmp_path):
+  path = tmp_path / 'chain.yaml'
+  path.write_text(
+    'optimizer: SGD\nlearning_rate: 0.1\nschedulers:\n'
+    '  - {scheduler: LinearLR, scheduler_kwargs: {start_factor: 0.1, total_iters: 4}, '
+    'scheduler_configs: {interval: step}}\n'
+    '  - {scheduler: StepLR, scheduler_kwargs: {step_size: 2}}\n'
+    '  - {scheduler: ReduceLROnPlateau, scheduler_kwargs: {patience: 0, factor: 0.5}, '
+    'scheduler_configs: {monitor: val_loss}}\n'
+  )
+  metrics = tmp_path / 'm.csv'
+  metrics.write_text('epoch,val_loss\n0,1\n1,1\n2,1\n3,0.5\n4,0.5\n5,0.5\n')
+  status, out, err = command('check', path, '--epochs', 6, '--batches-per-epoch', 3, '--metrics', metrics)
+  assert status == 0 and 'OK: no errors, 0 warnings.' in out, err
+  assert 'gamma: 0.1' in out and 'cooldown: 0' in out  # each entry's defaults
+  with x64('float64'):
+    expected = stepped(jaxsched.load_config(str(path)), Run(6, 3), [1.0, 1.0, 1.0, 0.5, 0.5, 0.5])['regular']
+  rows = [line.split() for line in out.splitlines() if re.match(r'\d+\s+\d+\s', line)]
+  assert len(rows) > 4 and any('LinearLR total_iters' in ' '.join(r) for r in rows)
+  for row in rows:
+    assert float(row[-1]) == pytest.approx(expected[int(row[0])], rel=1e-6), row
+  status, out, err = command('check', path, '--epochs', 6, '--batches-per-epoch', 3)
+  assert status == 0 and 'LinearLR + StepLR + ReduceLROnPlateau follows the metric' in err, err
+  status, out, err = command('plot', path, '--epochs', 6, '--batches-per-epoch', 3, '-o', tmp_path / 'c.png')
+  assert status == 0 and (tmp_path / 'c.png').stat().st_size > 0, err
+  status, out, err = command('check', path, '--epochs', 1000, '--batches-per-epoch', 1001)
+  assert status == 1 and '1001000 micro-batches' in one_error(err)

@@ -41,21 +41,34 @@ def cmd_list(args: argparse.Namespace) -> int:
   if what in ('all', 'schedulers'):
     rows = []
     for name, schedule_spec in SCHEDULES.items():
-      rows += [[name if i == 0 else '', key, fmt(default), str(check)]
-               for i, (key, (default, check)) in enumerate(schedule_spec.kwargs.items())]
-    rows += [['ReduceLROnPlateau' if i == 0 else '', key, fmt(default), str(check)]
-             for i, (key, (default, check)) in enumerate(PLATEAU_KWARGS.items())]
+      rows += [
+        [name if i == 0 else '', key, fmt(default), str(check)]
+        for i, (key, (default, check)) in enumerate(schedule_spec.kwargs.items())
+      ]
+    rows += [
+      ['ReduceLROnPlateau' if i == 0 else '', key, fmt(default), str(check)]
+      for i, (key, (default, check)) in enumerate(PLATEAU_KWARGS.items())
+    ]
     rows.append(['none', '', '', 'no scheduler: a constant LR (scheduler: null)'])
-    print_table(['scheduler', 'keyword', 'default', 'accepts'], rows,
-                title='Schedulers (scheduler, scheduler_kwargs; REQUIRED keywords have no default)')
+    print_table(
+      ['scheduler', 'keyword', 'default', 'accepts'],
+      rows,
+      title='Schedulers (scheduler, scheduler_kwargs; REQUIRED keywords have no default)',
+    )
     from jaxsched.config import SCHEDULER_CONFIG_KEYS
+
     print()
-    print_table(['key', 'default', 'accepts'],
-                [[k, fmt(d), str(c) if c is not None else 'a string' if k in ('monitor', 'name') else 'any']
-                 for k, (d, c) in SCHEDULER_CONFIG_KEYS.items()],
-                title='scheduler_configs (Lightning)')
+    print_table(
+      ['key', 'default', 'accepts'],
+      [
+        [k, fmt(d), str(c) if c is not None else 'a string' if k in ('monitor', 'name') else 'any']
+        for k, (d, c) in SCHEDULER_CONFIG_KEYS.items()
+      ],
+      title='scheduler_configs (Lightning)',
+    )
   if what == 'patterns':
     from jaxsched.config import patterns
+
     print_table(['pattern', 'file'], [[n, p] for n, p in patterns().items()], title='Shipped patterns')
   return 0
 
@@ -91,8 +104,9 @@ def load(config: str, overrides: Sequence[str]):
       else:
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
   except UnicodeDecodeError as e:
-    raise CliError(f'cannot read config {path!r}: not UTF-8 text (byte {e.object[e.start]:#04x} at position '
-                   f'{e.start}).') from None
+    raise CliError(
+      f'cannot read config {path!r}: not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}).'
+    ) from None
   except OSError as e:
     raise CliError(f'cannot read config {path!r}: {e.strerror or e}.') from None
   if os.path.getsize(path) == 0:
@@ -101,7 +115,18 @@ def load(config: str, overrides: Sequence[str]):
 
 
 def _natural_length(config) -> tuple[int | None, str]:
-  """The scheduler count a config's schedule is written for, and where it comes from."""
+  """The scheduler count a config's schedule is written for, and where it comes from
+  (with a ``schedulers`` list, the longest entry's)."""
+  from jaxsched.lints import entries
+
+  if config.schedulers:
+    lengths = [
+      (length, f"{e.scheduler}'s {source}")
+      for e in entries(config)
+      for length, source in [_natural_length(e)]
+      if length
+    ]
+    return max(lengths, default=(None, ''))
   kw = config.scheduler_kwargs
   name = config.scheduler
 
@@ -149,9 +174,9 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
   Raises:
     ConfigError: a run the simulation cannot follow (:func:`jaxsched.cli.simulate.check_run`).
   """
+  from jaxsched.cli.simulate import MAX_CHAINED, MAX_EPOCHS, MAX_STEPS, check_run
   from jaxsched.groups import epoch_batches
-  from jaxsched.cli.simulate import MAX_EPOCHS, MAX_STEPS, check_run
-  from jaxsched.lints import Run
+  from jaxsched.lints import Run, entries
 
   for flag, v in (('--epochs', epochs), ('--batches-per-epoch', batches), ('--steps-per-epoch', steps)):
     if v is not None and v < 1:
@@ -159,7 +184,8 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
   n = config.accumulate_grad_batches
   if n == 1 or batches is not None or steps is not None:
     batches = epoch_batches(config, batches, steps)
-  interval = config.scheduler_configs['interval']
+  stepped = entries(config)  # a list is fitted as per-epoch only if every entry is
+  interval = 'step' if any(e.scheduler_configs['interval'] == 'step' for e in stepped) else 'epoch'
   if epochs is not None and (batches is not None or interval == 'epoch' and n == 1):
     if batches is None:  # per-epoch schedulers count epochs only
       note('no --batches-per-epoch: assuming 1 (an interval "epoch" scheduler does not depend on it).')
@@ -167,11 +193,12 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
   kw = config.scheduler_kwargs
   if config.scheduler == 'OneCycleLR' and kw.get('epochs') and kw.get('steps_per_epoch') and interval == 'step':
     e, spe = epochs or int(kw['epochs']), int(kw['steps_per_epoch'])
-    note(f'assuming a run of {e} epochs x {spe} optimizer steps per epoch (from OneCycleLR\'s epochs and '
-          f'steps_per_epoch).')
+    note(
+      f"assuming a run of {e} epochs x {spe} optimizer steps per epoch (from OneCycleLR's epochs and steps_per_epoch)."
+    )
     return check_run(config, Run(e, batches or spe * n, n, explicit=False))
   length, source = _natural_length(config)
-  frequency = config.scheduler_configs['frequency']
+  frequency = max(e.scheduler_configs['frequency'] for e in stepped)
   if interval == 'epoch':
     spe = -(-batches // n) if batches else 1
     e = epochs or (length * frequency if length else 100)
@@ -185,10 +212,13 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
       spe = max(1, length // e)
   batches = batches or spe * n
   if epochs is None:  # a schedule written for a longer run: as much of it as can be followed
-    e = min(e, MAX_EPOCHS, max(1, MAX_STEPS // spe))
-  why = f' (from {config.scheduler}\'s {source})' if source else ''
-  note(f'assuming a run of {e} epochs x {plural(batches, "batch")} per epoch{why}; give --epochs and '
-        f'--batches-per-epoch to check the run\'s length.')
+    e = min(e, MAX_EPOCHS, max(1, MAX_STEPS // spe), *([max(1, MAX_CHAINED // batches)] if config.schedulers else []))
+  origin = source if config.schedulers else f"{config.scheduler}'s {source}"  # a list's names its entry
+  why = f' (from {origin})' if source else ''
+  note(
+    f'assuming a run of {e} epochs x {plural(batches, "batch")} per epoch{why}; give --epochs and '
+    f"--batches-per-epoch to check the run's length."
+  )
   return check_run(config, Run(e, batches, n, explicit=False))
 
 
@@ -198,39 +228,57 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
 def _metrics(args: argparse.Namespace, config, run):
   """The metrics file's per-epoch values, where the scheduler follows them (with notes otherwise)."""
   from jaxsched.cli.metrics import read_metrics
-  from jaxsched.cli.simulate import plateau_kwargs
+  from jaxsched.cli.simulate import plateau_monitors, scheduler_name
 
   if not args.metrics:
     return None
-  values = read_metrics(args.metrics, config.monitor)
-  if plateau_kwargs(config) is None:
-    note(f'{config.scheduler} does not follow a metric: the metrics file is not used.')
+  followed = plateau_monitors(config)
+  found: dict[str, list[float]] = {}
+  wanted = list(followed) or [config.monitor]
+  for monitor in wanted:  # a list's plateaus: the columns the file has, the others always improve
+    try:
+      found[monitor] = read_metrics(args.metrics, monitor)
+    except CliError:
+      if not found and monitor == wanted[-1]:
+        raise
+      note(
+        f'the metrics file has no values of {monitor!r}: the ReduceLROnPlateau that monitors it is shown with '
+        f'{monitor} always improving (the upper bound).'
+      )
+  if not followed:
+    note(f'{scheduler_name(config)} does not follow a metric: the metrics file is not used.')
     return None
-  if len(values) < run.epochs:
-    raise CliError(f'the metrics file has {len(values)} values of {config.monitor!r}, but the run has {run.epochs} '
-                   f'epochs: give one value per epoch.')
-  if len(values) > run.epochs:
-    note(f'the metrics file has {len(values)} values; using the first {run.epochs} (one per epoch).')
-  return values
+  for monitor, values in found.items():
+    if len(values) < run.epochs:
+      raise CliError(
+        f'the metrics file has {len(values)} values of {monitor!r}, but the run has {run.epochs} '
+        f'epochs: give one value per epoch.'
+      )
+    if len(values) > run.epochs:
+      note(f'the metrics file has {len(values)} values of {monitor!r}; using the first {run.epochs} (one per epoch).')
+  return found if config.schedulers else found[config.monitor]
 
 
 def _sampling_note(curve) -> str:
   if not curve.sampled:
     return ''
-  return (f'LRs evaluated at {len(curve.steps)} of the {curve.run.steps} optimizer steps: the first of each '
-          f'scheduler step (of evenly spaced ones in a long run), evenly spaced steps and the telling points.')
+  return (
+    f'LRs evaluated at {len(curve.steps)} of the {curve.run.steps} optimizer steps: the first of each '
+    f'scheduler step (of evenly spaced ones in a long run), evenly spaced steps and the telling points.'
+  )
 
 
 def cmd_check(args: argparse.Namespace) -> int:
   import yaml
 
-  from jaxsched.cli.simulate import simulate
+  from jaxsched.cli.simulate import scheduler_name, simulate
   from jaxsched.cli.tables import check_learning_rates, lr_table, resolved
   from jaxsched.lints import lint
 
   path, config = load(args.config, args.overrides)
-  run = dataclasses.replace(fit_run(config, args.epochs, args.batches_per_epoch, args.steps_per_epoch),
-                            param_dtype=args.param_dtype)
+  run = dataclasses.replace(
+    fit_run(config, args.epochs, args.batches_per_epoch, args.steps_per_epoch), param_dtype=args.param_dtype
+  )
   metrics = _metrics(args, config, run)
   warnings = lint(config, run)
 
@@ -239,11 +287,18 @@ def cmd_check(args: argparse.Namespace) -> int:
   try:
     text = yaml.safe_dump(resolved(config), sort_keys=False, default_flow_style=None, width=100)
     print('\n'.join('  ' + line for line in text.rstrip().splitlines()))
-    per_epoch = plural(run.steps_per_epoch) if run.accumulate == 1 else (
+    per_epoch = (
+      plural(run.steps_per_epoch)
+      if run.accumulate == 1
+      else (
         f'{plural(run.batches_per_epoch, "batch")} ({run.steps_per_epoch} optimizer steps: accumulate_grad_batches '
-        f'{run.accumulate}, the last group of an epoch may be partial)')
-    print(f'run: {run.epochs} epochs x {per_epoch} per epoch = {plural(run.steps, "optimizer step")}'
-          + ('' if run.explicit else ' (assumed)'))
+        f'{run.accumulate}, the last group of an epoch may be partial)'
+      )
+    )
+    print(
+      f'run: {run.epochs} epochs x {per_epoch} per epoch = {plural(run.steps, "optimizer step")}'
+      + ('' if run.explicit else ' (assumed)')
+    )
     curve = simulate(config, run, metrics)
     warnings += check_learning_rates(curve)
   except Exception as e:  # noqa: BLE001 - the warnings first, then the error as one line
@@ -253,8 +308,10 @@ def cmd_check(args: argparse.Namespace) -> int:
   if error is not None:
     raise error
   if curve.plateau and curve.metrics is None:
-    note(f'{config.scheduler} follows the metric {config.monitor!r}: without --metrics the table shows the '
-         f'upper bound (the metric always improves, so the LR is never cut).')
+    note(
+      f'{scheduler_name(config)} follows the metric {config.monitor!r}: without --metrics the table shows the '
+      f'upper bound (the metric always improves, so the LR is never cut).'
+    )
   if curve.sampled:
     print(_sampling_note(curve))
   print()
@@ -295,46 +352,77 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
   parser = argparse.ArgumentParser(
-      prog=PROG, description="See a DynVision optimizer/scheduler config before training: its names, its "
-      "validity, and the learning rate each parameter group gets when.")
+    prog=PROG,
+    description='See a DynVision optimizer/scheduler config before training: its names, its '
+    'validity, and the learning rate each parameter group gets when.',
+  )
   from jaxsched import __version__
 
   parser.add_argument('--version', action='version', version=f'{PROG} {__version__}')
   sub = parser.add_subparsers(dest='command', metavar='{list,check,plot}')
   subs = {}
-  p = sub.add_parser('list', help='every optimizer and scheduler string ID with its keywords and defaults',
-                     description='Lists every optimizer and scheduler string ID with its keywords, their defaults '
-                     'and what each accepts, or the shipped patterns.')
-  p.add_argument('what', nargs='?', choices=['optimizers', 'schedulers', 'patterns'],
-                 help='what to list (default: optimizers and schedulers)')
+  p = sub.add_parser(
+    'list',
+    help='every optimizer and scheduler string ID with its keywords and defaults',
+    description='Lists every optimizer and scheduler string ID with its keywords, their defaults '
+    'and what each accepts, or the shipped patterns.',
+  )
+  p.add_argument(
+    'what',
+    nargs='?',
+    choices=['optimizers', 'schedulers', 'patterns'],
+    help='what to list (default: optimizers and schedulers)',
+  )
   subs['list'] = p
 
   def common(p, run_required: bool):
     p.add_argument('config', metavar='CONFIG', help='a YAML config file, or a shipped pattern name')
-    p.add_argument('overrides', nargs='*', metavar='KEY=VALUE',
-                   help='snakemake-style overrides, e.g. learning_rate=0.01 '
-                   'optimizer_kwargs="{momentum:0.9}" scheduler_kwargs.T_max=50')
+    p.add_argument(
+      'overrides',
+      nargs='*',
+      metavar='KEY=VALUE',
+      help='snakemake-style overrides, e.g. learning_rate=0.01 '
+      'optimizer_kwargs="{momentum:0.9}" scheduler_kwargs.T_max=50',
+    )
     length = p.add_mutually_exclusive_group(required=run_required)
-    length.add_argument('--batches-per-epoch', type=int, metavar='B',
-                        help='training batches per epoch, len(train_loader) (micro-batches with '
-                        'accumulate_grad_batches)')
-    length.add_argument('--steps-per-epoch', type=int, metavar='N',
-                        help='the same, without accumulation (where batches and optimizer steps are one thing)')
+    length.add_argument(
+      '--batches-per-epoch',
+      type=int,
+      metavar='B',
+      help='training batches per epoch, len(train_loader) (micro-batches with accumulate_grad_batches)',
+    )
+    length.add_argument(
+      '--steps-per-epoch',
+      type=int,
+      metavar='N',
+      help='the same, without accumulation (where batches and optimizer steps are one thing)',
+    )
     p.add_argument('--epochs', type=int, required=run_required, metavar='E', help='epochs in the run')
-    p.add_argument('--metrics', metavar='FILE',
-                   help='per-epoch values of the monitored metric (CSV or JSON), for ReduceLROnPlateau')
+    p.add_argument(
+      '--metrics', metavar='FILE', help='per-epoch values of the monitored metric (CSV or JSON), for ReduceLROnPlateau'
+    )
 
-  p = sub.add_parser('check', help='validate a config, lint it, and tabulate its learning rates',
-                     description='Validates CONFIG (exit 1 on errors), prints it resolved, warns about traps, '
-                     'and tabulates each group\'s LR at telling points of the run.')
+  p = sub.add_parser(
+    'check',
+    help='validate a config, lint it, and tabulate its learning rates',
+    description='Validates CONFIG (exit 1 on errors), prints it resolved, warns about traps, '
+    "and tabulates each group's LR at telling points of the run.",
+  )
   common(p, run_required=False)
   p.add_argument('--strict', action='store_true', help='exit 1 when there is a warning (for CI)')
-  p.add_argument('--param-dtype', default='float32', choices=['float32', 'float64', 'bfloat16', 'float16'],
-                 help="the parameters' dtype, for the lints that depend on it (default: float32)")
+  p.add_argument(
+    '--param-dtype',
+    default='float32',
+    choices=['float32', 'float64', 'bfloat16', 'float16'],
+    help="the parameters' dtype, for the lints that depend on it (default: float32)",
+  )
   subs['check'] = p
-  p = sub.add_parser('plot', help="plot each group's learning rate over the run to a PNG",
-                     description="Draws each parameter group's learning rate (and cycled momentum) over the run's "
-                     'optimizer steps to a PNG, from the real transformation.')
+  p = sub.add_parser(
+    'plot',
+    help="plot each group's learning rate over the run to a PNG",
+    description="Draws each parameter group's learning rate (and cycled momentum) over the run's "
+    'optimizer steps to a PNG, from the real transformation.',
+  )
   common(p, run_required=True)
   p.add_argument('-o', '--output', required=True, metavar='FILE.png', help='the PNG to write')
   p.add_argument('--log', action='store_true', help='a logarithmic LR axis')

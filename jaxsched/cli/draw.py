@@ -9,7 +9,8 @@ import math
 import os
 
 from jaxsched.cli.output import CliError
-from jaxsched.cli.simulate import SAMPLES, Curve
+from jaxsched.cli.simulate import SAMPLES, Curve, scheduler_name
+from jaxsched.lints import entries
 
 MAX_EPOCH_LINES = 60
 LINESTYLES = ('-', '--', '-.', ':')
@@ -29,8 +30,14 @@ def draw(config, curve: Curve, source: str, output: str, log: bool = False) -> N
 
   run = curve.run
   panels = 2 if curve.momentum else 1
-  fig, axes = plt.subplots(panels, 1, sharex=True, figsize=(10, 4.5 if panels == 1 else 7),
-                           gridspec_kw={'height_ratios': [2, 1][:panels]}, squeeze=False)
+  fig, axes = plt.subplots(
+    panels,
+    1,
+    sharex=True,
+    figsize=(10, 4.5 if panels == 1 else 7),
+    gridspec_kw={'height_ratios': [2, 1][:panels]},
+    squeeze=False,
+  )
   axes = axes[:, 0]
   stride = max(1, math.ceil(run.epochs / MAX_EPOCH_LINES))
   for ax in axes:
@@ -43,17 +50,20 @@ def draw(config, curve: Curve, source: str, output: str, log: bool = False) -> N
   if log and all((v > 0).all() for v in curve.lrs.values()):
     ax.set_yscale('log')
   ax.legend(title='group', loc='best', fontsize='small')
-  sched = config.scheduler or 'constant LR'
-  interval = config.scheduler_configs['interval']
-  title = f'{os.path.basename(source)}: {config.optimizer} + {sched} (interval "{interval}")'
+  intervals = ', '.join(f'"{e.scheduler_configs["interval"]}"' for e in entries(config))
+  title = f'{os.path.basename(source)}: {config.optimizer} + {scheduler_name(config)} (interval {intervals})'
   if curve.plateau:
-    title += (f'\nfollowing {config.monitor} from the metrics file' if curve.metrics is not None
-              else f'\nupper bound: {config.monitor} always improves (no --metrics given)')
+    title += (
+      f'\nfollowing {config.monitor} from the metrics file'
+      if curve.metrics is not None
+      else f'\nupper bound: {config.monitor} always improves (no --metrics given)'
+    )
     if curve.metrics is not None:
       twin = ax.twinx()
       epochs = np.unique(np.linspace(0, run.epochs - 1, min(run.epochs, SAMPLES)).round().astype(np.int64))
-      twin.plot((epochs + 1) * run.steps_per_epoch - 1, np.asarray(curve.metrics)[epochs], 'o:', color='0.5', ms=3,
-                lw=0.8)
+      twin.plot(
+        (epochs + 1) * run.steps_per_epoch - 1, np.asarray(curve.metrics)[epochs], 'o:', color='0.5', ms=3, lw=0.8
+      )
       twin.set_ylabel(config.monitor, color='0.4')
   ax.set_title(title, fontsize='medium')
   if curve.momentum:
@@ -62,10 +72,12 @@ def draw(config, curve: Curve, source: str, output: str, log: bool = False) -> N
       m_ax.plot(curve.steps, m, lw=1.2, ls=LINESTYLES[i % len(LINESTYLES)], label=group, drawstyle='steps-post')
     m_ax.set_ylabel('beta1' if _has_betas(config.optimizer) else 'momentum')
     m_ax.legend(title='group', loc='best', fontsize='small')
-  axes[-1].set_xlabel(f'optimizer step ({run.steps_per_epoch} per epoch; grey lines: epoch boundaries'
-                      + (f', every {stride}' if stride > 1 else '') + ')')
-  top = axes[0].secondary_xaxis('top', functions=(lambda k: k / run.steps_per_epoch,
-                                                   lambda e: e * run.steps_per_epoch))
+  axes[-1].set_xlabel(
+    f'optimizer step ({run.steps_per_epoch} per epoch; grey lines: epoch boundaries'
+    + (f', every {stride}' if stride > 1 else '')
+    + ')'
+  )
+  top = axes[0].secondary_xaxis('top', functions=(lambda k: k / run.steps_per_epoch, lambda e: e * run.steps_per_epoch))
   top.set_xlabel('epoch')
   axes[-1].set_xlim(0, max(run.steps - 1, 1))
   fig.tight_layout()

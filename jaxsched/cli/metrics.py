@@ -34,8 +34,9 @@ def read_metrics(path: str, monitor: str) -> list[float]:
   except OSError as e:
     raise CliError(f'cannot read metrics file {path!r}: {e.strerror or e}') from None
   except UnicodeDecodeError as e:
-    raise CliError(f'cannot read metrics file {path!r}: not UTF-8 text (byte {e.object[e.start]:#04x} at '
-                   f'position {e.start})') from None
+    raise CliError(
+      f'cannot read metrics file {path!r}: not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start})'
+    ) from None
   if path.lower().endswith('.json') or text.lstrip()[:1] in ('[', '{'):
     return _from_json(text, path, monitor)
   return _from_csv(text, path, monitor)
@@ -48,8 +49,10 @@ def _from_json(text: str, path: str, monitor: str) -> list[float]:
     raise CliError(f'{path}: malformed JSON: {e}') from None
   if isinstance(data, Mapping):
     if monitor not in data:
-      raise CliError(f'{path} has no {monitor!r} (the config\'s scheduler_configs.monitor); it has: '
-                     f'{", ".join(map(str, data)) or "nothing"}.')
+      raise CliError(
+        f"{path} has no {monitor!r} (the config's scheduler_configs.monitor); it has: "
+        f'{", ".join(map(str, data)) or "nothing"}.'
+      )
     data = data[monitor]
   if not isinstance(data, list):
     raise CliError(f'{path}: expected a list of per-epoch values of {monitor!r}.')
@@ -76,8 +79,9 @@ def _from_csv(text: str, path: str, monitor: str) -> list[float]:
       raise CliError(f'{path}: a CSV without a header must have one column of per-epoch values.')
     return _nonempty([_number(r[0], f'{path}: line {i + 1}') for i, r in enumerate(rows)], path, monitor)
   if monitor not in header:
-    raise CliError(f'{path} has no column {monitor!r} (the config\'s scheduler_configs.monitor); '
-                   f'columns: {", ".join(header)}.')
+    raise CliError(
+      f"{path} has no column {monitor!r} (the config's scheduler_configs.monitor); columns: {', '.join(header)}."
+    )
   col = header.index(monitor)
   ecol = header.index('epoch') if 'epoch' in header else None
   by_epoch: dict[int, float] = {}

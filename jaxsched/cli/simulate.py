@@ -18,6 +18,13 @@ step counters can count is cheap:
   followed report by report, at most :data:`MAX_REPORTS` of them, with the
   metrics given (or always improving ones: the upper bound of any run).
 
+* Lightning's list of schedulers (``schedulers:``) carries each group's LR in
+  the state (a :class:`jaxsched.plateau.Chain`), which no count gives: the
+  transformation is updated once per micro-batch through the whole run, at
+  most :data:`MAX_CHAINED` micro-batches, and reported to once per epoch
+  (once per micro-batch where a plateau has interval "step"), with each
+  plateau's monitor.
+
 A run of more than ``samples`` optimizer steps is evaluated at evenly spaced
 steps, at the first step of every scheduler step (of evenly spaced ones when
 there are more than ``samples``), at the first step of every plateau change
@@ -35,11 +42,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from jaxsched._errors import ConfigError
-from jaxsched.lints import Run
+from jaxsched.lints import Run, entries
 
 MAX_STEPS = 2**31 - 1  # build's step counters are int32
 MAX_EPOCHS = 10**6
 MAX_REPORTS = 10**6  # ReduceLROnPlateau is followed report by report
+MAX_CHAINED = 10**6  # micro-batches a schedulers list is stepped through
 SAMPLES = 4096
 
 
@@ -54,11 +62,13 @@ class Curve:
     lrs: group -> the LR each of ``steps`` uses (torch's ``param_group['lr']``
       during that step), in torch's param_groups order.
     momentum: group -> momentum (or beta1) at ``steps``, where the scheduler cycles it.
-    counts: scheduler steps taken before each of ``steps``.
+    counts: scheduler steps taken before each of ``steps``; with a ``schedulers``
+      list one column per entry (a plateau's: the reports made before the step).
     marks: (optimizer step, label) where the schedule's keywords say it turns:
       end of warm-up, milestones, restarts, cycle peaks and ends.
     plateau: whether the LR follows a monitored metric (ReduceLROnPlateau).
-    metrics: the per-epoch metrics followed, as given (None: the upper bound).
+    metrics: the per-epoch metrics of ``config.monitor`` followed, as given
+      (None: the upper bound).
   """
 
   run: Run
@@ -83,8 +93,15 @@ class Curve:
     return i
 
 
-def lr_curve(config: Any, *, epochs: int, batches_per_epoch: int | None = None, steps_per_epoch: int | None = None,
-             metrics: Sequence[float] | None = None, samples: int = SAMPLES) -> Curve:
+def lr_curve(
+  config: Any,
+  *,
+  epochs: int,
+  batches_per_epoch: int | None = None,
+  steps_per_epoch: int | None = None,
+  metrics: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+  samples: int = SAMPLES,
+) -> Curve:
   """Each parameter group's learning rate over a run, as :func:`jaxsched.build`'s transformation gives it.
 
   Args:
@@ -92,8 +109,10 @@ def lr_curve(config: Any, *, epochs: int, batches_per_epoch: int | None = None, 
     epochs: epochs in the run (at most :data:`MAX_EPOCHS`).
     batches_per_epoch: training batches per epoch, ``len(train_loader)``.
     steps_per_epoch: the same, without accumulation.
-    metrics: per-epoch values of the monitored metric, for ReduceLROnPlateau;
-      None: always improving (the LR is never cut, the upper bound of any run).
+    metrics: per-epoch values of the monitored metric, for ReduceLROnPlateau,
+      or {monitor: values} for the plateaus of a ``schedulers`` list; None (or
+      a monitor not given): always improving (the LR is never cut, the upper
+      bound of any run).
     samples: evaluate every optimizer step of a run up to this long; a longer
       one at a sample of its steps (see the module's docstring).
 
@@ -104,20 +123,23 @@ def lr_curve(config: Any, *, epochs: int, batches_per_epoch: int | None = None, 
   Raises:
     ConfigError: a bad config or run: no epoch length, a run longer than the
       step counters count (2**31 - 1 optimizer steps) or than :data:`MAX_EPOCHS`,
+      a ``schedulers`` list over more than :data:`MAX_CHAINED` micro-batches,
       a metric file shorter than the run.
   """
   from jaxsched import _checks
-  from jaxsched.groups import epoch_batches
   from jaxsched.build import load_config
   from jaxsched.config import Config
+  from jaxsched.groups import epoch_batches
 
   config = config if isinstance(config, Config) else load_config(config)
   epochs = _checks.Integer(1)('epochs', epochs)
   samples = _checks.Integer(1)('samples', samples)
   batches = epoch_batches(config, batches_per_epoch, steps_per_epoch)
   if batches is None:
-    raise ConfigError('lr_curve needs batches_per_epoch (len(train_loader)) or steps_per_epoch: the curve is '
-                      'drawn over optimizer steps.')
+    raise ConfigError(
+      'lr_curve needs batches_per_epoch (len(train_loader)) or steps_per_epoch: the curve is '
+      'drawn over optimizer steps.'
+    )
   return simulate(config, Run(epochs, batches, config.accumulate_grad_batches), metrics, samples)
 
 
@@ -126,23 +148,55 @@ def check_run(config, run: Run) -> Run:
 
   Raises:
     ConfigError: more than :data:`MAX_EPOCHS` epochs, more than :data:`MAX_STEPS`
-      optimizer steps or micro-batches per epoch, or more than :data:`MAX_REPORTS`
-      ReduceLROnPlateau reports.
+      optimizer steps or micro-batches per epoch, more than :data:`MAX_REPORTS`
+      ReduceLROnPlateau reports, or a ``schedulers`` list over more than
+      :data:`MAX_CHAINED` micro-batches.
   """
   if run.epochs > MAX_EPOCHS:
-    raise ConfigError(f'a run of {run.epochs} epochs is longer than the {MAX_EPOCHS} (10**6) epochs jaxsched '
-                      f'follows.')
-  limit = f'at most {MAX_STEPS} (2**31 - 1), the most that build\'s int32 step counters count'
+    raise ConfigError(f'a run of {run.epochs} epochs is longer than the {MAX_EPOCHS} (10**6) epochs jaxsched follows.')
+  limit = f"at most {MAX_STEPS} (2**31 - 1), the most that build's int32 step counters count"
   if run.batches_per_epoch > MAX_STEPS:
     raise ConfigError(f'batches_per_epoch={run.batches_per_epoch} is too many: {limit}.')
   if run.steps > MAX_STEPS:
-    raise ConfigError(f'the run has {run.steps} optimizer steps ({run.epochs} epochs x {run.steps_per_epoch} per '
-                      f'epoch): {limit}.')
+    raise ConfigError(
+      f'the run has {run.steps} optimizer steps ({run.epochs} epochs x {run.steps_per_epoch} per epoch): {limit}.'
+    )
   if plateau_kwargs(config) is not None and _reports(config, run) > MAX_REPORTS:
-    raise ConfigError(f'ReduceLROnPlateau with interval "step" gets a report per batch, {_reports(config, run)} in '
-                      f'this run ({run.epochs} epochs x {run.batches_per_epoch} batches): at most {MAX_REPORTS} '
-                      f'(10**6) are followed.')
+    raise ConfigError(
+      f'ReduceLROnPlateau with interval "step" gets a report per batch, {_reports(config, run)} in '
+      f'this run ({run.epochs} epochs x {run.batches_per_epoch} batches): at most {MAX_REPORTS} '
+      f'(10**6) are followed.'
+    )
+  batches = run.epochs * run.batches_per_epoch
+  if config.schedulers and batches > MAX_CHAINED:
+    raise ConfigError(
+      f'a schedulers list is followed by stepping the optimizer through the run (the LR is its '
+      f'state, not a function of the step count), and this run has {batches} micro-batches '
+      f'({run.epochs} epochs x {run.batches_per_epoch}): at most {MAX_CHAINED} (10**6) are stepped.'
+    )
   return run
+
+
+def scheduler_name(config) -> str:
+  """The config's scheduler(s) by name: 'StepLR', 'LinearLR + StepLR', 'constant LR'."""
+  if config.schedulers:
+    return ' + '.join(e['scheduler'] for e in config.schedulers)
+  return config.scheduler or 'constant LR'
+
+
+def plateau_monitors(config) -> dict[str, dict[str, Any]]:
+  """monitor -> the keywords of the first ReduceLROnPlateau that follows it: the config's
+  one (alone or ending a SequentialLR), or each plateau of a ``schedulers`` list."""
+  from jaxsched.groups import PLATEAU
+
+  if not config.schedulers:
+    followed = plateau_kwargs(config)
+    return {} if followed is None else {config.monitor: followed}
+  out: dict[str, dict[str, Any]] = {}
+  for e in config.schedulers:
+    if e['scheduler'] == PLATEAU:
+      out.setdefault(e['scheduler_configs']['monitor'], dict(e['scheduler_kwargs']))
+  return out
 
 
 def plateau_kwargs(config) -> dict[str, Any] | None:
@@ -216,9 +270,11 @@ def dummy_params(config) -> dict[str, Any]:
       continue  # every name falls in a configured group: no regular group to show
     if found is None:
       shadow = label(candidates[0])
-      what = ('recurrent_learning_rate_multiplier' if name == RECURRENT else f'lr_parameter_groups.{name}')
-      raise ConfigError(f'{what} can never hold a parameter: a path that matches it also contains {shadow!r}, '
-                        f'an earlier group (first match wins). Reorder lr_parameter_groups or rename the group.')
+      what = 'recurrent_learning_rate_multiplier' if name == RECURRENT else f'lr_parameter_groups.{name}'
+      raise ConfigError(
+        f'{what} can never hold a parameter: a path that matches it also contains {shadow!r}, '
+        f'an earlier group (first match wins). Reorder lr_parameter_groups or rename the group.'
+      )
     leaves[found] = jnp.zeros((2, 2))  # float64 under x64, so every state entry keeps its dtype
   return leaves
 
@@ -299,8 +355,30 @@ def _spread(n: int, samples: int) -> np.ndarray:
   return np.unique(np.linspace(0, n - 1, samples).round().astype(np.int64))
 
 
-def simulate(config, run: Run, metrics: Sequence[float] | None = None, samples: int = SAMPLES) -> Curve:
+def _marks(config, run: Run, named: bool) -> list[tuple[int, str]]:
+  """(optimizer step, label) of :func:`schedule_marks` under the config's scheduler steps,
+  each label after the scheduler's name where ``named``."""
+  from jaxsched.groups import PLATEAU, scheduler_steps
+
+  if not config.scheduler or config.scheduler == PLATEAU:
+    return []
+  n = run.steps
+  count = scheduler_steps(config, run.batches_per_epoch)
+  turns = schedule_marks(config)
+  firsts = first_at_least(count, [c for c, _ in turns], n)
+  return [
+    (int(k), f'{config.scheduler} {label}' if named else label)
+    for (c, label), k in zip(turns, firsts)
+    if k < n and count(k) == c
+  ]
+
+
+def simulate(
+  config, run: Run, metrics: Sequence[float] | Mapping[str, Sequence[float]] | None = None, samples: int = SAMPLES
+) -> Curve:
   """The :class:`Curve` of a checked config over ``run`` (see the module's docstring).
+
+  ``metrics``: the per-epoch values of ``config.monitor``, or {monitor: values}.
 
   Raises:
     ConfigError: see :func:`check_run` and :func:`dummy_params`; a metrics list
@@ -316,34 +394,41 @@ def simulate(config, run: Run, metrics: Sequence[float] | None = None, samples: 
   tx = build(config, params, batches_per_epoch=run.batches_per_epoch, run_steps=run.steps, max_epochs=run.epochs)
   n = run.steps
   count = scheduler_steps(config, run.batches_per_epoch) if config.scheduler else np.zeros_like
-  turns = schedule_marks(config)
-  firsts = first_at_least(count, [c for c, _ in turns], n)
-  marks = [(int(k), label) for (c, label), k in zip(turns, firsts) if k < n and count(k) == c]
+  marks = [m for entry in entries(config) for m in _marks(entry, run, len(entries(config)) > 1)]
   marks += [(k, label) for k, label in averaging_marks(config, run) if k < n]
-  wanted = [_spread(n, samples), first_at_least(count, _spread(int(count(n - 1)) + 1, samples), n),
-            np.array([k for k, _ in marks] + [0, n // 2, n - 1], np.int64)]
+  wanted = [
+    _spread(n, samples),
+    first_at_least(count, _spread(int(count(n - 1)) + 1, samples), n),
+    np.array([k for k, _ in marks] + [0, n // 2, n - 1], np.int64),
+  ]
+  if config.schedulers:
+    return _chained_curve(config, run, tx, params, order, metrics, samples, marks, wanted)
 
   followed = plateau_kwargs(config)
+  metrics = metrics.get(config.monitor) if isinstance(metrics, Mapping) else metrics
   given = None if metrics is None or followed is None else [float(v) for v in metrics]
   if followed is None:
     steps = np.unique(np.concatenate(wanted))
     values = _counted(config, run, tx, params, steps)
   else:
-    per_epoch = improving_metrics(followed, run.epochs) if given is None else given
-    if len(per_epoch) < run.epochs:
-      raise ConfigError(f'metrics has {len(per_epoch)} values of {config.monitor!r}, but the run has {run.epochs} '
-                        f'epochs: give one value per epoch.')
+    per_epoch = _per_epoch(config.monitor, followed, given, run)
     reports_before = _reports_before(config, run)
-    history = _reported(config, run, tx, params, per_epoch[:run.epochs])
+    history = _reported(config, run, tx, params, per_epoch[: run.epochs])
     moves = np.any([v[1:] != v[:-1] for v in history.values()], axis=0)
     changes = np.flatnonzero(moves)[:samples] + 1  # reports after which an LR moves
     wanted.append(first_at_least(reports_before, changes, n))
     steps = np.unique(np.concatenate(wanted))
     values = {k: v[reports_before(steps)] for k, v in history.items()}
-  return Curve(run=run, steps=steps, lrs={g: values[g] for g in order},
-               momentum={g: values[f'{g}/momentum'] for g in order if f'{g}/momentum' in values},
-               counts=np.asarray(count(steps), np.int64), marks=marks, plateau=followed is not None,
-               metrics=given)
+  return Curve(
+    run=run,
+    steps=steps,
+    lrs={g: values[g] for g in order},
+    momentum={g: values[f'{g}/momentum'] for g in order if f'{g}/momentum' in values},
+    counts=np.asarray(count(steps), np.int64),
+    marks=marks,
+    plateau=followed is not None,
+    metrics=given,
+  )
 
 
 def _lbfgs_args(config) -> dict[str, Any]:
@@ -421,7 +506,117 @@ def _reported(config, run: Run, tx, params, per_epoch: Sequence[float]) -> dict[
   def follow(state, values):
     def step(state, metric):
       return report(state, {monitor: metric}), _hyperparams(state)
+
     return jax.lax.scan(step, state, values)[1]
 
   out = follow(tx.init(params), jnp.asarray(per_report, jax.dtypes.canonicalize_dtype(jnp.float64)))
   return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
+def _per_epoch(monitor: str, followed: Mapping[str, Any], given: Sequence[float] | None, run: Run) -> list[float]:
+  """The per-epoch values of ``monitor`` a plateau with keywords ``followed`` is fed: ``given``, else improving ones.
+
+  Raises:
+    ConfigError: ``given`` is shorter than the run's epochs.
+  """
+  per_epoch = improving_metrics(followed, run.epochs) if given is None else [float(v) for v in given]
+  if len(per_epoch) < run.epochs:
+    raise ConfigError(
+      f'metrics has {len(per_epoch)} values of {monitor!r}, but the run has {run.epochs} '
+      f'epochs: give one value per epoch.'
+    )
+  return per_epoch[: run.epochs]
+
+
+def _chained_curve(
+  config,
+  run: Run,
+  tx,
+  params,
+  order: list[str],
+  metrics,
+  samples: int,
+  marks: list[tuple[int, str]],
+  wanted: list[np.ndarray],
+) -> Curve:
+  """The :class:`Curve` of a ``schedulers`` list: :func:`_chained`'s every step, at the steps
+  ``wanted`` (every step of a run of at most ``samples``) and the first step of every LR change."""
+  from jaxsched.groups import PLATEAU, scheduler_steps
+
+  monitors = plateau_monitors(config)
+  if metrics is not None and not isinstance(metrics, Mapping):
+    metrics = {config.monitor: metrics}
+  given = {m: metrics[m] for m in monitors if metrics is not None and metrics.get(m) is not None}
+  per_monitor = {m: _per_epoch(m, kw, given.get(m), run) for m, kw in monitors.items()}
+  per_batch = _chain_reports_per_batch(config)
+  history = _chained(config, run, tx, params, per_monitor, per_batch)
+  n = run.steps
+  moves = np.any([v[1:] != v[:-1] for v in history.values()], axis=0)
+  wanted = [*wanted, np.flatnonzero(moves) + 1]
+  steps = np.unique(np.concatenate(wanted))
+  steps = steps[steps < n]
+  s, b, acc = run.steps_per_epoch, run.batches_per_epoch, run.accumulate
+  reports = (steps // s) * b + np.minimum((steps % s + 1) * acc, b) - 1 if per_batch else steps // s
+  counts = [
+    reports
+    if e['scheduler'] == PLATEAU
+    else np.asarray(scheduler_steps(config, b, e['scheduler_configs'], e['scheduler'])(steps), np.int64)
+    for e in config.schedulers
+  ]
+  followed = given.get(config.monitor)
+  return Curve(
+    run=run,
+    steps=steps,
+    lrs={g: history[g][steps] for g in order},
+    momentum={g: history[f'{g}/momentum'][steps] for g in order if f'{g}/momentum' in history},
+    counts=np.stack(counts, axis=1).astype(np.int64),
+    marks=marks,
+    plateau=bool(monitors),
+    metrics=None if followed is None else [float(v) for v in followed],
+  )
+
+
+def _chain_reports_per_batch(config) -> bool:
+  """Whether a ``schedulers`` list is reported to once per micro-batch: where one of its plateaus
+  has interval "step" (report steps every plateau of the list)."""
+  from jaxsched.groups import PLATEAU
+
+  return any(e['scheduler'] == PLATEAU and e['scheduler_configs']['interval'] == 'step' for e in config.schedulers)
+
+
+def _chained(
+  config, run: Run, tx, params, per_monitor: Mapping[str, Sequence[float]], per_batch: bool
+) -> dict[str, np.ndarray]:
+  """current_lr before every optimizer step of the run: the transformation updated once per
+  micro-batch, :func:`jaxsched.report` called with every monitor's value of the epoch after
+  each epoch (after each micro-batch where ``per_batch``)."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxsched.plateau import report
+
+  grads = jax.tree.map(jnp.zeros_like, params)
+  extra = _lbfgs_args(config)
+  monitors = list(per_monitor)
+  dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+  values = np.array([list(per_monitor[m]) for m in monitors], np.float64).T.reshape(run.epochs, len(monitors))
+
+  @jax.jit
+  def whole(state, values):
+    def epoch(state, metric):
+      reported = {m: metric[i] for i, m in enumerate(monitors)}
+
+      def batch(state, _):
+        before = _hyperparams(state)
+        _, state = tx.update(grads, state, params, **extra)
+        return (report(state, reported) if per_batch and monitors else state), before
+
+      state, out = jax.lax.scan(batch, state, None, length=run.batches_per_epoch)
+      return (state if per_batch or not monitors else report(state, reported)), out
+
+    return jax.lax.scan(epoch, state, values)[1]
+
+  out = whole(tx.init(params), jnp.asarray(values, dtype))
+  last = (np.arange(run.batches_per_epoch) + 1) % run.accumulate == 0  # micro-batches that end a group
+  last[-1] = True
+  return {k: np.asarray(v, np.float64)[:, last].reshape(-1) for k, v in out.items()}

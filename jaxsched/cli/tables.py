@@ -15,11 +15,10 @@ from jaxsched.cli.simulate import Curve, plateau_kwargs
 
 
 def resolved(config) -> dict[str, Any]:
-  """The config with every default filled in (optimizer and scheduler keywords included)."""
-  from jaxsched.groups import PER_GROUP
+  """The config with every default filled in (optimizer and scheduler keywords included,
+  each entry's with a ``schedulers`` list)."""
+  from jaxsched.lints import entries
   from jaxsched.optimizers import OPTIMIZERS, resolve
-  from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
-  from jaxsched.schedules import SCHEDULES
 
   out = config.to_dict()
   spec = OPTIMIZERS.get(config.optimizer)
@@ -27,18 +26,36 @@ def resolved(config) -> dict[str, Any]:
     lr, kwargs = resolve(spec, config.learning_rate, dict(config.optimizer_kwargs))
     out['learning_rate'] = lr
     out['optimizer_kwargs'] = kwargs
+  if config.schedulers:
+    out['schedulers'] = [
+      {**dict(e), 'scheduler_kwargs': _scheduler_kwargs(c)} for e, c in zip(config.schedulers, entries(config))
+    ]
+  elif config.scheduler is not None:
+    out['scheduler_kwargs'] = _scheduler_kwargs(config)
+  return _plain(out)
+
+
+def _scheduler_kwargs(config) -> dict[str, Any]:
+  """The config's scheduler_kwargs with the scheduler's defaults filled in."""
+  from jaxsched.groups import PER_GROUP
+  from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
+  from jaxsched.schedules import SCHEDULES
+
   given = dict(config.scheduler_kwargs)
   if config.scheduler in SCHEDULES and plateau_kwargs(config) is None:
     # Per-group lists (max_lr: [0.1, 0.01]) are checked one value at a time by build.
-    first = {k: v[0] if k in PER_GROUP.get(config.scheduler, ()) and isinstance(v, (list, tuple)) and v else v
-             for k, v in given.items()}
-    checked = {k: given.get(k, v) if k in PER_GROUP.get(config.scheduler, ()) else v
-               for k, v in SCHEDULES[config.scheduler].resolve(first).items()}
-    out['scheduler_kwargs'] = {k: given[k] if callable(v) or k in ('schedulers',) and k in given else v
-                               for k, v in checked.items()}
-  elif config.scheduler == 'ReduceLROnPlateau':
-    out['scheduler_kwargs'] = {k: given.get(k, d) for k, (d, _) in PLATEAU_KWARGS.items()}
-  return _plain(out)
+    first = {
+      k: v[0] if k in PER_GROUP.get(config.scheduler, ()) and isinstance(v, (list, tuple)) and v else v
+      for k, v in given.items()
+    }
+    checked = {
+      k: given.get(k, v) if k in PER_GROUP.get(config.scheduler, ()) else v
+      for k, v in SCHEDULES[config.scheduler].resolve(first).items()
+    }
+    return {k: given[k] if callable(v) or k in ('schedulers',) and k in given else v for k, v in checked.items()}
+  if config.scheduler == 'ReduceLROnPlateau':
+    return {k: given.get(k, d) for k, (d, _) in PLATEAU_KWARGS.items()}
+  return given
 
 
 def _plain(x: Any) -> Any:
@@ -107,12 +124,16 @@ def check_learning_rates(curve: Curve) -> list[str]:
     if bad.size:
       i = int(bad[0])
       k = int(curve.steps[i])
-      raise CliError(f'the {group!r} group\'s learning rate is {lrs[i]} at optimizer step {k} (epoch {k // spe}): '
-                     f'training would turn every parameter into NaN. Check the scheduler\'s keywords.')
+      raise CliError(
+        f"the {group!r} group's learning rate is {lrs[i]} at optimizer step {k} (epoch {k // spe}): "
+        f"training would turn every parameter into NaN. Check the scheduler's keywords."
+      )
     negative = np.flatnonzero(lrs < 0)
     if negative.size:
       i = int(negative[0])
       k = int(curve.steps[i])
-      out.append(f'the {group!r} group\'s learning rate is negative ({lrs[i]:.6g}) from optimizer step {k} '
-                 f'(epoch {k // spe}): the optimizer then climbs the loss.')
+      out.append(
+        f"the {group!r} group's learning rate is negative ({lrs[i]:.6g}) from optimizer step {k} "
+        f'(epoch {k // spe}): the optimizer then climbs the loss.'
+      )
   return out
