@@ -483,6 +483,16 @@ def _prepare(
   rule = as_rule(rule)
   if config.optimizer not in TORCH_STATE:
     raise ConfigError(f'optimizer={config.optimizer!r} has no torch.optim counterpart.')
+  for key, why in (
+    ('ema', "Lightning keeps the average in the callback's state, which is not converted"),
+    ('swa', "Lightning keeps the average in the callback's state, which is not converted"),
+    ('schedulers', "a list of schedulers keeps each group's LR in a chain state, which is not converted"),
+  ):
+    if getattr(config, key):
+      raise ConfigError(
+        f'{key} is set: {why}, so the JAX run would not continue where torch stopped. Convert the run without '
+        f'{key} (or start {key} afresh after converting).'
+      )
   corr = correspondence(config, params, torch_names, rule)
   check_layouts(config, corr, params)
   return config, rule, corr, epoch_batches(config, batches_per_epoch, steps_per_epoch)

@@ -674,3 +674,29 @@ def test_importing_jaxsched_does_not_import_torch():
 
   code = 'import sys, jaxsched; assert "torch" not in sys.modules, "torch imported"'
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+@pytest.mark.parametrize(
+  'key, value',
+  [
+    ('ema', {'decay': 0.9}),
+    ('swa', {'swa_lrs': 0.01}),
+    (
+      'schedulers',
+      [
+        {'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2}},
+        {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.9}},
+      ],
+    ),
+  ],
+)
+def test_state_that_is_not_converted_is_refused(key, value):
+  # the weight average and a chain of schedulers are not converted: refused, never dropped silently
+  base = cfg('SGD', 'StepLR', scheduler_kwargs={'step_size': 2})
+  config = {**cfg('SGD'), key: value} if key == 'schedulers' else {**base, key: value}
+  with x64('float64'):
+    sd, _, names, params = adam_checkpoint(base)
+    assert_config_error(
+      lambda: jaxsched.from_torch(config, params, sd, torch_names=names, batches_per_epoch=EPOCH),
+      [f'{key} is set', 'not converted'],
+    )
