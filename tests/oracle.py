@@ -135,3 +135,29 @@ def assert_config_error(call: Callable[[], Any], words) -> None:
 def assert_rejected(name: str, kwargs: Mapping[str, Any], words) -> None:
   """jaxsched.optimizer(name, **kwargs) raises a ConfigError whose message holds every word."""
   assert_config_error(lambda: jaxsched.optimizer(name, **kwargs), words)
+
+
+def lightning_fit(model: Any, **trainer_kwargs: Any) -> Any:
+  """Fits ``model`` with a quiet float64 CPU Lightning Trainer (no logger, checkpoints,
+  progress bar, summary or sanity check) and returns the trainer."""
+  import logging
+  import warnings
+
+  import pytorch_lightning as pl
+
+  trainer = pl.Trainer(
+    precision='64-true',
+    accelerator='cpu',
+    devices=1,
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+    **trainer_kwargs,
+  )
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')  # "does not have many workers" and the like
+    logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
+    trainer.fit(model)
+  return trainer

@@ -1,7 +1,6 @@
 """Weight averaging: torch's AveragedModel and SWALR, and a real Lightning Trainer with
 EMAWeightAveraging and StochasticWeightAveraging, as the oracles."""
 
-import logging
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from torch.optim import swa_utils
 
 import jaxsched
 from jaxsched import averaging
-from oracle import TOLERANCE, assert_config_error, max_rel_diff, problem, x64
+from oracle import TOLERANCE, assert_config_error, lightning_fit, max_rel_diff, problem, x64
 
 # ---------------------------------------------------------------------------------------------- SWALR on its own
 
@@ -209,24 +208,13 @@ def lightning_run(callback, config, make_scheduler, epochs, batches, init, coefs
     make_scheduler,
     config.get('scheduler_configs', {}).get('interval', 'epoch'),
   )
-  trainer = pl.Trainer(
+  lightning_fit(
+    model,
     max_epochs=epochs,
     accumulate_grad_batches=config.get('accumulate_grad_batches', 1),
     callbacks=[callback],
-    precision='64-true',
-    accelerator='cpu',
-    devices=1,
-    logger=False,
-    enable_checkpointing=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    num_sanity_val_steps=0,
     limit_val_batches=1,
   )
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore')
-    logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
-    trainer.fit(model)
   return model.w.detach().numpy(), model.lrs, model.validated
 
 

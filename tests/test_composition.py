@@ -9,7 +9,6 @@ validation the plateaus, each on its own monitor; jaxsched is fed the same
 gradients, one ``update`` per batch and one ``report`` per epoch.
 """
 
-import logging
 import warnings
 
 import jax
@@ -22,7 +21,7 @@ import torch
 from test_schedules import torch_curve, torch_scheduler
 
 import jaxsched
-from oracle import assert_config_error, max_rel_diff, x64
+from oracle import assert_config_error, lightning_fit, max_rel_diff, x64
 
 
 def M(name, **kwargs):
@@ -552,23 +551,7 @@ def test_a_lightning_trainer_with_two_schedulers_ends_where_jaxsched_does():
   rng = np.random.default_rng(2)
   init, coefs = rng.normal(size=3), rng.normal(size=(epochs * batches, 3))
   model = TwoSchedulers(init, coefs, batches)
-  trainer = pl.Trainer(
-    max_epochs=epochs,
-    accumulate_grad_batches=2,
-    precision='64-true',
-    accelerator='cpu',
-    devices=1,
-    logger=False,
-    enable_checkpointing=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    limit_val_batches=0,
-    num_sanity_val_steps=0,
-  )
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore')
-    logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
-    trainer.fit(model)
+  lightning_fit(model, max_epochs=epochs, accumulate_grad_batches=2, limit_val_batches=0)
   config = {
     'optimizer': 'SGD',
     'learning_rate': 0.1,

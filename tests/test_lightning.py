@@ -8,9 +8,6 @@ order, and what differs is only what the training loop does with them
 ``gradient_clip_val: 0``, when the optimizer and the scheduler step).
 """
 
-import logging
-import warnings
-
 import jax
 import numpy as np
 import optax
@@ -19,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 import jaxsched
-from oracle import max_rel_diff, x64
+from oracle import lightning_fit, max_rel_diff, x64
 
 
 class KnownGradients(pl.LightningModule):
@@ -60,25 +57,14 @@ def lightning_run(config, make_optimizer, make_scheduler, *, epochs, batches, in
     make_scheduler,
     {'interval': sc.get('interval', 'epoch'), 'frequency': sc.get('frequency', 1)},
   )
-  trainer = pl.Trainer(
+  lightning_fit(
+    model,
     max_epochs=epochs,
     accumulate_grad_batches=config.get('accumulate_grad_batches', 1),
     gradient_clip_val=config.get('gradient_clip_val'),
     gradient_clip_algorithm=config.get('gradient_clip_algorithm', 'norm'),
-    precision='64-true',
-    accelerator='cpu',
-    devices=1,
-    logger=False,
-    enable_checkpointing=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
     limit_val_batches=0,
-    num_sanity_val_steps=0,
   )
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore')  # "does not have many workers" and the like
-    logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
-    trainer.fit(model)
   return model.w.detach().numpy(), model.lrs
 
 
