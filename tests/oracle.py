@@ -7,6 +7,7 @@ so hyperparameters are float32 there.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
 
 import jax
@@ -19,6 +20,19 @@ import torch
 import jaxsched
 
 TOLERANCE = {'float64': 1e-9, 'float32': 1e-5}
+# The names an lr_lambda expression may use, as Python's math has them: expressions are
+# evaluated with these as the oracle for jaxsched's compiled ones.
+PY_MATH = {
+  'min': min,
+  'max': max,
+  'abs': abs,
+  'exp': math.exp,
+  'log': math.log,
+  'sqrt': math.sqrt,
+  'cos': math.cos,
+  'sin': math.sin,
+  'pi': math.pi,
+}
 SHAPES = {'w': (4, 3), 'b': (3,), 'k': (2, 3, 5)}
 
 

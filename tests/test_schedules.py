@@ -23,23 +23,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxsched
-from oracle import assert_config_error
+from oracle import PY_MATH, assert_config_error
 
 TOLERANCE = {'float64': 1e-9, 'float32': 1e-6}
 DTYPES = ('float64', 'float32')
 FLOOR = 1e-6  # values below FLOOR * the curve's peak are compared at that floor
-
-_PY = {
-  'min': min,
-  'max': max,
-  'abs': abs,
-  'exp': math.exp,
-  'log': math.log,
-  'sqrt': math.sqrt,
-  'cos': math.cos,
-  'sin': math.sin,
-  'pi': math.pi,
-}
 
 
 def py_lambda(expr, variable='epoch'):
@@ -47,7 +35,7 @@ def py_lambda(expr, variable='epoch'):
   if not isinstance(expr, str):
     return lambda e: expr
   code = compile(expr, '<lambda>', 'eval')
-  return lambda e: eval(code, dict(_PY), {variable: e})  # noqa: S307 (test oracle only)
+  return lambda e: eval(code, dict(PY_MATH), {variable: e})  # noqa: S307 (test oracle only)
 
 
 class LinearWarmupCosineAnnealingLR(torch.optim.lr_scheduler.LRScheduler):

@@ -11,19 +11,7 @@ import pytest
 
 import jaxsched
 from jaxsched.schedules import compile_expression
-from oracle import assert_config_error
-
-_PY = {
-  'min': min,
-  'max': max,
-  'abs': abs,
-  'exp': math.exp,
-  'log': math.log,
-  'sqrt': math.sqrt,
-  'cos': math.cos,
-  'sin': math.sin,
-  'pi': math.pi,
-}
+from oracle import PY_MATH, assert_config_error
 
 EXPRESSIONS = [
   '0.95 ** epoch',
@@ -47,7 +35,7 @@ EXPRESSIONS = [
 @pytest.mark.parametrize('source', EXPRESSIONS)
 def test_expression_values(source, x64):
   counts = list(range(0, 100, 7))
-  expected = np.array([eval(source, dict(_PY), {'epoch': n}) for n in counts], np.float64)  # noqa: S307
+  expected = np.array([eval(source, dict(PY_MATH), {'epoch': n}) for n in counts], np.float64)  # noqa: S307
   with jax.enable_x64(x64):
     fn = compile_expression(source, 'lr_lambda').fn
     actual = np.asarray(jax.jit(jax.vmap(fn))(jnp.asarray(counts)), np.float64)
