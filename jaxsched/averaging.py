@@ -136,7 +136,7 @@ class _EpochStart:
     if isinstance(value, float):
       return _checks.Real(0.0, 1.0)(key, value)
     if isinstance(value, int) and not isinstance(value, bool):
-      return _checks.Integer(1)(key, value)
+      return _checks.Integer(1, _checks.COUNT_MAX)(key, value)
     raise ConfigError(f'{key}={value!r} is not allowed: expected {self}.')
 
   def __str__(self) -> str:
@@ -148,14 +148,14 @@ _REQUIRED = object()
 KEYS: dict[str, dict[str, tuple[Any, _checks.Check]]] = {
   'ema': {  # EMAWeightAveraging
     'decay': (0.999, _checks.Real(0.0, 1.0)),
-    'update_every_n_steps': (1, _checks.Integer(0)),
-    'update_starting_at_step': (None, _checks.Optional(_checks.Integer(0))),
-    'update_starting_at_epoch': (None, _checks.Optional(_checks.Integer(0))),
+    'update_every_n_steps': (1, _checks.Integer(0, _checks.COUNT_MAX)),
+    'update_starting_at_step': (None, _checks.Optional(_checks.Integer(0, _checks.COUNT_MAX))),
+    'update_starting_at_epoch': (None, _checks.Optional(_checks.Integer(0, _checks.COUNT_MAX))),
   },
   'swa': {  # StochasticWeightAveraging
     'swa_lrs': (_REQUIRED, _SwaLrs()),
     'swa_epoch_start': (0.8, _EpochStart()),
-    'annealing_epochs': (10, _checks.Integer(0)),
+    'annealing_epochs': (10, _checks.Integer(0, _checks.COUNT_MAX)),
     'annealing_strategy': ('cos', _checks.Choice(STRATEGIES)),
   },
 }
@@ -234,7 +234,7 @@ def resolve(
       (epochs must be known); a bad max_epochs; see :func:`swa_start_epoch`.
   """
   if max_epochs is not None:
-    max_epochs = _checks.Integer(1)('max_epochs', max_epochs)
+    max_epochs = _checks.Integer(1, _checks.COUNT_MAX)('max_epochs', max_epochs)
   if ema is not None:
     if ema['update_starting_at_epoch'] is not None and batches_per_epoch is None:
       raise ConfigError(

@@ -138,6 +138,11 @@ def build(
   swa_swap = None
   if rules is not None and rules.start_epochs is not None and batches is not None:  # swa: SWALR takes over
     swa_swap = (rules.start_epochs[0], -(-batches // config.accumulate_grad_batches))
+    if swa_swap[0] * swa_swap[1] > _checks.COUNT_MAX:
+      raise ConfigError(
+        f'swa starts at epoch {swa_swap[0]}, optimizer step {swa_swap[0] * swa_swap[1]}: beyond the int32 step '
+        f'counter (at most {_checks.COUNT_MAX}); lower swa.swa_epoch_start or max_epochs.'
+      )
   rates, kwargs = {}, {}
   for i, group in enumerate(group_list):
     rates[group.name], kwargs[group.name] = _group_setup(

@@ -243,3 +243,21 @@ def test_eps_that_vanishes_in_the_parameters_dtype_is_a_lint():
   updates, _ = tx.update({'w': jnp.array([0.0, 1e-4], jnp.float16)}, tx.init(p), p)
   np.testing.assert_array_equal(np.asarray(optax.apply_updates(p, updates)['w']), params.detach().numpy())
   assert not np.isfinite(params.detach().numpy()).any()
+
+
+@pytest.mark.parametrize(
+  'config, words',
+  [
+    ({'ema': {'update_starting_at_step': 10**12}}, ['ema.update_starting_at_step=1000000000000', '2147483647']),
+    ({'ema': {'update_every_n_steps': 10**12}}, ['ema.update_every_n_steps', '2147483647']),
+    ({'ema': {'update_starting_at_epoch': 10**12}}, ['ema.update_starting_at_epoch', '2147483647']),
+    ({'swa': {'swa_lrs': 0.1, 'swa_epoch_start': 10**12}}, ['swa.swa_epoch_start', '2147483647']),
+    ({'swa': {'swa_lrs': 0.1, 'annealing_epochs': 10**12}}, ['swa.annealing_epochs', '2147483647']),
+    ({'swa': {'swa_lrs': 0.1, 'swa_epoch_start': 2**30}}, ['swa starts at epoch 1073741823', 'int32 step counter']),
+  ],
+)
+def test_averaging_counts_fit_the_counters(config, words):
+  params = {'w': jnp.ones(2)}
+  assert_config_error(lambda: jaxsched.build({'scheduler': None, **config}, params, batches_per_epoch=4), words)
+  with pytest.raises(jaxsched.ConfigError, match='max_epochs=1099511627776'):
+    jaxsched.build({'scheduler': None, 'swa': {'swa_lrs': 0.1}}, params, batches_per_epoch=4, max_epochs=2**40)
