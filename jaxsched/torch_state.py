@@ -29,7 +29,7 @@ from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build
 from jaxsched.config import Config
 from jaxsched.groups import PLATEAU, _labeller, epoch_batches, groups, scheduler_steps
-from jaxsched.layouts import Layout, Rule, as_numpy, as_rule, jax_path, leaf_paths, resolve, torch_params
+from jaxsched.layouts import RUNNING_STATS, Layout, Rule, as_numpy, as_rule, jax_path, leaf_paths, resolve, torch_params
 from jaxsched.optimizers import _complex
 from jaxsched.optimizers.adadelta import ScaleByTorchAdadeltaState
 from jaxsched.optimizers.adafactor import AdafactorState
@@ -848,12 +848,16 @@ class LightningCheckpoint(NamedTuple):
     opt_state: the state of :func:`jaxsched.build` that continues the run (:func:`from_torch`).
     epoch: the checkpoint's ``epoch`` (Lightning's ``current_epoch`` when it was saved).
     global_step: the checkpoint's ``global_step`` (optimizer steps taken).
+    batch_stats: the model's BatchNorm statistics (torch's ``running_mean`` and
+      ``running_var``) in the structure given as ``batch_stats=``; None without it. torch's
+      ``num_batches_tracked`` has no Flax counterpart and is not read.
   """
 
   params: Any
   opt_state: Any
   epoch: int
   global_step: int
+  batch_stats: Any = None
 
 
 def load_lightning_checkpoint(
@@ -865,6 +869,7 @@ def load_lightning_checkpoint(
   torch_names: Sequence[str] | None = None,
   batches_per_epoch: int | None = None,
   steps_per_epoch: int | None = None,
+  batch_stats: Any = None,
 ) -> LightningCheckpoint:
   """Reads a PyTorch Lightning ``.ckpt`` (``state_dict``, ``optimizer_states``, ``lr_schedulers``,
   ``epoch``, ``global_step``) for a JAX run of the same config.
@@ -880,6 +885,10 @@ def load_lightning_checkpoint(
       the ``state_dict`` entries the rule maps to a JAX parameter, in the file's order
       (which is ``named_parameters()``'s, buffers aside).
     batches_per_epoch, steps_per_epoch: as for :func:`jaxsched.build`.
+    batch_stats: a tree of the model's BatchNorm statistics (Linen's ``variables['batch_stats']``,
+      or ``nnx.state(model, nnx.BatchStat)``; its values are replaced): the checkpoint's
+      ``running_mean`` and ``running_var`` fill it. Without it a checkpoint that has them
+      gives a :class:`jaxsched.ConfigWarning` naming them.
 
   Raises:
     ConfigError: a file ``weights_only`` cannot read (say why), several optimizers or
@@ -917,7 +926,11 @@ def load_lightning_checkpoint(
       for name, tensor in weights.items()
       if (target := rule(name, tensor.ndim)) is not None and target[0] in by_path
     ]
-  new_params = torch_params({name: weights[name] for name in torch_names}, rule, like=params)
+  stats = {name: t for name, t in weights.items() if name.rpartition('.')[2] in RUNNING_STATS}
+  converted = torch_params(
+    {**{name: weights[name] for name in torch_names}, **stats}, rule, like=params, batch_stats=batch_stats
+  )
+  new_params, new_stats = converted if batch_stats is not None else (converted, None)
   opt_state = from_torch(
     config,
     params,
@@ -929,4 +942,6 @@ def load_lightning_checkpoint(
     rule=rule,
     step=ckpt.get('global_step'),
   )
-  return LightningCheckpoint(new_params, opt_state, int(ckpt.get('epoch', 0)), int(ckpt.get('global_step', 0)))
+  return LightningCheckpoint(
+    new_params, opt_state, int(ckpt.get('epoch', 0)), int(ckpt.get('global_step', 0)), new_stats
+  )

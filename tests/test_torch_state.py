@@ -515,7 +515,9 @@ def test_state_without_a_step_count_crosses_over_and_back(name, plateau):
     torch_steps(module, optimizer, scheduler, 0, there)
     params, state = from_torch(module, optimizer, scheduler)
     module, optimizer, scheduler = to_torch(params, state)  # straight back: the JAX run has counted no step
-    assert_close(torch_steps(module, optimizer, scheduler, there, stop), expected[there:], 'torch -> JAX at once -> torch')
+    assert_close(
+      torch_steps(module, optimizer, scheduler, there, stop), expected[there:], 'torch -> JAX at once -> torch'
+    )
     params, state, actual = jax_steps(params, state, there, back)
     assert_close(actual, expected[there:back], 'torch -> JAX')
     module, optimizer, scheduler = to_torch(params, state)
