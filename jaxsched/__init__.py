@@ -2,6 +2,7 @@
 
 from jaxsched._errors import ConfigError, ConfigWarning
 from jaxsched.averaging import averaged_params, final_params
+from jaxsched.batchnorm import update_bn
 from jaxsched.build import build, current_lr, current_momentum, load_config, lr_log_names, set_lr, skipped_steps
 from jaxsched.cli.simulate import lr_curve
 from jaxsched.compat import carry_over, check_compatible
@@ -48,5 +49,6 @@ __all__ = [
   'torch_params',
   'torch_scheduler',
   'torch_state_dict',
+  'update_bn',
 ]
 __version__ = '0.1.0'

@@ -11,6 +11,18 @@ rule for Flax's common layers (table :data:`FLAX`); :func:`with_overrides`
 changes it for single names. The same change is applied to every per-parameter
 optimizer state (moments, buffers) of the parameter.
 
+BatchNorm's running statistics are buffers in torch (``running_mean``,
+``running_var``, ``num_batches_tracked``) and a separate collection in Flax
+(Linen's ``variables['batch_stats']``, NNX's ``nnx.BatchStat`` variables, both
+``mean`` and ``var``): :func:`torch_params` and :func:`torch_state_dict` take
+them with ``batch_stats=``, and say which statistics they would otherwise drop.
+The two keep them alike, with two differences: torch's ``momentum`` is the weight
+of the new batch, Flax's the weight of the old average (torch's ``momentum=0.1``
+is Flax's ``momentum=0.9``), and torch's training step averages each batch's
+unbiased variance (Bessel's correction), Flax's its biased one. Flax has no
+``num_batches_tracked`` (torch reads it only with ``momentum=None``, the
+cumulative average of :func:`torch.optim.swa_utils.update_bn`).
+
 This module needs no torch: it works on anything ``numpy.asarray`` reads
 (torch CPU tensors included).
 """
@@ -18,12 +30,13 @@ This module needs no torch: it works on anything ``numpy.asarray`` reads
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+import warnings
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 
-from jaxsched._errors import ConfigError
+from jaxsched._errors import ConfigError, ConfigWarning
 from jaxsched.groups import path_name
 
 
@@ -127,9 +140,18 @@ def as_numpy(x: Any) -> np.ndarray:
   return np.asarray(x)
 
 
+def jax_path(path: tuple) -> str:
+  """A leaf's '/'-joined path, as :func:`jaxsched.build` names parameters, without the
+  trailing ``value`` attribute of a Flax NNX variable: ``nnx.state(model, nnx.Param)``'s
+  ``fc/kernel/value`` is ``fc/kernel``, the name a Linen tree (and the rule) gives it."""
+  if path and getattr(path[-1], 'name', None) == 'value':
+    path = path[:-1]
+  return path_name(path)
+
+
 def leaf_paths(tree: Any) -> dict[str, Any]:
-  """'/'-joined path -> leaf, as :func:`jaxsched.build` names parameters."""
-  return {path_name(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  """Path (:func:`jax_path`) -> leaf."""
+  return {jax_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,24 +165,38 @@ def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
+# torch's names of BatchNorm's running statistics (nn.BatchNorm*, nn.SyncBatchNorm, nn.InstanceNorm* tracking them)
+RUNNING_STATS = ('running_mean', 'running_var')
+STATS_HINT = "Linen's variables['batch_stats'], or nnx.state(model, nnx.BatchStat)"
+
+
 def torch_params(
-  state_dict: Mapping[str, Any], rule: Rule | Mapping[str, Any] | None = None, *, like: Any = None
+  state_dict: Mapping[str, Any],
+  rule: Rule | Mapping[str, Any] | None = None,
+  *,
+  like: Any = None,
+  batch_stats: Any = None,
 ) -> Any:
   """A torch ``state_dict`` (or ``named_parameters()``) as a JAX parameter tree.
 
   Args:
     state_dict: torch names to tensors (or arrays).
     rule: where each name goes and its layout change (default :func:`flax_rule`).
-    like: optional JAX tree to fill: then only its paths are taken (buffers such
-      as ``running_mean`` are left out unless ``like`` has them), with its leaves'
+    like: optional JAX tree to fill: then only its paths are taken, with its leaves'
       dtypes and its container types, and every one of its leaves must be found.
+      BatchNorm's running statistics that neither ``like`` nor ``batch_stats`` takes
+      are named in a :class:`jaxsched.ConfigWarning`.
+    batch_stats: optional tree of the model's BatchNorm statistics to fill as ``like``
+      (Linen's ``variables['batch_stats']``, or ``nnx.state(model, nnx.BatchStat)``):
+      torch's ``running_mean`` and ``running_var`` (:data:`FLAX`); needs ``like``.
 
   Returns:
-    ``like``'s structure, or nested dicts of numpy arrays by path.
+    ``like``'s structure, or nested dicts of numpy arrays by path (every entry the
+    rule maps, statistics included); ``(params, batch_stats)`` with ``batch_stats``.
 
   Raises:
-    ConfigError: a shape that does not fit ``like``, or a leaf of ``like`` with
-      no torch counterpart.
+    ConfigError: a shape that does not fit ``like`` (``batch_stats``), or a leaf of
+      ``like`` (``batch_stats``) with no torch counterpart.
   """
   rule = as_rule(rule)
   flat = {}
@@ -171,24 +207,44 @@ def torch_params(
       path, layout = target
       flat[path] = (name, layout.to_jax(value))
   if like is None:
+    if batch_stats is not None:
+      raise ConfigError('batch_stats= is a tree to fill beside the parameters: give like= (the parameters) too.')
     return _nested({path: value for path, (_, value) in flat.items()})
+  params = _fill(flat, like, 'parameter')
+  taken = set(leaf_paths(like))
+  if batch_stats is not None:
+    stats = _fill(flat, batch_stats, 'BatchNorm statistic')
+    taken |= set(leaf_paths(batch_stats))
+  dropped = [name for path, (name, _) in flat.items() if path not in taken and name.rpartition('.')[2] in RUNNING_STATS]
+  if dropped:
+    warnings.warn(
+      f"torch's BatchNorm statistics {', '.join(dropped)} are not taken: pass batch_stats= ({STATS_HINT}) to "
+      f'have them.',
+      ConfigWarning,
+      stacklevel=2,
+    )
+  return params if batch_stats is None else (params, stats)
+
+
+def _fill(flat: Mapping[str, tuple[str, np.ndarray]], like: Any, what: str) -> Any:
+  """``like`` with each leaf replaced by the torch value of its path (``flat``), in its dtype."""
 
   def fill(path, leaf):
     if path not in flat:
       raise ConfigError(
-        f'the JAX parameter {path!r} has no torch counterpart under the rule; torch names map to: '
+        f'the JAX {what} {path!r} has no torch counterpart under the rule; torch names map to: '
         f'{", ".join(sorted(flat)) or "nothing"}.'
       )
     name, value = flat[path]
     if value.shape != tuple(np.shape(leaf)):
       raise ConfigError(
         f'torch {name!r} of shape {value.shape} (after the layout change) does not fit the JAX '
-        f'parameter {path!r} of shape {tuple(np.shape(leaf))}.'
+        f'{what} {path!r} of shape {tuple(np.shape(leaf))}.'
       )
     return value.astype(np.asarray(leaf).dtype)
 
   values = {p: fill(p, leaf) for p, leaf in leaf_paths(like).items()}
-  return jax.tree_util.tree_map_with_path(lambda p, _: jax.numpy.asarray(values[path_name(p)]), like)
+  return jax.tree_util.tree_map_with_path(lambda p, _: jax.numpy.asarray(values[jax_path(p)]), like)
 
 
 def resolve(rule: Rule, name: str, params_by_path: Mapping[str, Any]) -> tuple[str, Layout]:
@@ -214,19 +270,48 @@ def resolve(rule: Rule, name: str, params_by_path: Mapping[str, Any]) -> tuple[s
 
 
 def torch_state_dict(
-  params: Any, torch_names: list[str], rule: Rule | Mapping[str, Any] | None = None
+  params: Any,
+  torch_names: Sequence[str],
+  rule: Rule | Mapping[str, Any] | None = None,
+  *,
+  batch_stats: Any = None,
+  num_batches_tracked: int | None = None,
 ) -> dict[str, np.ndarray]:
   """The reverse of :func:`torch_params`: ``{torch name: array in torch's layout}``
-  for each of ``torch_names`` (load with ``module.load_state_dict({k: torch.from_numpy(v)
-  ...}, strict=False)``).
+  for each of ``torch_names``. With ``torch_names=list(module.state_dict())`` the result
+  loads with ``module.load_state_dict({k: torch.from_numpy(v) ...})`` (strict): nothing
+  of the module is left at its own value unnoticed.
+
+  Args:
+    params: the JAX parameters.
+    torch_names: the torch names to give: the module's parameters, or its whole ``state_dict()``.
+    rule: as for :func:`torch_params`.
+    batch_stats: the model's BatchNorm statistics (Linen's ``variables['batch_stats']``, or
+      ``nnx.state(model, nnx.BatchStat)``), for names of torch's ``running_mean`` and ``running_var``.
+    num_batches_tracked: the value of torch's ``num_batches_tracked`` buffers, which Flax does not
+      keep (BatchNorm reads it only with ``momentum=None``); needed where ``torch_names`` has one.
 
   Raises:
-    ConfigError: a name with no JAX counterpart in ``params``.
+    ConfigError: a name with no JAX counterpart in ``params`` (or ``batch_stats``), a running
+      statistic without ``batch_stats``, a ``num_batches_tracked`` without ``num_batches_tracked=``.
   """
   rule = as_rule(rule)
   by_path = leaf_paths(params)
+  tree = {**by_path, **({} if batch_stats is None else leaf_paths(batch_stats))}
   out = {}
   for name in torch_names:
-    path, layout = resolve(rule, name, by_path)
-    out[name] = layout.to_torch(np.asarray(by_path[path]))
+    leaf = name.rpartition('.')[2]
+    if leaf == 'num_batches_tracked' and all(rule(name, n) is None for n in range(8)):
+      if num_batches_tracked is None:
+        raise ConfigError(
+          f"torch's {name!r} (BatchNorm's count of training batches) has no Flax counterpart: give "
+          f'num_batches_tracked= (e.g. 0; torch reads it only where momentum is None), or leave the name out.'
+        )
+      out[name] = np.asarray(num_batches_tracked, np.int64)
+      continue
+    targets = (rule(name, n) for n in range(8))
+    if leaf in RUNNING_STATS and batch_stats is None and not any(t is not None and t[0] in tree for t in targets):
+      raise ConfigError(f"torch's BatchNorm statistic {name!r} is not a parameter: pass batch_stats= ({STATS_HINT}).")
+    path, layout = resolve(rule, name, tree)
+    out[name] = layout.to_torch(np.asarray(tree[path]))
   return out

@@ -28,8 +28,8 @@ from jaxsched._errors import ConfigError
 from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build
 from jaxsched.config import Config
-from jaxsched.groups import PLATEAU, _labeller, epoch_batches, groups, path_name, scheduler_steps
-from jaxsched.layouts import Layout, Rule, as_numpy, as_rule, leaf_paths, resolve, torch_params
+from jaxsched.groups import PLATEAU, _labeller, epoch_batches, groups, scheduler_steps
+from jaxsched.layouts import RUNNING_STATS, Layout, Rule, as_numpy, as_rule, jax_path, leaf_paths, resolve, torch_params
 from jaxsched.optimizers import _complex
 from jaxsched.optimizers.adadelta import ScaleByTorchAdadeltaState
 from jaxsched.optimizers.adafactor import AdafactorState
@@ -360,8 +360,8 @@ class _Filler:
       if field != 'count' and tree is not None and (type(node), field) not in SCALARS:
         found = []
         for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
-          name = path_name(path)
-          p = self.by_path.get(name) or self.by_path.get(path_name(path[:-1]))
+          name = jax_path(path)
+          p = self.by_path.get(name) or self.by_path.get(jax_path(path[:-1]))
           if p is not None and p not in found:
             found.append(p)
         return found
@@ -403,7 +403,7 @@ class _Filler:
         new[field] = jnp.asarray(values.pop(), value.dtype) if values else value
       else:
         new[field] = jax.tree_util.tree_map_with_path(
-          lambda path, like: self.entry(self.by_path[path_name(path)], key, like),  # noqa: B023
+          lambda path, like: self.entry(self.by_path[jax_path(path)], key, like),  # noqa: B023
           value,  # noqa: B023
         )
     if isinstance(node, AdafactorState):
@@ -416,11 +416,11 @@ class _Filler:
     leaves, treedef = jax.tree_util.tree_flatten_with_path(moments)
     out = []
     for path, like in leaves:
-      p = self.by_path.get(path_name(path))
+      p = self.by_path.get(jax_path(path))
       if p is not None:
         out.append(self.entry(p, 'variance', like))
         continue
-      p, which = self.by_path[path_name(path[:-1])], path[-1].idx
+      p, which = self.by_path[jax_path(path[:-1])], path[-1].idx
       ndim = like.ndim
       # a swapped pair of axes turns torch's row means into JAX's column means
       swap = not p.layout.keeps_axes(ndim)
@@ -443,7 +443,7 @@ class _Filler:
         p.path: p.layout.to_jax(piece.reshape(p.layout.to_torch(np.asarray(by_path[p.path])).shape))
         for p, piece in zip(ordered, pieces)
       }
-      tree = jax.tree_util.tree_map_with_path(lambda path, _: leaves[path_name(path)], self.params)  # noqa: B023
+      tree = jax.tree_util.tree_map_with_path(lambda path, _: leaves[jax_path(path)], self.params)  # noqa: B023
       out.append(ravel_pytree(jax.tree.map(lambda x: np.asarray(x, like.dtype), tree))[0])
     return jnp.stack(out) if out else jnp.zeros((0,) + like.shape[-1:], like.dtype)
 
@@ -529,7 +529,11 @@ def from_torch(
     batches_per_epoch, steps_per_epoch: as for :func:`jaxsched.build`.
     rule: torch name -> (JAX path, layout); default :func:`jaxsched.layouts.flax_rule`.
     step: optimizer steps taken (Lightning's ``global_step``); by default torch's
-      ``step`` in the state, or the scheduler's position where it tells.
+      ``step`` in the state, or the scheduler's position where it tells. SGD, Muon and
+      LBFGS keep no ``step``: without ``step=``, under a constant LR or ReduceLROnPlateau
+      (whose counters come from its own state) the JAX step count restarts at 0, which
+      none of their numbers read; their buffers and history carry over either way, and
+      :func:`to_torch` hands them back.
 
   Raises:
     ConfigError: the checkpoint does not fit the config (another optimizer, number or size of
@@ -669,8 +673,7 @@ def to_torch(
   reader.walk(opt_state)
   sd = optimizer.state_dict()
   k = reader.k
-  if k:
-    sd['state'] = reader.torch_state(k)
+  sd['state'] = reader.torch_state(k)
   for name, group in zip(corr.groups, sd['param_groups']):
     group['lr'] = reader.lr[name]
     if name in reader.momentum or None in reader.momentum:
@@ -745,17 +748,29 @@ class _Reader:
     elif isinstance(node, KNOWN):
       self.optimizer_state(node)
 
+  def started(self, node: Any) -> bool:
+    """Whether torch would have this state yet (torch creates it on a parameter's first step):
+    its own count where it keeps one; else the optimizer steps taken, which SGD, Muon and LBFGS
+    cannot tell after :func:`from_torch` without ``step=`` (torch keeps no ``step`` for them), so
+    there a state counts as started where its tensors are not all zeros (a zero momentum buffer is
+    what torch's Muon starts from)."""
+    if 'count' in node._fields:
+      return int(node.count) > 0
+    if self.k:
+      return True
+    return self.config.optimizer in NO_STEP and any(np.any(np.asarray(x)) for x in jax.tree.leaves(node))
+
   def optimizer_state(self, node: Any) -> None:
-    count = int(node.count) if 'count' in node._fields else None
-    if count == 0:
+    if not self.started(node):
       return
+    count = int(node.count) if 'count' in node._fields else None
     covered = []
     for field, key in self.table[type(node)].items():
       value = getattr(node, field)
       if value is None or (type(node), field) in SCALARS:
         continue
       for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
-        p = self.by_path[path_name(path)]
+        p = self.by_path[jax_path(path)]
         covered.append(p)
         self.state[p.index][key] = self.tensor(p.layout.to_torch(np.asarray(leaf)))
     if isinstance(node, AdafactorState):
@@ -772,11 +787,11 @@ class _Reader:
     covered = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(moments)[0]:
       leaf = np.asarray(leaf)
-      p = self.by_path.get(path_name(path))
+      p = self.by_path.get(jax_path(path))
       if p is not None:
         self.state[p.index]['variance'] = self.tensor(leaf)
       else:
-        p, which = self.by_path[path_name(path[:-1])], path[-1].idx
+        p, which = self.by_path[jax_path(path[:-1])], path[-1].idx
         swap = not p.layout.keeps_axes(leaf.ndim)
         key = ('row_var', 'col_var')[1 - which if swap else which]
         self.state[p.index][key] = self.tensor(np.swapaxes(leaf, -1, -2) if swap else leaf)
@@ -833,12 +848,16 @@ class LightningCheckpoint(NamedTuple):
     opt_state: the state of :func:`jaxsched.build` that continues the run (:func:`from_torch`).
     epoch: the checkpoint's ``epoch`` (Lightning's ``current_epoch`` when it was saved).
     global_step: the checkpoint's ``global_step`` (optimizer steps taken).
+    batch_stats: the model's BatchNorm statistics (torch's ``running_mean`` and
+      ``running_var``) in the structure given as ``batch_stats=``; None without it. torch's
+      ``num_batches_tracked`` has no Flax counterpart and is not read.
   """
 
   params: Any
   opt_state: Any
   epoch: int
   global_step: int
+  batch_stats: Any = None
 
 
 def load_lightning_checkpoint(
@@ -850,6 +869,7 @@ def load_lightning_checkpoint(
   torch_names: Sequence[str] | None = None,
   batches_per_epoch: int | None = None,
   steps_per_epoch: int | None = None,
+  batch_stats: Any = None,
 ) -> LightningCheckpoint:
   """Reads a PyTorch Lightning ``.ckpt`` (``state_dict``, ``optimizer_states``, ``lr_schedulers``,
   ``epoch``, ``global_step``) for a JAX run of the same config.
@@ -865,6 +885,10 @@ def load_lightning_checkpoint(
       the ``state_dict`` entries the rule maps to a JAX parameter, in the file's order
       (which is ``named_parameters()``'s, buffers aside).
     batches_per_epoch, steps_per_epoch: as for :func:`jaxsched.build`.
+    batch_stats: a tree of the model's BatchNorm statistics (Linen's ``variables['batch_stats']``,
+      or ``nnx.state(model, nnx.BatchStat)``; its values are replaced): the checkpoint's
+      ``running_mean`` and ``running_var`` fill it. Without it a checkpoint that has them
+      gives a :class:`jaxsched.ConfigWarning` naming them.
 
   Raises:
     ConfigError: a file ``weights_only`` cannot read (say why), several optimizers or
@@ -902,7 +926,11 @@ def load_lightning_checkpoint(
       for name, tensor in weights.items()
       if (target := rule(name, tensor.ndim)) is not None and target[0] in by_path
     ]
-  new_params = torch_params({name: weights[name] for name in torch_names}, rule, like=params)
+  stats = {name: t for name, t in weights.items() if name.rpartition('.')[2] in RUNNING_STATS}
+  converted = torch_params(
+    {**{name: weights[name] for name in torch_names}, **stats}, rule, like=params, batch_stats=batch_stats
+  )
+  new_params, new_stats = converted if batch_stats is not None else (converted, None)
   opt_state = from_torch(
     config,
     params,
@@ -914,4 +942,6 @@ def load_lightning_checkpoint(
     rule=rule,
     step=ckpt.get('global_step'),
   )
-  return LightningCheckpoint(new_params, opt_state, int(ckpt.get('epoch', 0)), int(ckpt.get('global_step', 0)))
+  return LightningCheckpoint(
+    new_params, opt_state, int(ckpt.get('epoch', 0)), int(ckpt.get('global_step', 0)), new_stats
+  )

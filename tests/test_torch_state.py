@@ -344,6 +344,56 @@ def quartic(coefs):
   return loss
 
 
+def lbfgs_problem(config, module, names, metrics=()):
+  """The quartic's torch and JAX steppers for LBFGS (``metrics[j]`` reported to a plateau after step ``2j + 1``),
+  each ``(model, optimizer or state, start, stop) -> (model, state, parameters after each step)``."""
+  rng = np.random.default_rng(0)
+  coefs = {n: (1 + rng.random(p.shape), rng.normal(size=p.shape)) for n, p in module.named_parameters()}
+  torch_loss = quartic({n: tuple(map(torch.tensor, c)) for n, c in coefs.items()})
+  jax_coefs = {n: tuple(layouts.flax_rule(n, np.ndim(c[0]))[1].to_jax(x) for x in c) for n, c in coefs.items()}
+  jax_loss = quartic(jax_coefs)
+  paths = {n: layouts.resolve(layouts.flax_rule, n, layouts.leaf_paths(jax_params(module)))[0] for n in names}
+
+  def value_fn(params):
+    by_path = layouts.leaf_paths(params)
+    return jax_loss({n: by_path[paths[n]] for n in names})
+
+  def torch_steps(module, optimizer, start, stop, scheduler=None):
+    params = dict(module.named_parameters())
+
+    def closure():
+      optimizer.zero_grad()
+      loss = torch_loss(params)
+      loss.backward()
+      return loss
+
+    out = []
+    for i in range(start, stop):
+      optimizer.step(closure)
+      if scheduler is not None and i % 2:
+        scheduler.step(metrics[i // 2])
+      out.append({k: v.detach().numpy().copy() for k, v in params.items()})
+    return module, optimizer, out
+
+  tx = jaxsched.build(config, jax_params(module))
+
+  @jax.jit
+  def jax_step(params, state):
+    updates, state = tx.update(jax.grad(value_fn)(params), state, params, value_fn=value_fn)
+    return optax.apply_updates(params, updates), state
+
+  def jax_steps(params, state, start, stop):
+    out = []
+    for i in range(start, stop):
+      params, state = jax_step(params, state)
+      if i % 2 and metrics:
+        state = jaxsched.report(state, {'val_loss': metrics[i // 2]})
+      out.append(layouts.torch_state_dict(params, names))
+    return params, state, out
+
+  return tx, torch_steps, jax_steps
+
+
 def test_lbfgs_with_its_history_switches_both_ways():
   config = cfg('LBFGS', lr=0.5, optimizer_kwargs={'max_iter': 3, 'history_size': 3, 'line_search_fn': 'strong_wolfe'})
   switch, stop = 3, 6
@@ -351,71 +401,134 @@ def test_lbfgs_with_its_history_switches_both_ways():
     torch.manual_seed(0)
     module = Net(('fc', 'conv'))
     names = torch_names(module)
-    rng = np.random.default_rng(0)
-    coefs = {n: (1 + rng.random(p.shape), rng.normal(size=p.shape)) for n, p in module.named_parameters()}
-    torch_loss = quartic({n: tuple(map(torch.tensor, c)) for n, c in coefs.items()})
-    jax_coefs = {n: tuple(layouts.flax_rule(n, np.ndim(c[0]))[1].to_jax(x) for x in c) for n, c in coefs.items()}
-    jax_loss = quartic(jax_coefs)
-
-    paths = {n: layouts.resolve(layouts.flax_rule, n, layouts.leaf_paths(jax_params(module)))[0] for n in names}
-
-    def value_fn(params):
-      by_path = layouts.leaf_paths(params)
-      return jax_loss({n: by_path[paths[n]] for n in names})
-
-    def torch_steps(module, optimizer, count):
-      params = dict(module.named_parameters())
-
-      def closure():
-        optimizer.zero_grad()
-        loss = torch_loss(params)
-        loss.backward()
-        return loss
-
-      out = []
-      for _ in range(count):
-        optimizer.step(closure)
-        out.append({k: v.detach().numpy().copy() for k, v in params.items()})
-      return out
-
+    tx, torch_steps, jax_steps = lbfgs_problem(config, module, names)
     params0 = jax_params(module)
-    tx = jaxsched.build(config, params0)
-
-    @jax.jit
-    def jax_step(params, state):
-      updates, state = tx.update(jax.grad(value_fn)(params), state, params, value_fn=value_fn)
-      return optax.apply_updates(params, updates), state
-
-    def jax_steps(params, state, count):
-      out = []
-      for _ in range(count):
-        params, state = jax_step(params, state)
-        out.append(layouts.torch_state_dict(params, names))
-      return params, state, out
 
     init = copy.deepcopy(module)
     optimizer = jaxsched.torch_optimizer(config, module.named_parameters())
-    torch_steps(module, optimizer, switch)
+    torch_steps(module, optimizer, 0, switch)
     sd = copy.deepcopy(optimizer.state_dict())
     assert len(sd['state'][0]['old_dirs']) == 3  # the history is full
     params = jax_params(module)
-    expected = torch_steps(module, optimizer, stop - switch)
+    expected = torch_steps(module, optimizer, switch, stop)[2]
     state = jaxsched.from_torch(config, params, sd, torch_names=names)
-    assert_close(jax_steps(params, state, stop - switch)[2], expected, 'torch -> JAX')
+    assert_close(jax_steps(params, state, switch, stop)[2], expected, 'torch -> JAX')
 
-    params, state, _ = jax_steps(params0, tx.init(params0), switch)
+    params, state, _ = jax_steps(params0, tx.init(params0), 0, switch)
     (lbfgs_state,) = [
       x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, LBFGSState)) if isinstance(x, LBFGSState)
     ]
     assert int(lbfgs_state.head) != 0  # the ring has wrapped
-    _, _, expected = jax_steps(params, state, stop - switch)
+    _, _, expected = jax_steps(params, state, switch, stop)
     sd, _ = jaxsched.to_torch(config, state, params, torch_names=names)
     init.load_state_dict(
       {k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()}, strict=False
     )
     optimizer = jaxsched.torch_optimizer(config, init.named_parameters())
     optimizer.load_state_dict(sd)
-    assert_close(torch_steps(init, optimizer, stop - switch), expected, 'JAX -> torch')
+    assert_close(torch_steps(init, optimizer, switch, stop)[2], expected, 'JAX -> torch')
+
+
+PLATEAU_CUTS = {
+  'scheduler': 'ReduceLROnPlateau',
+  'scheduler_configs': {'monitor': 'val_loss'},
+  'scheduler_kwargs': {'patience': 0, 'factor': 0.5},
+}
+# torch keeps no step for these: from_torch cannot tell the steps taken (and is not given step=)
+NO_STEP_CASES = {
+  'SGD momentum': (cfg('SGD', lr=0.05, optimizer_kwargs={'momentum': 0.9}), ('fc', 'conv', 'norm', 'recurrent')),
+  'Muon': (
+    cfg('Muon', lr=0.02, optimizer_kwargs={'adjust_lr_fn': 'match_rms_adamw', 'ns_dtype': 'float64'}),
+    ('proj', 'square'),
+  ),
+  'LBFGS': (
+    cfg('LBFGS', lr=0.5, optimizer_kwargs={'max_iter': 3, 'history_size': 3, 'line_search_fn': 'strong_wolfe'}),
+    ('fc', 'conv'),
+  ),
+}
+
+
+@pytest.mark.parametrize('plateau', [False, True], ids=['constant LR', 'ReduceLROnPlateau'])
+@pytest.mark.parametrize('name', NO_STEP_CASES)
+def test_state_without_a_step_count_crosses_over_and_back(name, plateau):
+  # torch -> JAX (-> torch at once, and after JAX steps) against torch alone, and JAX -> torch -> JAX against
+  # JAX alone: the momentum buffer (LBFGS's history) crosses each time, with no step= given
+  base, parts = NO_STEP_CASES[name]
+  config = {**base, **PLATEAU_CUTS} if plateau else base
+  lbfgs = name == 'LBFGS'
+  there, back, stop = (2, 5, 8) if lbfgs else (6, 13, 20)  # inside epochs (plateau reports every 4 batches)
+  with x64('float64'), torch_newton_schulz('float64'):
+    torch.manual_seed(0)
+    init = Net(parts)
+    names = torch_names(init)
+    params0 = jax_params(init)
+    grads = gradients(init, stop)
+    if lbfgs:
+      tx, lbfgs_torch, lbfgs_jax = lbfgs_problem(config, init, names, METRICS)
+
+      def torch_steps(module, optimizer, scheduler, start, stop):
+        return lbfgs_torch(module, optimizer, start, stop, scheduler)[2]
+
+      def jax_steps(params, state, start, stop):
+        return lbfgs_jax(params, state, start, stop)
+
+    else:
+      tx = jaxsched.build(config, params0, batches_per_epoch=EPOCH)
+      step = jitted_step(tx)
+
+      def torch_steps(module, optimizer, scheduler, start, stop):
+        with warnings.catch_warnings():
+          warnings.simplefilter('ignore')
+          return torch_run(config, module, optimizer, scheduler, grads, start, stop, METRICS)
+
+      def jax_steps(params, state, start, stop):
+        return jax_run(step, params, state, grads, start, stop, METRICS, names)
+
+    def torch_side(params=None, sd=None, sched_sd=None):
+      module = copy.deepcopy(init)
+      if params is not None:
+        module.load_state_dict(
+          {k: torch.from_numpy(v) for k, v in layouts.torch_state_dict(params, names).items()}, strict=False
+        )
+      optimizer = jaxsched.torch_optimizer(config, module.named_parameters())
+      scheduler = jaxsched.torch_scheduler(config, optimizer)
+      if sd is not None:
+        optimizer.load_state_dict(sd)
+      if sched_sd is not None:
+        scheduler.load_state_dict(sched_sd)
+      return module, optimizer, scheduler
+
+    def from_torch(module, optimizer, scheduler):
+      sd, sched_sd = copy.deepcopy(optimizer.state_dict()), scheduler and copy.deepcopy(scheduler.state_dict())
+      assert sd['state']  # torch's state has started
+      params = jax_params(module)
+      return params, jaxsched.from_torch(config, params, sd, sched_sd, torch_names=names, batches_per_epoch=EPOCH)
+
+    def to_torch(params, state):
+      sd, sched_sd = jaxsched.to_torch(config, state, params, torch_names=names, batches_per_epoch=EPOCH)
+      assert sd['state']  # what the JAX run keeps crosses
+      return torch_side(params, sd, sched_sd)
+
+    module, optimizer, scheduler = torch_side()
+    expected = torch_steps(module, optimizer, scheduler, 0, stop)
+    module, optimizer, scheduler = torch_side()
+    torch_steps(module, optimizer, scheduler, 0, there)
+    params, state = from_torch(module, optimizer, scheduler)
+    module, optimizer, scheduler = to_torch(params, state)  # straight back: the JAX run has counted no step
+    assert_close(
+      torch_steps(module, optimizer, scheduler, there, stop), expected[there:], 'torch -> JAX at once -> torch'
+    )
+    params, state, actual = jax_steps(params, state, there, back)
+    assert_close(actual, expected[there:back], 'torch -> JAX')
+    module, optimizer, scheduler = to_torch(params, state)
+    assert_close(torch_steps(module, optimizer, scheduler, back, stop), expected[back:], 'torch -> JAX -> torch')
+
+    expected = jax_steps(params0, tx.init(params0), 0, stop)[2]
+    params, state, _ = jax_steps(params0, tx.init(params0), 0, there)
+    module, optimizer, scheduler = to_torch(params, state)
+    assert_close(torch_steps(module, optimizer, scheduler, there, back), expected[there:back], 'JAX -> torch')
+    params, state = from_torch(module, optimizer, scheduler)
+    assert_close(jax_steps(params, state, back, stop)[2], expected[back:], 'JAX -> torch -> JAX')
 
 
 class Tiny(pl.LightningModule):
