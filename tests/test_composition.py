@@ -518,6 +518,123 @@ def test_bad_lists_are_config_errors(data, words):
   assert_config_error(load_and_build, words)
 
 
+# --- a SequentialLR entry in the list ---------------------------------------------------------------------------------
+# torch builds the list in order, a SequentialLR's members just before it: its constructor resets every group's lr to
+# initial_lr (dropping what the entries built before it did at construction) and starts its first member; at a milestone
+# it restarts the next member from its closed form (dropping what the other entries did since), else it steps the
+# member on the lr the others left. ConstantLR's end still multiplies by 1 / factor after a reset undid its start.
+
+SEQ = lambda schedulers, milestones: dict(schedulers=schedulers, milestones=milestones)  # noqa: E731
+SEQUENTIAL_LISTS = {
+  'steplr epoch, then a sequential step': (
+    [
+      E('StepLR', step_size=2, gamma=0.5),
+      E(
+        'SequentialLR',
+        'step',
+        **SEQ([M('LinearLR', start_factor=0.2, total_iters=3), M('ExponentialLR', gamma=0.9)], [3]),
+      ),
+    ],
+    dict(batches=3, epochs=5),
+  ),
+  'sequential step freq 2 with three members, exponential epoch, plateau, accumulation': (
+    [
+      E(
+        'SequentialLR',
+        'step',
+        2,
+        **SEQ(
+          [
+            M('ConstantLR', factor=0.5, total_iters=2),
+            M('ExponentialLR', gamma=0.8),
+            M('MultiplicativeLR', lr_lambda='0.9'),
+          ],
+          [2, 4],
+        ),
+      ),
+      E('ExponentialLR', gamma=0.7),
+      E('ReduceLROnPlateau', patience=0, factor=0.5),
+    ],
+    dict(batches=5, epochs=6, accumulate_grad_batches=2),
+  ),
+  'constant step, then a sequential epoch ending in swalr with one swa_lr per group': (
+    [
+      E('ConstantLR', 'step', factor=0.5, total_iters=4),
+      E('SequentialLR', **SEQ([M('ExponentialLR', gamma=0.5), M('SWALR', swa_lr=[0.02, 0.004], anneal_epochs=3)], [3])),
+    ],
+    dict(batches=3, epochs=8),
+  ),
+  'two sequentials, the second resetting the first': (
+    [
+      E(
+        'SequentialLR',
+        **SEQ([M('LinearLR', start_factor=0.2, total_iters=2), M('StepLR', step_size=1, gamma=0.5)], [2]),
+      ),
+      E(
+        'SequentialLR',
+        'step',
+        **SEQ([M('ConstantLR', factor=0.3, total_iters=2), M('CosineAnnealingLR', T_max=5)], [3]),
+      ),
+    ],
+    dict(batches=3, epochs=5),
+  ),
+  'plateau, then a sequential epoch freq 2 starting with a chain, then polynomial step': (
+    [
+      E('ReduceLROnPlateau', patience=0, factor=0.5),
+      E('SequentialLR', 'epoch', 2, **SEQ([CHAINED, M('StepLR', step_size=1, gamma=0.6)], [2])),
+      E('PolynomialLR', 'step', total_iters=10, power=1.5),
+    ],
+    dict(batches=3, epochs=8),
+  ),
+}
+
+
+@pytest.mark.parametrize('case', SEQUENTIAL_LISTS)
+def test_a_sequential_entry_in_a_list_takes_torchs_lrs_with_its_resets(case):
+  entries, run = SEQUENTIAL_LISTS[case]
+  rng = np.random.default_rng(3)
+  params = {'w': rng.normal(size=3), 'recurrent': rng.normal(size=2)}
+  grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(run['batches'] * run['epochs'])]
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'schedulers': entries,
+    'accumulate_grad_batches': run.get('accumulate_grad_batches', 1),
+  }
+  expected = torch_list_run(entries, 0.1, 0.5, params, grads, **run)
+  actual = jax_list_run(config, params, grads, batches=run['batches'], epochs=run['epochs'])
+  assert len({tuple(lr) for _, lr in expected}) > 4, 'the case should move the LRs'
+  for i, ((pa, la), (pe, le)) in enumerate(zip(actual, expected, strict=True)):
+    np.testing.assert_allclose(la, le, rtol=1e-12, atol=1e-15, err_msg=f'LRs after batch {i}')
+    assert max_rel_diff(pa, pe) < 1e-9, f'parameters after batch {i}'
+
+
+def test_a_sequential_entry_is_no_plateau_and_one_ending_in_a_plateau_says_why():
+  config = jaxsched.load_config(
+    {
+      'optimizer': 'SGD',
+      'schedulers': [
+        E('StepLR', step_size=1),
+        E('SequentialLR', **SEQ([M('LinearLR'), M('StepLR', step_size=1)], [3])),
+      ],
+    }
+  )
+  state = jaxsched.build(config, {'w': jnp.ones(2)}, batches_per_epoch=2).init({'w': jnp.ones(2)})
+  assert list(jaxsched.lr_log_names(config, state)) == ['lr-SGD', 'lr-SGD-1']
+  plateau_ended = {
+    'schedulers': [
+      E('SequentialLR', **SEQ([M('LinearLR'), M('ReduceLROnPlateau')], [3])),
+      E('StepLR', step_size=1),
+    ]
+  }
+  assert_config_error(
+    lambda: jaxsched.load_config(plateau_ended),
+    ['schedulers[0]', 'SequentialLR cannot share', "jaxsched's own", 'pytorch#68978', 'only scheduler'],
+  )
+
+
 # --- a real Lightning Trainer with two schedulers of different intervals ----------------------------------------------
 
 
