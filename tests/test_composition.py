@@ -692,3 +692,77 @@ def test_a_lightning_trainer_with_two_schedulers_ends_where_jaxsched_does():
   assert len(set(model.lrs)) > 4
   np.testing.assert_allclose(lrs, model.lrs, rtol=1e-12)
   assert max_rel_diff({'w': np.asarray(params['w'])}, {'w': model.w.detach().numpy()}) < 1e-9
+
+
+class ListOfSchedulers(pl.LightningModule):
+  """Two param groups (``w``, ``recurrent`` at half its LR) under SGD and a list of schedulers built in
+  list order from ``entries`` (:data:`SEQUENTIAL_LISTS`' form), validated each epoch with ``VAL_LOSS``."""
+
+  def __init__(self, params, grads, batches, entries):
+    super().__init__()
+    self.w = torch.nn.Parameter(torch.tensor(params['w']))
+    self.recurrent = torch.nn.Parameter(torch.tensor(params['recurrent']))
+    self.grads, self.batches, self.entries, self.lrs = grads, batches, entries, []
+
+  def training_step(self, batch, batch_idx):
+    g = self.grads[self.current_epoch * self.batches + batch_idx]
+    return (self.w * torch.tensor(g['w'])).sum() + (self.recurrent * torch.tensor(g['recurrent'])).sum()
+
+  def on_before_optimizer_step(self, optimizer):
+    self.lrs.append([g['lr'] for g in optimizer.param_groups])
+
+  def validation_step(self, batch, batch_idx):
+    self.log('val_loss', VAL_LOSS[self.current_epoch])
+
+  def train_dataloader(self):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(self.batches)), batch_size=1)
+
+  def val_dataloader(self):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(1)), batch_size=1)
+
+  def configure_optimizers(self):
+    opt = torch.optim.SGD([{'params': [self.w], 'lr': 0.1}, {'params': [self.recurrent], 'lr': 0.05}], momentum=0.9)
+    return [opt], [{'scheduler': _torch_scheduler(e, opt), **e['scheduler_configs']} for e in self.entries]
+
+
+@pytest.mark.parametrize(
+  'case',
+  [
+    'steplr epoch, then a sequential step',
+    'sequential step freq 2 with three members, exponential epoch, plateau, accumulation',
+    'constant step, then a sequential epoch ending in swalr with one swa_lr per group',
+  ],
+)
+def test_a_lightning_trainer_with_a_sequential_entry_takes_jaxscheds_lrs(case):
+  entries, run = SEQUENTIAL_LISTS[case]
+  batches, epochs, n = run['batches'], run['epochs'], run.get('accumulate_grad_batches', 1)
+  rng = np.random.default_rng(4)
+  params = {'w': rng.normal(size=3), 'recurrent': rng.normal(size=2)}
+  grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(batches * epochs)]
+  model = ListOfSchedulers(params, grads, batches, entries)
+  lightning_fit(model, max_epochs=epochs, accumulate_grad_batches=n, limit_val_batches=1)
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'schedulers': entries,
+    'accumulate_grad_batches': n,
+  }
+  with x64('float64'):
+    p = {k: jnp.asarray(v) for k, v in params.items()}
+    tx = jaxsched.build(config, p, batches_per_epoch=batches)
+    state = tx.init(p)
+    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+    lrs = []
+    for i in range(epochs * batches):
+      b = i % batches
+      if (b + 1) % n == 0 or b + 1 == batches:  # the batch that steps the optimizer
+        lrs.append([float(v) for v in jaxsched.current_lr(state).values()])
+      p, state = step(p, state, {k: jnp.asarray(v) for k, v in grads[i].items()})
+      if b + 1 == batches:
+        state = jaxsched.report(state, {'val_loss': VAL_LOSS[i // batches]})
+  assert len({tuple(lr) for lr in model.lrs}) > 4
+  np.testing.assert_allclose(lrs, model.lrs, rtol=1e-12, atol=1e-15)
+  expected = {'w': model.w.detach().numpy(), 'recurrent': model.recurrent.detach().numpy()}
+  assert max_rel_diff({k: np.asarray(v) for k, v in p.items()}, expected) < 1e-9
