@@ -635,6 +635,27 @@ def test_a_sequential_entry_is_no_plateau_and_one_ending_in_a_plateau_says_why()
   )
 
 
+@pytest.mark.parametrize(
+  'case',
+  [
+    'steplr epoch, then a sequential step',
+    'constant step, then a sequential epoch ending in swalr with one swa_lr per group',
+    'plateau, then a sequential epoch freq 2 starting with a chain, then polynomial step',
+  ],
+)
+def test_lr_curve_follows_a_sequential_entry_as_torch(case):
+  entries, run = SEQUENTIAL_LISTS[case]
+  batches, epochs = run['batches'], run['epochs']
+  params = {'w': np.zeros(3), 'recurrent': np.zeros(2)}
+  expected = torch_list_run(entries, 0.1, 0.5, params, [params] * (batches * epochs), **run)
+  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'recurrent_learning_rate_multiplier': 0.5, 'schedulers': entries}
+  with x64('float64'):
+    curve = jaxsched.lr_curve(config, epochs=epochs, batches_per_epoch=batches, metrics={'val_loss': VAL_LOSS[:epochs]})
+  assert curve.steps.tolist() == list(range(batches * epochs))
+  lrs = np.stack([curve.lrs['regular'], curve.lrs['recurrent']], axis=1)
+  np.testing.assert_allclose(lrs[1:], [lr for _, lr in expected[:-1]], rtol=1e-12)  # before step k: after batch k - 1
+
+
 # --- a real Lightning Trainer with two schedulers of different intervals ----------------------------------------------
 
 
