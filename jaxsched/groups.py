@@ -500,10 +500,18 @@ def _entries(config: Config) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _numbers(given: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
-  """``given`` with each string that its check read as a number replaced by that number."""
+  """``given`` with each string that its check read as a number replaced by that number,
+  in the members of a composite too (checked as ``((name, kwargs), ...)``)."""
 
   def number(key, value):
     new = checked.get(key)
+    if key == 'schedulers' and isinstance(value, (list, tuple)) and isinstance(new, tuple) and len(new) == len(value):
+      return [
+        {**m, 'scheduler_kwargs': _numbers(m['scheduler_kwargs'], kw)}
+        if isinstance(m, Mapping) and isinstance(m.get('scheduler_kwargs'), Mapping)
+        else m
+        for m, (_, kw) in zip(value, new)
+      ]
     is_number = isinstance(new, (int, float)) and not isinstance(new, bool)
     return new if isinstance(value, str) and is_number else value
 
