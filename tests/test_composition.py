@@ -197,6 +197,103 @@ def test_the_nesting_refusals_are_torchs():
   assert nested[3] == flat[4] != flat[3]  # the inner milestone 4 falls at step 3
 
 
+# --- per-group lists inside composites ---------------------------------------------------------------------------------
+
+SWA_LRS = [0.03, 0.01, 0.05]  # regular, recurrent, head
+PER_GROUP_INSIDE = {
+  'SequentialLR': dict(
+    schedulers=[M('ExponentialLR', gamma=0.5), M('SWALR', swa_lr=SWA_LRS, anneal_epochs=3, anneal_strategy='linear')],
+    milestones=[2],
+  ),
+  'ChainedScheduler': dict(schedulers=[M('ExponentialLR', gamma=0.8), M('SWALR', swa_lr=SWA_LRS, anneal_epochs=4)]),
+  'ChainedScheduler holding a SequentialLR': dict(
+    schedulers=[
+      M(
+        'SequentialLR',
+        schedulers=[M('ConstantLR', factor=0.5, total_iters=2), M('SWALR', swa_lr=SWA_LRS)],
+        milestones=[3],
+      ),
+      M('ExponentialLR', gamma=0.9),
+    ]
+  ),
+}
+
+
+@pytest.mark.parametrize('case', PER_GROUP_INSIDE)
+def test_swalrs_per_group_swa_lr_inside_composites_is_torchs(case):
+  name, kwargs = case.split()[0], PER_GROUP_INSIDE[case]
+  p = [torch.nn.Parameter(torch.zeros(1, dtype=torch.float64)) for _ in SWA_LRS]
+  opt = torch.optim.SGD([{'params': [q], 'lr': lr} for q, lr in zip(p, [0.1, 0.05, 0.2])])
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    sched = torch_scheduler(name, opt, kwargs)
+    expected = [[g['lr'] for g in opt.param_groups]]
+    for _ in range(8):
+      opt.step()
+      sched.step()
+      expected.append([g['lr'] for g in opt.param_groups])
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'lr_parameter_groups': {'head': {'lr_factor': 2.0}},
+    'scheduler': name,
+    'scheduler_kwargs': kwargs,
+    'scheduler_configs': {'interval': 'step'},
+  }
+  with x64('float64'):
+    params = {'w': jnp.zeros(2), 'recurrent': jnp.zeros(2), 'head': jnp.zeros(1)}
+    tx = jaxsched.build(config, params)
+    state = tx.init(params)
+    step = jax.jit(lambda s: tx.update(params, s, params)[1])
+    actual = []
+    for _ in range(9):
+      actual.append([float(v) for v in jaxsched.current_lr(state).values()])
+      state = step(state)
+  assert list(jaxsched.current_lr(state)) == ['regular', 'recurrent', 'head']
+  assert len({tuple(lr) for lr in expected}) > 4
+  np.testing.assert_allclose(actual, expected, rtol=1e-12)
+
+
+def test_per_group_lists_inside_composites_are_checked_and_a_plateau_member_takes_one():
+  sequential = {'schedulers': [M('ExponentialLR', gamma=0.5), M('SWALR', swa_lr=[0.1, 0.2, 0.3])], 'milestones': [2]}
+  assert_config_error(
+    lambda: jaxsched.build(
+      {
+        'optimizer': 'SGD',
+        'recurrent_learning_rate_multiplier': 0.5,
+        'scheduler': 'SequentialLR',
+        'scheduler_kwargs': sequential,
+      },
+      {'w': jnp.ones(2), 'recurrent': jnp.ones(1)},
+      batches_per_epoch=2,
+    ),
+    ['scheduler_kwargs.schedulers[1].scheduler_kwargs.swa_lr has 3 values, but there are 2 parameter groups'],
+  )
+  # a SequentialLR ending in ReduceLROnPlateau (jaxsched's own): the plateau's min_lr per group
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'recurrent_learning_rate_multiplier': 0.5,
+    'scheduler': 'SequentialLR',
+    'scheduler_kwargs': {
+      'schedulers': [
+        M('ConstantLR', factor=0.5, total_iters=1),
+        M('ReduceLROnPlateau', patience=0, min_lr=[0.02, 0.03]),
+      ],
+      'milestones': [1],
+    },
+  }
+  params = {'w': jnp.ones(2), 'recurrent': jnp.ones(1)}
+  state = jaxsched.build(config, params, batches_per_epoch=1).init(params)
+  for loss in [1.0, 1.0, 2.0, 3.0, 4.0, 5.0]:
+    state = jaxsched.report(state, {'train_loss': loss})
+  assert {k: float(v) for k, v in jaxsched.current_lr(state).items()} == pytest.approx(
+    {'regular': 0.02, 'recurrent': 0.03}
+  )
+
+
 # --- Lightning's list of schedulers for one optimizer ---------------------------------------------------------------
 
 LISTS = {
