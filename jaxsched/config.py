@@ -439,8 +439,8 @@ def _drop_foreign_kwargs(data: dict[str, Any], given: dict[str, Any], changes: l
   ConfigWarning. Keywords that the overrides set are kept: a wrong one is still an error."""
   places: list[tuple[list[str], Any, Any]] = [([], data, given)]
   entries, before = data.get('schedulers'), given.get('schedulers')
-  if _is_list(entries) and _is_list(before):
-    places += [(['schedulers', str(i)], e, b) for i, (e, b) in enumerate(zip(entries, before))]
+  if isinstance(entries, list) and _is_list(before):
+    places += [(['schedulers', str(i)], e, b) for i, (e, b) in enumerate(zip(entries, before or ()))]
   for prefix, node, old_node in places:
     if not (isinstance(node, dict) and isinstance(old_node, Mapping)):
       continue

@@ -363,9 +363,16 @@ def _group_setup(
 def _chain(config: Config, group: Group, index: int, count: int, batches: int | None, run_steps: int | None) -> Chain:
   """Lightning's list of schedulers for one optimizer, as the group's :class:`Chain`.
 
+  A SequentialLR entry is a member like the others: its map at step 0 is its constructor's
+  (``torch.optim.lr_scheduler.SequentialLR``: every group's lr reset to ``initial_lr``, the
+  group's base LR, then its first member's initial step), so the entries built before it lose
+  what their construction did, as in torch; at a milestone its map is the next member's
+  ``_update_lr(0)``.
+
   Raises:
-    ConfigError: an entry torch and Lightning cannot chain (see :data:`NOT_CHAINABLE`)
-      or a bad entry, named by its index.
+    ConfigError: an entry torch and Lightning cannot chain (see :data:`NOT_CHAINABLE`), a
+      SequentialLR ending in ReduceLROnPlateau (:data:`PLATEAU_ENDED`) or a bad entry, named
+      by its index.
   """
   members, plateaus = [], []
   for i, entry in enumerate(config.schedulers or ()):

@@ -197,7 +197,7 @@ def test_the_nesting_refusals_are_torchs():
   assert nested[3] == flat[4] != flat[3]  # the inner milestone 4 falls at step 3
 
 
-# --- per-group lists inside composites ---------------------------------------------------------------------------------
+# --- per-group lists inside composites --------------------------------------------------------------------------------
 
 SWA_LRS = [0.03, 0.01, 0.05]  # regular, recurrent, head
 PER_GROUP_INSIDE = {
