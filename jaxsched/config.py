@@ -14,7 +14,7 @@ import difflib
 import math
 import os
 import warnings
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -308,10 +308,16 @@ def _overrides(overrides: Iterable[str] | str | None) -> list[tuple[list[str], A
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str] | str | None) -> dict[str, Any]:
-  """``KEY=VALUE`` strings applied to ``data``; ``a.b=VALUE`` sets one nested value.
+  """``KEY=VALUE`` strings applied to ``data``; ``a.b=VALUE`` sets one nested value, and a
+  number indexes a list (``schedulers.0.scheduler_kwargs.gamma=0.5``).
 
   An override replaces the key's other spelling too: ``lr=0.01`` on a file that
   sets ``learning_rate`` replaces it.
+
+  Raises:
+    ConfigError: an index that is not a number, or out of the list's range (named with
+      the override, the list's length and its valid indices), or an index into a key
+      that holds no list.
   """
   return _apply(data, _overrides(overrides))
 
@@ -323,13 +329,47 @@ def _apply(data: dict[str, Any], changes: list[tuple[list[str], Any]]) -> dict[s
       field = ALIASES.get(path[0], path[0])
       for other in [k for k in data if k != path[0] and ALIASES.get(k, k) == field]:
         del data[other]
-    node = data
-    for part in path[:-1]:
-      child = node.get(part)
-      node[part] = dict(child) if isinstance(child, Mapping) else {}
-      node = node[part]
-    node[path[-1]] = value
+    data = _set(data, path, value, path)
   return data
+
+
+def _is_list(x: Any) -> bool:
+  return isinstance(x, Sequence) and not isinstance(x, (str, bytes))
+
+
+def _set(node: Any, path: list[str], value: Any, key: list[str]) -> Any:
+  """A copy of ``node`` (a mapping or a list) with ``value`` at ``path``: mapping keys, or list
+  indices where the node is a list; a missing step becomes a mapping. ``key``: the override's."""
+  part, rest = path[0], path[1:]
+  if _is_list(node):
+    items = list(node)
+    where = '.'.join(key[: len(key) - len(path)])
+    valid = f'valid indices: 0 to {len(items) - 1}' if items else 'it is empty, so no index is valid'
+    if not part.isdecimal() or not part.isascii():
+      raise ConfigError(
+        f'override {".".join(key)}: {where} is a list of {len(items)}, indexed by number ({valid}), not {part!r}.'
+      )
+    if int(part) >= len(items):
+      raise ConfigError(
+        f'override {".".join(key)}: {where} has {len(items)} entries, so {part} is out of range ({valid}).'
+      )
+    i = int(part)
+    items[i] = _set(items[i], rest, value, key) if rest else value
+    return items
+  out = dict(node) if isinstance(node, Mapping) else {}
+  if not rest:
+    out[part] = value
+    return out
+  child = out.get(part)
+  if not (isinstance(child, Mapping) or _is_list(child)) and rest[0].isdecimal() and rest[0].isascii():
+    where = '.'.join(key[: len(key) - len(rest)])
+    held = 'it is not set' if part not in out else f'it is {_checks.shown(child)}'
+    raise ConfigError(
+      f'override {".".join(key)}: {where} is not a list ({held}), so it has no entry {rest[0]}; set the whole '
+      f'list instead (e.g. {where}=[...]).'
+    )
+  out[part] = _set(child, rest, value, key)
+  return out
 
 
 def _near_miss(key: str) -> str | None:
@@ -394,30 +434,40 @@ def _keywords(kind: str, name: Any) -> frozenset[str] | None:
 
 
 def _drop_foreign_kwargs(data: dict[str, Any], given: dict[str, Any], changes: list[tuple[list[str], Any]]) -> None:
-  """After an override changes the optimizer (scheduler), the file's optimizer_kwargs
-  (scheduler_kwargs) that the new one does not take are dropped, with a ConfigWarning.
-  Keywords that the overrides set are kept: a wrong one is still an error."""
-  for kind in ('optimizer', 'scheduler'):
-    key = f'{kind}_kwargs'
-    old, new = given.get(kind), data.get(kind)
-    if not any(path == [kind] for path, _ in changes) or old == new or not isinstance(data.get(key), Mapping):
+  """After an override changes the optimizer (scheduler, or an entry's of ``schedulers``), the
+  file's optimizer_kwargs (scheduler_kwargs) that the new one does not take are dropped, with a
+  ConfigWarning. Keywords that the overrides set are kept: a wrong one is still an error."""
+  places: list[tuple[list[str], Any, Any]] = [([], data, given)]
+  entries, before = data.get('schedulers'), given.get('schedulers')
+  if isinstance(entries, list) and _is_list(before):
+    places += [(['schedulers', str(i)], e, b) for i, (e, b) in enumerate(zip(entries, before or ()))]
+  for prefix, node, old_node in places:
+    if not (isinstance(node, dict) and isinstance(old_node, Mapping)):
       continue
-    if any(path == [key] for path, _ in changes):
-      continue  # the whole mapping came from the overrides
-    takes = _keywords(kind, new)
-    if takes is None:
-      continue  # an unknown name: load_config says so
-    ours = {path[1] for path, _ in changes if len(path) == 2 and path[0] == key}
-    dropped = [k for k in data[key] if k not in takes and k not in ours]
-    if dropped:
-      data[key] = {k: v for k, v in data[key].items() if k not in dropped}
-      listed = ', '.join(f'{k}={_checks.shown(given[key][k])}' for k in dropped)
-      warnings.warn(
-        f'{key} {listed} dropped: the override {kind}={new} replaced {old}, which took '
-        f'{"it" if len(dropped) == 1 else "them"}, and {new} does not.',
-        ConfigWarning,
-        stacklevel=4,
-      )
+    for kind in ('scheduler',) if prefix else ('optimizer', 'scheduler'):
+      key = f'{kind}_kwargs'
+      old, new = old_node.get(kind), node.get(kind)
+      if (
+        not any(path == [*prefix, kind] for path, _ in changes) or old == new or not isinstance(node.get(key), Mapping)
+      ):
+        continue
+      if any(path == [*prefix, key] for path, _ in changes):
+        continue  # the whole mapping came from the overrides
+      takes = _keywords(kind, new)
+      if takes is None:
+        continue  # an unknown name: load_config says so
+      ours = {path[-1] for path, _ in changes if path[:-1] == [*prefix, key]}
+      dropped = [k for k in node[key] if k not in takes and k not in ours]
+      if dropped:
+        node[key] = {k: v for k, v in node[key].items() if k not in dropped}
+        listed = ', '.join(f'{k}={_checks.shown(old_node[key][k])}' for k in dropped)
+        where = '.'.join([*prefix, key])
+        warnings.warn(
+          f'{where} {listed} dropped: the override {".".join([*prefix, kind])}={new} replaced {old}, which took '
+          f'{"it" if len(dropped) == 1 else "them"}, and {new} does not.',
+          ConfigWarning,
+          stacklevel=4,
+        )
 
 
 def _trainer_keys(data: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from jaxsched.optimizers import OPTIMIZERS, optax_aliases, optimizer, resolve
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.plateau import Chain, chain, reduce_on_plateau
 from jaxsched.schedules import SCHEDULES, schedule
+from jaxsched.schedules.composite import COMPOSITES
 
 PLATEAU = 'ReduceLROnPlateau'
 REGULAR, RECURRENT = 'regular', 'recurrent'
@@ -42,11 +43,13 @@ NOT_CHAINABLE = {
     "its constructor overwrites the optimizer's initial_lr (the base of every scheduler built after "
     'it), and every step overwrites the lr and cycles the momentum'
   ),
-  'SequentialLR': (
-    'a SequentialLR that ends in ReduceLROnPlateau (beyond torch, driven by the reports alone) is '
-    'supported as the only scheduler, not in a list'
-  ),
 }
+# Why a SequentialLR ending in ReduceLROnPlateau cannot join a list (any other SequentialLR can).
+PLATEAU_ENDED = (
+  "a SequentialLR that ends in ReduceLROnPlateau is jaxsched's own (torch's SequentialLR raises for a "
+  'ReduceLROnPlateau member, pytorch#68978; here the reports alone drive it), supported as the only '
+  'scheduler, not in a list'
+)
 # Optimizer keywords torch reads from the constructor only: a param group's own value
 # has no effect (torch.optim.Adagrad fills every accumulator from its constructor's
 # initial_accumulator_value).
@@ -257,11 +260,19 @@ def scheduler_steps(
   return lambda k: (k // per_epoch) * stepped + (k % per_epoch) // period
 
 
-def _per_group(
-  scheduler: str | None, kwargs: dict[str, Any], index: int, count: int, where: str = 'scheduler_kwargs'
+def per_group(
+  scheduler: Any, kwargs: Mapping[str, Any], index: int, count: int, where: str = 'scheduler_kwargs'
 ) -> dict[str, Any]:
+  """``kwargs`` of ``scheduler`` for parameter group ``index`` of ``count``: each keyword
+  torch takes one value per group for (:data:`PER_GROUP`) given as a list is replaced by
+  the group's value, in the members of a SequentialLR or ChainedScheduler too, at any
+  depth (torch's SWALR takes its ``swa_lr`` list as a member as it does alone).
+
+  Raises:
+    ConfigError: a list whose length is not ``count``, named by its path under ``where``.
+  """
   out = dict(kwargs)
-  for key in PER_GROUP.get(scheduler or '', ()):
+  for key in PER_GROUP.get(scheduler, ()) if isinstance(scheduler, str) else ():
     value = out.get(key)
     if isinstance(value, (list, tuple)):
       if len(value) != count:
@@ -270,6 +281,34 @@ def _per_group(
           f'groups (torch: one value per param group).'
         )
       out[key] = value[index]
+  members = out.get('schedulers')
+  if scheduler in COMPOSITES and isinstance(members, (list, tuple)):
+    out['schedulers'] = [
+      {
+        **m,
+        'scheduler_kwargs': per_group(
+          m.get('scheduler'), kw, index, count, f'{where}.schedulers[{i}].scheduler_kwargs'
+        ),
+      }
+      if isinstance(m, Mapping) and isinstance(kw := m.get('scheduler_kwargs'), Mapping)
+      else m
+      for i, m in enumerate(members)
+    ]
+  return out
+
+
+def group_lists(scheduler: Any, kwargs: Mapping[str, Any]) -> list[int]:
+  """The lengths of the per-group lists in ``kwargs`` (see :func:`per_group`), members' included."""
+  out = [
+    len(v)
+    for k, v in kwargs.items()
+    if isinstance(scheduler, str) and k in PER_GROUP.get(scheduler, ()) and isinstance(v, (list, tuple))
+  ]
+  members = kwargs.get('schedulers')
+  if scheduler in COMPOSITES and isinstance(members, (list, tuple)):
+    for m in members:
+      if isinstance(m, Mapping) and isinstance(kw := m.get('scheduler_kwargs'), Mapping):
+        out += group_lists(m.get('scheduler'), kw)
   return out
 
 
@@ -314,7 +353,7 @@ def _group_setup(
   if config.schedulers:
     lr, momentum = _chain(config, group, index, count, batches, run_steps), None
   else:
-    sched_kwargs = _per_group(config.scheduler, dict(config.scheduler_kwargs), index, count)
+    sched_kwargs = per_group(config.scheduler, dict(config.scheduler_kwargs), index, count)
     lr, momentum = _learning_rate(config, group, sched_kwargs, batches, run_steps)
   if swa_swap is not None and config.swa is not None:
     lr, momentum = averaging.swa_learning_rate(config.swa, lr, momentum, index, count, *swa_swap)
@@ -324,16 +363,23 @@ def _group_setup(
 def _chain(config: Config, group: Group, index: int, count: int, batches: int | None, run_steps: int | None) -> Chain:
   """Lightning's list of schedulers for one optimizer, as the group's :class:`Chain`.
 
+  A SequentialLR entry is a member like the others: its map at step 0 is its constructor's
+  (``torch.optim.lr_scheduler.SequentialLR``: every group's lr reset to ``initial_lr``, the
+  group's base LR, then its first member's initial step), so the entries built before it lose
+  what their construction did, as in torch; at a milestone its map is the next member's
+  ``_update_lr(0)``.
+
   Raises:
-    ConfigError: an entry torch and Lightning cannot chain (see :data:`NOT_CHAINABLE`)
-      or a bad entry, named by its index.
+    ConfigError: an entry torch and Lightning cannot chain (see :data:`NOT_CHAINABLE`), a
+      SequentialLR ending in ReduceLROnPlateau (:data:`PLATEAU_ENDED`) or a bad entry, named
+      by its index.
   """
   members, plateaus = [], []
   for i, entry in enumerate(config.schedulers or ()):
     name, sc, where = entry['scheduler'], entry['scheduler_configs'], f'schedulers[{i}]'
     try:
-      kwargs = _per_group(name, dict(entry['scheduler_kwargs']), index, count, f'{where}.scheduler_kwargs')
-      why = NOT_CHAINABLE.get(name) or (NOT_CHAINABLE['SequentialLR'] if _ends_in_plateau(kwargs) else None)
+      kwargs = per_group(name, dict(entry['scheduler_kwargs']), index, count, f'{where}.scheduler_kwargs')
+      why = NOT_CHAINABLE.get(name) or (PLATEAU_ENDED if name == 'SequentialLR' and _ends_in_plateau(kwargs) else None)
       if why:
         raise ConfigError(f'{name} cannot share the optimizer with other schedulers: {why}.')
       if name == PLATEAU:
@@ -434,12 +480,7 @@ def validate(config: Config) -> Config:
       f'{config.optimizer} has no default learning rate: set learning_rate for the '
       f'{" and ".join(name for name, _ in entries)} scheduler.'
     )
-  lists = [
-    len(v)
-    for name, kwargs in entries
-    for k, v in kwargs.items()
-    if k in PER_GROUP.get(name, ()) and isinstance(v, (list, tuple))
-  ]
+  lists = [n for name, kwargs in entries for n in group_lists(name, kwargs)]
   count = lists[0] if lists else len(configured)
   for i, group in enumerate(configured):
     lr, kwargs = _group_setup(config, group, min(i, count - 1), count, batches=1)
@@ -466,10 +507,18 @@ def _entries(config: Config) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _numbers(given: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
-  """``given`` with each string that its check read as a number replaced by that number."""
+  """``given`` with each string that its check read as a number replaced by that number,
+  in the members of a composite too (checked as ``((name, kwargs), ...)``)."""
 
   def number(key, value):
     new = checked.get(key)
+    if key == 'schedulers' and isinstance(value, (list, tuple)) and isinstance(new, tuple) and len(new) == len(value):
+      return [
+        {**m, 'scheduler_kwargs': _numbers(m['scheduler_kwargs'], kw)}
+        if isinstance(m, Mapping) and isinstance(m.get('scheduler_kwargs'), Mapping)
+        else m
+        for m, (_, kw) in zip(value, new)
+      ]
     is_number = isinstance(new, (int, float)) and not isinstance(new, bool)
     return new if isinstance(value, str) and is_number else value
 
@@ -485,7 +534,7 @@ def _optimizer_numbers(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _checked_scheduler_kwargs(name: str, kwargs: dict[str, Any], count: int) -> dict[str, Any]:
-  kwargs = _per_group(name, kwargs, 0, count)
+  kwargs = per_group(name, kwargs, 0, count)
   if name == PLATEAU:
     return {k: PLATEAU_KWARGS[k][1](k, v) for k, v in kwargs.items()}
   if name in SCHEDULES and not _ends_in_plateau(kwargs):

@@ -437,3 +437,38 @@ def test_check_and_plot_a_schedulers_list(command, tmp_path):
   assert status == 0 and (tmp_path / 'c.png').stat().st_size > 0, err
   status, out, err = command('check', path, '--epochs', 1000, '--batches-per-epoch', 1001)
   assert status == 1 and '1001000 micro-batches' in one_error(err)
+
+
+def test_check_and_plot_a_list_with_a_sequential_entry_and_overrides_into_it(command, tmp_path):
+  path = tmp_path / 'sequential.yaml'
+  path.write_text(
+    'optimizer: SGD\nlearning_rate: 0.1\nrecurrent_learning_rate_multiplier: 0.5\nschedulers:\n'
+    '  - {scheduler: StepLR, scheduler_kwargs: {step_size: 2}}\n'
+    '  - scheduler: SequentialLR\n'
+    '    scheduler_kwargs:\n'
+    '      milestones: [3]\n'
+    '      schedulers:\n'
+    '        - {scheduler: LinearLR, scheduler_kwargs: {start_factor: 0.2, total_iters: 3}}\n'
+    '        - {scheduler: SWALR, scheduler_kwargs: {swa_lr: [0.02, 0.004], anneal_epochs: 3}}\n'
+    '    scheduler_configs: {interval: step, frequency: 2}\n'
+  )
+  overrides = ['schedulers.0.scheduler_kwargs.gamma=0.5', 'schedulers.1.scheduler_kwargs.milestones.0=4']
+  args = ['--epochs', 6, '--batches-per-epoch', 3]
+  status, out, err = command('check', path, *args, *overrides)
+  assert status == 0 and 'OK: no errors, 0 warnings.' in out, err
+  assert 'gamma: 0.5' in out and 'milestones: [4]' in out and 'swa_lr: [0.02, 0.004]' in out
+  with x64('float64'):
+    config = jaxsched.load_config(str(path), overrides)
+    expected = stepped(config, Run(6, 3))
+  rows = [line.split() for line in out.splitlines() if re.match(r'\d+\s+\d+\s', line)]
+  assert len(rows) > 4 and any('SequentialLR milestone 4' in ' '.join(r) for r in rows)
+  for row in rows:
+    k = int(row[0])
+    assert [float(row[-2]), float(row[-1])] == pytest.approx(
+      [expected['regular'][k], expected['recurrent'][k]],
+      rel=1e-5,  # the table's 6 digits
+    ), row
+  status, out, err = command('plot', path, *args, *overrides, '-o', tmp_path / 's.png')
+  assert status == 0 and (tmp_path / 's.png').stat().st_size > 0, err
+  status, out, err = command('check', path, *args, 'schedulers.2.scheduler_kwargs.gamma=0.5')
+  assert status == 1 and 'schedulers has 2 entries' in one_error(err) and 'valid indices: 0 to 1' in one_error(err)

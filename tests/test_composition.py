@@ -197,6 +197,103 @@ def test_the_nesting_refusals_are_torchs():
   assert nested[3] == flat[4] != flat[3]  # the inner milestone 4 falls at step 3
 
 
+# --- per-group lists inside composites --------------------------------------------------------------------------------
+
+SWA_LRS = [0.03, 0.01, 0.05]  # regular, recurrent, head
+PER_GROUP_INSIDE = {
+  'SequentialLR': dict(
+    schedulers=[M('ExponentialLR', gamma=0.5), M('SWALR', swa_lr=SWA_LRS, anneal_epochs=3, anneal_strategy='linear')],
+    milestones=[2],
+  ),
+  'ChainedScheduler': dict(schedulers=[M('ExponentialLR', gamma=0.8), M('SWALR', swa_lr=SWA_LRS, anneal_epochs=4)]),
+  'ChainedScheduler holding a SequentialLR': dict(
+    schedulers=[
+      M(
+        'SequentialLR',
+        schedulers=[M('ConstantLR', factor=0.5, total_iters=2), M('SWALR', swa_lr=SWA_LRS)],
+        milestones=[3],
+      ),
+      M('ExponentialLR', gamma=0.9),
+    ]
+  ),
+}
+
+
+@pytest.mark.parametrize('case', PER_GROUP_INSIDE)
+def test_swalrs_per_group_swa_lr_inside_composites_is_torchs(case):
+  name, kwargs = case.split()[0], PER_GROUP_INSIDE[case]
+  p = [torch.nn.Parameter(torch.zeros(1, dtype=torch.float64)) for _ in SWA_LRS]
+  opt = torch.optim.SGD([{'params': [q], 'lr': lr} for q, lr in zip(p, [0.1, 0.05, 0.2])])
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    sched = torch_scheduler(name, opt, kwargs)
+    expected = [[g['lr'] for g in opt.param_groups]]
+    for _ in range(8):
+      opt.step()
+      sched.step()
+      expected.append([g['lr'] for g in opt.param_groups])
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'lr_parameter_groups': {'head': {'lr_factor': 2.0}},
+    'scheduler': name,
+    'scheduler_kwargs': kwargs,
+    'scheduler_configs': {'interval': 'step'},
+  }
+  with x64('float64'):
+    params = {'w': jnp.zeros(2), 'recurrent': jnp.zeros(2), 'head': jnp.zeros(1)}
+    tx = jaxsched.build(config, params)
+    state = tx.init(params)
+    step = jax.jit(lambda s: tx.update(params, s, params)[1])
+    actual = []
+    for _ in range(9):
+      actual.append([float(v) for v in jaxsched.current_lr(state).values()])
+      state = step(state)
+  assert list(jaxsched.current_lr(state)) == ['regular', 'recurrent', 'head']
+  assert len({tuple(lr) for lr in expected}) > 4
+  np.testing.assert_allclose(actual, expected, rtol=1e-12)
+
+
+def test_per_group_lists_inside_composites_are_checked_and_a_plateau_member_takes_one():
+  sequential = {'schedulers': [M('ExponentialLR', gamma=0.5), M('SWALR', swa_lr=[0.1, 0.2, 0.3])], 'milestones': [2]}
+  assert_config_error(
+    lambda: jaxsched.build(
+      {
+        'optimizer': 'SGD',
+        'recurrent_learning_rate_multiplier': 0.5,
+        'scheduler': 'SequentialLR',
+        'scheduler_kwargs': sequential,
+      },
+      {'w': jnp.ones(2), 'recurrent': jnp.ones(1)},
+      batches_per_epoch=2,
+    ),
+    ['scheduler_kwargs.schedulers[1].scheduler_kwargs.swa_lr has 3 values, but there are 2 parameter groups'],
+  )
+  # a SequentialLR ending in ReduceLROnPlateau (jaxsched's own): the plateau's min_lr per group
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'recurrent_learning_rate_multiplier': 0.5,
+    'scheduler': 'SequentialLR',
+    'scheduler_kwargs': {
+      'schedulers': [
+        M('ConstantLR', factor=0.5, total_iters=1),
+        M('ReduceLROnPlateau', patience=0, min_lr=[0.02, 0.03]),
+      ],
+      'milestones': [1],
+    },
+  }
+  params = {'w': jnp.ones(2), 'recurrent': jnp.ones(1)}
+  state = jaxsched.build(config, params, batches_per_epoch=1).init(params)
+  for loss in [1.0, 1.0, 2.0, 3.0, 4.0, 5.0]:
+    state = jaxsched.report(state, {'train_loss': loss})
+  assert {k: float(v) for k, v in jaxsched.current_lr(state).items()} == pytest.approx(
+    {'regular': 0.02, 'recurrent': 0.03}
+  )
+
+
 # --- Lightning's list of schedulers for one optimizer ---------------------------------------------------------------
 
 LISTS = {
@@ -518,6 +615,144 @@ def test_bad_lists_are_config_errors(data, words):
   assert_config_error(load_and_build, words)
 
 
+# --- a SequentialLR entry in the list ---------------------------------------------------------------------------------
+# torch builds the list in order, a SequentialLR's members just before it: its constructor resets every group's lr to
+# initial_lr (dropping what the entries built before it did at construction) and starts its first member; at a milestone
+# it restarts the next member from its closed form (dropping what the other entries did since), else it steps the
+# member on the lr the others left. ConstantLR's end still multiplies by 1 / factor after a reset undid its start.
+
+SEQ = lambda schedulers, milestones: dict(schedulers=schedulers, milestones=milestones)  # noqa: E731
+SEQUENTIAL_LISTS = {
+  'steplr epoch, then a sequential step': (
+    [
+      E('StepLR', step_size=2, gamma=0.5),
+      E(
+        'SequentialLR',
+        'step',
+        **SEQ([M('LinearLR', start_factor=0.2, total_iters=3), M('ExponentialLR', gamma=0.9)], [3]),
+      ),
+    ],
+    dict(batches=3, epochs=5),
+  ),
+  'sequential step freq 2 with three members, exponential epoch, plateau, accumulation': (
+    [
+      E(
+        'SequentialLR',
+        'step',
+        2,
+        **SEQ(
+          [
+            M('ConstantLR', factor=0.5, total_iters=2),
+            M('ExponentialLR', gamma=0.8),
+            M('MultiplicativeLR', lr_lambda='0.9'),
+          ],
+          [2, 4],
+        ),
+      ),
+      E('ExponentialLR', gamma=0.7),
+      E('ReduceLROnPlateau', patience=0, factor=0.5),
+    ],
+    dict(batches=5, epochs=6, accumulate_grad_batches=2),
+  ),
+  'constant step, then a sequential epoch ending in swalr with one swa_lr per group': (
+    [
+      E('ConstantLR', 'step', factor=0.5, total_iters=4),
+      E('SequentialLR', **SEQ([M('ExponentialLR', gamma=0.5), M('SWALR', swa_lr=[0.02, 0.004], anneal_epochs=3)], [3])),
+    ],
+    dict(batches=3, epochs=8),
+  ),
+  'two sequentials, the second resetting the first': (
+    [
+      E(
+        'SequentialLR',
+        **SEQ([M('LinearLR', start_factor=0.2, total_iters=2), M('StepLR', step_size=1, gamma=0.5)], [2]),
+      ),
+      E(
+        'SequentialLR',
+        'step',
+        **SEQ([M('ConstantLR', factor=0.3, total_iters=2), M('CosineAnnealingLR', T_max=5)], [3]),
+      ),
+    ],
+    dict(batches=3, epochs=5),
+  ),
+  'plateau, then a sequential epoch freq 2 starting with a chain, then polynomial step': (
+    [
+      E('ReduceLROnPlateau', patience=0, factor=0.5),
+      E('SequentialLR', 'epoch', 2, **SEQ([CHAINED, M('StepLR', step_size=1, gamma=0.6)], [2])),
+      E('PolynomialLR', 'step', total_iters=10, power=1.5),
+    ],
+    dict(batches=3, epochs=8),
+  ),
+}
+
+
+@pytest.mark.parametrize('case', SEQUENTIAL_LISTS)
+def test_a_sequential_entry_in_a_list_takes_torchs_lrs_with_its_resets(case):
+  entries, run = SEQUENTIAL_LISTS[case]
+  rng = np.random.default_rng(3)
+  params = {'w': rng.normal(size=3), 'recurrent': rng.normal(size=2)}
+  grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(run['batches'] * run['epochs'])]
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'schedulers': entries,
+    'accumulate_grad_batches': run.get('accumulate_grad_batches', 1),
+  }
+  expected = torch_list_run(entries, 0.1, 0.5, params, grads, **run)
+  actual = jax_list_run(config, params, grads, batches=run['batches'], epochs=run['epochs'])
+  assert len({tuple(lr) for _, lr in expected}) > 4, 'the case should move the LRs'
+  for i, ((pa, la), (pe, le)) in enumerate(zip(actual, expected, strict=True)):
+    np.testing.assert_allclose(la, le, rtol=1e-12, atol=1e-15, err_msg=f'LRs after batch {i}')
+    assert max_rel_diff(pa, pe) < 1e-9, f'parameters after batch {i}'
+
+
+def test_a_sequential_entry_is_no_plateau_and_one_ending_in_a_plateau_says_why():
+  config = jaxsched.load_config(
+    {
+      'optimizer': 'SGD',
+      'schedulers': [
+        E('StepLR', step_size=1),
+        E('SequentialLR', **SEQ([M('LinearLR'), M('StepLR', step_size=1)], [3])),
+      ],
+    }
+  )
+  state = jaxsched.build(config, {'w': jnp.ones(2)}, batches_per_epoch=2).init({'w': jnp.ones(2)})
+  assert list(jaxsched.lr_log_names(config, state)) == ['lr-SGD', 'lr-SGD-1']
+  plateau_ended = {
+    'schedulers': [
+      E('SequentialLR', **SEQ([M('LinearLR'), M('ReduceLROnPlateau')], [3])),
+      E('StepLR', step_size=1),
+    ]
+  }
+  assert_config_error(
+    lambda: jaxsched.load_config(plateau_ended),
+    ['schedulers[0]', 'SequentialLR cannot share', "jaxsched's own", 'pytorch#68978', 'only scheduler'],
+  )
+
+
+@pytest.mark.parametrize(
+  'case',
+  [
+    'steplr epoch, then a sequential step',
+    'constant step, then a sequential epoch ending in swalr with one swa_lr per group',
+    'plateau, then a sequential epoch freq 2 starting with a chain, then polynomial step',
+  ],
+)
+def test_lr_curve_follows_a_sequential_entry_as_torch(case):
+  entries, run = SEQUENTIAL_LISTS[case]
+  batches, epochs = run['batches'], run['epochs']
+  params = {'w': np.zeros(3), 'recurrent': np.zeros(2)}
+  expected = torch_list_run(entries, 0.1, 0.5, params, [params] * (batches * epochs), **run)
+  config = {'optimizer': 'SGD', 'learning_rate': 0.1, 'recurrent_learning_rate_multiplier': 0.5, 'schedulers': entries}
+  with x64('float64'):
+    curve = jaxsched.lr_curve(config, epochs=epochs, batches_per_epoch=batches, metrics={'val_loss': VAL_LOSS[:epochs]})
+  assert curve.steps.tolist() == list(range(batches * epochs))
+  lrs = np.stack([curve.lrs['regular'], curve.lrs['recurrent']], axis=1)
+  np.testing.assert_allclose(lrs[1:], [lr for _, lr in expected[:-1]], rtol=1e-12)  # before step k: after batch k - 1
+
+
 # --- a real Lightning Trainer with two schedulers of different intervals ----------------------------------------------
 
 
@@ -575,3 +810,77 @@ def test_a_lightning_trainer_with_two_schedulers_ends_where_jaxsched_does():
   assert len(set(model.lrs)) > 4
   np.testing.assert_allclose(lrs, model.lrs, rtol=1e-12)
   assert max_rel_diff({'w': np.asarray(params['w'])}, {'w': model.w.detach().numpy()}) < 1e-9
+
+
+class ListOfSchedulers(pl.LightningModule):
+  """Two param groups (``w``, ``recurrent`` at half its LR) under SGD and a list of schedulers built in
+  list order from ``entries`` (:data:`SEQUENTIAL_LISTS`' form), validated each epoch with ``VAL_LOSS``."""
+
+  def __init__(self, params, grads, batches, entries):
+    super().__init__()
+    self.w = torch.nn.Parameter(torch.tensor(params['w']))
+    self.recurrent = torch.nn.Parameter(torch.tensor(params['recurrent']))
+    self.grads, self.batches, self.entries, self.lrs = grads, batches, entries, []
+
+  def training_step(self, batch, batch_idx):
+    g = self.grads[self.current_epoch * self.batches + batch_idx]
+    return (self.w * torch.tensor(g['w'])).sum() + (self.recurrent * torch.tensor(g['recurrent'])).sum()
+
+  def on_before_optimizer_step(self, optimizer):
+    self.lrs.append([g['lr'] for g in optimizer.param_groups])
+
+  def validation_step(self, batch, batch_idx):
+    self.log('val_loss', VAL_LOSS[self.current_epoch])
+
+  def train_dataloader(self):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(self.batches)), batch_size=1)
+
+  def val_dataloader(self):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(1)), batch_size=1)
+
+  def configure_optimizers(self):
+    opt = torch.optim.SGD([{'params': [self.w], 'lr': 0.1}, {'params': [self.recurrent], 'lr': 0.05}], momentum=0.9)
+    return [opt], [{'scheduler': _torch_scheduler(e, opt), **e['scheduler_configs']} for e in self.entries]
+
+
+@pytest.mark.parametrize(
+  'case',
+  [
+    'steplr epoch, then a sequential step',
+    'sequential step freq 2 with three members, exponential epoch, plateau, accumulation',
+    'constant step, then a sequential epoch ending in swalr with one swa_lr per group',
+  ],
+)
+def test_a_lightning_trainer_with_a_sequential_entry_takes_jaxscheds_lrs(case):
+  entries, run = SEQUENTIAL_LISTS[case]
+  batches, epochs, n = run['batches'], run['epochs'], run.get('accumulate_grad_batches', 1)
+  rng = np.random.default_rng(4)
+  params = {'w': rng.normal(size=3), 'recurrent': rng.normal(size=2)}
+  grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(batches * epochs)]
+  model = ListOfSchedulers(params, grads, batches, entries)
+  lightning_fit(model, max_epochs=epochs, accumulate_grad_batches=n, limit_val_batches=1)
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'schedulers': entries,
+    'accumulate_grad_batches': n,
+  }
+  with x64('float64'):
+    p = {k: jnp.asarray(v) for k, v in params.items()}
+    tx = jaxsched.build(config, p, batches_per_epoch=batches)
+    state = tx.init(p)
+    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+    lrs = []
+    for i in range(epochs * batches):
+      b = i % batches
+      if (b + 1) % n == 0 or b + 1 == batches:  # the batch that steps the optimizer
+        lrs.append([float(v) for v in jaxsched.current_lr(state).values()])
+      p, state = step(p, state, {k: jnp.asarray(v) for k, v in grads[i].items()})
+      if b + 1 == batches:
+        state = jaxsched.report(state, {'val_loss': VAL_LOSS[i // batches]})
+  assert len({tuple(lr) for lr in model.lrs}) > 4
+  np.testing.assert_allclose(lrs, model.lrs, rtol=1e-12, atol=1e-15)
+  expected = {'w': model.w.detach().numpy(), 'recurrent': model.recurrent.detach().numpy()}
+  assert max_rel_diff({k: np.asarray(v) for k, v in p.items()}, expected) < 1e-9

@@ -90,6 +90,85 @@ def test_snakemake_overrides():
   assert c.scheduler_configs['interval'] == 'step'
 
 
+LISTED = {
+  'optimizer': 'SGD',
+  'schedulers': [
+    {'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2}},
+    {
+      'scheduler': 'SequentialLR',
+      'scheduler_kwargs': {
+        'milestones': [3],
+        'schedulers': [
+          {'scheduler': 'LinearLR', 'scheduler_kwargs': {'start_factor': 0.2}},
+          {'scheduler': 'ExponentialLR', 'scheduler_kwargs': {'gamma': 0.9}},
+        ],
+      },
+      'scheduler_configs': {'interval': 'step'},
+    },
+  ],
+}
+
+
+def test_dotted_overrides_index_lists():
+  c = load_config(
+    LISTED,
+    [
+      'schedulers.0.scheduler_kwargs.gamma=0.5',
+      'schedulers.1.scheduler_kwargs.schedulers.1.scheduler_kwargs.gamma=1e-1',  # a string in YAML 1.1, read as 0.1
+      'schedulers.1.scheduler_kwargs.milestones.0=4',
+      'schedulers.1.scheduler_configs.frequency=2',
+    ],
+  )
+  assert c.schedulers[0]['scheduler_kwargs'] == {'step_size': 2, 'gamma': 0.5}
+  sequential = c.schedulers[1]['scheduler_kwargs']
+  assert sequential['milestones'] == [4] and sequential['schedulers'][1]['scheduler_kwargs'] == {'gamma': 0.1}
+  assert c.schedulers[1]['scheduler_configs']['frequency'] == 2
+  assert LISTED['schedulers'][0]['scheduler_kwargs'] == {'step_size': 2}  # the source is not modified
+  replaced = load_config(LISTED, ['schedulers.0={scheduler:ExponentialLR,scheduler_kwargs:{gamma:0.9}}'])
+  assert replaced.schedulers[0]['scheduler'] == 'ExponentialLR'
+  members = [{k: e[k] for k in ('scheduler', 'scheduler_kwargs')} for e in LISTED['schedulers']]
+  single = {'scheduler': 'ChainedScheduler', 'scheduler_kwargs': {'schedulers': members}}
+  c = load_config(single, ['scheduler_kwargs.schedulers.0.scheduler_kwargs.step_size=5'])
+  assert c.scheduler_kwargs['schedulers'][0]['scheduler_kwargs'] == {'step_size': 5}
+
+
+def test_an_override_changing_an_entrys_scheduler_drops_the_files_keywords_it_does_not_take():
+  with pytest.warns(
+    jaxsched.ConfigWarning, match=r'schedulers\.0\.scheduler_kwargs step_size=2 dropped.*ExponentialLR'
+  ):
+    c = load_config(LISTED, ['schedulers.0.scheduler=ExponentialLR', 'schedulers.0.scheduler_kwargs.gamma=0.5'])
+  assert c.schedulers[0]['scheduler'] == 'ExponentialLR' and c.schedulers[0]['scheduler_kwargs'] == {'gamma': 0.5}
+  assert_config_error(  # keywords the overrides set are kept, so a wrong one is still an error
+    lambda: load_config(LISTED, ['schedulers.0.scheduler=ExponentialLR', 'schedulers.0.scheduler_kwargs.step_size=3']),
+    ['schedulers[0]', "'step_size'"],
+  )
+
+
+@pytest.mark.parametrize(
+  'override, words',
+  [
+    (
+      'schedulers.2.scheduler_kwargs.gamma=0.5',
+      ['override schedulers.2.scheduler_kwargs.gamma', '2 entries', '0 to 1'],
+    ),
+    ('schedulers.first.scheduler_kwargs.gamma=0.5', ['schedulers is a list of 2', '0 to 1', "not 'first'"]),
+    ('schedulers.-1.scheduler_kwargs.gamma=0.5', ['schedulers is a list of 2', "not '-1'"]),
+    (
+      'schedulers.1.scheduler_kwargs.schedulers.7.scheduler=StepLR',
+      ['schedulers.1.scheduler_kwargs.schedulers has 2 entries', '7 is out of range', '0 to 1'],
+    ),
+    ('scheduler_kwargs.schedulers.0.scheduler=StepLR', ['scheduler_kwargs.schedulers is not a list', 'not set']),
+    ('schedulers.0.scheduler_kwargs.step_size.0=1', ['schedulers.0.scheduler_kwargs.step_size is not a list', '2']),
+    # the override's value is checked as a file's value
+    ('schedulers.0.scheduler_kwargs.gamma=abc', ['schedulers[0]', 'StepLR', "gamma='abc'"]),
+    ('schedulers.1.scheduler_configs.interval=hourly', ['schedulers[1].scheduler_configs.interval']),
+    ('schedulers.1.scheduler_kwargs.schedulers.0.scheduler_kwargs.start_factor=2', ['schedulers[1]', 'start_factor']),
+  ],
+)
+def test_bad_list_overrides_are_config_errors(override, words):
+  assert_config_error(lambda: load_config(LISTED, [override]), words)
+
+
 def test_override_string_and_lr_alias():
   c = load_config(None, 'lr=0.3 scheduler=none')
   assert c.learning_rate == 0.3 and c.scheduler is None

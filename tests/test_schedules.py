@@ -107,6 +107,8 @@ def torch_scheduler(name, opt, kwargs):
     return torch.optim.lr_scheduler.ChainedScheduler(members)
   if name == 'LinearWarmupCosineAnnealingLR':
     return LinearWarmupCosineAnnealingLR(opt, **kwargs)
+  if name == 'SWALR':
+    return torch.optim.swa_utils.SWALR(opt, **kwargs)
   return getattr(torch.optim.lr_scheduler, name)(opt, **_torch_kwargs(name, kwargs))
 
 

@@ -37,17 +37,15 @@ def resolved(config) -> dict[str, Any]:
 
 def _scheduler_kwargs(config) -> dict[str, Any]:
   """The config's scheduler_kwargs with the scheduler's defaults filled in."""
-  from jaxsched.groups import PER_GROUP
+  from jaxsched.groups import PER_GROUP, group_lists, per_group
   from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
   from jaxsched.schedules import SCHEDULES
 
   given = dict(config.scheduler_kwargs)
   if config.scheduler in SCHEDULES and plateau_kwargs(config) is None:
-    # Per-group lists (max_lr: [0.1, 0.01]) are checked one value at a time by build.
-    first = {
-      k: v[0] if k in PER_GROUP.get(config.scheduler, ()) and isinstance(v, (list, tuple)) and v else v
-      for k, v in given.items()
-    }
+    # Per-group lists (max_lr: [0.1, 0.01], a member's swa_lr) are checked one value at a time by build.
+    lists = group_lists(config.scheduler, given)
+    first = per_group(config.scheduler, given, 0, lists[0]) if lists else given
     checked = {
       k: given.get(k, v) if k in PER_GROUP.get(config.scheduler, ()) else v
       for k, v in SCHEDULES[config.scheduler].resolve(first).items()
