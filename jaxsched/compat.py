@@ -252,7 +252,8 @@ def carry_over(saved: Any, fresh: Any) -> Any:
   position = (saved_loop or saved_average or {}).get('batch')
   if isinstance(state, AverageState):
     if saved_average is not None:
-      state = state.replace(**{k: _like(saved_average[k], getattr(state, k)) for k in _AVERAGE_FIELDS - {'inner_state'}})
+      kept = _AVERAGE_FIELDS - {'inner_state'}
+      state = state.replace(**{k: _like(saved_average[k], getattr(state, k)) for k in kept})
     else:
       state, position = _started(state, position)
   loop = _found(state, AccumulateState)
