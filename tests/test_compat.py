@@ -225,10 +225,11 @@ def lightning_resumed(tmp_path, callback, config, make_scheduler, first, init, c
 
 
 TURNED_ON = {
-  # updates after optimizer steps 0, 2, 4, ... (global step parity) and at the ends of epochs >= 3
+  # updates after the optimizer steps that are multiples of 4 (of the run: 8, not the resumed run's 0 and 4)
+  # and at the end of epoch 3 (of the run)
   'ema': (
-    {'ema': {'decay': 0.7, 'update_every_n_steps': 2, 'update_starting_at_epoch': 3}},
-    lambda: EMAWeightAveraging(decay=0.7, update_every_n_steps=2, update_starting_at_epoch=3),
+    {'ema': {'decay': 0.7, 'update_every_n_steps': 4, 'update_starting_at_epoch': 3}},
+    lambda: EMAWeightAveraging(decay=0.7, update_every_n_steps=4, update_starting_at_epoch=3),
   ),
   # SWA from epoch 3 (1-based), after the resume at the start of epoch 2 (0-based)
   'swa': (
@@ -259,7 +260,7 @@ def test_averaging_turned_on_at_resume_starts_as_lightnings_callback(tmp_path, a
     assert (int(state.step), int(state.epoch), int(state.batch), int(state.n_averaged)) == (6, 2, 0, 0)
     end_params, end_state = run(config, mid_params, state, grads[first * BATCHES :])
     actual = np.asarray(jaxsched.final_params(end_state, end_params)['w'])
-  assert int(end_state.n_averaged) >= 2
+  assert int(end_state.n_averaged) >= 1
   assert max_rel_diff({'w': actual}, {'w': expected}) < 1e-9
 
 
