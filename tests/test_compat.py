@@ -294,8 +294,7 @@ METADATA_CONFIGS = {
     'skip_nonfinite': True,
   },
   'schedulers list with a plateau': {
-    **BASE,
-    'scheduler': None,
+    **{k: v for k, v in BASE.items() if not k.startswith('scheduler')},
     'schedulers': [
       {'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2}},
       {'scheduler': 'ReduceLROnPlateau', 'scheduler_configs': {'monitor': 'val_loss'}},
