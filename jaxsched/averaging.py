@@ -79,6 +79,8 @@ class Averaging:
     validate_with_average: validation swaps the average in (EMA) or not (SWA).
     max_epochs: the average replaces the weights at the end of training once this many
       epochs have run (None: whenever training ends).
+    batches_per_epoch, accumulate_grad_batches: the loop's shape, where
+      :func:`jaxsched.carry_over` starts an average on a resumed run (its epoch).
   """
 
   avg_fn: AvgFn
@@ -88,6 +90,8 @@ class Averaging:
   start_epochs: tuple[int, int | None] | None = None
   validate_with_average: bool = True
   max_epochs: int | None = None
+  batches_per_epoch: int | None = None
+  accumulate_grad_batches: int = 1
 
 
 class AverageState(struct.PyTreeNode):
@@ -117,15 +121,30 @@ class AverageState(struct.PyTreeNode):
 
 
 class _SwaLrs:
-  """A positive SWA learning rate, or a list of them (one per parameter group)."""
+  """A positive float SWA learning rate, or a list of them (one per parameter group).
+
+  Lightning's ``StochasticWeightAveraging.__init__`` raises a MisconfigurationException
+  for anything else: ``swa_lrs`` must be a float or a list, and every value a positive
+  float, so an integer (``1``, or ``[1, 0.1]``) is refused there, and here.
+  """
 
   def __call__(self, key: str, value: Any) -> Any:
     if isinstance(value, (list, tuple)):
-      return _checks.Sequence(_checks.POSITIVE)(key, value)
+      return tuple(self._one(f'{key}[{i}]', v) for i, v in enumerate(value))
+    return self._one(key, value)
+
+  def _one(self, key: str, value: Any) -> float:
+    kind = getattr(getattr(value, 'dtype', None), 'kind', None)
+    if isinstance(value, int) or kind in ('i', 'u', 'b'):
+      hint = f' (write {int(value)}.0)' if not isinstance(value, bool) and kind != 'b' else ''
+      raise ConfigError(
+        f"{key}={_checks.shown(value)} is not allowed: Lightning's StochasticWeightAveraging requires a "
+        f'positive float, or a list of positive floats (one per parameter group), and refuses an integer{hint}.'
+      )
     return _checks.POSITIVE(key, value)
 
   def __str__(self) -> str:
-    return f'{_checks.POSITIVE}, or a list of them (one per parameter group)'
+    return 'a positive float, or a list of them (one per parameter group)'
 
 
 class _EpochStart:
@@ -225,7 +244,11 @@ def swa_start_epoch(swa: Mapping[str, Any], max_epochs: int | None) -> int:
 
 
 def resolve(
-  ema: Mapping[str, Any] | None, swa: Mapping[str, Any] | None, batches_per_epoch: int | None, max_epochs: int | None
+  ema: Mapping[str, Any] | None,
+  swa: Mapping[str, Any] | None,
+  batches_per_epoch: int | None,
+  max_epochs: int | None,
+  accumulate_grad_batches: int = 1,
 ) -> Averaging | None:
   """The :class:`Averaging` of a config's ``ema``/``swa`` entry, or None.
 
@@ -246,6 +269,8 @@ def resolve(
       every_n_steps=ema['update_every_n_steps'],
       start_step=ema['update_starting_at_step'],
       end_epoch_from=ema['update_starting_at_epoch'],
+      batches_per_epoch=batches_per_epoch,
+      accumulate_grad_batches=accumulate_grad_batches,
     )
   if swa is not None:
     if batches_per_epoch is None:
@@ -259,6 +284,8 @@ def resolve(
       start_epochs=(first, None if max_epochs is None else max_epochs - 1),
       validate_with_average=False,
       max_epochs=max_epochs,
+      batches_per_epoch=batches_per_epoch,
+      accumulate_grad_batches=accumulate_grad_batches,
     )
   return None
 

@@ -134,7 +134,7 @@ def build(
   group_list = groups(config, params)
   if config.optimizer == 'LBFGS' and len(group_list) > 1:
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
-  rules = averaging.resolve(config.ema, config.swa, batches, max_epochs)
+  rules = averaging.resolve(config.ema, config.swa, batches, max_epochs, config.accumulate_grad_batches)
   swa_swap = None
   if rules is not None and rules.start_epochs is not None and batches is not None:  # swa: SWALR takes over
     swa_swap = (rules.start_epochs[0], -(-batches // config.accumulate_grad_batches))

@@ -5,36 +5,44 @@ tree-structure comparison. :func:`check_compatible` says instead which config
 change made the state differ (given both configs) and which part of the state
 differs, and what the user can do. :func:`carry_over` resumes across the changes
 that only wrap the optimizer (clipping added or removed, ``skip_nonfinite``,
-``accumulate_grad_batches``): the optimizer's own state (moments, step counts,
-the schedules' and plateaus' positions) is carried into the new config's state.
+``accumulate_grad_batches``, ``ema``/``swa`` on, off or kept): the optimizer's own
+state (moments, step counts, the schedules' and plateaus' positions) and the weight
+average are carried into the new config's state.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
+import optax
 
 from jaxsched._checks import shown
 from jaxsched._errors import ConfigError, ConfigWarning
+from jaxsched.accumulate import AccumulateState
+from jaxsched.averaging import AverageState
 
 _ACCUMULATE_FIELDS = frozenset({'batch', 'kept', 'skipped', 'inner_state'})
+_AVERAGE_FIELDS = frozenset({'params', 'n_averaged', 'step', 'batch', 'epoch', 'pending', 'inner_state'})
 
 
 def _children(node: Any) -> dict[str, Any] | None:
   """A state node's children by name (NamedTuple fields, dict keys, list indices), or
-  None for a leaf; works on live states and on restored or metadata trees alike."""
+  None for a leaf; works on live states and on restored or metadata trees alike (Orbax's
+  ``item_metadata``, a ``TreeMetadata``, is read through its ``tree``)."""
   if isinstance(node, tuple) and hasattr(node, '_fields'):
     return {f: getattr(node, f) for f in node._fields}
-  if getattr(type(node), '_flax_dataclass', False):  # flax struct states (PlateauState)
+  if getattr(type(node), '_flax_dataclass', False):  # flax struct states (PlateauState, AverageState)
     return {f.name: getattr(node, f.name) for f in dataclasses.fields(node) if f.metadata.get('pytree_node', True)}
-  if isinstance(node, dict):
+  if isinstance(node, Mapping):  # dicts, and Orbax's Composite of items
     return {str(k): v for k, v in node.items()}
   if isinstance(node, (list, tuple)):
     return {str(i): v for i, v in enumerate(node)}
+  if hasattr(node, 'tree') and hasattr(node, 'custom_metadata'):  # Orbax's TreeMetadata
+    return _children(node.tree)
   return None
 
 
@@ -53,12 +61,16 @@ def _entries(tree: Any, prefix: str = '') -> dict[str, tuple]:
 
 def _core(tree: Any) -> tuple[Any, list[str]]:
   """The optimizer's own state inside build()'s wrappers, and the wrappers found:
-  accumulation (``AccumulateState.inner_state``) and clipping (a chain whose first,
-  stateless element is the clip)."""
+  weight averaging (``AverageState.inner_state``), accumulation
+  (``AccumulateState.inner_state``) and clipping (a chain whose first, stateless
+  element is the clip)."""
   wrappers = []
   while True:
     children = _children(tree)
-    if children is not None and _ACCUMULATE_FIELDS <= set(children):
+    if children is not None and _AVERAGE_FIELDS <= set(children):
+      wrappers.append('averaging')
+      tree = children['inner_state']
+    elif children is not None and _ACCUMULATE_FIELDS <= set(children):
       wrappers.append('accumulation')
       tree = children['inner_state']
     elif children is not None and set(children) == {'0', '1'} and not _entries(children['0']):
@@ -68,12 +80,13 @@ def _core(tree: Any) -> tuple[Any, list[str]]:
       return tree, wrappers
 
 
-def _groups(entries: dict[str, tuple]) -> set[str]:
-  """Group names appear as the keys after 'inner_states/'."""
+def _names_after(entries: dict[str, tuple], key: str) -> set[str]:
+  """The names that follow ``key`` in the paths: the groups after 'inner_states', the
+  optimizer's hyperparameters after 'hyperparams'."""
   out: set[str] = set()
   for path in entries:
     parts = path.split('/')
-    out.update(parts[i + 1] for i, p in enumerate(parts[:-1]) if p == 'inner_states')
+    out.update(parts[i + 1] for i, p in enumerate(parts[:-1]) if p == key)
   return out
 
 
@@ -82,12 +95,20 @@ def _listed(paths: list[str]) -> str:
 
 
 def mismatch(expected: Any, saved: Any) -> str | None:
-  """What differs between two optimizer states (arrays or shape/dtype metadata), or None."""
+  """What differs between two optimizer states (arrays, or shape/dtype metadata such as
+  Orbax's), or None: the optimizer (its hyperparameters) and the groups first, then the
+  entries of the state."""
   want, got = _entries(expected), _entries(saved)
   if want == got:
     return None
   lines = []
-  gw, gg = _groups(want), _groups(got)
+  hw, hg = _names_after(want, 'hyperparams'), _names_after(got, 'hyperparams')
+  if hw != hg:
+    lines.append(
+      f"the optimizer or its keywords differ: the saved state's optimizer has hyperparameters "
+      f"{', '.join(sorted(hg)) or 'none'}, this config's {', '.join(sorted(hw)) or 'none'}"
+    )
+  gw, gg = _names_after(want, 'inner_states'), _names_after(got, 'inner_states')
   if gw != gg:
     lines.append(f'parameter groups: saved {sorted(gg)}, this config {sorted(gw)}')
   only_saved = [p for p in got if p not in want]
@@ -135,22 +156,24 @@ def check_compatible(expected: Any, saved: Any, *, config: Any = None, saved_con
   Args:
     expected: the state the current config builds (``tx.init(params)``), or a
       tree holding it (``{'params': ..., 'opt_state': ...}``).
-    saved: a restored state, or its metadata tree (e.g. Orbax's
-      ``CheckpointManager.item_metadata``), whose leaves have shape and dtype.
+    saved: a restored state, or its metadata tree, whose leaves have shape and
+      dtype: Orbax's ``CheckpointManager.item_metadata(step)`` (a ``TreeMetadata``,
+      or with several items the item's entry), compared by structure, shape and dtype.
     config, saved_config: the current config and the one the state was saved
       under (anything :func:`jaxsched.load_config` takes); given both, the message
-      names the config changes ("optimizer 'AdamW' -> 'SGD'").
+      starts with the config changes ("optimizer 'AdamW' -> 'Adam'"), then what
+      differs in the state.
   """
   diff = mismatch(expected, saved)
   if diff is None:
     return
   changes = config_changes(saved_config, config) if config is not None and saved_config is not None else []
-  because = f' The config changed: {"; ".join(changes)}.' if changes else ''
+  what = f'the config changed: {"; ".join(changes)}. In the state: {diff}' if changes else diff
   want_core, got_core = _core(_opt_state(expected))[0], _core(_opt_state(saved))[0]
   if _entries(want_core) and _entries(want_core) == _entries(got_core):
     todo = (
-      'Only the wrappers around the optimizer differ (clipping, accumulation or skip_nonfinite), so the '
-      'optimizer state can be carried over: restore the saved state as it is and pass it to '
+      'Only the wrappers around the optimizer differ (clipping, accumulation, skip_nonfinite, ema or swa), so '
+      'the optimizer state can be carried over: restore the saved state as it is and pass it to '
       'jaxsched.carry_over(saved, tx.init(params)).'
     )
   else:
@@ -158,24 +181,40 @@ def check_compatible(expected: Any, saved: Any, *, config: Any = None, saved_con
       'Resume with a fresh optimizer state (tx.init(params)) and the saved parameters only, or revert the '
       'config change.'
     )
-  raise ConfigError(f"the saved optimizer state does not fit this config's optimizer: {diff}.{because} {todo}")
+  raise ConfigError(f"the saved optimizer state does not fit this config's optimizer: {what}. {todo}")
 
 
 def carry_over(saved: Any, fresh: Any) -> Any:
-  """``fresh`` with the optimizer's own state taken from ``saved``.
+  """``fresh`` with the optimizer's own state, and the weight average, taken from ``saved``.
 
   For resuming after a config change that only wraps the optimizer: clipping added
   or removed, ``skip_nonfinite`` turned on or off, ``accumulate_grad_batches``
-  changed. The moments, the step counts and the schedules' and plateaus'
-  positions come from ``saved``. Where both states accumulate, the position in
-  the epoch and the skipped-batch count are carried too; pending accumulated
-  gradients are dropped, with a ConfigWarning. Where only ``fresh`` accumulates,
-  its epoch starts at the first batch: carry over at an epoch's end.
+  changed, ``ema``/``swa`` turned on or off. The moments, the step counts and the
+  schedules' and plateaus' positions come from ``saved``. Where both states
+  accumulate, the position in the epoch and the skipped-batch count are carried too;
+  pending accumulated gradients are dropped, with a ConfigWarning. Where only
+  ``fresh`` accumulates, its epoch starts at the first batch (unless ``saved``
+  averages, which knows the position): carry over at an epoch's end.
+
+  Weight averaging (``ema``/``swa``, :mod:`jaxsched.averaging`):
+
+  * on in both: the average, ``n_averaged`` and the loop's position are carried,
+    so the run goes on as if uninterrupted;
+  * turned on: the average starts as Lightning's callback starts when it is added
+    to a resumed run (``WeightAveraging.setup`` builds its ``AveragedModel`` from the
+    restored weights, ``StochasticWeightAveraging`` from ``n_averaged = 0``): from
+    the parameters given to ``tx.init`` with ``n_averaged = 0``, so the first update
+    copies the weights of that moment. The step (Lightning's ``global_step``, which
+    ``update_every_n_steps`` and ``update_starting_at_step`` read) is the saved
+    optimizer's step count, and the epoch follows from it and the new config's
+    ``batches_per_epoch`` and ``accumulate_grad_batches``;
+  * turned off: the average is dropped with a ConfigWarning; training goes on from
+    the parameters (not the average).
 
   Args:
     saved: the restored optimizer state, as saved or as a checkpoint library
       restores it without a target (nested dicts and lists).
-    fresh: ``tx.init(params)`` of the current config.
+    fresh: ``tx.init(params)`` of the current config, with the restored parameters.
 
   Returns:
     A state with ``fresh``'s structure and types.
@@ -192,8 +231,8 @@ def carry_over(saved: Any, fresh: Any) -> Any:
       f'carry_over: the optimizer itself differs, not only its wrappers: {diff}. Resume with a '
       f'fresh optimizer state, or revert the config change.'
     )
-  children = _children(saved)
-  saved_loop = children if children is not None and _ACCUMULATE_FIELDS <= set(children) else None
+  saved_average = _wrapper(saved, _AVERAGE_FIELDS)
+  saved_loop = _wrapper(saved, _ACCUMULATE_FIELDS)
   if saved_loop is not None and (pending := int(np.asarray(saved_loop['kept']))):
     warnings.warn(
       f'carry_over: the saved state was {pending} micro-batch(es) into an accumulation group; '
@@ -201,24 +240,94 @@ def carry_over(saved: Any, fresh: Any) -> Any:
       ConfigWarning,
       stacklevel=2,
     )
-  saved_entries = dict(_flat(saved_core))
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(fresh_core)
-  core = jax.tree_util.tree_unflatten(
+  if saved_average is not None and not isinstance(fresh, AverageState):
+    warnings.warn(
+      f'carry_over: the saved weight average (ema or swa, {int(np.asarray(saved_average["n_averaged"]))} '
+      f'update(s)) is dropped, as this config averages no weights; training goes on from the parameters, '
+      f'not the average.',
+      ConfigWarning,
+      stacklevel=2,
+    )
+  state = _replace_core(fresh, _like(saved_core, fresh_core), len(fresh_wrappers))
+  position = (saved_loop or saved_average or {}).get('batch')
+  if isinstance(state, AverageState):
+    if saved_average is not None:
+      kept = _AVERAGE_FIELDS - {'inner_state'}
+      state = state.replace(**{k: _like(saved_average[k], getattr(state, k)) for k in kept})
+    else:
+      state, position = _started(state, position)
+  loop = _found(state, AccumulateState)
+  if loop is not None:
+    carried = {'batch': position} if position is not None else {}
+    if saved_loop is not None:
+      carried['skipped'] = saved_loop['skipped']
+    loop = loop._replace(**{k: _like(v, getattr(loop, k)) for k, v in carried.items()})
+    state = _replace_found(state, AccumulateState, loop)
+  return state
+
+
+def _wrapper(tree: Any, fields: frozenset[str]) -> dict[str, Any] | None:
+  """The children of the wrapper of ``tree`` with ``fields`` (an AverageState's or an
+  AccumulateState's, live or restored), or None."""
+  children = _children(tree)
+  while children is not None and (_AVERAGE_FIELDS <= set(children) or _ACCUMULATE_FIELDS <= set(children)):
+    if fields <= set(children):
+      return children
+    children = _children(children['inner_state'])
+  return None
+
+
+def _like(value: Any, like: Any) -> Any:
+  """``value`` (arrays, or nested dicts and lists restored without a target) in ``like``'s
+  structure, each leaf with its counterpart's dtype and sharding."""
+  entries = dict(_flat(value))
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+  return jax.tree_util.tree_unflatten(
     treedef,
     [
       jax.device_put(
-        np.asarray(saved_entries[jax.tree_util.keystr(path, simple=True, separator='/')], leaf.dtype),
+        np.asarray(entries[jax.tree_util.keystr(path, simple=True, separator='/')], leaf.dtype),
         getattr(leaf, 'sharding', None),
       )
       for path, leaf in leaves
     ],
   )
-  state = _replace_core(fresh, core, len(fresh_wrappers))
-  if saved_loop is not None and fresh_wrappers[:1] == ['accumulation']:
-    state = state._replace(
-      **{k: jax.device_put(np.asarray(saved_loop[k], getattr(state, k).dtype)) for k in ('batch', 'skipped')}
-    )
-  return state
+
+
+def _started(state: AverageState, position: Any) -> tuple[AverageState, Any]:
+  """A new average on a resumed run, Lightning's way (see :func:`carry_over`): ``n_averaged`` 0,
+  the step the optimizer's step count, the epoch and micro-batch position from it.
+
+  Args:
+    state: the new config's state, with the saved optimizer state carried in.
+    position: the saved micro-batch position within the epoch, or None where the
+      saved state does not keep one (it did not accumulate: one optimizer step per batch).
+
+  Returns:
+    The state, and the micro-batch position within the epoch (None where unknown).
+  """
+  rules = state.rules
+  is_inject = lambda x: isinstance(x, optax.InjectStatefulHyperparamsState)  # noqa: E731
+  step = int(np.asarray(next(n.count for n in jax.tree.leaves(state.inner_state, is_leaf=is_inject) if is_inject(n))))
+  epoch = 0
+  if rules.batches_per_epoch is not None:
+    if position is None:  # the saved run stepped the optimizer on every micro-batch
+      epoch, position = divmod(step, rules.batches_per_epoch)
+    else:
+      epoch = step // -(-rules.batches_per_epoch // rules.accumulate_grad_batches)
+  if rules.start_epochs is not None:
+    first = rules.start_epochs[0]
+    if epoch > first or (epoch == first and position is not None and int(np.asarray(position)) > 0):
+      warnings.warn(
+        f'carry_over: swa is turned on at epoch {epoch} (0-based), after its first epoch {first}. The '
+        f'average starts at the next epoch with a copy of the weights, as Lightning starts it (which warns '
+        f'"SWA is initializing after swa_start without any checkpoint data"), but the LR follows SWALR as if it '
+        f'had taken over at epoch {first}, where Lightning starts SWALR at the epoch it resumes in.',
+        ConfigWarning,
+        stacklevel=3,
+      )
+  moved = {'step': step, 'epoch': epoch, **({'batch': position} if position is not None else {})}
+  return state.replace(**{k: _like(v, getattr(state, k)) for k, v in moved.items()}), position
 
 
 def _flat(tree: Any, prefix: str = ''):
@@ -231,10 +340,28 @@ def _flat(tree: Any, prefix: str = ''):
     yield from _flat(child, f'{prefix}/{name}' if prefix else name)
 
 
+def _found(tree: Any, kind: type) -> Any:
+  """The first wrapper of type ``kind`` in build()'s wrappers around the optimizer, or None."""
+  while isinstance(tree, (AverageState, AccumulateState)):
+    if isinstance(tree, kind):
+      return tree
+    tree = tree.inner_state
+  return None
+
+
+def _replace_found(tree: Any, kind: type, node: Any) -> Any:
+  """``tree`` with its wrapper of type ``kind`` replaced by ``node``."""
+  if isinstance(tree, kind):
+    return node
+  return tree.replace(inner_state=_replace_found(tree.inner_state, kind, node))
+
+
 def _replace_core(tree: Any, core: Any, depth: int) -> Any:
   """``tree`` with the node ``depth`` wrappers down (see :func:`_core`) replaced by ``core``."""
   if depth == 0:
     return core
-  if hasattr(tree, 'inner_state') and _ACCUMULATE_FIELDS <= set(getattr(tree, '_fields', ())):
+  if isinstance(tree, AverageState):
+    return tree.replace(inner_state=_replace_core(tree.inner_state, core, depth - 1))
+  if isinstance(tree, AccumulateState):
     return tree._replace(inner_state=_replace_core(tree.inner_state, core, depth - 1))
   return type(tree)((tree[0], _replace_core(tree[1], core, depth - 1)))

@@ -5,7 +5,7 @@ warning messages (an empty list when the config is clean). They cover the
 traps of the reference page's Troubleshooting section and torch's own:
 warm-up from LR 0 per epoch, a cosine shorter than the run, a OneCycleLR that
 does not span the run, a plateau on a validation metric stepped per batch,
-absolute LRs that override the group multipliers, momentum cycling on a
+absolute LRs (or one swa_lrs) that override the group multipliers, momentum cycling on a
 momentum-free optimizer, learning rates far from the optimizer's default, and
 schedulers that never step. :func:`lint` runs them all. With Lightning's list of
 schedulers (``schedulers:``) each lint that reads the scheduler reads every entry
@@ -152,6 +152,14 @@ def _base_lr(config: Config) -> float | None:
   return spec.lr if spec else None
 
 
+def _multipliers(scaled: Mapping[str, float]) -> str:
+  """The config keys that scale the groups' LRs, with their values."""
+  return ', '.join(
+    f'recurrent_learning_rate_multiplier={f}' if g == RECURRENT else f'lr_parameter_groups.{g}.lr_factor={f}'
+    for g, f in scaled.items()
+  )
+
+
 # ----------------------------------------------------------------------------- lints
 
 
@@ -270,10 +278,7 @@ def absolute_lr_overrides_groups(config: Config, run: Run) -> list[str]:
   keys = ('max_lr',) if config.scheduler == 'OneCycleLR' else ('base_lr', 'max_lr')
   scalar = [k for k in keys if not isinstance(_kw(config, k), (list, tuple))]
   if scaled and scalar:
-    what = ', '.join(
-      f'recurrent_learning_rate_multiplier={f}' if g == RECURRENT else f'lr_parameter_groups.{g}.lr_factor={f}'
-      for g, f in scaled.items()
-    )
+    what = _multipliers(scaled)
     order = ', '.join(factors)
     out.append(
       f"{config.scheduler} sets every parameter group's LR from its absolute {' and '.join(scalar)}, "
@@ -402,6 +407,27 @@ def scheduler_never_steps(config: Config, run: Run) -> list[str]:
   return out
 
 
+def swa_lrs_overrides_groups(config: Config, run: Run) -> list[str]:
+  """One swa_lrs for every group cancels the group multipliers once SWA starts: Lightning's
+  StochasticWeightAveraging gives a float swa_lrs to every param group, and torch's SWALR
+  anneals each group's LR to its swa_lr."""
+  del run
+  swa_lrs = (config.swa or {}).get('swa_lrs')
+  if swa_lrs is None or isinstance(swa_lrs, (list, tuple)):
+    return []
+  factors = _group_factors(config)
+  scaled = {g: f for g, f in factors.items() if f != 1.0}
+  if not scaled:
+    return []
+  kept = ', '.join(f'{float(swa_lrs) * f:g}' for f in factors.values())
+  return [
+    f"swa.swa_lrs={swa_lrs} becomes every parameter group's LR once SWA starts (Lightning's "
+    f"StochasticWeightAveraging gives the one value to every group, and torch's SWALR anneals each group's "
+    f'LR to it), so {_multipliers(scaled)} has no effect from then on. Give swa_lrs as a list with one value '
+    f'per group, in this order: [{", ".join(factors)}] (e.g. [{kept}] keeps the multipliers).'
+  ]
+
+
 def group_value_torch_ignores(config: Config, run: Run) -> list[str]:
   """A per-group keyword torch reads from the constructor only (torch.optim.Adagrad
   fills every accumulator from its own initial_accumulator_value): no effect."""
@@ -430,6 +456,7 @@ LINTS: list[Lint] = [
   scheduler_never_steps,
   group_value_torch_ignores,
   eps_vanishes_in_param_dtype,
+  swa_lrs_overrides_groups,
 ]
 
 

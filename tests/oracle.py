@@ -151,9 +151,10 @@ def assert_rejected(name: str, kwargs: Mapping[str, Any], words) -> None:
   assert_config_error(lambda: jaxsched.optimizer(name, **kwargs), words)
 
 
-def lightning_fit(model: Any, **trainer_kwargs: Any) -> Any:
+def lightning_fit(model: Any, ckpt_path: str | None = None, **trainer_kwargs: Any) -> Any:
   """Fits ``model`` with a quiet float64 CPU Lightning Trainer (no logger, checkpoints,
-  progress bar, summary or sanity check) and returns the trainer."""
+  progress bar, summary or sanity check), resuming from ``ckpt_path`` if given, and
+  returns the trainer."""
   import logging
   import warnings
 
@@ -173,5 +174,5 @@ def lightning_fit(model: Any, **trainer_kwargs: Any) -> Any:
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')  # "does not have many workers" and the like
     logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
-    trainer.fit(model)
+    trainer.fit(model, ckpt_path=ckpt_path)
   return trainer

@@ -462,3 +462,20 @@ def test_the_average_is_sharded_like_the_params():
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
   proc = subprocess.run([sys.executable, '-c', SHARDED], capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-3000:]
+
+
+def test_swa_lrs_must_be_floats_as_lightning_requires():
+  # Lightning's StochasticWeightAveraging.__init__ refuses an int, alone or in the list
+  from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+  for value in (1, [0.1, 1], True):
+    with pytest.raises(MisconfigurationException, match='positive float'):
+      StochasticWeightAveraging(swa_lrs=value)
+  assert_config_error(
+    lambda: jaxsched.load_config({'swa': {'swa_lrs': 1}}),
+    ['swa.swa_lrs=1 is not allowed', "Lightning's StochasticWeightAveraging requires a positive float", '1.0'],
+  )
+  assert_config_error(lambda: jaxsched.load_config({'swa': {'swa_lrs': [0.1, 1]}}), ['swa.swa_lrs[1]=1', 'float'])
+  assert_config_error(lambda: jaxsched.load_config({'swa': {'swa_lrs': True}}), ['swa.swa_lrs=True', 'float'])
+  assert jaxsched.load_config({'swa': {'swa_lrs': [0.1, 1.0]}}).swa['swa_lrs'] == (0.1, 1.0)
+  assert jaxsched.load_config({'swa': {'swa_lrs': 0.5}}).swa['swa_lrs'] == 0.5

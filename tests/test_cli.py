@@ -440,6 +440,22 @@ def test_absolute_lr_overrides_groups():
   assert 'absolute base_lr and max_lr' in one(fn, cyc)
 
 
+def test_swa_lrs_overrides_groups():
+  fn = lints.swa_lrs_overrides_groups
+  swa = 'swa={swa_lrs:0.02,swa_epoch_start:2}'
+  w = one(fn, cfg('sgd_step_decay', 'recurrent_learning_rate_multiplier=0.1', swa))
+  assert "swa.swa_lrs=0.02 becomes every parameter group's LR" in w, w
+  assert 'recurrent_learning_rate_multiplier=0.1 has no effect' in w and 'in this order: [regular, recurrent]' in w
+  assert 'e.g. [0.02, 0.002] keeps the multipliers' in w
+  w = one(fn, cfg('sgd_step_decay', 'lr_parameter_groups={head:{lr_factor:10}}', swa))
+  assert 'lr_parameter_groups.head.lr_factor=10.0' in w
+  # a per-group list keeps the multipliers; without groups there is nothing to cancel
+  per_group = 'swa={swa_lrs:[0.02,0.002],swa_epoch_start:2}'
+  assert fn(cfg('sgd_step_decay', 'recurrent_learning_rate_multiplier=0.1', per_group), Run(10, 10)) == []
+  assert fn(cfg('sgd_step_decay', swa), Run(10, 10)) == []
+  assert fn in lints.LINTS  # check runs it
+
+
 def test_momentum_cycling_without_momentum():
   fn = lints.momentum_cycling_without_momentum
   w = one(fn, cfg('one_cycle', 'optimizer_kwargs.momentum=0'))

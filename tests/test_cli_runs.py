@@ -472,3 +472,41 @@ def test_check_and_plot_a_list_with_a_sequential_entry_and_overrides_into_it(com
   assert status == 0 and (tmp_path / 's.png').stat().st_size > 0, err
   status, out, err = command('check', path, *args, 'schedulers.2.scheduler_kwargs.gamma=0.5')
   assert status == 1 and 'schedulers has 2 entries' in one_error(err) and 'valid indices: 0 to 1' in one_error(err)
+
+
+def test_plateau_cut_labels_only_the_steps_a_plateau_cuts():
+  from jaxsched.cli.tables import telling_points
+
+  plateau = {'scheduler': 'ReduceLROnPlateau', 'scheduler_kwargs': {'patience': 1}}
+  listed = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'schedulers': [{'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2}}, plateau],
+  }
+  decay_first = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'scheduler': 'SequentialLR',
+    'scheduler_kwargs': {
+      'milestones': [2],
+      'schedulers': [
+        {'scheduler': 'LinearLR', 'scheduler_kwargs': {'start_factor': 1.0, 'end_factor': 0.5, 'total_iters': 2}},
+        plateau,
+      ],
+    },
+  }
+  run = Run(8, 2)
+
+  def cuts(config, metrics=None):
+    curve = simulate(jaxsched.load_config(config), run, metrics)
+    return [k for k, label in telling_points(curve) if 'plateau cut' in label], curve
+
+  with x64('float64'):
+    for config in (listed, decay_first):  # the LR falls (StepLR, LinearLR), but no plateau cuts it
+      found, curve = cuts(config)
+      assert found == [] and np.any(np.diff(curve.lrs['regular']) < 0), config
+    # a flat metric: patience 1 cuts after the reports of epochs 2, 4 and 6, so epochs 3, 5 and 7 train at
+    # the cut LRs (optimizer steps 6, 10, 14); StepLR's steps at 4, 8 and 12 are not cuts
+    found, curve = cuts(listed, {'train_loss': [1.0] * 8})
+    assert found == [6, 10, 14]
+    assert all(curve.lrs['regular'][curve.index(k)] < curve.lrs['regular'][curve.index(k - 1)] for k in found)

@@ -49,6 +49,8 @@ MAX_EPOCHS = 10**6
 MAX_REPORTS = 10**6  # ReduceLROnPlateau is followed report by report
 MAX_CHAINED = 10**6  # micro-batches a schedulers list is stepped through
 SAMPLES = 4096
+MAX_CUTS = 8  # plateau cuts marked
+CUT = 'plateau cut'  # a report's key: whether a plateau cut an LR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +67,8 @@ class Curve:
     counts: scheduler steps taken before each of ``steps``; with a ``schedulers``
       list one column per entry (a plateau's: the reports made before the step).
     marks: (optimizer step, label) where the schedule's keywords say it turns:
-      end of warm-up, milestones, restarts, cycle peaks and ends.
+      end of warm-up, milestones, restarts, cycle peaks and ends; and the first
+      steps of the first :data:`MAX_CUTS` LRs a ReduceLROnPlateau cut.
     plateau: whether the LR follows a monitored metric (ReduceLROnPlateau).
     metrics: the per-epoch metrics of ``config.monitor`` followed, as given
       (None: the upper bound).
@@ -414,6 +417,8 @@ def simulate(
     per_epoch = _per_epoch(config.monitor, followed, given, run)
     reports_before = _reports_before(config, run)
     history = _reported(config, run, tx, params, per_epoch[: run.epochs])
+    cuts = first_at_least(reports_before, np.flatnonzero(history.pop(CUT))[:MAX_CUTS] + 1, n)
+    marks += [(int(k), CUT) for k in cuts if k < n]
     moves = np.any([v[1:] != v[:-1] for v in history.values()], axis=0)
     changes = np.flatnonzero(moves)[:samples] + 1  # reports after which an LR moves
     wanted.append(first_at_least(reports_before, changes, n))
@@ -488,10 +493,27 @@ def _counted(config, run: Run, tx, params, steps: np.ndarray) -> dict[str, np.nd
   return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
+def _cut(before: Any, after: Any) -> Any:
+  """Whether a report cut a plateau's LR: a :class:`PlateauState`'s own LR (which only its
+  cuts move; a warm-up before it is not one), or a ``schedulers`` list's LR (which
+  only its plateaus move in a report), lower after it."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxsched.plateau import ChainState, PlateauState
+
+  def held(state):
+    kinds = (PlateauState, ChainState)
+    return [n.lr for n in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kinds)) if isinstance(n, kinds)]
+
+  return jnp.any(jnp.stack([a < b for a, b in zip(held(after), held(before))]))
+
+
 def _reported(config, run: Run, tx, params, per_epoch: Sequence[float]) -> dict[str, np.ndarray]:
   """current_lr after 0, 1, ... reports (one per epoch, or per micro-batch with interval
-  "step"), each report with its epoch's metric. A plateau's LR moves only with reports
-  (``update`` leaves a :class:`jaxsched.Plateau` as it is), so no update is needed."""
+  "step"), each report with its epoch's metric, and under :data:`CUT` whether each report
+  cut an LR. A plateau's LR moves only with reports (``update`` leaves a
+  :class:`jaxsched.Plateau` as it is), so no update is needed."""
   import jax
   import jax.numpy as jnp
 
@@ -505,7 +527,8 @@ def _reported(config, run: Run, tx, params, per_epoch: Sequence[float]) -> dict[
   @jax.jit
   def follow(state, values):
     def step(state, metric):
-      return report(state, {monitor: metric}), _hyperparams(state)
+      new = report(state, {monitor: metric})
+      return new, {**_hyperparams(state), CUT: _cut(state, new)}
 
     return jax.lax.scan(step, state, values)[1]
 
@@ -551,6 +574,8 @@ def _chained_curve(
   per_batch = _chain_reports_per_batch(config)
   history = _chained(config, run, tx, params, per_monitor, per_batch)
   n = run.steps
+  cuts = history.pop(CUT)  # plateau cuts before each optimizer step
+  marks = [*marks, *((int(k), CUT) for k in (np.flatnonzero(np.diff(cuts) > 0) + 1)[:MAX_CUTS])]
   moves = np.any([v[1:] != v[:-1] for v in history.values()], axis=0)
   wanted = [*wanted, np.flatnonzero(moves) + 1]
   steps = np.unique(np.concatenate(wanted))
@@ -587,9 +612,10 @@ def _chain_reports_per_batch(config) -> bool:
 def _chained(
   config, run: Run, tx, params, per_monitor: Mapping[str, Sequence[float]], per_batch: bool
 ) -> dict[str, np.ndarray]:
-  """current_lr before every optimizer step of the run: the transformation updated once per
-  micro-batch, :func:`jaxsched.report` called with every monitor's value of the epoch after
-  each epoch (after each micro-batch where ``per_batch``)."""
+  """current_lr before every optimizer step of the run, and under :data:`CUT` the plateau cuts
+  made before it: the transformation updated once per micro-batch, :func:`jaxsched.report`
+  called with every monitor's value of the epoch after each epoch (after each micro-batch
+  where ``per_batch``)."""
   import jax
   import jax.numpy as jnp
 
@@ -601,22 +627,28 @@ def _chained(
   dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
   values = np.array([list(per_monitor[m]) for m in monitors], np.float64).T.reshape(run.epochs, len(monitors))
 
+  def reported(carry, metrics):
+    state, cuts = carry
+    new = report(state, metrics)
+    return new, cuts + _cut(state, new).astype(jnp.int32)
+
   @jax.jit
-  def whole(state, values):
-    def epoch(state, metric):
-      reported = {m: metric[i] for i, m in enumerate(monitors)}
+  def whole(carry, values):
+    def epoch(carry, metric):
+      metrics = {m: metric[i] for i, m in enumerate(monitors)}
 
-      def batch(state, _):
-        before = _hyperparams(state)
+      def batch(carry, _):
+        state, cuts = carry
+        before = {**_hyperparams(state), CUT: cuts}
         _, state = tx.update(grads, state, params, **extra)
-        return (report(state, reported) if per_batch and monitors else state), before
+        return (reported((state, cuts), metrics) if per_batch and monitors else (state, cuts)), before
 
-      state, out = jax.lax.scan(batch, state, None, length=run.batches_per_epoch)
-      return (state if per_batch or not monitors else report(state, reported)), out
+      carry, out = jax.lax.scan(batch, carry, None, length=run.batches_per_epoch)
+      return (carry if per_batch or not monitors else reported(carry, metrics)), out
 
-    return jax.lax.scan(epoch, state, values)[1]
+    return jax.lax.scan(epoch, carry, values)[1]
 
-  out = whole(tx.init(params), jnp.asarray(values, dtype))
+  out = whole((tx.init(params), jnp.zeros([], jnp.int32)), jnp.asarray(values, dtype))
   last = (np.arange(run.batches_per_epoch) + 1) % run.accumulate == 0  # micro-batches that end a group
   last[-1] = True
   return {k: np.asarray(v, np.float64)[:, last].reshape(-1) for k, v in out.items()}

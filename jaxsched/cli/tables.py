@@ -69,7 +69,8 @@ def _plain(x: Any) -> Any:
 def telling_points(curve: Curve) -> list[tuple[int, str]]:
   """(optimizer step, label) at the points that tell a schedule apart: start,
   the schedule's own turns (end of warm-up, milestones, restarts, cycle peaks),
-  the highest LR evaluated, middle, end, plateau cuts. Every one was evaluated."""
+  the highest LR evaluated, middle, end, and where a plateau cut the LR (from the
+  curve's marks: never where another scheduler moves it). Every one was evaluated."""
   n = curve.run.steps
   points: dict[int, list[str]] = {}
 
@@ -85,9 +86,6 @@ def telling_points(curve: Curve) -> list[tuple[int, str]]:
     peak = int(np.argmax(first))
     if peak > 0 and first[peak] > first[0]:
       add(curve.steps[peak], 'peak')
-    if curve.plateau:
-      for i in np.flatnonzero(np.diff(first) < 0)[:8] + 1:
-        add(curve.steps[i], 'plateau cut')
   add(n // 2, 'middle')
   add(n - 1, 'end')
   return [(k, ', '.join(dict.fromkeys(points[k]))) for k in sorted(points)]
