@@ -307,6 +307,7 @@ def skip_nonfinite_callback():
     def __init__(self) -> None:
       self.skipped = 0
       self._before: list[Any] = []
+      self._clip: list[Any] = []
 
     def _params(self, trainer):
       return [p for opt in trainer.optimizers for g in opt.param_groups for p in g['params']]
@@ -321,6 +322,16 @@ def skip_nonfinite_callback():
       self.skipped += 1
       for p, g in zip(params, self._before, strict=True):
         p.grad = g
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+      # every micro-batch of the group dropped: nothing to clip, and torch's clip_grad_value_ fails on no gradients
+      if all(p.grad is None for p in self._params(trainer)):
+        self._clip.append(trainer.gradient_clip_val)
+        trainer.gradient_clip_val = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+      if self._clip:
+        trainer.gradient_clip_val = self._clip.pop()
 
     def state_dict(self) -> dict[str, Any]:
       return {'skipped': self.skipped}

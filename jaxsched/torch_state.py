@@ -75,7 +75,17 @@ NO_STEP = ('SGD', 'Muon', 'LBFGS')
 INT_STEP = ('SparseAdam',)
 # Group keys whose values are the run's position, not its settings (and torch's implementation switches, and
 # the group's name, a label for loggers).
-POSITION_KEYS = {'params', 'param_names', 'name', 'lr', 'initial_lr', 'foreach', 'fused', 'capturable', 'differentiable'}
+POSITION_KEYS = {
+  'params',
+  'param_names',
+  'name',
+  'lr',
+  'initial_lr',
+  'foreach',
+  'fused',
+  'capturable',
+  'differentiable',
+}
 SCHEDULER_POSITION = {
   'last_epoch',
   '_step_count',
