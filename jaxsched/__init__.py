@@ -11,7 +11,7 @@ from jaxsched.layouts import torch_params, torch_state_dict
 from jaxsched.optimizers import OPTIMIZERS, optimizer
 from jaxsched.plateau import Plateau, PlateauState, reduce_on_plateau, report
 from jaxsched.schedules import SCHEDULES, Schedule, schedule
-from jaxsched.torch_build import configure_optimizers, torch_optimizer, torch_scheduler
+from jaxsched.torch_build import configure_optimizers, torch_optimizer, torch_scheduler, trainer_kwargs
 from jaxsched.torch_state import LightningCheckpoint, from_torch, load_lightning_checkpoint, to_torch
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
   'torch_params',
   'torch_scheduler',
   'torch_state_dict',
+  'trainer_kwargs',
   'update_bn',
 ]
 __version__ = '0.1.0'

@@ -209,13 +209,15 @@ def check_combination(ema: Any, swa: Any, scheduler: str | None, ends_in_plateau
   overwriting the weights at the end) and for swa with ReduceLROnPlateau."""
   if ema is not None and swa is not None:
     raise ConfigError(
-      'ema and swa are both set: configure one weight average (both would overwrite the weights '
-      'at the end of training).'
+      'ema and swa are both set: Lightning would run EMAWeightAveraging and StochasticWeightAveraging side by '
+      'side, two averages of one model, each overwriting the weights with its own at the end of training; '
+      'configure one weight average.'
     )
   if swa is not None and (scheduler == 'ReduceLROnPlateau' or ends_in_plateau):
     raise ConfigError(
-      f"swa with scheduler {scheduler} is not supported: SWALR takes over from the plateau's LR, "
-      f'which only the metrics decide; use a schedule of the step count, or ema.'
+      f"swa with scheduler {scheduler} is not supported: Lightning's StochasticWeightAveraging replaces the "
+      f"plateau with SWALR at swa_epoch_start, annealing from the LR the metrics left, which jaxsched's SWALR "
+      f'does not start from; use a schedule of the step count, or ema.'
     )
 
 

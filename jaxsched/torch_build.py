@@ -1,11 +1,15 @@
-"""The torch side of a config: the ``torch.optim`` optimizer and LR scheduler DynVision builds from it.
+"""The torch side of a config: the ``torch.optim`` optimizer and LR schedulers DynVision builds from it,
+and the Lightning ``Trainer`` arguments for the rest.
 
 :func:`torch_optimizer` puts a torch model's parameters into the same parameter
 groups, in the same order, with the same keywords as :func:`jaxsched.build`
 (jaxsched's defaults where they differ from torch's, e.g. SGD's momentum 0.9);
-:func:`torch_scheduler` builds the scheduler on it; :func:`configure_optimizers`
-returns both as a LightningModule's ``configure_optimizers`` does. torch is
-imported when one of them is called (``pip install 'jaxsched[torch]'``).
+:func:`torch_scheduler` builds the scheduler (or a ``schedulers:`` list's, in list
+order) on it; :func:`configure_optimizers` returns both as a LightningModule's
+``configure_optimizers`` does; :func:`trainer_kwargs` gives clipping, accumulation,
+``skip_nonfinite`` and ``ema``/``swa`` as ``Trainer`` keyword arguments and callbacks.
+torch (and Lightning, for :func:`trainer_kwargs`) is imported when one of them is
+called (``pip install 'jaxsched[torch]'``).
 """
 
 from __future__ import annotations
@@ -92,9 +96,11 @@ def torch_optimizer(config: Any, named_parameters: Iterable[tuple[str, Any]], ru
     raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
   defaults = torch_kwargs(config, config.optimizer_kwargs, placed[0][0].learning_rate)
   # a group states what differs from the constructor's keywords (torch fills in the rest, e.g. LBFGS's max_eval)
+  # several groups carry their names, which Lightning's LearningRateMonitor logs (lr-Adam/recurrent, as lr_log_names)
   param_groups = [
     {
       'params': [named[n] for n in names],
+      **({'name': g.name} if len(placed) > 1 else {}),
       **{k: v for k, v in torch_kwargs(config, g.optimizer_kwargs, g.learning_rate).items() if v != defaults[k]},
     }
     for g, names in placed
@@ -104,7 +110,15 @@ def torch_optimizer(config: Any, named_parameters: Iterable[tuple[str, Any]], ru
 
 def torch_scheduler(config: Any, optimizer: Any):
   """The config's ``torch.optim.lr_scheduler`` (DynVision's LinearWarmupCosineAnnealingLR
-  included) on ``optimizer``, or None without a scheduler.
+  included) on ``optimizer``; with ``schedulers:``, a list of them in list order;
+  None without a scheduler.
+
+  A list's schedulers are constructed one after the other on the one optimizer, in
+  list order, as :func:`jaxsched.build` assumes (each torch constructor sets
+  ``initial_lr`` where it is missing and takes its initial step on the LR the ones
+  before it left), and as a LightningModule that builds them in its
+  ``configure_optimizers`` does. Step them as Lightning does, or return them with
+  :func:`configure_optimizers`.
 
   ``lr_lambda`` and ``scale_fn`` expression strings become Python functions that
   evaluate jaxsched's compiled expression.
@@ -114,6 +128,8 @@ def torch_scheduler(config: Any, optimizer: Any):
       the scheduler's checks refuse.
   """
   config = as_config(config)
+  if config.schedulers:
+    return [_scheduler(e['scheduler'], optimizer, dict(e['scheduler_kwargs'])) for e in config.schedulers]
   if config.scheduler is None:
     return None
   return _scheduler(config.scheduler, optimizer, dict(config.scheduler_kwargs))
@@ -208,20 +224,119 @@ def linear_warmup_cosine_annealing():
   return LinearWarmupCosineAnnealingLR
 
 
+LIGHTNING_KEYS = ('interval', 'frequency', 'monitor', 'strict', 'name')
+
+
 def configure_optimizers(config: Any, module: Any, rule: Rule | Mapping | None = None) -> Any:
-  """What a LightningModule's ``configure_optimizers`` returns for the config: the optimizer,
-  or ``{'optimizer': ..., 'lr_scheduler': {'scheduler': ..., 'interval', 'frequency', 'monitor',
-  'strict', 'name'}}`` with the config's ``scheduler_configs``."""
+  """What a LightningModule's ``configure_optimizers`` returns for the config, in a form
+  Lightning 2.6's ``_configure_optimizers`` takes: the optimizer without a scheduler;
+  ``{'optimizer': ..., 'lr_scheduler': {'scheduler': ..., 'interval', 'frequency', 'monitor',
+  'strict', 'name'}}`` with the config's ``scheduler_configs`` for one scheduler (a nested
+  composite is one torch scheduler); with ``schedulers:``, Lightning's two lists
+  ``([optimizer], [{'scheduler': ..., 'interval', ...}, ...])``, one dict per entry with
+  its own ``scheduler_configs``, the schedulers constructed in list order
+  (:func:`torch_scheduler`)."""
   config = as_config(config)
   optimizer = torch_optimizer(config, module.named_parameters(), rule)
   scheduler = torch_scheduler(config, optimizer)
   if scheduler is None:
     return optimizer
+  if config.schedulers:
+    return [optimizer], [
+      {'scheduler': s, **{k: e['scheduler_configs'][k] for k in LIGHTNING_KEYS}}
+      for s, e in zip(scheduler, config.schedulers, strict=True)
+    ]
   sc = config.scheduler_configs
-  return {
-    'optimizer': optimizer,
-    'lr_scheduler': {
-      'scheduler': scheduler,
-      **{k: sc[k] for k in ('interval', 'frequency', 'monitor', 'strict', 'name')},
-    },
+  return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': scheduler, **{k: sc[k] for k in LIGHTNING_KEYS}}}
+
+
+def trainer_kwargs(config: Any, *, max_epochs: int | None = None) -> dict[str, Any]:
+  """The Lightning ``Trainer`` keyword arguments that make a run from the config train as
+  :func:`jaxsched.build`'s transformation does, besides :func:`configure_optimizers`:
+  ``gradient_clip_val``, ``gradient_clip_algorithm``, ``accumulate_grad_batches`` and
+  ``callbacks``: ``EMAWeightAveraging`` for ``ema:``
+  (``pytorch_lightning.callbacks.weight_averaging``), ``StochasticWeightAveraging`` for
+  ``swa:``, each with the config's arguments, and :func:`skip_nonfinite_callback`'s
+  callback for ``skip_nonfinite: true`` (Lightning has no Trainer argument for it).
+  ``max_epochs``, where given, is passed on (give :func:`jaxsched.build` the same).
+
+  Add your own callbacks to the list: ``pl.Trainer(**kw, callbacks=[*kw['callbacks'], ...])``.
+  """
+  config = as_config(config)
+  try:
+    from pytorch_lightning.callbacks import EMAWeightAveraging, StochasticWeightAveraging
+  except ImportError:
+    raise ConfigError("trainer_kwargs needs PyTorch Lightning: pip install 'pytorch-lightning>=2.6'.") from None
+  callbacks: list[Any] = []
+  if config.skip_nonfinite:
+    callbacks.append(skip_nonfinite_callback()())
+  if config.ema is not None:
+    callbacks.append(EMAWeightAveraging(**config.ema))
+  if config.swa is not None:
+    callbacks.append(StochasticWeightAveraging(**config.swa))
+  out = {
+    'gradient_clip_val': config.gradient_clip_val,
+    'gradient_clip_algorithm': config.gradient_clip_algorithm,
+    'accumulate_grad_batches': config.accumulate_grad_batches,
+    'callbacks': callbacks,
   }
+  return out if max_epochs is None else {**out, 'max_epochs': max_epochs}
+
+
+@functools.cache
+def skip_nonfinite_callback():
+  """The Lightning callback class for ``skip_nonfinite: true``: drops a micro-batch whose gradient
+  holds a NaN or an Inf, as :mod:`jaxsched.accumulate` does.
+
+  Lightning skips a batch whose ``training_step`` returns None (no backward; the optimizer still
+  steps on what its accumulation group has, and torch's optimizers leave a parameter whose
+  ``grad`` is None untouched, state included; the schedulers step as usual). Returning None for a
+  non-finite loss drops the same batches where the loss tells; this callback looks at the
+  gradient itself, as jaxsched does: it keeps the gradients before each backward and, when the
+  micro-batch made one non-finite, puts them back (None at a group's start), counting the
+  batch in ``skipped``. One difference remains: where finite micro-batches add up to an
+  overflow, jaxsched skips the optimizer step and this callback drops the last micro-batch.
+  """
+  import pytorch_lightning as pl
+
+  torch = import_torch()
+
+  class SkipNonFinite(pl.Callback):
+    """Drops each micro-batch whose gradient is not finite; ``skipped`` counts them."""
+
+    def __init__(self) -> None:
+      self.skipped = 0
+      self._before: list[Any] = []
+      self._clip: list[Any] = []
+
+    def _params(self, trainer):
+      return [p for opt in trainer.optimizers for g in opt.param_groups for p in g['params']]
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+      self._before = [None if p.grad is None else p.grad.clone() for p in self._params(trainer)]
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+      params = self._params(trainer)
+      if all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
+        return
+      self.skipped += 1
+      for p, g in zip(params, self._before, strict=True):
+        p.grad = g
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+      # every micro-batch of the group dropped: nothing to clip, and torch's clip_grad_value_ fails on no gradients
+      if all(p.grad is None for p in self._params(trainer)):
+        self._clip.append(trainer.gradient_clip_val)
+        trainer.gradient_clip_val = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+      if self._clip:
+        trainer.gradient_clip_val = self._clip.pop()
+
+    def state_dict(self) -> dict[str, Any]:
+      return {'skipped': self.skipped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+      self.skipped = state_dict['skipped']
+
+  return SkipNonFinite

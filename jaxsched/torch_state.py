@@ -73,8 +73,19 @@ SCALARS = {(TorchASGDState, 'eta'), (TorchASGDState, 'mu'), (NAdamState, 'mu_pro
 # torch's ``step`` key: absent from SGD's, Muon's and LBFGS's state; a Python int in SparseAdam's.
 NO_STEP = ('SGD', 'Muon', 'LBFGS')
 INT_STEP = ('SparseAdam',)
-# Group keys whose values are the run's position, not its settings (and torch's implementation switches).
-POSITION_KEYS = {'params', 'param_names', 'lr', 'initial_lr', 'foreach', 'fused', 'capturable', 'differentiable'}
+# Group keys whose values are the run's position, not its settings (and torch's implementation switches, and
+# the group's name, a label for loggers).
+POSITION_KEYS = {
+  'params',
+  'param_names',
+  'name',
+  'lr',
+  'initial_lr',
+  'foreach',
+  'fused',
+  'capturable',
+  'differentiable',
+}
 SCHEDULER_POSITION = {
   'last_epoch',
   '_step_count',

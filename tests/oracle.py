@@ -153,24 +153,24 @@ def assert_rejected(name: str, kwargs: Mapping[str, Any], words) -> None:
 
 def lightning_fit(model: Any, ckpt_path: str | None = None, **trainer_kwargs: Any) -> Any:
   """Fits ``model`` with a quiet float64 CPU Lightning Trainer (no logger, checkpoints,
-  progress bar, summary or sanity check), resuming from ``ckpt_path`` if given, and
-  returns the trainer."""
+  progress bar, summary or sanity check, unless ``trainer_kwargs`` set them), resuming from
+  ``ckpt_path`` if given, and returns the trainer."""
   import logging
   import warnings
 
   import pytorch_lightning as pl
 
-  trainer = pl.Trainer(
-    precision='64-true',
-    accelerator='cpu',
-    devices=1,
-    logger=False,
-    enable_checkpointing=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    num_sanity_val_steps=0,
-    **trainer_kwargs,
-  )
+  quiet = {
+    'precision': '64-true',
+    'accelerator': 'cpu',
+    'devices': 1,
+    'logger': False,
+    'enable_checkpointing': False,
+    'enable_progress_bar': False,
+    'enable_model_summary': False,
+    'num_sanity_val_steps': 0,
+  }
+  trainer = pl.Trainer(**{**quiet, **trainer_kwargs})
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')  # "does not have many workers" and the like
     logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
