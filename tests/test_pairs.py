@@ -38,6 +38,7 @@ from test_composition import E, M
 import jaxsched
 from jaxsched.accumulate import AccumulateState
 from jaxsched.cli import main as cli_main
+from jaxsched.optimizers.sgd import MomentumState
 from oracle import lightning_fit, max_rel_diff, x64
 
 EPOCHS, BATCHES, BATCH_SIZE = 3, 5, 4
@@ -285,6 +286,23 @@ def with_skipped(state, skipped):
   return jax.tree.map(lambda x: x._replace(skipped=skipped) if is_loop(x) else x, state, is_leaf=is_loop)
 
 
+def with_sgd_count(continued, state, global_step):
+  """``continued`` with SGD's step count taken from ``state``, after checking it is ``global_step``.
+
+  torch's SGD keeps no step: :func:`jaxsched.from_torch` counts Lightning's ``global_step``, which
+  also counts an optimizer step whose every micro-batch was dropped (``skip_nonfinite``), where
+  jaxsched's count stays. SGD's count only tells its first step (both are past it here)."""
+  is_sgd = lambda x: isinstance(x, MomentumState)  # noqa: E731
+
+  def counts(tree):
+    return [int(x.count) for x in jax.tree.leaves(tree, is_leaf=is_sgd) if is_sgd(x)]
+
+  assert all(c == global_step for c in counts(continued)), (counts(continued), global_step)
+  assert all(c > 0 for c in counts(state)), counts(state)
+  theirs = iter(x.count for x in jax.tree.leaves(state, is_leaf=is_sgd) if is_sgd(x))
+  return jax.tree.map(lambda x: x._replace(count=next(theirs)) if is_sgd(x) else x, continued, is_leaf=is_sgd)
+
+
 def flat_torch_state(sd):
   return {(i, k): np.asarray(v, np.float64) for i, s in sd['state'].items() for k, v in s.items()}
 
@@ -346,6 +364,7 @@ def public_function_failures(config, names, model, trainer, fresh, params, state
     sched_sd = scheds[0].scheduler.state_dict() if scheds else None
     continued = jaxsched.from_torch(config, params, opt.state_dict(), sched_sd, **kw, step=trainer.global_step)
     assert int(jaxsched.skipped_steps(continued)) == 0  # torch keeps no count of the batches dropped
+    continued = with_sgd_count(continued, state, trainer.global_step)
     leaves_close(with_skipped(continued, jaxsched.skipped_steps(state)), state, 'from_torch')
     sd, _ = jaxsched.to_torch(config, state, params, **kw)
     theirs, ours = flat_torch_state(opt.state_dict()), flat_torch_state(sd)
