@@ -79,6 +79,7 @@ def count_fusions(hlo_text: str) -> dict[str, int]:
   # ops outside fusions that touch memory (copies, dynamic-update-slices, while loops)
   out['while'] = len(re.findall(r'= [^\n]* while\(', entry))
   out['copy'] = len(re.findall(r'= [^\n]* copy\(', entry))
+  out['conditional'] = len(re.findall(r'= [^\n]* conditional\(', entry))
   return out
 
 
