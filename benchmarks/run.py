@@ -14,7 +14,8 @@ Sections (issue 8):
 Every figure is a median over interleaved repeats (A B C, B C A, ...); every ratio
 compares figures of the same run. results.json keeps one entry per device
 (cpu, gpu); a run replaces its own device's entry and keeps the others, and
-RESULTS.md shows them side by side. `--merge other/results.json` imports the
+RESULTS.md shows them side by side. A run of some sections only (``--sections 8``)
+is an entry of its own (``cpu-sections-8``), so it keeps the full run's. `--merge other/results.json` imports the
 entries of a run made elsewhere (e.g. on a GPU machine).
 
 Options: --quick (tiny sizes, seconds: the smoke test), --out DIR, --sections 1,3,...,
@@ -69,6 +70,7 @@ def plan(quick: bool) -> dict[str, Any]:
       torch_jax_all_sizes=('Adam',),
       wrapper_models=('small',),
       wrapper_repeats=3,
+      wrapper_sample_s=0.02,
     )
   return dict(
     sizes=[(10, 1_000_000), (1_000, 10_000)],
@@ -85,6 +87,7 @@ def plan(quick: bool) -> dict[str, Any]:
     torch_jax_all_sizes=('Adam',),
     wrapper_models=('small', '4M'),
     wrapper_repeats=41,
+    wrapper_sample_s=0.05,
   )
 
 
@@ -673,13 +676,17 @@ def section_wrappers(p: dict) -> list[dict]:
         check[name] = (pp, W.average_of(s))
         pp = jax.tree.map(jnp.copy, params)
         loops[name] = Loop(c, pp, jax.jit(v.init)(pp), data, unit)
-      res = timing.interleaved(loops, p['wrapper_repeats'], sync={n: h.block for n, h in loops.items()})
+      res = timing.interleaved(
+        loops, p['wrapper_repeats'], min_sample_s=p['wrapper_sample_s'], sync={n: h.block for n, h in loops.items()}
+      )
       base_name = vs[0][0]
       base = res[base_name]['median']
       for name, role, _ in vs:
-        diff = {'params': W.max_rel_diff(check[name][0], check[base_name][0])}
-        if check[name][1] is not None and check[base_name][1] is not None:
-          diff['average'] = W.max_rel_diff(check[name][1], check[base_name][1])
+        diff = {}
+        if role != 'reference':  # the reference trains without the wrapper: other numbers
+          diff['params'] = W.max_rel_diff(check[name][0], check[base_name][0])
+          if check[name][1] is not None:
+            diff['average'] = W.max_rel_diff(check[name][1], check[base_name][1])
         rows.append(
           {
             'wrapper': wrapper,
@@ -701,12 +708,14 @@ def section_wrappers(p: dict) -> list[dict]:
 
 # ---------------------------------------------------------------- main
 
+DEFAULT_SECTIONS = '1,3,4,5,6,7,8'
+
 
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument('--quick', action='store_true', help='tiny sizes: a smoke run in seconds')
   ap.add_argument('--out', default=HERE, help='folder for RESULTS.md and results.json')
-  ap.add_argument('--sections', default='1,3,4,5,6,7,8', help='which sections to run (1 includes 2)')
+  ap.add_argument('--sections', default=DEFAULT_SECTIONS, help='which sections to run (1 includes 2)')
   ap.add_argument('--no-diagnose', action='store_true', help='skip the diagnostic variants')
   ap.add_argument('--merge', action='append', default=[], help="another run's results.json to import")
   ap.add_argument('--sizes', default=None, help="e.g. 10x1000000,1000x10000 (default: the plan's)")
@@ -742,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     log('device', run['meta']['device'], '| machine', run['meta']['machine'])
     key = run['meta']['backend'] + ('-quick' if args.quick else '') + (f'-{args.sizes}' if args.sizes else '')
+    if not args.quick and sections != set(DEFAULT_SECTIONS.split(',')):  # a part: its own entry, the full run kept
+      key += '-sections-' + '-'.join(sorted(sections))
     allres['runs'][key] = run
     steps = [
       ('1', 'train_step', lambda: section_train_step(p, not args.no_diagnose, cache)),
