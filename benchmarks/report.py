@@ -300,7 +300,8 @@ def render(allres: dict[str, Any]) -> str:
     'the average) with the hand-written after 16 micro-batches: the same numbers. Reference: the inner '
     'optimizer with no wrapper. "fusions / copies / cond" count kernels, copies and conditionals in the '
     'optimized HLO (outside branches). Target ≤ 1.05; the control (the hand-written step compiled again) '
-    'is the noise floor. See benchmarks/wrappers.py.\n',
+    'is the noise floor; "ratio of minima" divides the fastest samples, less disturbed on a loaded machine. '
+    'See benchmarks/wrappers.py.\n',
     _side_by_side(
       runs,
       'wrappers',
@@ -309,6 +310,7 @@ def render(allres: dict[str, Any]) -> str:
       [
         ('step ms', lambda r: _ms(r['step'])),
         ('ratio', lambda r: _x(r['ratio'], TARGET_STEP if r['role'] == 'jaxsched' else None)),
+        ('ratio of minima', lambda r: _x(r.get('ratio_min'))),
         ('compile s', lambda r: f'{r["compile_s"]:.2f}'),
         (
           'fusions / copies / cond',

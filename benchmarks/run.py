@@ -694,8 +694,10 @@ def section_wrappers(p: dict) -> list[dict]:
             'params': n_params,
             'variant': name,
             'role': role,
-            'step': {k: (v / unit if k in ('median', 'p25', 'p75') else v) for k, v in res[name].items()},
+            'step': {k: (v / unit if k in ('median', 'p25', 'p75', 'min') else v) for k, v in res[name].items()},
             'ratio': res[name]['median'] / base,
+            # the fastest samples: on a loaded machine, what is least disturbed by the other processes
+            'ratio_min': res[name]['min'] / res[base_name]['min'],
             'compile_s': compile_s[name],
             'fusions': fusions[name],
             'max_rel_diff': diff,

@@ -59,7 +59,7 @@ def interleaved(
 def summarize(xs: list[float]) -> dict[str, float]:
   xs = sorted(xs)
   q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
-  return {'median': statistics.median(xs), 'p25': q[0], 'p75': q[2], 'n': len(xs)}
+  return {'median': statistics.median(xs), 'p25': q[0], 'p75': q[2], 'min': xs[0], 'n': len(xs)}
 
 
 def count_fusions(hlo_text: str) -> dict[str, int]:
