@@ -8,11 +8,14 @@ Sections (issue 8):
   5. recompiles over 1,000 steps with plateau reductions and LR changes
   6. optimizer-state bytes per parameter byte, vs torch
   7. bandwidth: Adam's achieved bytes/s as a fraction of the device's measured copy bandwidth
+  8. wrappers: accumulation, EMA and SWA from jaxsched.build vs the same written by hand in Optax,
+     whole train steps (grad + update + apply) of a small MLP and of a 4M-parameter one
 
 Every figure is a median over interleaved repeats (A B C, B C A, ...); every ratio
 compares figures of the same run. results.json keeps one entry per device
 (cpu, gpu); a run replaces its own device's entry and keeps the others, and
-RESULTS.md shows them side by side. `--merge other/results.json` imports the
+RESULTS.md shows them side by side. A run of some sections only (``--sections 8``)
+is an entry of its own (``cpu-sections-8``), so it keeps the full run's. `--merge other/results.json` imports the
 entries of a run made elsewhere (e.g. on a GPU machine).
 
 Options: --quick (tiny sizes, seconds: the smoke test), --out DIR, --sections 1,3,...,
@@ -43,6 +46,7 @@ import optax  # noqa: E402
 import report as R  # noqa: E402
 import timing  # noqa: E402
 import variants as V  # noqa: E402
+import wrappers as W  # noqa: E402
 
 import jaxsched  # noqa: E402
 
@@ -64,6 +68,9 @@ def plan(quick: bool) -> dict[str, Any]:
       copy_elems=1 << 20,
       chunk=1 << 10,
       torch_jax_all_sizes=('Adam',),
+      wrapper_models=('small',),
+      wrapper_repeats=3,
+      wrapper_sample_s=0.02,
     )
   return dict(
     sizes=[(10, 1_000_000), (1_000, 10_000)],
@@ -78,6 +85,9 @@ def plan(quick: bool) -> dict[str, Any]:
     copy_elems=1 << 26,
     chunk=1 << 16,
     torch_jax_all_sizes=('Adam',),
+    wrapper_models=('small', '4M'),
+    wrapper_repeats=41,
+    wrapper_sample_s=0.05,
   )
 
 
@@ -623,14 +633,91 @@ def section_bandwidth(p: dict, train_rows: list[dict]) -> dict[str, Any]:
   return {'copy_elems': n, 'copy_GBps': copy_bw / 1e9, 'copy': res, 'adam': adam}
 
 
+# ---------------------------------------------------------------- 8: wrappers
+
+
+class Loop(Holder):
+  """``unit`` micro-batches per call (one epoch of the wrappers' rules), so every
+  sample holds whole accumulation groups and epochs."""
+
+  def __init__(self, compiled, params, state, data, unit: int):
+    super().__init__(compiled, params, state, data)
+    self.unit = unit
+
+  def __call__(self):
+    for _ in range(self.unit):
+      self.p, self.s = self.c(self.p, self.s, self.g)
+
+
+def section_wrappers(p: dict) -> list[dict]:
+  """Each wrapper's whole train step, jaxsched.build against the hand-written Optax
+  (benchmarks/wrappers.py), all variants of one wrapper and model interleaved."""
+  rows = []
+  unit = W.EPOCH
+  for model in p['wrapper_models']:
+    params, data = W.make_model(model)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    p_shape, d_shape = timing.shape_of(params), timing.shape_of(data)
+    for wrapper in ('accumulation', 'ema', 'swa'):
+      log(f'wrappers: {wrapper}, {model} model ({n_params} parameters)')
+      vs = W.variants(wrapper, params)
+      loops, compiled, fusions, compile_s, check = {}, {}, {}, {}, {}
+      for name, _, v in vs:
+        gc.collect()
+        state_shape = timing.shape_of(jax.eval_shape(v.init, params))
+        c, t = timing.compile_step(v.step, (p_shape, state_shape, d_shape))
+        compiled[name], compile_s[name] = c, t['total']
+        fusions[name] = timing.count_fusions(c.as_text())
+        # the same numbers on both sides: 2 epochs from the same start
+        pp = jax.tree.map(jnp.copy, params)
+        s = jax.jit(v.init)(pp)
+        for _ in range(2 * unit):
+          pp, s = c(pp, s, data)
+        check[name] = (pp, W.average_of(s))
+        pp = jax.tree.map(jnp.copy, params)
+        loops[name] = Loop(c, pp, jax.jit(v.init)(pp), data, unit)
+      res = timing.interleaved(
+        loops, p['wrapper_repeats'], min_sample_s=p['wrapper_sample_s'], sync={n: h.block for n, h in loops.items()}
+      )
+      base_name = vs[0][0]
+      base = res[base_name]['median']
+      for name, role, _ in vs:
+        diff = {}
+        if role != 'reference':  # the reference trains without the wrapper: other numbers
+          diff['params'] = W.max_rel_diff(check[name][0], check[base_name][0])
+          if check[name][1] is not None:
+            diff['average'] = W.max_rel_diff(check[name][1], check[base_name][1])
+        rows.append(
+          {
+            'wrapper': wrapper,
+            'model': model,
+            'params': n_params,
+            'variant': name,
+            'role': role,
+            'step': {k: (v / unit if k in ('median', 'p25', 'p75', 'min') else v) for k, v in res[name].items()},
+            'ratio': res[name]['median'] / base,
+            # the fastest samples: on a loaded machine, what is least disturbed by the other processes
+            'ratio_min': res[name]['min'] / res[base_name]['min'],
+            'compile_s': compile_s[name],
+            'fusions': fusions[name],
+            'max_rel_diff': diff,
+          }
+        )
+      del loops, compiled
+      gc.collect()
+  return rows
+
+
 # ---------------------------------------------------------------- main
+
+DEFAULT_SECTIONS = '1,3,4,5,6,7,8'
 
 
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument('--quick', action='store_true', help='tiny sizes: a smoke run in seconds')
   ap.add_argument('--out', default=HERE, help='folder for RESULTS.md and results.json')
-  ap.add_argument('--sections', default='1,3,4,5,6,7', help='which sections to run (1 includes 2)')
+  ap.add_argument('--sections', default=DEFAULT_SECTIONS, help='which sections to run (1 includes 2)')
   ap.add_argument('--no-diagnose', action='store_true', help='skip the diagnostic variants')
   ap.add_argument('--merge', action='append', default=[], help="another run's results.json to import")
   ap.add_argument('--sizes', default=None, help="e.g. 10x1000000,1000x10000 (default: the plan's)")
@@ -666,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     log('device', run['meta']['device'], '| machine', run['meta']['machine'])
     key = run['meta']['backend'] + ('-quick' if args.quick else '') + (f'-{args.sizes}' if args.sizes else '')
+    if not args.quick and sections != set(DEFAULT_SECTIONS.split(',')):  # a part: its own entry, the full run kept
+      key += '-sections-' + '-'.join(sorted(sections))
     allres['runs'][key] = run
     steps = [
       ('1', 'train_step', lambda: section_train_step(p, not args.no_diagnose, cache)),
@@ -674,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
       ('5', 'recompiles', lambda: section_recompiles(p)),
       ('6', 'memory', section_memory),
       ('7', 'bandwidth', lambda: section_bandwidth(p, run.get('train_step', []))),
+      ('8', 'wrappers', lambda: section_wrappers(p)),
     ]
     order = [s.strip() for s in args.sections.split(',')]
     for number, name, fn in sorted(steps, key=lambda t: order.index(t[0]) if t[0] in order else 99):

@@ -59,7 +59,7 @@ def interleaved(
 def summarize(xs: list[float]) -> dict[str, float]:
   xs = sorted(xs)
   q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
-  return {'median': statistics.median(xs), 'p25': q[0], 'p75': q[2], 'n': len(xs)}
+  return {'median': statistics.median(xs), 'p25': q[0], 'p75': q[2], 'min': xs[0], 'n': len(xs)}
 
 
 def count_fusions(hlo_text: str) -> dict[str, int]:
@@ -79,6 +79,7 @@ def count_fusions(hlo_text: str) -> dict[str, int]:
   # ops outside fusions that touch memory (copies, dynamic-update-slices, while loops)
   out['while'] = len(re.findall(r'= [^\n]* while\(', entry))
   out['copy'] = len(re.findall(r'= [^\n]* copy\(', entry))
+  out['conditional'] = len(re.findall(r'= [^\n]* conditional\(', entry))
   return out
 
 

@@ -390,18 +390,26 @@ def average(
       when = (state.batch == 0) & (state.epoch >= lo)
       avg, n = _maybe_update(rules.avg_fn, when if hi is None else when & (state.epoch <= hi), avg, n, params)
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    stepped = steps_after(state.batch, every, batches_per_epoch)
+    # without accumulation every micro-batch steps, and with period 1 the batch count stays 0: constants
+    # for XLA, not scalar kernels reading the counter
+    stepped = steps_after(state.batch, every, batches_per_epoch) if every > 1 else jnp.ones([], bool)
     if rules.every_n_steps:  # on_train_batch_end after an optimizer step
-      when = stepped & (state.step % rules.every_n_steps == 0)
-      when = when if rules.start_step is None else when & (state.step >= rules.start_step)
-      avg, n = _maybe_update(rules.avg_fn, when, avg, n, optax.apply_updates(params, new_updates))
+      new_params = optax.apply_updates(params, new_updates)
+      if every == 1 and rules.every_n_steps == 1 and not rules.start_step:
+        # after every micro-batch: the update itself, without a lax.cond around it, which costs
+        # a small model's step more than the update (a conditional, its operands' copies)
+        avg, n = _update(rules.avg_fn, avg, n, new_params), n + 1
+      else:
+        when = stepped & (state.step % rules.every_n_steps == 0)
+        when = when if rules.start_step is None else when & (state.step >= rules.start_step)
+        avg, n = _maybe_update(rules.avg_fn, when, avg, n, new_params)
     last = state.batch + 1 == period if batches_per_epoch is not None else jnp.zeros([], bool)
     pending = last & (state.epoch >= rules.end_epoch_from) if rules.end_epoch_from is not None else state.pending
     return new_updates, AverageState(
       params=avg,
       n_averaged=n,
       step=state.step + stepped.astype(jnp.int32),
-      batch=jnp.where(state.batch + 1 == period, 0, state.batch + 1),
+      batch=state.batch if period == 1 else jnp.where(state.batch + 1 == period, 0, state.batch + 1),
       epoch=state.epoch + last.astype(jnp.int32),
       pending=pending,
       inner_state=inner_state,

@@ -32,12 +32,13 @@ def test_quick_run_writes_every_section(tmp_path):
     '## 5. Recompiles',
     '## 6. Optimizer-state bytes',
     '## 7. Bandwidth',
+    '## 8. Training-loop wrappers',
   ):
     assert heading in md, heading
   assert 'jax ' in md and 'optax ' in md and 'torch ' in md  # versions in the header
   runs = json.loads((tmp_path / 'results.json').read_text())['runs']
   (run,) = runs.values()
-  for section in ('train_step', 'torch', 'schedules', 'recompiles', 'memory', 'bandwidth'):
+  for section in ('train_step', 'torch', 'schedules', 'recompiles', 'memory', 'bandwidth', 'wrappers'):
     assert run[section], section
   scenarios = {(r['scenario'], r['role']) for r in run['train_step']}
   for scenario in ('one_group', 'groups_schedule', 'groups_plateau'):
@@ -49,5 +50,18 @@ def test_quick_run_writes_every_section(tmp_path):
     assert 0 < r['fusions']['distinct'] <= r['fusions']['total'], r
   same = [r for r in run['train_step'] if r['shapes'] == 'same' and r['leaves'] == 12]
   assert same and all(r['fusions']['distinct'] < r['fusions']['total'] for r in same)
+  # each wrapper is compared with a hand-written one that computes the same numbers (a fact, not a timing)
+  roles = {(r['wrapper'], r['role']) for r in run['wrappers']}
+  for wrapper in ('accumulation', 'ema', 'swa'):
+    assert (wrapper, 'jaxsched') in roles and (wrapper, 'baseline') in roles
+  for r in run['wrappers']:
+    if r['role'] != 'reference':
+      assert r['max_rel_diff']['params'] <= 1e-6, r
+      assert r['wrapper'] == 'accumulation' or r['max_rel_diff']['average'] <= 1e-6, r
+  # an EMA updated after every step is the update itself, not a lax.cond around it: the hand-written
+  # step's kernels and the step counter's
+  (ema,) = [r['fusions'] for r in run['wrappers'] if r['wrapper'] == 'ema' and r['role'] == 'jaxsched']
+  (hand,) = [r['fusions'] for r in run['wrappers'] if r['wrapper'] == 'ema' and r['role'] == 'baseline']
+  assert ema['conditional'] == 0 and ema['total'] <= hand['total'] + 1 and ema['copy'] <= hand['copy'], (ema, hand)
   # the recompile counts are facts, not timings: a plateau or a schedule never recompiles
   assert all(r['compiles_after_first'] == 0 for r in run['recompiles']), run['recompiles']
