@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsched import _checks
+from jaxsched.stepping import steps_after
 
 
 class AccumulateState(NamedTuple):
@@ -58,14 +59,6 @@ class AccumulateState(NamedTuple):
 def _all_finite(tree: Any) -> jax.Array:
   leaves = jax.tree.leaves(tree)
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
-
-
-def steps_after(batch_idx: Any, every: int, batches_per_epoch: int | None) -> Any:
-  """Whether the optimizer steps after micro-batch ``batch_idx`` (0-based, within the
-  epoch; numpy or jnp): every ``every``-th one and the epoch's last one."""
-  done = batch_idx + 1
-  emit = done % every == 0
-  return emit if batches_per_epoch is None else emit | (done == batches_per_epoch)
 
 
 def keep_schedules(ok: jax.Array, new: Any, old: Any) -> Any:

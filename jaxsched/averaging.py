@@ -35,9 +35,9 @@ from flax import struct
 
 from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
-from jaxsched.accumulate import steps_after
 from jaxsched.schedules import _numeric
 from jaxsched.schedules.swalr import STRATEGIES, swalr_value
+from jaxsched.stepping import steps_after
 
 AvgFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 

@@ -23,7 +23,6 @@ from jaxsched.groups import (
   REGULAR,
   Group,
   _group_setup,
-  epoch_batches,
   groups,
   param_labels,
   path_name,
@@ -31,6 +30,7 @@ from jaxsched.groups import (
 )
 from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
 from jaxsched.plateau import ChainState, PlateauState
+from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
 
 # Optimizers whose step is -lr times a direction that does not depend on lr (decoupled decay
 # included): groups that differ only in their LR share one optimizer for the direction, and
@@ -137,7 +137,7 @@ def build(
   rules = averaging.resolve(config.ema, config.swa, batches, max_epochs, config.accumulate_grad_batches)
   swa_swap = None
   if rules is not None and rules.start_epochs is not None and batches is not None:  # swa: SWALR takes over
-    swa_swap = (rules.start_epochs[0], -(-batches // config.accumulate_grad_batches))
+    swa_swap = (rules.start_epochs[0], optimizer_steps_per_epoch(batches, config.accumulate_grad_batches))
     if swa_swap[0] * swa_swap[1] > _checks.COUNT_MAX:
       raise ConfigError(
         f'swa starts at epoch {swa_swap[0]}, optimizer step {swa_swap[0] * swa_swap[1]}: beyond the int32 step '

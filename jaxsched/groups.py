@@ -3,19 +3,18 @@
 A parameter joins a group by its '/'-joined path (:func:`param_labels`); each
 group has its base LR (the config's times its ``lr_factor``), its optimizer
 keywords and its schedule, stepped under Lightning's interval/frequency rules
-(:func:`scheduler_steps`). :func:`validate` builds each group kind's optimizer
+(:func:`jaxsched.stepping.scheduler_steps`). :func:`validate` builds each group kind's optimizer
 and schedule once, without parameters, so that a config that loads also builds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, Mapping
 
 import jax
 
-from jaxsched import _checks, averaging
+from jaxsched import averaging
 from jaxsched._errors import ConfigError
 from jaxsched.config import Config
 from jaxsched.optimizers import OPTIMIZERS, optax_aliases, optimizer, resolve
@@ -23,6 +22,7 @@ from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.plateau import Chain, chain, reduce_on_plateau
 from jaxsched.schedules import SCHEDULES, schedule
 from jaxsched.schedules.composite import COMPOSITES
+from jaxsched.stepping import scheduler_steps
 
 PLATEAU = 'ReduceLROnPlateau'
 REGULAR, RECURRENT = 'regular', 'recurrent'
@@ -176,88 +176,6 @@ def groups(config: Config, params: Any) -> list[Group]:
     raise ConfigError(f'{what}, but none does. Parameter paths: {shown}.')
 
   return [g for g in configured if g.name in used]
-
-
-def epoch_batches(config: Config, batches: int | None, steps: int | None) -> int | None:
-  """The epoch's micro-batch count (Lightning's ``num_training_batches``) from
-  build()'s ``batches_per_epoch`` or, without accumulation, ``steps_per_epoch``.
-
-  Raises:
-    ConfigError: both given, ``steps_per_epoch`` with accumulate_grad_batches > 1
-      (optimizer steps do not tell where an epoch ends), none with it, or a value
-      that is not a positive integer.
-  """
-  n = config.accumulate_grad_batches
-  if batches is not None and steps is not None:
-    raise ConfigError(
-      f'give batches_per_epoch (micro-batches, len(train_loader)) or steps_per_epoch, not both '
-      f'(got {batches} and {steps}).'
-    )
-  if steps is not None and n > 1:
-    raise ConfigError(
-      f'steps_per_epoch={steps!r} counts optimizer steps, but with accumulate_grad_batches={n} Lightning also '
-      f"steps the optimizer on each epoch's last batch, so the epoch's length must be known in micro-batches: "
-      f'give batches_per_epoch=len(train_loader) instead (optimizer steps per epoch are then '
-      f'ceil(batches_per_epoch / {n})).'
-    )
-  value, key = (steps, 'steps_per_epoch') if steps is not None else (batches, 'batches_per_epoch')
-  if value is None:
-    if n > 1:
-      raise ConfigError(
-        f'accumulate_grad_batches={n} needs batches_per_epoch=len(train_loader): Lightning steps '
-        f"the optimizer every {n} micro-batches and on each epoch's last one, and starts a new "
-        f'group each epoch.'
-      )
-    return None
-  value = _checks.Integer(1)(key, value)  # numpy integers too
-  _checks.representable_count(key, value)
-  return value
-
-
-def scheduler_steps(
-  config: Config,
-  batches_per_epoch: int | None,
-  scheduler_configs: Mapping[str, Any] | None = None,
-  scheduler: str | None = None,
-) -> Callable[[Any], Any]:
-  """Scheduler steps taken before optimizer step k, under Lightning 2.x's rules.
-
-  With N = accumulate_grad_batches and B micro-batches per epoch, an epoch has
-  S = ceil(B / N) optimizer steps. interval "epoch": ``(k // S) // frequency``.
-  interval "step": Lightning steps the scheduler after an optimizer step whose
-  last micro-batch has ``(batch_idx + 1) % frequency == 0``, batch_idx counted
-  in micro-batches within the epoch.
-
-  Args:
-    config: gives accumulate_grad_batches, and by default the interval and
-      frequency (its scheduler_configs) and the scheduler's name for messages.
-    batches_per_epoch: B, or None where it is not needed.
-    scheduler_configs, scheduler: another scheduler's (an entry of
-      ``config.schedulers``).
-  """
-  sc = config.scheduler_configs if scheduler_configs is None else scheduler_configs
-  name = config.scheduler if scheduler is None else scheduler
-  interval, frequency = sc['interval'], sc['frequency']
-  if interval == 'step' and frequency == 1:
-    return lambda k: k
-  if batches_per_epoch is None:
-    why = (
-      'interval is "epoch"'
-      if interval == 'epoch'
-      else f'interval "step" with frequency {frequency} restarts its count each epoch'
-    )
-    raise ConfigError(
-      f'build() needs batches_per_epoch (len(train_loader)): the {name} scheduler is '
-      f'stepped per epoch ({why}), and the optimizer counts batches.'
-    )
-  n = config.accumulate_grad_batches
-  per_epoch = -(-batches_per_epoch // n)  # optimizer steps
-  if interval == 'epoch':
-    return lambda k: (k // per_epoch) // frequency
-  # step j of an epoch ends at micro-batch (j + 1) n - 1, the epoch's last one at batches_per_epoch - 1
-  period = frequency // math.gcd(n, frequency)
-  stepped = (batches_per_epoch // n) // period + int(batches_per_epoch % n != 0 and batches_per_epoch % frequency == 0)
-  return lambda k: (k // per_epoch) * stepped + (k % per_epoch) // period
 
 
 def per_group(

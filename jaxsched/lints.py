@@ -23,8 +23,9 @@ import math
 from typing import Any, Callable, Mapping
 
 from jaxsched.config import Config
-from jaxsched.groups import CONSTRUCTOR_ONLY, PLATEAU, RECURRENT, REGULAR, configured_groups, scheduler_steps
+from jaxsched.groups import CONSTRUCTOR_ONLY, PLATEAU, RECURRENT, REGULAR, configured_groups
 from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.stepping import optimizer_steps_per_epoch, scheduler_steps
 
 ABSOLUTE_LR = {'OneCycleLR': 'max_lr', 'CyclicLR': 'base_lr/max_lr'}
 CYCLES_MOMENTUM = ('OneCycleLR', 'CyclicLR')
@@ -57,7 +58,7 @@ class Run:
   @property
   def steps_per_epoch(self) -> int:
     """Optimizer steps per epoch: ceil(batches_per_epoch / accumulate)."""
-    return -(-self.batches_per_epoch // self.accumulate)
+    return optimizer_steps_per_epoch(self.batches_per_epoch, self.accumulate)
 
   @property
   def steps(self) -> int:

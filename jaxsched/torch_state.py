@@ -28,7 +28,7 @@ from jaxsched._errors import ConfigError
 from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build
 from jaxsched.config import Config
-from jaxsched.groups import PLATEAU, _labeller, epoch_batches, groups, scheduler_steps
+from jaxsched.groups import PLATEAU, _labeller, groups
 from jaxsched.layouts import RUNNING_STATS, Layout, Rule, as_numpy, as_rule, jax_path, leaf_paths, resolve, torch_params
 from jaxsched.optimizers import _complex
 from jaxsched.optimizers.adadelta import ScaleByTorchAdadeltaState
@@ -42,6 +42,7 @@ from jaxsched.optimizers.rmsprop import ScaleByTorchRMSState
 from jaxsched.optimizers.rprop import TorchRpropState
 from jaxsched.optimizers.sgd import MomentumState
 from jaxsched.plateau import PlateauState
+from jaxsched.stepping import epoch_batches, scheduler_steps
 from jaxsched.torch_build import as_config, import_torch, torch_optimizer, torch_scheduler
 
 _ADAM = {AdamState: {'mu': 'exp_avg', 'nu': 'exp_avg_sq', 'nu_max': 'max_exp_avg_sq'}}

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import jaxsched
 from jaxsched.build import build, current_lr, current_momentum, load_config, lr_log_names
-from jaxsched.groups import groups, param_labels, scheduler_steps
+from jaxsched.groups import groups, param_labels
+from jaxsched.stepping import scheduler_steps
 from oracle import assert_config_error, max_rel_diff, x64
 
 SHAPES = {'conv/kernel': (3, 4), 'conv/bias': (4,), 'recurrent_conv/kernel': (4, 4), 'head/kernel': (4, 2)}

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import jaxsched
 from jaxsched.build import load_config
 from jaxsched.config import FIELDS, apply_overrides
-from jaxsched.groups import scheduler_steps
 from jaxsched.schedules import compile_expression
+from jaxsched.stepping import scheduler_steps
 
 PACKAGE = pathlib.Path(jaxsched.__file__).parent
 

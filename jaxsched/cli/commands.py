@@ -175,8 +175,8 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
     ConfigError: a run the simulation cannot follow (:func:`jaxsched.cli.simulate.check_run`).
   """
   from jaxsched.cli.simulate import MAX_CHAINED, MAX_EPOCHS, MAX_STEPS, check_run
-  from jaxsched.groups import epoch_batches
   from jaxsched.lints import Run, entries
+  from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
 
   for flag, v in (('--epochs', epochs), ('--batches-per-epoch', batches), ('--steps-per-epoch', steps)):
     if v is not None and v < 1:
@@ -200,12 +200,12 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
   length, source = _natural_length(config)
   frequency = max(e.scheduler_configs['frequency'] for e in stepped)
   if interval == 'epoch':
-    spe = -(-batches // n) if batches else 1
+    spe = optimizer_steps_per_epoch(batches, n) if batches else 1
     e = epochs or (length * frequency if length else 100)
   else:
     length = (length or 10000) * frequency
     if batches is not None:
-      spe = -(-batches // n)
+      spe = optimizer_steps_per_epoch(batches, n)
       e = epochs or max(1, length // spe)
     else:
       e = epochs or min(100, length)

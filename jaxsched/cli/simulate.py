@@ -36,6 +36,7 @@ Touches nothing but JAX: no files, no printing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -43,6 +44,7 @@ import numpy as np
 
 from jaxsched._errors import ConfigError
 from jaxsched.lints import Run, entries
+from jaxsched.stepping import epoch_batches, reports_before, reports_per_epoch, scheduler_steps, steps_after
 
 MAX_STEPS = 2**31 - 1  # build's step counters are int32
 MAX_EPOCHS = 10**6
@@ -132,7 +134,6 @@ def lr_curve(
   from jaxsched import _checks
   from jaxsched.build import load_config
   from jaxsched.config import Config
-  from jaxsched.groups import epoch_batches
 
   config = config if isinstance(config, Config) else load_config(config)
   epochs = _checks.Integer(1)('epochs', epochs)
@@ -164,9 +165,11 @@ def check_run(config, run: Run) -> Run:
     raise ConfigError(
       f'the run has {run.steps} optimizer steps ({run.epochs} epochs x {run.steps_per_epoch} per epoch): {limit}.'
     )
-  if plateau_kwargs(config) is not None and _reports(config, run) > MAX_REPORTS:
+  followed = plateau_kwargs(config) is not None
+  reports = run.epochs * reports_per_epoch(_report_interval(config), run.batches_per_epoch) if followed else 0
+  if reports > MAX_REPORTS:
     raise ConfigError(
-      f'ReduceLROnPlateau with interval "step" gets a report per batch, {_reports(config, run)} in '
+      f'ReduceLROnPlateau with interval "step" gets a report per batch, {reports} in '
       f'this run ({run.epochs} epochs x {run.batches_per_epoch} batches): at most {MAX_REPORTS} '
       f'(10**6) are followed.'
     )
@@ -214,22 +217,16 @@ def plateau_kwargs(config) -> dict[str, Any] | None:
   return None
 
 
-def _per_batch_reports(config) -> bool:
-  return config.scheduler_configs['interval'] == 'step'
+def _report_interval(config) -> str:
+  """The interval at which the simulated run calls report(): the config's scheduler_configs
+  interval, or for a ``schedulers`` list "step" where one of its plateaus has interval "step"
+  (report steps every plateau of the list), else "epoch"."""
+  from jaxsched.groups import PLATEAU
 
-
-def _reports(config, run: Run) -> int:
-  """Calls of report() in the run: one per epoch, or one per micro-batch with interval "step"."""
-  return run.epochs * (run.batches_per_epoch if _per_batch_reports(config) else 1)
-
-
-def _reports_before(config, run: Run) -> Callable[[np.ndarray], np.ndarray]:
-  """Reports made before optimizer step k: the epochs before it, or with interval "step"
-  the micro-batches before the one that completes step k's group."""
-  s, b, n = run.steps_per_epoch, run.batches_per_epoch, run.accumulate
-  if not _per_batch_reports(config):
-    return lambda k: k // s
-  return lambda k: (k // s) * b + np.minimum((k % s + 1) * n, b) - 1
+  if not config.schedulers:
+    return config.scheduler_configs['interval']
+  per_batch = any(e['scheduler'] == PLATEAU and e['scheduler_configs']['interval'] == 'step' for e in config.schedulers)
+  return 'step' if per_batch else 'epoch'
 
 
 def improving_metrics(kwargs: Mapping[str, Any], n: int) -> list[float]:
@@ -361,7 +358,7 @@ def _spread(n: int, samples: int) -> np.ndarray:
 def _marks(config, run: Run, named: bool) -> list[tuple[int, str]]:
   """(optimizer step, label) of :func:`schedule_marks` under the config's scheduler steps,
   each label after the scheduler's name where ``named``."""
-  from jaxsched.groups import PLATEAU, scheduler_steps
+  from jaxsched.groups import PLATEAU
 
   if not config.scheduler or config.scheduler == PLATEAU:
     return []
@@ -388,7 +385,7 @@ def simulate(
       shorter than the run's epochs under ReduceLROnPlateau.
   """
   from jaxsched.build import build
-  from jaxsched.groups import groups, scheduler_steps
+  from jaxsched.groups import groups
 
   check_run(config, run)
   params = dummy_params(config)
@@ -415,15 +412,20 @@ def simulate(
     values = _counted(config, run, tx, params, steps)
   else:
     per_epoch = _per_epoch(config.monitor, followed, given, run)
-    reports_before = _reports_before(config, run)
+    reported = functools.partial(
+      reports_before,
+      interval=_report_interval(config),
+      batches_per_epoch=run.batches_per_epoch,
+      accumulate=run.accumulate,
+    )
     history = _reported(config, run, tx, params, per_epoch[: run.epochs])
-    cuts = first_at_least(reports_before, np.flatnonzero(history.pop(CUT))[:MAX_CUTS] + 1, n)
+    cuts = first_at_least(reported, np.flatnonzero(history.pop(CUT))[:MAX_CUTS] + 1, n)
     marks += [(int(k), CUT) for k in cuts if k < n]
     moves = np.any([v[1:] != v[:-1] for v in history.values()], axis=0)
     changes = np.flatnonzero(moves)[:samples] + 1  # reports after which an LR moves
-    wanted.append(first_at_least(reports_before, changes, n))
+    wanted.append(first_at_least(reported, changes, n))
     steps = np.unique(np.concatenate(wanted))
-    values = {k: v[reports_before(steps)] for k, v in history.items()}
+    values = {k: v[reported(steps)] for k, v in history.items()}
   return Curve(
     run=run,
     steps=steps,
@@ -520,9 +522,9 @@ def _reported(config, run: Run, tx, params, per_epoch: Sequence[float]) -> dict[
   from jaxsched.plateau import report
 
   monitor = config.monitor
-  per_report = np.asarray(per_epoch, np.float64)
-  if _per_batch_reports(config):
-    per_report = np.repeat(per_report, run.batches_per_epoch)
+  per_report = np.repeat(
+    np.asarray(per_epoch, np.float64), reports_per_epoch(_report_interval(config), run.batches_per_epoch)
+  )
 
   @jax.jit
   def follow(state, values):
@@ -564,15 +566,15 @@ def _chained_curve(
 ) -> Curve:
   """The :class:`Curve` of a ``schedulers`` list: :func:`_chained`'s every step, at the steps
   ``wanted`` (every step of a run of at most ``samples``) and the first step of every LR change."""
-  from jaxsched.groups import PLATEAU, scheduler_steps
+  from jaxsched.groups import PLATEAU
 
   monitors = plateau_monitors(config)
   if metrics is not None and not isinstance(metrics, Mapping):
     metrics = {config.monitor: metrics}
   given = {m: metrics[m] for m in monitors if metrics is not None and metrics.get(m) is not None}
   per_monitor = {m: _per_epoch(m, kw, given.get(m), run) for m, kw in monitors.items()}
-  per_batch = _chain_reports_per_batch(config)
-  history = _chained(config, run, tx, params, per_monitor, per_batch)
+  interval = _report_interval(config)
+  history = _chained(config, run, tx, params, per_monitor, interval == 'step')
   n = run.steps
   cuts = history.pop(CUT)  # plateau cuts before each optimizer step
   marks = [*marks, *((int(k), CUT) for k in (np.flatnonzero(np.diff(cuts) > 0) + 1)[:MAX_CUTS])]
@@ -580,8 +582,8 @@ def _chained_curve(
   wanted = [*wanted, np.flatnonzero(moves) + 1]
   steps = np.unique(np.concatenate(wanted))
   steps = steps[steps < n]
-  s, b, acc = run.steps_per_epoch, run.batches_per_epoch, run.accumulate
-  reports = (steps // s) * b + np.minimum((steps % s + 1) * acc, b) - 1 if per_batch else steps // s
+  b = run.batches_per_epoch
+  reports = reports_before(steps, interval, b, run.accumulate)
   counts = [
     reports
     if e['scheduler'] == PLATEAU
@@ -599,14 +601,6 @@ def _chained_curve(
     plateau=bool(monitors),
     metrics=None if followed is None else [float(v) for v in followed],
   )
-
-
-def _chain_reports_per_batch(config) -> bool:
-  """Whether a ``schedulers`` list is reported to once per micro-batch: where one of its plateaus
-  has interval "step" (report steps every plateau of the list)."""
-  from jaxsched.groups import PLATEAU
-
-  return any(e['scheduler'] == PLATEAU and e['scheduler_configs']['interval'] == 'step' for e in config.schedulers)
 
 
 def _chained(
@@ -649,6 +643,5 @@ def _chained(
     return jax.lax.scan(epoch, carry, values)[1]
 
   out = whole((tx.init(params), jnp.zeros([], jnp.int32)), jnp.asarray(values, dtype))
-  last = (np.arange(run.batches_per_epoch) + 1) % run.accumulate == 0  # micro-batches that end a group
-  last[-1] = True
+  last = steps_after(np.arange(run.batches_per_epoch), run.accumulate, run.batches_per_epoch)
   return {k: np.asarray(v, np.float64)[:, last].reshape(-1) for k, v in out.items()}
