@@ -12,7 +12,7 @@ import torch
 import jaxsched
 from jaxsched.optimizers import OPTIMIZERS, resolve
 from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS
-from oracle import TOLERANCE, x64
+from oracle import TOLERANCE, assert_config_error, x64
 
 NAMES = sorted(OPTIMIZERS)
 # keywords that make torch (and jaxsched) keep every optional state entry
@@ -136,3 +136,16 @@ def test_lr_linear_steps_scale_with_the_lr(name):
       runs.append(updates)
     for full, quarter in zip(*runs, strict=True):
       np.testing.assert_allclose(quarter, 0.25 * full, rtol=TOLERANCE['float64'], atol=0)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_one_group_only_is_refused_by_build_and_torch_optimizer(name):
+  config = {'optimizer': name, 'lr_parameter_groups': {'bias': {'lr_factor': 2.0}}}
+  params = {'kernel': jnp.ones(SHAPE), 'bias': jnp.ones(SHAPE)}
+  named = [(n, torch.nn.Parameter(torch.ones(SHAPE, dtype=torch.float64))) for n in params]
+  if OPTIMIZERS[name].groups:
+    jaxsched.build(config, params, batches_per_epoch=4)
+    assert len(jaxsched.torch_optimizer(config, named).param_groups) == 2
+  else:
+    assert_config_error(lambda: jaxsched.build(config, params, batches_per_epoch=4), [name, 'parameter groups'])
+    assert_config_error(lambda: jaxsched.torch_optimizer(config, named), [name, 'parameter groups'])
