@@ -28,17 +28,10 @@ from jaxsched.groups import (
   path_name,
   validate,
 )
-from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
+from jaxsched.optimizers import OPTIMIZERS, _common, _complex, _inject, optimizer, optimizer_direction
 from jaxsched.plateau import ChainState, PlateauState
 from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
 
-# Optimizers whose step is -lr times a direction that does not depend on lr (decoupled decay
-# included): groups that differ only in their LR share one optimizer for the direction, and
-# each group scales it by its own LR. Adafactor (lr is a cap), ASGD (eta depends on lr),
-# Rprop (lr seeds step sizes) and LBFGS (line search) are not.
-LR_LINEAR = frozenset(
-  {'SGD', 'Adam', 'AdamW', 'Adamax', 'NAdam', 'RAdam', 'RMSprop', 'Adagrad', 'Adadelta', 'SparseAdam', 'Muon'}
-)
 MOMENTUM_KEYS = ('base_momentum', 'max_momentum')
 
 
@@ -117,7 +110,7 @@ def build(
   Returns:
     ``accumulate(clip -> multi_transform({group: optimizer(lr=schedule)}))``,
     or, where the groups differ only in their LR and the optimizer's step is
-    linear in it (:data:`LR_LINEAR`), ``... clip -> optimizer(lr=1) ->
+    linear in it (``OptimizerSpec.lr_linear``), ``... clip -> optimizer(lr=1) ->
     multi_transform({group: lr schedule})``: one moment computation for every
     parameter, the same numbers. The accumulation wrapper (:mod:`jaxsched.accumulate`)
     is there with accumulate_grad_batches > 1 or skip_nonfinite. ``report`` feeds the
@@ -132,8 +125,8 @@ def build(
     run_steps = _checks.Integer(0, _checks.COUNT_MAX)('run_steps', run_steps)
   _trainable(params)
   group_list = groups(config, params)
-  if config.optimizer == 'LBFGS' and len(group_list) > 1:
-    raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
+  if config.optimizer in OPTIMIZERS:
+    OPTIMIZERS[config.optimizer].check_groups(len(group_list))
   rules = averaging.resolve(config.ema, config.swa, batches, max_epochs, config.accumulate_grad_batches)
   swa_swap = None
   if rules is not None and rules.start_epochs is not None and batches is not None:  # swa: SWALR takes over
@@ -209,7 +202,8 @@ def _shares_direction(config: Config, group_list: list[Group]) -> bool:
   """Several groups that differ only in their LR, with an optimizer linear in the LR."""
   return (
     len(group_list) > 1
-    and config.optimizer in LR_LINEAR
+    and config.optimizer in OPTIMIZERS
+    and OPTIMIZERS[config.optimizer].lr_linear
     and all(g.optimizer_kwargs == group_list[0].optimizer_kwargs for g in group_list)
     and not any(isinstance(config.scheduler_kwargs.get(k), (list, tuple)) for k in MOMENTUM_KEYS)
   )

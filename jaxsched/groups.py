@@ -50,10 +50,6 @@ PLATEAU_ENDED = (
   'ReduceLROnPlateau member, pytorch#68978; here the reports alone drive it), supported as the only '
   'scheduler, not in a list'
 )
-# Optimizer keywords torch reads from the constructor only: a param group's own value
-# has no effect (torch.optim.Adagrad fills every accumulator from its constructor's
-# initial_accumulator_value).
-CONSTRUCTOR_ONLY = {'Adagrad': ('initial_accumulator_value',)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,9 +106,9 @@ def configured_groups(config: Config) -> list[Group]:
     ConfigError: the recurrent group's LR is set both by
       recurrent_learning_rate_multiplier and by lr_parameter_groups.recurrent.lr_factor.
   """
+  spec = OPTIMIZERS.get(config.optimizer)  # None: an optax alias
   base_lr = config.learning_rate
   if base_lr is None:
-    spec = OPTIMIZERS.get(config.optimizer)
     base_lr = spec.lr if spec is not None else None
   given = {name: dict(kw) for name, kw in config.lr_parameter_groups.items()}
   multiplier = config.recurrent_learning_rate_multiplier
@@ -126,7 +122,7 @@ def configured_groups(config: Config) -> list[Group]:
     recurrent = given.pop(RECURRENT, {})
     kinds.append((RECURRENT, {'lr_factor': multiplier, **recurrent}))
   kinds += list(given.items())
-  ignored = CONSTRUCTOR_ONLY.get(config.optimizer, ())
+  ignored = spec.constructor_only if spec is not None else ()
   out = []
   for name, kw in kinds:
     factor = kw.pop('lr_factor', 1.0)

@@ -23,7 +23,7 @@ import math
 from typing import Any, Callable, Mapping
 
 from jaxsched.config import Config
-from jaxsched.groups import CONSTRUCTOR_ONLY, PLATEAU, RECURRENT, REGULAR, configured_groups
+from jaxsched.groups import PLATEAU, RECURRENT, REGULAR, configured_groups
 from jaxsched.optimizers import OPTIMIZERS
 from jaxsched.stepping import optimizer_steps_per_epoch, scheduler_steps
 
@@ -435,7 +435,7 @@ def group_value_torch_ignores(config: Config, run: Run) -> list[str]:
   del run
   out = []
   for name, spec in config.lr_parameter_groups.items():
-    for key in CONSTRUCTOR_ONLY.get(config.optimizer, ()):
+    for key in OPTIMIZERS[config.optimizer].constructor_only if config.optimizer in OPTIMIZERS else ():
       if key in spec:
         value = config.optimizer_kwargs.get(key, OPTIMIZERS[config.optimizer].kwargs[key][0])
         out.append(

@@ -28,8 +28,6 @@ from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES
 from jaxsched.schedules._expr import lambda_function
 
-# jaxsched's own optimizer keywords, which torch does not take.
-JAX_ONLY = {'Muon': ('ns_dtype', 'layout')}
 # Scheduler keywords that hold a function of the step (and the function's variable).
 FUNCTIONS = {'lr_lambda': 'epoch', 'scale_fn': 'x'}
 
@@ -54,7 +52,7 @@ def torch_kwargs(config: Config, group_kwargs: Mapping[str, Any], lr: float) -> 
   if spec is None:
     raise ConfigError(f'optimizer={config.optimizer!r} has no torch.optim counterpart.')
   lr, checked = resolve(spec, lr, dict(group_kwargs))
-  return {'lr': lr, **{k: v for k, v in checked.items() if k not in JAX_ONLY.get(spec.name, ())}}
+  return {'lr': lr, **{k: v for k, v in checked.items() if k not in spec.jax_only}}
 
 
 def jax_path(rule: Rule, name: str, ndim: int) -> str:
@@ -92,8 +90,8 @@ def torch_optimizer(config: Any, named_parameters: Iterable[tuple[str, Any]], ru
   config = as_config(config)
   named = dict(named_parameters)
   placed = group_names(config, {n: p.ndim for n, p in named.items()}, as_rule(rule))
-  if config.optimizer == 'LBFGS' and len(placed) > 1:
-    raise ConfigError("LBFGS doesn't support per-parameter options (parameter groups), as in torch.")
+  if config.optimizer in OPTIMIZERS:
+    OPTIMIZERS[config.optimizer].check_groups(len(placed))
   defaults = torch_kwargs(config, config.optimizer_kwargs, placed[0][0].learning_rate)
   # a group states what differs from the constructor's keywords (torch fills in the rest, e.g. LBFGS's max_eval)
   # several groups carry their names, which Lightning's LearningRateMonitor logs (lr-Adam/recurrent, as lr_log_names)

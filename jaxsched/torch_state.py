@@ -30,50 +30,13 @@ from jaxsched.build import build
 from jaxsched.config import Config
 from jaxsched.groups import PLATEAU, _labeller, groups
 from jaxsched.layouts import RUNNING_STATS, Layout, Rule, as_numpy, as_rule, jax_path, leaf_paths, resolve, torch_params
-from jaxsched.optimizers import _complex
-from jaxsched.optimizers.adadelta import ScaleByTorchAdadeltaState
+from jaxsched.optimizers import OPTIMIZERS, _complex
 from jaxsched.optimizers.adafactor import AdafactorState
-from jaxsched.optimizers.adagrad import TorchAdagradState
-from jaxsched.optimizers.adam import AdamState, NAdamState
-from jaxsched.optimizers.asgd import TorchASGDState
 from jaxsched.optimizers.lbfgs import LBFGSState
-from jaxsched.optimizers.muon import MuonState
-from jaxsched.optimizers.rmsprop import ScaleByTorchRMSState
-from jaxsched.optimizers.rprop import TorchRpropState
-from jaxsched.optimizers.sgd import MomentumState
 from jaxsched.plateau import PlateauState
 from jaxsched.stepping import epoch_batches, scheduler_steps
 from jaxsched.torch_build import as_config, import_torch, torch_optimizer, torch_scheduler
 
-_ADAM = {AdamState: {'mu': 'exp_avg', 'nu': 'exp_avg_sq', 'nu_max': 'max_exp_avg_sq'}}
-# torch's per-parameter state key of each field of jaxsched's states, per optimizer. A state's
-# ``count`` is torch's ``step`` (the updates the parameter has had); Adafactor's moments are
-# torch's row_var/col_var or variance; LBFGS keeps one state for all parameters.
-TORCH_STATE: dict[str, dict[Any, dict[str, str]]] = {
-  'SGD': {MomentumState: {'buffer': 'momentum_buffer'}},
-  'Adam': _ADAM,
-  'AdamW': _ADAM,
-  'RAdam': _ADAM,
-  'SparseAdam': _ADAM,
-  'Adamax': {AdamState: {'mu': 'exp_avg', 'nu': 'exp_inf'}},
-  'NAdam': {NAdamState: {'mu_product': 'mu_product', 'mu': 'exp_avg', 'nu': 'exp_avg_sq'}},
-  'RMSprop': {
-    ScaleByTorchRMSState: {'square_avg': 'square_avg', 'grad_avg': 'grad_avg'},
-    MomentumState: {'buffer': 'momentum_buffer'},
-  },
-  'Adagrad': {TorchAdagradState: {'sum': 'sum'}},
-  'Adadelta': {ScaleByTorchAdadeltaState: {'square_avg': 'square_avg', 'acc_delta': 'acc_delta'}},
-  'Rprop': {TorchRpropState: {'prev': 'prev', 'step_size': 'step_size'}},
-  'ASGD': {TorchASGDState: {'eta': 'eta', 'mu': 'mu', 'ax': 'ax'}},
-  'Adafactor': {AdafactorState: {}},
-  'Muon': {MuonState: {'buffer': 'momentum_buffer'}},
-  'LBFGS': {LBFGSState: {}},
-}
-# Fields that hold one number for all of a state's parameters (torch keeps one per parameter).
-SCALARS = {(TorchASGDState, 'eta'), (TorchASGDState, 'mu'), (NAdamState, 'mu_product')}
-# torch's ``step`` key: absent from SGD's, Muon's and LBFGS's state; a Python int in SparseAdam's.
-NO_STEP = ('SGD', 'Muon', 'LBFGS')
-INT_STEP = ('SparseAdam',)
 # Group keys whose values are the run's position, not its settings (and torch's implementation switches, and
 # the group's name, a label for loggers).
 POSITION_KEYS = {
@@ -103,7 +66,9 @@ SCHEDULER_POSITION = {
   '_schedulers',
   '_scale_fn_custom',
 }
-KNOWN = tuple({cls for table in TORCH_STATE.values() for cls in table}) + (
+# The state classes the conversions walk to: every spec's (OptimizerSpec.torch_state says how torch names
+# their fields), and the wrappers around them.
+KNOWN = tuple({cls: None for spec in OPTIMIZERS.values() for cls in spec.torch_state}) + (
   optax.InjectStatefulHyperparamsState,
   AccumulateState,
   optax.MultiTransformState,
@@ -172,34 +137,16 @@ def correspondence(config: Config, params: Any, torch_names: Sequence[str], rule
 
 
 def check_layouts(config: Config, corr: Correspondence, params: Any) -> None:
-  """ConfigError where a layout change alters what the optimizer computes: Adafactor factors
-  the last two dimensions, Muon reads the shape as torch's (out, in)."""
+  """ConfigError where a layout change alters what the optimizer computes (the spec's
+  ``check_layout``: Adafactor factors the last two dimensions, Muon reads the shape as
+  torch's (out, in))."""
+  check = OPTIMIZERS[config.optimizer].check_layout
+  if check is None:
+    return
   by_path = leaf_paths(params)
   group_kwargs = {g.name: g.optimizer_kwargs for g in groups(config, params)}
   for p in corr.params:
-    ndim = np.ndim(by_path[p.path])
-    if config.optimizer == 'Muon':
-      shape = np.shape(by_path[p.path])
-      kwargs = group_kwargs[p.group]
-      transposed, in_out = not p.layout.keeps_axes(ndim), kwargs.get('layout') == 'in_out'
-      symmetric = kwargs.get('adjust_lr_fn') == 'match_rms_adamw' or shape[0] == shape[1]
-      if transposed != in_out and not symmetric:
-        raise ConfigError(
-          f"Muon reads a parameter's shape as given by its layout keyword ({kwargs.get('layout', 'out_in')!r}) for "
-          f'its LR ratio sqrt(max(1, out / in)), and the {p.layout.name!r} layout change of {p.name!r} -> '
-          f"{p.path!r} gives {shape}: the JAX run would scale its steps differently. Set Muon's layout: "
-          f'{"in_out" if transposed else "out_in"} (or adjust_lr_fn: match_rms_adamw).'
-        )
-      continue
-    if p.layout.keeps_axes(ndim):
-      continue
-    if config.optimizer == 'Adafactor' and ndim >= 2 and not p.layout.swaps_last_two(ndim):
-      raise ConfigError(
-        f'Adafactor factors the last two dimensions of each parameter, and the {p.layout.name!r} layout change '
-        f'of {p.name!r} -> {p.path!r} moves them (torch factors {ndim - 2} and {ndim - 1} of its layout): the '
-        f"JAX run would compute other second moments. Keep this parameter in torch's layout (a rule with "
-        f'jaxsched.layouts.SAME for it).'
-      )
+    check(p.layout, p.name, p.path, np.shape(by_path[p.path]), group_kwargs[p.group])
 
 
 def _fresh_torch(config: Config, params: Any, corr: Correspondence, rule: Rule):
@@ -343,7 +290,7 @@ class _Filler:
     self.config, self.corr, self.k = config, corr, k
     self.by_path = corr.by_path()
     self.params = params
-    self.table = TORCH_STATE[config.optimizer]
+    self.spec = OPTIMIZERS[config.optimizer]
     self.torch_groups = dict(zip(corr.groups, sd['param_groups']))
     # torch's state is keyed by indices (ints, or strings after some serializers)
     self.state = {int(i): s for i, s in sd['state'].items()}
@@ -369,7 +316,7 @@ class _Filler:
   def covered(self, node) -> list[Param]:
     for field in node._fields:
       tree = getattr(node, field)
-      if field != 'count' and tree is not None and (type(node), field) not in SCALARS:
+      if field != 'count' and tree is not None and (type(node), field) not in self.spec.torch_scalars:
         found = []
         for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
           name = jax_path(path)
@@ -400,13 +347,13 @@ class _Filler:
     covered = self.covered(node)
     if not any(self.state.get(p.index) for p in covered):  # not stepped yet: the fresh state is torch's
       return node
-    fields = self.table[type(node)]
+    fields = self.spec.torch_state[type(node)]
     new = {}
     for field, key in fields.items():
       value = getattr(node, field)
       if value is None:
         continue
-      if (type(node), field) in SCALARS:
+      if (type(node), field) in self.spec.torch_scalars:
         values = {float(_torch_value(self.state[p.index][key])) for p in covered if key in self.state.get(p.index, {})}
         if len(values) > 1:
           raise ConfigError(
@@ -493,7 +440,7 @@ def _prepare(
   (with layouts that keep the optimizer's math) and the epoch's batches."""
   config = as_config(config)
   rule = as_rule(rule)
-  if config.optimizer not in TORCH_STATE:
+  if config.optimizer not in OPTIMIZERS or not OPTIMIZERS[config.optimizer].torch_state:
     raise ConfigError(f'optimizer={config.optimizer!r} has no torch.optim counterpart.')
   for key, why in (
     ('ema', "Lightning keeps the average in the callback's state, which is not converted"),
@@ -717,7 +664,7 @@ class _Reader:
   def __init__(self, config, corr, params, torch):
     self.config, self.corr, self.params, self.torch = config, corr, params, torch
     self.by_path = corr.by_path()
-    self.table = TORCH_STATE[config.optimizer]
+    self.spec = OPTIMIZERS[config.optimizer]
     self.k = 0
     self.lr: dict[str, float] = {}
     self.momentum: dict[str | None, float] = {}
@@ -770,16 +717,16 @@ class _Reader:
       return int(node.count) > 0
     if self.k:
       return True
-    return self.config.optimizer in NO_STEP and any(np.any(np.asarray(x)) for x in jax.tree.leaves(node))
+    return self.spec.torch_step is None and any(np.any(np.asarray(x)) for x in jax.tree.leaves(node))
 
   def optimizer_state(self, node: Any) -> None:
     if not self.started(node):
       return
     count = int(node.count) if 'count' in node._fields else None
     covered = []
-    for field, key in self.table[type(node)].items():
+    for field, key in self.spec.torch_state[type(node)].items():
       value = getattr(node, field)
-      if value is None or (type(node), field) in SCALARS:
+      if value is None or (type(node), field) in self.spec.torch_scalars:
         continue
       for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
         p = self.by_path[jax_path(path)]
@@ -787,8 +734,8 @@ class _Reader:
         self.state[p.index][key] = self.tensor(p.layout.to_torch(np.asarray(leaf)))
     if isinstance(node, AdafactorState):
       covered += self.adafactor(node.moments)
-    for field, key in self.table[type(node)].items():
-      if (type(node), field) in SCALARS:
+    for field, key in self.spec.torch_state[type(node)].items():
+      if (type(node), field) in self.spec.torch_scalars:
         for p in covered:
           self.state[p.index][key] = self.torch.tensor(float(getattr(node, field)), dtype=self.scalar)
     if count is not None:
@@ -844,9 +791,9 @@ class _Reader:
         continue
       entries = dict(entries)
       steps = entries.pop('count', k)
-      if self.config.optimizer in INT_STEP:
+      if self.spec.torch_step == 'int':
         entries['step'] = steps
-      elif self.config.optimizer not in NO_STEP:
+      elif self.spec.torch_step == 'float':
         entries['step'] = self.torch.tensor(float(steps), dtype=self.scalar)
       out[index] = entries
     return out

@@ -44,6 +44,7 @@ import numpy as np
 
 from jaxsched._errors import ConfigError
 from jaxsched.lints import Run, entries
+from jaxsched.optimizers import OPTIMIZERS
 from jaxsched.stepping import epoch_batches, reports_before, reports_per_epoch, scheduler_steps, steps_after
 
 MAX_STEPS = 2**31 - 1  # build's step counters are int32
@@ -442,7 +443,7 @@ def _lbfgs_args(config) -> dict[str, Any]:
   import jax
   import jax.numpy as jnp
 
-  if config.optimizer != 'LBFGS':
+  if config.optimizer not in OPTIMIZERS or not OPTIMIZERS[config.optimizer].closure:
     return {}
   return {'value_fn': lambda p: sum(jnp.sum(x) for x in jax.tree.leaves(p)) * 0.0}
 

@@ -1,19 +1,27 @@
 """The optimizer table: one :class:`OptimizerSpec` per torch.optim class.
 
 A spec is data: torch's class name, its constructor keywords with their
-defaults and checks, and a factory that builds the Optax transformation from
-the checked values. :func:`jaxsched.optimizer` reads the table; family modules
-(``sgd.py``, ``adam.py``, ...) fill it.
+defaults and checks, a factory that builds the Optax transformation from the
+checked values, and the facts the rest of jaxsched needs about the optimizer
+(whether its step is linear in the LR, which keywords torch reads from the
+constructor only, how its state is named in torch's ``state_dict``, ...).
+:func:`jaxsched.optimizer` and the other consumers read the table; family
+modules (``sgd.py``, ``adam.py``, ...) fill it, so adding an optimizer touches
+its own module and the list in ``optimizers/__init__.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 import optax
 
 from jaxsched import _checks
+from jaxsched._errors import ConfigError
+
+if TYPE_CHECKING:  # jaxsched.layouts imports the optimizers (through jaxsched.groups)
+  from jaxsched.layouts import Layout
 
 # torch implementation switches: accepted (DynVision's default config passes
 # ``fused: False``) and ignored, since XLA compiles one implementation.
@@ -49,6 +57,39 @@ class OptimizerSpec:
       real view (``torch.view_as_real``: real and imaginary parts as two reals);
       if not (Adafactor, Muon, SparseAdam raise), ``init`` raises ConfigError
       for them. See :mod:`jaxsched.optimizers._complex`.
+    lr_linear: whether the step is -lr times a direction that does not depend
+      on lr (decoupled decay included): param groups that differ only in their
+      LR then share one optimizer for the direction, each scaling it by its own
+      LR (:func:`jaxsched.build`). Not so for Adafactor (lr is a cap), ASGD (eta
+      depends on lr), Rprop (lr seeds the step sizes), LBFGS (line search).
+    constructor_only: keywords torch reads from the constructor only, so that a
+      param group's own value has no effect (torch.optim.Adagrad fills every
+      accumulator from its constructor's ``initial_accumulator_value``);
+      jaxsched drops them from ``lr_parameter_groups`` and the lints say so.
+    jax_only: jaxsched's own keywords, which the torch class does not take
+      (:func:`jaxsched.torch_optimizer` leaves them out).
+    groups: whether torch accepts several param groups (torch.optim.LBFGS
+      raises for per-parameter options); see :meth:`check_groups`.
+    torch_state: state class -> {field: torch's per-parameter state key}, for
+      each state class of the optimizer (:func:`jaxsched.from_torch` and
+      :func:`jaxsched.to_torch`). A state's ``count`` is torch's ``step``; an
+      empty mapping of fields means the state is converted by its own code
+      (Adafactor's factored moments, LBFGS's one state for all parameters).
+      Empty: no torch.optim counterpart.
+    torch_scalars: the ``(state class, field)`` pairs of ``torch_state`` that
+      hold one number for all of a state's parameters where torch keeps one per
+      parameter (ASGD's eta and mu, NAdam's mu_product).
+    torch_step: how torch keeps a parameter's ``step``: 'float' (a tensor),
+      'int' (a Python int, torch.optim.SparseAdam), None (no step: SGD, Muon,
+      LBFGS).
+    closure: whether the update needs the loss as a function of the
+      parameters (``tx.update(..., value_fn=f)``), as torch.optim.LBFGS's
+      ``step(closure)``.
+    check_layout: optional ``check_layout(layout, name, path, shape, kwargs)``,
+      called for each torch parameter ``name`` matched to the JAX parameter at
+      ``path`` (of ``shape``) through ``layout`` with its group's keywords,
+      raising ConfigError where the layout change alters what the optimizer
+      computes (:func:`jaxsched.torch_state.check_layouts`).
   """
 
   name: str
@@ -59,7 +100,21 @@ class OptimizerSpec:
   cross_check: Callable[[dict[str, Any]], None] | None = None
   lr_check: _checks.Check = LEARNING_RATE
   complex_params: bool = True
+  lr_linear: bool = False
+  constructor_only: tuple[str, ...] = ()
+  jax_only: tuple[str, ...] = ()
+  groups: bool = True
+  torch_state: Mapping[type, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+  torch_scalars: frozenset[tuple[type, str]] = frozenset()
+  torch_step: Literal['float', 'int'] | None = 'float'
+  closure: bool = False
+  check_layout: Callable[[Layout, str, str, tuple[int, ...], Mapping[str, Any]], None] | None = None
 
   @property
   def doc(self) -> str:
     return (self.factory.__doc__ or '').strip().splitlines()[0] if self.factory.__doc__ else ''
+
+  def check_groups(self, count: int) -> None:
+    """ConfigError for ``count`` > 1 param groups where torch accepts one only (:attr:`groups`)."""
+    if not self.groups and count > 1:
+      raise ConfigError(f"{self.name} doesn't support per-parameter options (parameter groups), as in torch.")

@@ -74,5 +74,7 @@ SPECS = (
       'maximize': (False, _checks.Boolean()),
     },
     switchable=('weight_decay',),
+    lr_linear=True,
+    torch_state={ScaleByTorchAdadeltaState: {'square_avg': 'square_avg', 'acc_delta': 'acc_delta'}},
   ),
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +13,9 @@ from jaxsched import _checks
 from jaxsched._errors import ConfigError
 from jaxsched.optimizers import _common
 from jaxsched.optimizers._registry import OptimizerSpec
+
+if TYPE_CHECKING:  # jaxsched.layouts imports the optimizers (through jaxsched.groups)
+  from jaxsched.layouts import Layout
 
 
 class AdafactorState(NamedTuple):
@@ -116,6 +119,22 @@ def _check_eps(kw: dict[str, Any]) -> None:
     raise ConfigError(f'Adafactor: eps={kw["eps"]!r} is not allowed: eps[1] (epsilon2) must be a number >= 0.')
 
 
+def check_layout(layout: Layout, name: str, path: str, shape: tuple[int, ...], kwargs: Mapping[str, Any]) -> None:
+  """ConfigError where torch's parameter ``name`` reaches the JAX parameter ``path`` (of ``shape``)
+  through a ``layout`` change that moves its last two dimensions other than by swapping them:
+  torch.optim.Adafactor factors the last two dimensions, so the JAX run would compute other
+  second moments."""
+  del kwargs
+  ndim = len(shape)
+  if ndim >= 2 and not layout.keeps_axes(ndim) and not layout.swaps_last_two(ndim):
+    raise ConfigError(
+      f'Adafactor factors the last two dimensions of each parameter, and the {layout.name!r} layout change '
+      f'of {name!r} -> {path!r} moves them (torch factors {ndim - 2} and {ndim - 1} of its layout): the '
+      f"JAX run would compute other second moments. Keep this parameter in torch's layout (a rule with "
+      f'jaxsched.layouts.SAME for it).'
+    )
+
+
 SPECS = (
   OptimizerSpec(
     name='Adafactor',
@@ -131,5 +150,7 @@ SPECS = (
     switchable=('weight_decay',),
     cross_check=_check_eps,
     complex_params=False,  # torch raises at the first step
+    torch_state={AdafactorState: {}},  # row_var/col_var or variance: converted by their own code
+    check_layout=check_layout,
   ),
 )

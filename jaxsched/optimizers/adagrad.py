@@ -74,5 +74,8 @@ SPECS = (
       'maximize': (False, _checks.Boolean()),
     },
     switchable=('weight_decay',),
+    lr_linear=True,
+    constructor_only=('initial_accumulator_value',),
+    torch_state={TorchAdagradState: {'sum': 'sum'}},
   ),
 )

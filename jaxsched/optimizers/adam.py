@@ -9,7 +9,7 @@ CyclicLR cycle it) enters ``1 - beta1**t`` as it does in torch.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -283,6 +283,11 @@ def _kwargs(weight_decay: float = 0.0, **extra) -> dict[str, tuple[Any, _checks.
 _DECOUPLED = (False, _checks.Boolean())
 _AMSGRAD = (False, _checks.Boolean())
 
+# torch's per-parameter state keys of AdamState's fields (Adam, AdamW, RAdam, SparseAdam).
+TORCH_STATE: Mapping[type, Mapping[str, str]] = {
+  AdamState: {'mu': 'exp_avg', 'nu': 'exp_avg_sq', 'nu_max': 'max_exp_avg_sq'}
+}
+
 SPECS = (
   OptimizerSpec(
     name='Adam',
@@ -290,6 +295,8 @@ SPECS = (
     lr=0.001,
     kwargs=_kwargs(amsgrad=_AMSGRAD, decoupled_weight_decay=_DECOUPLED),
     switchable=('weight_decay',),
+    lr_linear=True,
+    torch_state=TORCH_STATE,
   ),
   OptimizerSpec(
     name='AdamW',
@@ -297,6 +304,8 @@ SPECS = (
     lr=0.001,
     kwargs=_kwargs(0.01, amsgrad=_AMSGRAD),
     switchable=('weight_decay',),
+    lr_linear=True,
+    torch_state=TORCH_STATE,
   ),
   OptimizerSpec(
     name='Adamax',
@@ -304,6 +313,8 @@ SPECS = (
     lr=0.002,
     kwargs=_kwargs(),
     switchable=('weight_decay',),
+    lr_linear=True,
+    torch_state={AdamState: {'mu': 'exp_avg', 'nu': 'exp_inf'}},
   ),
   OptimizerSpec(
     name='NAdam',
@@ -312,6 +323,9 @@ SPECS = (
     # momentum_decay=inf gives a constant beta1, as torch (and optax.nadam)
     kwargs=_kwargs(momentum_decay=(4e-3, _checks.Real(0.0, finite=False)), decoupled_weight_decay=_DECOUPLED),
     switchable=('weight_decay',),
+    lr_linear=True,
+    torch_state={NAdamState: {'mu_product': 'mu_product', 'mu': 'exp_avg', 'nu': 'exp_avg_sq'}},
+    torch_scalars=frozenset({(NAdamState, 'mu_product')}),
   ),
   OptimizerSpec(
     name='RAdam',
@@ -319,5 +333,7 @@ SPECS = (
     lr=0.001,
     kwargs=_kwargs(decoupled_weight_decay=_DECOUPLED),
     switchable=('weight_decay',),
+    lr_linear=True,
+    torch_state=TORCH_STATE,
   ),
 )

@@ -102,5 +102,7 @@ SPECS = (
       'maximize': (False, _checks.Boolean()),
     },
     switchable=('weight_decay',),
+    torch_state={TorchASGDState: {'eta': 'eta', 'mu': 'mu', 'ax': 'ax'}},
+    torch_scalars=frozenset({(TorchASGDState, 'eta'), (TorchASGDState, 'mu')}),  # one per parameter in torch
   ),
 )

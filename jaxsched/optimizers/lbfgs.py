@@ -414,5 +414,9 @@ SPECS = (
       'line_search_fn': (None, _checks.Optional(_checks.Choice(('strong_wolfe',)))),
     },
     cross_check=_check_max_eval,
+    groups=False,
+    torch_state={LBFGSState: {}},  # one state for all parameters: converted by its own code
+    torch_step=None,
+    closure=True,
   ),
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +13,9 @@ from jaxsched import _checks
 from jaxsched._errors import ConfigError
 from jaxsched.optimizers import _common
 from jaxsched.optimizers._registry import OptimizerSpec
+
+if TYPE_CHECKING:  # jaxsched.layouts imports the optimizers (through jaxsched.groups)
+  from jaxsched.layouts import Layout
 
 NS_DTYPES = ('bfloat16', 'float32', 'float64')
 # How a 2-D parameter's axes are laid out: torch's Linear weight is (out, in), Flax's Dense kernel (in, out).
@@ -144,6 +147,22 @@ def muon(
   )
 
 
+def check_layout(layout: Layout, name: str, path: str, shape: tuple[int, ...], kwargs: Mapping[str, Any]) -> None:
+  """ConfigError where torch's parameter ``name`` reaches the JAX parameter ``path`` (of ``shape``)
+  through a ``layout`` change that its group's ``layout`` keyword does not state: Muon reads a
+  parameter's shape as (out, in) for its LR ratio (:func:`lr_ratio`), so the JAX run would scale
+  its steps differently from torch.optim.Muon's (unless the ratio is 1 either way)."""
+  transposed, in_out = not layout.keeps_axes(len(shape)), kwargs.get('layout') == 'in_out'
+  symmetric = kwargs.get('adjust_lr_fn') == 'match_rms_adamw' or shape[0] == shape[1]
+  if transposed != in_out and not symmetric:
+    raise ConfigError(
+      f"Muon reads a parameter's shape as given by its layout keyword ({kwargs.get('layout', 'out_in')!r}) for "
+      f'its LR ratio sqrt(max(1, out / in)), and the {layout.name!r} layout change of {name!r} -> '
+      f"{path!r} gives {shape}: the JAX run would scale its steps differently. Set Muon's layout: "
+      f'{"in_out" if transposed else "out_in"} (or adjust_lr_fn: match_rms_adamw).'
+    )
+
+
 SPECS = (
   OptimizerSpec(
     name='Muon',
@@ -162,5 +181,10 @@ SPECS = (
     },
     switchable=('weight_decay',),
     complex_params=False,  # torch raises at the first step
+    lr_linear=True,
+    jax_only=('ns_dtype', 'layout'),
+    torch_state={MuonState: {'buffer': 'momentum_buffer'}},
+    torch_step=None,
+    check_layout=check_layout,
   ),
 )

@@ -11,7 +11,7 @@ import optax
 from jaxsched import _checks
 from jaxsched.optimizers import _common
 from jaxsched.optimizers._registry import OptimizerSpec
-from jaxsched.optimizers.sgd import torch_momentum
+from jaxsched.optimizers.sgd import MomentumState, torch_momentum
 
 
 class ScaleByTorchRMSState(NamedTuple):
@@ -90,5 +90,10 @@ SPECS = (
       'maximize': (False, _checks.Boolean()),
     },
     switchable=('weight_decay', 'momentum'),
+    lr_linear=True,
+    torch_state={
+      ScaleByTorchRMSState: {'square_avg': 'square_avg', 'grad_avg': 'grad_avg'},
+      MomentumState: {'buffer': 'momentum_buffer'},
+    },
   ),
 )

@@ -99,5 +99,6 @@ SPECS = (
       'maximize': (False, _checks.Boolean()),
     },
     cross_check=_check_etas,
+    torch_state={TorchRpropState: {'prev': 'prev', 'step_size': 'step_size'}},
   ),
 )

@@ -85,5 +85,8 @@ SPECS = (
     },
     switchable=('momentum', 'weight_decay'),
     cross_check=_check_nesterov,
+    lr_linear=True,
+    torch_state={MomentumState: {'buffer': 'momentum_buffer'}},
+    torch_step=None,
   ),
 )

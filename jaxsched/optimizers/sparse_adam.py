@@ -11,7 +11,7 @@ import optax
 from jaxsched import _checks
 from jaxsched.optimizers import _common
 from jaxsched.optimizers._registry import OptimizerSpec
-from jaxsched.optimizers.adam import BETAS, AdamState, bias_correction
+from jaxsched.optimizers.adam import BETAS, TORCH_STATE, AdamState, bias_correction
 
 
 def _toward(old: jax.Array, new: jax.Array, rest: Any) -> jax.Array:
@@ -82,5 +82,8 @@ SPECS = (
       'eps': (1e-8, _checks.POSITIVE),  # torch rejects eps <= 0 here
       'maximize': (False, _checks.Boolean()),
     },
+    lr_linear=True,
+    torch_state=TORCH_STATE,
+    torch_step='int',  # torch keeps SparseAdam's step as a Python int
   ),
 )
