@@ -137,9 +137,9 @@ def check_compatible(expected: Any, saved: Any, *, config: Any = None, saved_con
       tree holding it (``{'params': ..., 'opt_state': ...}``).
     saved: a restored state, or its metadata tree (e.g. Orbax's
       ``CheckpointManager.item_metadata``), whose leaves have shape and dtype.
-    config, saved_config: the current config and the one the state was saved
-      under (anything :func:`jaxsched.load_config` takes); given both, the message
-      names the config changes ("optimizer 'AdamW' -> 'SGD'").
+    config: the current config (anything :func:`jaxsched.load_config` takes).
+    saved_config: the config the state was saved under; given with ``config``,
+      the message names the config changes ("optimizer 'AdamW' -> 'SGD'").
   """
   diff = mismatch(expected, saved)
   if diff is None:
