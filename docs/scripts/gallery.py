@@ -130,7 +130,7 @@ lines = [
   "Every scheduler ID, drawn by jaxsched (dashed) over torch 2.13's curve (wide), from the configs shown: "
   f'`optimizer: SGD`, `learning_rate: {LR}`, stepped once per epoch for {STEPS} epochs, in float64. '
   "torch's LR is `optimizer.param_groups[0]['lr']` read before each `scheduler.step()`; jaxsched's is "
-  "`jaxsched.schedule(ID, lr, **scheduler_kwargs)` at each step count (ReduceLROnPlateau: `jaxsched.lr_curve` "
+  '`jaxsched.schedule(ID, lr, **scheduler_kwargs)` at each step count (ReduceLROnPlateau: `jaxsched.lr_curve` '
   'fed a made-up validation loss that stalls at epochs 30 and 60). These pictures are made when the docs '
   'build ([Building the docs](index.md#building-the-docs)); the tests compare the same numbers within 1e-9 '
   '([Parity](guides/parity.md)).',
