@@ -159,8 +159,9 @@ def check_compatible(expected: Any, saved: Any, *, config: Any = None, saved_con
     saved: a restored state, or its metadata tree, whose leaves have shape and
       dtype: Orbax's ``CheckpointManager.item_metadata(step)`` (a ``TreeMetadata``,
       or with several items the item's entry), compared by structure, shape and dtype.
-    config, saved_config: the current config and the one the state was saved
-      under (anything :func:`jaxsched.load_config` takes); given both, the message
+    config: the current config (anything :func:`jaxsched.load_config` takes).
+    saved_config: the config the state was saved under (anything
+      :func:`jaxsched.load_config` takes); given with ``config``, the message
       starts with the config changes ("optimizer 'AdamW' -> 'Adam'"), then what
       differs in the state.
   """

@@ -36,7 +36,7 @@ class Config:
   """The optimizer half of a DynVision config; defaults are the reference page's.
 
   Attributes:
-    optimizer: a torch.optim class name, or "optax.<alias>".
+    optimizer: a torch.optim class name, or ``"optax.<alias>"``.
     learning_rate: the base LR; None takes the optimizer's default (the
       reference page's table: Adam 0.001, SGD 0.01, ...).
     optimizer_kwargs: the optimizer's torch keywords.

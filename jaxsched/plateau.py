@@ -165,10 +165,14 @@ def reduce_on_plateau(
 
   Args:
     learning_rate: the group's base LR.
-    monitor, strict, frequency: how :func:`report` feeds it (Lightning's
-      ``scheduler_configs``).
-    warmup, warmup_steps: an optional schedule of the counted reports used
-      before the plateau phase (SequentialLR ending in ReduceLROnPlateau).
+    monitor: the metric :func:`report` takes from a mapping (Lightning's
+      ``scheduler_configs.monitor``).
+    strict: a missing monitored metric is an error; False warns and skips the
+      report (``scheduler_configs.strict``).
+    frequency: every ``frequency``-th report counts (``scheduler_configs.frequency``).
+    warmup: an optional schedule of the counted reports used before the plateau
+      phase (SequentialLR ending in ReduceLROnPlateau).
+    warmup_steps: the counted reports ``warmup`` runs for; given with ``warmup``.
     **kwargs: mode, factor, patience, threshold, threshold_mode, cooldown,
       min_lr, eps (``torch.optim.lr_scheduler.ReduceLROnPlateau``).
 

@@ -106,8 +106,9 @@ def scheduler_steps(
     config: gives accumulate_grad_batches, and by default the interval and
       frequency (its scheduler_configs) and the scheduler's name for messages.
     batches_per_epoch: B, or None where it is not needed.
-    scheduler_configs, scheduler: another scheduler's (an entry of
-      ``config.schedulers``).
+    scheduler_configs: another scheduler's (an entry of ``config.schedulers``),
+      instead of the config's.
+    scheduler: that scheduler's name, for messages.
   """
   sc = config.scheduler_configs if scheduler_configs is None else scheduler_configs
   name = config.scheduler if scheduler is None else scheduler

@@ -485,7 +485,8 @@ def from_torch(
     optimizer_state_dict: ``optimizer.state_dict()``.
     scheduler_state_dict: ``scheduler.state_dict()``, or None.
     torch_names: the torch model's ``named_parameters()`` names, in order.
-    batches_per_epoch, steps_per_epoch: as for :func:`jaxsched.build`.
+    batches_per_epoch: as for :func:`jaxsched.build`.
+    steps_per_epoch: as for :func:`jaxsched.build`.
     rule: torch name -> (JAX path, layout); default :func:`jaxsched.layouts.flax_rule`.
     step: optimizer steps taken (Lightning's ``global_step``); by default torch's
       ``step`` in the state, or the scheduler's position where it tells. SGD, Muon and
@@ -618,8 +619,13 @@ def to_torch(
   dict is None without a scheduler.
 
   Args:
-    config, params, torch_names, batches_per_epoch, steps_per_epoch, rule: as for :func:`from_torch`.
+    config: as for :func:`from_torch`.
     opt_state: the JAX state, at an optimizer-step boundary.
+    params: as for :func:`from_torch`.
+    torch_names: as for :func:`from_torch`.
+    batches_per_epoch: as for :func:`from_torch`.
+    steps_per_epoch: as for :func:`from_torch`.
+    rule: as for :func:`from_torch`.
 
   Raises:
     ConfigError: a state in the middle of an accumulation group (torch keeps that in ``p.grad``),
@@ -843,7 +849,8 @@ def load_lightning_checkpoint(
     torch_names: the LightningModule's ``named_parameters()`` names in order; by default
       the ``state_dict`` entries the rule maps to a JAX parameter, in the file's order
       (which is ``named_parameters()``'s, buffers aside).
-    batches_per_epoch, steps_per_epoch: as for :func:`jaxsched.build`.
+    batches_per_epoch: as for :func:`jaxsched.build`.
+    steps_per_epoch: as for :func:`jaxsched.build`.
     batch_stats: a tree of the model's BatchNorm statistics (Linen's ``variables['batch_stats']``,
       or ``nnx.state(model, nnx.BatchStat)``; its values are replaced): the checkpoint's
       ``running_mean`` and ``running_var`` fill it. Without it a checkpoint that has them

@@ -123,7 +123,7 @@ def lr_curve(
       one at a sample of its steps (see the module's docstring).
 
   Returns:
-    A :class:`Curve`: ``curve.steps`` and, per group, ``curve.lrs[group]`` (and
+    Curve: ``curve.steps`` and, per group, ``curve.lrs[group]`` (and
     ``curve.momentum[group]`` where the scheduler cycles it).
 
   Raises:

@@ -32,6 +32,8 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
   for module in (sgd, adam, sparse_adam, rmsprop, adagrad, adadelta, rprop, asgd, adafactor, muon, lbfgs)
   for spec in module.SPECS
 }
+"""Every torch.optim optimizer jaxsched ports, keyed by torch's class name (the string ID): its
+:class:`OptimizerSpec` (keywords, defaults and checks). ``optax.<alias>`` IDs are not in the table."""
 
 # torch keywords that arrive as one pair but are scheduled separately.
 _SPLIT = {'betas': ('b1', 'b2')}
@@ -41,7 +43,7 @@ def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.Grad
   """The Optax transformation for torch.optim's ``name``, with torch's numbers.
 
   Args:
-    name: a torch.optim class name ("Adam", "SGD", ...), or "optax.<alias>" for
+    name: a torch.optim class name ("Adam", "SGD", ...), or ``"optax.<alias>"`` for
       any Optax optimizer alias with Optax's own keywords.
     learning_rate: a float or a schedule (callable of the update count);
       ``lr`` is accepted as an alias. Defaults to the spec's default.

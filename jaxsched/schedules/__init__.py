@@ -24,6 +24,9 @@ from jaxsched.schedules._registry import Schedule, ScheduleSpec, momentum_schedu
 SCHEDULES: dict[str, ScheduleSpec] = {
   spec.name: spec for module in (basic, cosine, cyclic, composite, swalr) for spec in module.SPECS
 }
+"""Every scheduler that is a function of the step count, keyed by torch's class name (the string ID):
+its :class:`ScheduleSpec` (keywords, defaults and checks). ReduceLROnPlateau, which depends on a metric,
+is :func:`jaxsched.reduce_on_plateau`."""
 
 _LEARNING_RATE = _checks.Real()
 _FUNCTIONS = ('lr_lambda', 'scale_fn')  # the keywords that hold the user's own function
@@ -46,7 +49,7 @@ def schedule(name: str, learning_rate: Any, **kwargs: Any) -> Schedule:
       a number, or an expression string in ``epoch``.
 
   Returns:
-    A :class:`Schedule`: ``sched(n)`` is the lr after n steps (float64 under
+    Schedule: ``sched(n)`` is the lr after n steps (float64 under
     x64, else float32), ``sched.momentum`` the cycled momentum/beta1 or None.
 
   Raises:
