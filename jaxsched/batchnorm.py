@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsched._errors import ConfigError
-from jaxsched.layouts import jax_path
+from jaxsched.groups import path_name
 
 
 def _input(batch: Any) -> Any:
@@ -154,7 +154,7 @@ def _replaced(stats: Any, running: dict) -> Any:
   """``stats`` (a tree of BatchNorm ``mean``/``var`` leaves) with each recomputed layer's values."""
 
   def new(path, leaf):
-    name, _, which = jax_path(path).rpartition('/')
+    name, _, which = path_name(path).rpartition('/')
     if name not in running or which not in ('mean', 'var'):
       return leaf
     value = running[name][0 if which == 'mean' else 1]

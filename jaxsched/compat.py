@@ -24,6 +24,7 @@ from jaxsched._checks import shown
 from jaxsched._errors import ConfigError, ConfigWarning
 from jaxsched.accumulate import AccumulateState
 from jaxsched.averaging import AverageState
+from jaxsched.stepping import optimizer_steps_per_epoch
 
 _ACCUMULATE_FIELDS = frozenset({'batch', 'kept', 'skipped', 'inner_state'})
 _AVERAGE_FIELDS = frozenset({'params', 'n_averaged', 'step', 'batch', 'epoch', 'pending', 'inner_state'})
@@ -315,7 +316,7 @@ def _started(state: AverageState, position: Any) -> tuple[AverageState, Any]:
     if position is None:  # the saved run stepped the optimizer on every micro-batch
       epoch, position = divmod(step, rules.batches_per_epoch)
     else:
-      epoch = step // -(-rules.batches_per_epoch // rules.accumulate_grad_batches)
+      epoch = step // optimizer_steps_per_epoch(rules.batches_per_epoch, rules.accumulate_grad_batches)
   if rules.start_epochs is not None:
     first = rules.start_epochs[0]
     if epoch > first or (epoch == first and position is not None and int(np.asarray(position)) > 0):

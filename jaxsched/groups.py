@@ -64,7 +64,11 @@ class Group:
 
 
 def path_name(path: tuple) -> str:
-  """A param's '/'-joined path, as DynVision's named_parameters ('layer/kernel')."""
+  """A param's '/'-joined path, as DynVision's named_parameters ('layer/kernel'), without the
+  trailing ``value`` attribute of a Flax NNX variable: ``nnx.state(model, nnx.Param)``'s
+  ``fc/kernel/value`` is ``fc/kernel``, the name a Linen tree (and torch's layout rule) gives it."""
+  if path and getattr(path[-1], 'name', None) == 'value':
+    path = path[:-1]
   return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
 
 
@@ -72,7 +76,10 @@ def _has_recurrent(config: Config) -> bool:
   return config.recurrent_learning_rate_multiplier != 1.0 or RECURRENT in config.lr_parameter_groups
 
 
-def _labeller(config: Config) -> Callable[[str], str]:
+def labeller(config: Config) -> Callable[[str], str]:
+  """The config's group of a '/'-joined parameter path: the first named lr_parameter_group that is a
+  substring of it (DynVision's rule), else recurrent where a recurrent pattern matches (any case), else
+  regular."""
   named = [name for name in config.lr_parameter_groups if name not in (REGULAR, RECURRENT)]
   patterns = [p.lower() for p in config.recurrent_param_patterns]
   recurrent = _has_recurrent(config)
@@ -90,7 +97,7 @@ def _labeller(config: Config) -> Callable[[str], str]:
 
 def param_labels(config: Config, params: Any) -> Any:
   """The group name of every parameter, as a tree like ``params``."""
-  label = _labeller(config)
+  label = labeller(config)
   return jax.tree_util.tree_map_with_path(lambda path, _: label(path_name(path)), params)
 
 
@@ -238,7 +245,7 @@ def _learning_rate(
     return reduce_on_plateau(
       group.learning_rate, monitor=sc['monitor'], strict=sc['strict'], frequency=sc['frequency'], **kwargs
     ), None
-  if config.scheduler == 'SequentialLR' and _ends_in_plateau(kwargs):
+  if config.scheduler == 'SequentialLR' and ends_in_plateau(kwargs):
     return _warmup_then_plateau(config, group, kwargs), None
   sched = schedule(config.scheduler, group.learning_rate, **kwargs)
   steps = scheduler_steps(config, batches)
@@ -293,7 +300,7 @@ def _chain(config: Config, group: Group, index: int, count: int, batches: int | 
     name, sc, where = entry['scheduler'], entry['scheduler_configs'], f'schedulers[{i}]'
     try:
       kwargs = per_group(name, dict(entry['scheduler_kwargs']), index, count, f'{where}.scheduler_kwargs')
-      why = NOT_CHAINABLE.get(name) or (PLATEAU_ENDED if name == 'SequentialLR' and _ends_in_plateau(kwargs) else None)
+      why = NOT_CHAINABLE.get(name) or (PLATEAU_ENDED if name == 'SequentialLR' and ends_in_plateau(kwargs) else None)
       if why:
         raise ConfigError(f'{name} cannot share the optimizer with other schedulers: {why}.')
       if name == PLATEAU:
@@ -316,7 +323,8 @@ def _chain(config: Config, group: Group, index: int, count: int, batches: int | 
   return chain(group.learning_rate, members, plateaus)
 
 
-def _ends_in_plateau(kwargs: Mapping[str, Any]) -> bool:
+def ends_in_plateau(kwargs: Mapping[str, Any]) -> bool:
+  """Whether a SequentialLR's keywords end in ReduceLROnPlateau (jaxsched's own form; torch raises)."""
   members = kwargs.get('schedulers') or []
   return bool(members) and isinstance(members[-1], Mapping) and members[-1].get('scheduler') == PLATEAU
 
@@ -379,7 +387,7 @@ def validate(config: Config) -> Config:
     config.ema,
     config.swa,
     config.scheduler,
-    config.scheduler == 'SequentialLR' and _ends_in_plateau(config.scheduler_kwargs),
+    config.scheduler == 'SequentialLR' and ends_in_plateau(config.scheduler_kwargs),
   )
   if config.swa is not None and config.schedulers:
     raise ConfigError(
@@ -440,8 +448,9 @@ def _numbers(given: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, 
 
 
 def _optimizer_numbers(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-  if name.startswith('optax.'):
-    return optax_aliases.convert(name[len('optax.') :], kwargs)
+  if name.startswith('optax.'):  # a group's lr_factor is jaxsched's, not the alias's
+    keywords = {k: v for k, v in kwargs.items() if k != 'lr_factor'}
+    return {**kwargs, **optax_aliases.convert(name[len('optax.') :], keywords)}
   spec = OPTIMIZERS[name]
   keywords = {k: v for k, v in kwargs.items() if k in spec.kwargs}
   return _numbers(kwargs, resolve(spec, None, keywords)[1])
@@ -451,6 +460,6 @@ def _checked_scheduler_kwargs(name: str, kwargs: dict[str, Any], count: int) -> 
   kwargs = per_group(name, kwargs, 0, count)
   if name == PLATEAU:
     return {k: PLATEAU_KWARGS[k][1](k, v) for k, v in kwargs.items()}
-  if name in SCHEDULES and not _ends_in_plateau(kwargs):
+  if name in SCHEDULES and not ends_in_plateau(kwargs):
     return SCHEDULES[name].resolve(kwargs)
   return {}

@@ -140,18 +140,9 @@ def as_numpy(x: Any) -> np.ndarray:
   return np.asarray(x)
 
 
-def jax_path(path: tuple) -> str:
-  """A leaf's '/'-joined path, as :func:`jaxsched.build` names parameters, without the
-  trailing ``value`` attribute of a Flax NNX variable: ``nnx.state(model, nnx.Param)``'s
-  ``fc/kernel/value`` is ``fc/kernel``, the name a Linen tree (and the rule) gives it."""
-  if path and getattr(path[-1], 'name', None) == 'value':
-    path = path[:-1]
-  return path_name(path)
-
-
 def leaf_paths(tree: Any) -> dict[str, Any]:
-  """Path (:func:`jax_path`) -> leaf."""
-  return {jax_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  """Path (:func:`jaxsched.groups.path_name`) -> leaf."""
+  return {path_name(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -244,7 +235,7 @@ def _fill(flat: Mapping[str, tuple[str, np.ndarray]], like: Any, what: str) -> A
     return value.astype(np.asarray(leaf).dtype)
 
   values = {p: fill(p, leaf) for p, leaf in leaf_paths(like).items()}
-  return jax.tree_util.tree_map_with_path(lambda p, _: jax.numpy.asarray(values[jax_path(p)]), like)
+  return jax.tree_util.tree_map_with_path(lambda p, _: jax.numpy.asarray(values[path_name(p)]), like)
 
 
 def resolve(rule: Rule, name: str, params_by_path: Mapping[str, Any]) -> tuple[str, Layout]:

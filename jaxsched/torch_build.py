@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 from jaxsched._errors import ConfigError
 from jaxsched.build import load_config
 from jaxsched.config import Config
-from jaxsched.groups import PER_GROUP, PLATEAU, _ends_in_plateau, groups
+from jaxsched.groups import PER_GROUP, PLATEAU, ends_in_plateau, groups, labeller
 from jaxsched.layouts import Rule, as_numpy, as_rule
 from jaxsched.optimizers import OPTIMIZERS, resolve
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
@@ -65,10 +65,8 @@ def group_names(config: Config, named_shapes: Mapping[str, int], rule: Rule) -> 
   """``[(Group, [torch names])]`` in torch's param_groups order, each group's names in
   the given (``named_parameters``) order, grouped by their JAX paths as :func:`jaxsched.build`
   groups them. ``named_shapes`` maps names to their number of dimensions."""
-  from jaxsched.groups import _labeller
-
   paths = {name: jax_path(rule, name, ndim) for name, ndim in named_shapes.items()}
-  label = _labeller(config)
+  label = labeller(config)
   found = groups(config, {path: 0 for path in paths.values()})
   return [(g, [n for n in named_shapes if label(paths[n]) == g.name]) for g in found]
 
@@ -144,7 +142,7 @@ def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
       },
     )
   if name in ('SequentialLR', 'ChainedScheduler'):
-    if _ends_in_plateau(kwargs):
+    if ends_in_plateau(kwargs):
       raise ConfigError(
         "SequentialLR ending in ReduceLROnPlateau is jaxsched's own (torch raises for it, "
         'pytorch#68978): it has no torch scheduler.'

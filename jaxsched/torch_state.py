@@ -28,13 +28,13 @@ from jaxsched._errors import ConfigError
 from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build
 from jaxsched.config import Config
-from jaxsched.groups import PLATEAU, _labeller, groups
-from jaxsched.layouts import RUNNING_STATS, Layout, Rule, as_numpy, as_rule, jax_path, leaf_paths, resolve, torch_params
+from jaxsched.groups import PLATEAU, groups, labeller, path_name
+from jaxsched.layouts import RUNNING_STATS, Layout, Rule, as_numpy, as_rule, leaf_paths, resolve, torch_params
 from jaxsched.optimizers import OPTIMIZERS, _complex
 from jaxsched.optimizers.adafactor import AdafactorState
 from jaxsched.optimizers.lbfgs import LBFGSState
 from jaxsched.plateau import PlateauState
-from jaxsched.stepping import epoch_batches, scheduler_steps
+from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch, scheduler_steps
 from jaxsched.torch_build import as_config, import_torch, torch_optimizer, torch_scheduler
 
 # Group keys whose values are the run's position, not its settings (and torch's implementation switches, and
@@ -128,7 +128,7 @@ def correspondence(config: Config, params: Any, torch_names: Sequence[str], rule
   missing = [p for p in by_path if p not in taken]
   if missing:
     raise ConfigError(f'the JAX parameters {", ".join(missing)} have no torch parameter among torch_names.')
-  label = _labeller(config)
+  label = labeller(config)
   group_list = [g.name for g in groups(config, params)]
   ordered = [(g, n) for g in group_list for n in torch_names if label(found[n][0]) == g]
   return Correspondence(
@@ -319,8 +319,8 @@ class _Filler:
       if field != 'count' and tree is not None and (type(node), field) not in self.spec.torch_scalars:
         found = []
         for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
-          name = jax_path(path)
-          p = self.by_path.get(name) or self.by_path.get(jax_path(path[:-1]))
+          name = path_name(path)
+          p = self.by_path.get(name) or self.by_path.get(path_name(path[:-1]))
           if p is not None and p not in found:
             found.append(p)
         return found
@@ -362,7 +362,7 @@ class _Filler:
         new[field] = jnp.asarray(values.pop(), value.dtype) if values else value
       else:
         new[field] = jax.tree_util.tree_map_with_path(
-          lambda path, like: self.entry(self.by_path[jax_path(path)], key, like),  # noqa: B023
+          lambda path, like: self.entry(self.by_path[path_name(path)], key, like),  # noqa: B023
           value,  # noqa: B023
         )
     if isinstance(node, AdafactorState):
@@ -375,11 +375,11 @@ class _Filler:
     leaves, treedef = jax.tree_util.tree_flatten_with_path(moments)
     out = []
     for path, like in leaves:
-      p = self.by_path.get(jax_path(path))
+      p = self.by_path.get(path_name(path))
       if p is not None:
         out.append(self.entry(p, 'variance', like))
         continue
-      p, which = self.by_path[jax_path(path[:-1])], path[-1].idx
+      p, which = self.by_path[path_name(path[:-1])], path[-1].idx
       ndim = like.ndim
       # a swapped pair of axes turns torch's row means into JAX's column means
       swap = not p.layout.keeps_axes(ndim)
@@ -402,7 +402,7 @@ class _Filler:
         p.path: p.layout.to_jax(piece.reshape(p.layout.to_torch(np.asarray(by_path[p.path])).shape))
         for p, piece in zip(ordered, pieces)
       }
-      tree = jax.tree_util.tree_map_with_path(lambda path, _: leaves[jax_path(path)], self.params)  # noqa: B023
+      tree = jax.tree_util.tree_map_with_path(lambda path, _: leaves[path_name(path)], self.params)  # noqa: B023
       out.append(ravel_pytree(jax.tree.map(lambda x: np.asarray(x, like.dtype), tree))[0])
     return jnp.stack(out) if out else jnp.zeros((0,) + like.shape[-1:], like.dtype)
 
@@ -517,7 +517,7 @@ def from_torch(
   tx = build(config, params, batches_per_epoch=batches_per_epoch, steps_per_epoch=steps_per_epoch)
   state = tx.init(params)
   filler = _Filler(config, corr, optimizer_state_dict, k, params)
-  per_epoch = None if batches is None else -(-batches // config.accumulate_grad_batches)
+  per_epoch = None if batches is None else optimizer_steps_per_epoch(batches, config.accumulate_grad_batches)
 
   def inject(node, group):
     torch_group = filler.torch_groups[group if group is not None else corr.groups[0]]
@@ -735,7 +735,7 @@ class _Reader:
       if value is None or (type(node), field) in self.spec.torch_scalars:
         continue
       for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
-        p = self.by_path[jax_path(path)]
+        p = self.by_path[path_name(path)]
         covered.append(p)
         self.state[p.index][key] = self.tensor(p.layout.to_torch(np.asarray(leaf)))
     if isinstance(node, AdafactorState):
@@ -752,11 +752,11 @@ class _Reader:
     covered = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(moments)[0]:
       leaf = np.asarray(leaf)
-      p = self.by_path.get(jax_path(path))
+      p = self.by_path.get(path_name(path))
       if p is not None:
         self.state[p.index]['variance'] = self.tensor(leaf)
       else:
-        p, which = self.by_path[jax_path(path[:-1])], path[-1].idx
+        p, which = self.by_path[path_name(path[:-1])], path[-1].idx
         swap = not p.layout.keeps_axes(leaf.ndim)
         key = ('row_var', 'col_var')[1 - which if swap else which]
         self.state[p.index][key] = self.tensor(np.swapaxes(leaf, -1, -2) if swap else leaf)

@@ -694,3 +694,21 @@ def test_set_lr_checks_a_python_number():
   assert_config_error(lambda: jaxsched.set_lr(state, -0.1), ["'regular'", '-0.1'])
   tx = jaxsched.optimizer('SGD')
   assert_config_error(lambda: jaxsched.set_lr(tx.init(params), 0.1), ['build()', "hyperparams['learning_rate']"])
+
+
+def test_an_optax_alias_takes_lr_parameter_groups_with_their_lr_factor():
+  config = jaxsched.load_config(
+    {
+      'optimizer': 'optax.sgd',
+      'learning_rate': 0.1,
+      'scheduler': None,
+      'lr_parameter_groups': {'head': {'lr_factor': 0.5}},
+    }
+  )
+  params = {'body': {'kernel': jnp.ones(2)}, 'head': {'kernel': jnp.ones(2)}}
+  tx = jaxsched.build(config, params)
+  state = tx.init(params)
+  assert {k: float(v) for k, v in jaxsched.current_lr(state).items()} == pytest.approx({'regular': 0.1, 'head': 0.05})
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  np.testing.assert_allclose(updates['body']['kernel'], -0.1, rtol=1e-6)
+  np.testing.assert_allclose(updates['head']['kernel'], -0.05, rtol=1e-6)

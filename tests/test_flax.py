@@ -3,11 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import linen as nn
 from flax import nnx
 from flax.training import train_state
 
 import jaxsched
+from jaxsched.groups import param_labels
 
 CONFIG = {
   'optimizer': 'SGD',
@@ -86,3 +88,22 @@ def test_nnx_optimizer_with_build_and_plateau():
   assert losses[-1] < losses[0]
   lrs = jaxsched.current_lr(nnx.as_pure(optimizer.opt_state))
   np.testing.assert_allclose([float(lrs['regular']), float(lrs['recurrent'])], [0.025, 0.0025], rtol=1e-6)
+
+
+def test_nnx_params_are_named_without_their_value_attribute():
+  """build() names nnx.state(model, nnx.Param)'s leaves as the torch interop and a Linen tree do
+  ('head/kernel', not 'head/kernel/value'), so that a group pattern sees the same paths."""
+
+  class Model(nnx.Module):
+    def __init__(self, rngs):
+      self.body = nnx.Linear(2, 3, rngs=rngs)
+      self.head = nnx.Linear(3, 1, rngs=rngs)
+
+  params = nnx.state(Model(nnx.Rngs(0)), nnx.Param)
+  config = jaxsched.load_config({'scheduler': None, 'lr_parameter_groups': {'head': {'lr_factor': 0.5}}})
+  labels = jax.tree.leaves(param_labels(config, params))
+  assert sorted(labels) == ['head', 'head', 'regular', 'regular']
+  with pytest.raises(jaxsched.ConfigError, match='lr_parameter_groups.value'):
+    jaxsched.build(
+      jaxsched.load_config({'scheduler': None, 'lr_parameter_groups': {'value': {'lr_factor': 2}}}), params
+    )

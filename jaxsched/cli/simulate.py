@@ -209,11 +209,11 @@ def plateau_monitors(config) -> dict[str, dict[str, Any]]:
 def plateau_kwargs(config) -> dict[str, Any] | None:
   """The ReduceLROnPlateau keywords the config's LR follows (alone, or at the end of a
   SequentialLR); None for a schedule of the step count."""
-  from jaxsched.groups import PLATEAU, _ends_in_plateau
+  from jaxsched.groups import PLATEAU, ends_in_plateau
 
   if config.scheduler == PLATEAU:
     return dict(config.scheduler_kwargs)
-  if config.scheduler == 'SequentialLR' and _ends_in_plateau(config.scheduler_kwargs):
+  if config.scheduler == 'SequentialLR' and ends_in_plateau(config.scheduler_kwargs):
     return dict(config.scheduler_kwargs['schedulers'][-1].get('scheduler_kwargs') or {})
   return None
 
