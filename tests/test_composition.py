@@ -419,10 +419,10 @@ def jax_list_run(config, params, grads, *, batches, epochs, jit=True):
   return out
 
 
-@pytest.mark.parametrize('case', LISTS)
-def test_a_list_of_schedulers_takes_lightnings_steps_on_torchs_lrs(case):
-  entries, run = LISTS[case]
-  rng = np.random.default_rng(1)
+def list_runs(entries, run, seed):
+  """(jaxsched's, torch's) parameters and LRs after every batch of an SGD run with two groups under the
+  list of schedulers ``entries``."""
+  rng = np.random.default_rng(seed)
   params = {'w': rng.normal(size=3), 'recurrent': rng.normal(size=2)}
   grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(run['batches'] * run['epochs'])]
   config = {
@@ -435,9 +435,13 @@ def test_a_list_of_schedulers_takes_lightnings_steps_on_torchs_lrs(case):
   }
   expected = torch_list_run(entries, 0.1, 0.5, params, grads, **run)
   actual = jax_list_run(config, params, grads, batches=run['batches'], epochs=run['epochs'])
-  lrs = {tuple(lr) for _, lr in expected}
-  assert len(lrs) > 4, 'the case should move the LRs'
-  for i, ((pa, la), (pe, le)) in enumerate(zip(actual, expected, strict=True)):
+  assert len({tuple(lr) for _, lr in expected}) > 4, 'the case should move the LRs'
+  return zip(actual, expected, strict=True)
+
+
+@pytest.mark.parametrize('case', LISTS)
+def test_a_list_of_schedulers_takes_lightnings_steps_on_torchs_lrs(case):
+  for i, ((pa, la), (pe, le)) in enumerate(list_runs(*LISTS[case], seed=1)):
     np.testing.assert_allclose(la, le, rtol=1e-9, atol=0, err_msg=f'LRs after batch {i}')
     assert max_rel_diff(pa, pe) < 1e-9, f'parameters after batch {i}'
 
@@ -688,22 +692,7 @@ SEQUENTIAL_LISTS = {
 
 @pytest.mark.parametrize('case', SEQUENTIAL_LISTS)
 def test_a_sequential_entry_in_a_list_takes_torchs_lrs_with_its_resets(case):
-  entries, run = SEQUENTIAL_LISTS[case]
-  rng = np.random.default_rng(3)
-  params = {'w': rng.normal(size=3), 'recurrent': rng.normal(size=2)}
-  grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(run['batches'] * run['epochs'])]
-  config = {
-    'optimizer': 'SGD',
-    'learning_rate': 0.1,
-    'optimizer_kwargs': {'momentum': 0.9},
-    'recurrent_learning_rate_multiplier': 0.5,
-    'schedulers': entries,
-    'accumulate_grad_batches': run.get('accumulate_grad_batches', 1),
-  }
-  expected = torch_list_run(entries, 0.1, 0.5, params, grads, **run)
-  actual = jax_list_run(config, params, grads, batches=run['batches'], epochs=run['epochs'])
-  assert len({tuple(lr) for _, lr in expected}) > 4, 'the case should move the LRs'
-  for i, ((pa, la), (pe, le)) in enumerate(zip(actual, expected, strict=True)):
+  for i, ((pa, la), (pe, le)) in enumerate(list_runs(*SEQUENTIAL_LISTS[case], seed=3)):
     np.testing.assert_allclose(la, le, rtol=1e-12, atol=1e-15, err_msg=f'LRs after batch {i}')
     assert max_rel_diff(pa, pe) < 1e-9, f'parameters after batch {i}'
 
