@@ -4,13 +4,13 @@ from jaxsched._errors import ConfigError, ConfigWarning
 from jaxsched.averaging import averaged_params, final_params
 from jaxsched.batchnorm import update_bn
 from jaxsched.build import build, current_lr, current_momentum, load_config, lr_log_names, set_lr, skipped_steps
-from jaxsched.cli.simulate import lr_curve
 from jaxsched.compat import carry_over, check_compatible
 from jaxsched.config import Config, patterns
 from jaxsched.layouts import torch_params, torch_state_dict
 from jaxsched.optimizers import OPTIMIZERS, optimizer
 from jaxsched.plateau import Plateau, PlateauState, reduce_on_plateau, report
 from jaxsched.schedules import SCHEDULES, Schedule, schedule
+from jaxsched.simulate import lr_curve
 from jaxsched.torch_build import configure_optimizers, torch_optimizer, torch_scheduler, trainer_kwargs
 from jaxsched.torch_state import LightningCheckpoint, from_torch, load_lightning_checkpoint, to_torch
 

@@ -22,6 +22,8 @@ import functools
 import math
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from jaxsched.config import Config
 from jaxsched.groups import PLATEAU, RECURRENT, REGULAR, configured_groups
 from jaxsched.optimizers import OPTIMIZERS
@@ -357,8 +359,6 @@ def eps_vanishes_in_param_dtype(config: Config, run: Run) -> list[str]:
   """An ``eps`` that the parameters' dtype rounds to 0 (1e-8 in float16): torch keeps
   the optimizer state in the parameters' dtype, so where a second moment is 0 the
   step divides by 0 and the parameter becomes inf or NaN; jaxsched does the same."""
-  import numpy as np
-
   try:
     dtype = np.dtype(run.param_dtype)
   except TypeError:

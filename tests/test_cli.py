@@ -17,8 +17,8 @@ import pytest
 import jaxsched
 from jaxsched import lints
 from jaxsched.cli.metrics import read_metrics
-from jaxsched.cli.simulate import improving_metrics
 from jaxsched.lints import LINTS, Run
+from jaxsched.simulate import improving_metrics
 from oracle import x64
 
 PNG = b'\x89PNG\r\n\x1a\n'
@@ -502,8 +502,8 @@ def test_group_value_torch_ignores():
 
 def test_negative_learning_rates_are_warned_and_non_finite_ones_are_errors():
   from jaxsched.cli import CliError
-  from jaxsched.cli.simulate import simulate
   from jaxsched.cli.tables import check_learning_rates
+  from jaxsched.simulate import simulate
 
   with x64('float64'):  # as the command runs
     negative = cfg(

@@ -15,8 +15,8 @@ patterns``). KEY=VALUE overrides use snakemake's ``--config`` syntax, as
 stderr and exit status 1 (2 for a usage error, as argparse gives).
 
 The package, a file per job: :mod:`.commands` (arguments, the three commands,
-reading the config), :mod:`.metrics` (the metrics file), :mod:`.simulate` (the
-LRs of a run from the real transformation; :func:`jaxsched.lr_curve`),
+reading the config; the LRs of a run come from :mod:`jaxsched.simulate`, the
+warnings from :mod:`jaxsched.lints`), :mod:`.metrics` (the metrics file),
 :mod:`.tables` (what check tabulates and checks), :mod:`.draw` (the plot) and
 :mod:`.output` (tables, notes, warnings, errors).
 """
@@ -27,13 +27,15 @@ import os
 import sys
 from typing import Sequence
 
+import jax
+
+from jaxsched._errors import ConfigError
+from jaxsched.cli.commands import COMMANDS, parsers
 from jaxsched.cli.output import CliError, error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-  from jaxsched.cli.commands import COMMANDS, parsers
-
   argv = list(sys.argv[1:] if argv is None else argv)
   parser, subs = parsers()
   if not argv or argv[0] not in subs:
@@ -42,11 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   # Per command, so that options may follow the KEY=VALUE overrides.
   args = subs[argv[0]].parse_intermixed_args(argv[1:])
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # read when XLA's backend starts, at the first computation
-  import jax
-
   jax.config.update('jax_enable_x64', True)  # torch's float64 numbers in the tables
-  from jaxsched._errors import ConfigError
-
   try:
     return COMMANDS[argv[0]](args)
   except (ConfigError, CliError) as e:

@@ -2,8 +2,8 @@
 
 Reads the config file (or shipped pattern) and the metrics file named on the
 command line, fits a run to the schedule when its length is not given, and
-hands the rest to :mod:`~jaxsched.cli.simulate`, :mod:`~jaxsched.cli.tables`
-and :mod:`~jaxsched.cli.draw`. Writes stdout/stderr and, for ``plot``, the PNG.
+hands the rest to :mod:`~jaxsched.simulate`, :mod:`~jaxsched.lints`,
+:mod:`~jaxsched.cli.tables` and :mod:`~jaxsched.cli.draw`. Writes stdout/stderr and, for ``plot``, the PNG.
 """
 
 from __future__ import annotations
@@ -14,8 +14,22 @@ import os
 import warnings
 from typing import Callable, Sequence
 
+import yaml
+
+from jaxsched import __version__
 from jaxsched._errors import ConfigWarning
+from jaxsched.build import load_config
+from jaxsched.cli.draw import draw
+from jaxsched.cli.metrics import read_metrics
 from jaxsched.cli.output import CliError, fmt, note, plural, print_table, warn
+from jaxsched.cli.tables import check_learning_rates, lr_table, resolved
+from jaxsched.config import SCHEDULER_CONFIG_KEYS, patterns
+from jaxsched.lints import Run, entries, lint
+from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
+from jaxsched.schedules import SCHEDULES
+from jaxsched.simulate import MAX_CHAINED, MAX_EPOCHS, MAX_STEPS, check_run, plateau_monitors, scheduler_name, simulate
+from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
 
 PROG = 'jaxsched'
 
@@ -24,10 +38,6 @@ PROG = 'jaxsched'
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-  from jaxsched.optimizers import OPTIMIZERS
-  from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
-  from jaxsched.schedules import SCHEDULES
-
   what = args.what or 'all'
   if what in ('all', 'optimizers'):
     rows = []
@@ -55,8 +65,6 @@ def cmd_list(args: argparse.Namespace) -> int:
       rows,
       title='Schedulers (scheduler, scheduler_kwargs; REQUIRED keywords have no default)',
     )
-    from jaxsched.config import SCHEDULER_CONFIG_KEYS
-
     print()
     print_table(
       ['key', 'default', 'accepts'],
@@ -67,8 +75,6 @@ def cmd_list(args: argparse.Namespace) -> int:
       title='scheduler_configs (Lightning)',
     )
   if what == 'patterns':
-    from jaxsched.config import patterns
-
     print_table(['pattern', 'file'], [[n, p] for n, p in patterns().items()], title='Shipped patterns')
   return 0
 
@@ -83,9 +89,6 @@ def load(config: str, overrides: Sequence[str]):
     CliError: no such file or pattern, a directory, a file that cannot be read
       or is not UTF-8 text (ConfigError for its contents, from load_config).
   """
-  from jaxsched.build import load_config
-  from jaxsched.config import patterns
-
   path = config
   if not os.path.exists(path) and config in patterns():
     path = patterns()[config]
@@ -117,8 +120,6 @@ def load(config: str, overrides: Sequence[str]):
 def _natural_length(config) -> tuple[int | None, str]:
   """The scheduler count a config's schedule is written for, and where it comes from
   (with a ``schedulers`` list, the longest entry's)."""
-  from jaxsched.lints import entries
-
   if config.schedulers:
     lengths = [
       (length, f"{e.scheduler}'s {source}")
@@ -172,12 +173,8 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
   same number without accumulation only, as :func:`jaxsched.build` accepts it.
 
   Raises:
-    ConfigError: a run the simulation cannot follow (:func:`jaxsched.cli.simulate.check_run`).
+    ConfigError: a run the simulation cannot follow (:func:`jaxsched.simulate.check_run`).
   """
-  from jaxsched.cli.simulate import MAX_CHAINED, MAX_EPOCHS, MAX_STEPS, check_run
-  from jaxsched.lints import Run, entries
-  from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
-
   for flag, v in (('--epochs', epochs), ('--batches-per-epoch', batches), ('--steps-per-epoch', steps)):
     if v is not None and v < 1:
       raise CliError(f'{flag}={v} must be a positive integer.')
@@ -227,9 +224,6 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
 
 def _metrics(args: argparse.Namespace, config, run):
   """The metrics file's per-epoch values, where the scheduler follows them (with notes otherwise)."""
-  from jaxsched.cli.metrics import read_metrics
-  from jaxsched.cli.simulate import plateau_monitors, scheduler_name
-
   if not args.metrics:
     return None
   followed = plateau_monitors(config)
@@ -269,12 +263,6 @@ def _sampling_note(curve) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-  import yaml
-
-  from jaxsched.cli.simulate import scheduler_name, simulate
-  from jaxsched.cli.tables import check_learning_rates, lr_table, resolved
-  from jaxsched.lints import lint
-
   path, config = load(args.config, args.overrides)
   run = dataclasses.replace(
     fit_run(config, args.epochs, args.batches_per_epoch, args.steps_per_epoch), param_dtype=args.param_dtype
@@ -326,11 +314,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-  from jaxsched.cli.draw import draw
-  from jaxsched.cli.simulate import simulate
-  from jaxsched.cli.tables import check_learning_rates
-  from jaxsched.lints import lint
-
   path, config = load(args.config, args.overrides)
   run = fit_run(config, args.epochs, args.batches_per_epoch, args.steps_per_epoch)
   metrics = _metrics(args, config, run)
@@ -356,8 +339,6 @@ def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     description='See a DynVision optimizer/scheduler config before training: its names, its '
     'validity, and the learning rate each parameter group gets when.',
   )
-  from jaxsched import __version__
-
   parser.add_argument('--version', action='version', version=f'{PROG} {__version__}')
   sub = parser.add_subparsers(dest='command', metavar='{list,check,plot}')
   subs = {}

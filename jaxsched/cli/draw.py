@@ -1,6 +1,8 @@
 """``jaxsched plot``'s figure: each group's LR (and cycled momentum) over a run, with matplotlib.
 
-Touches matplotlib (the Agg backend) and the one PNG it is asked to write.
+Touches matplotlib (the Agg backend) and the one PNG it is asked to write. matplotlib is
+imported when a plot is drawn, not with the command: ``list`` and ``check`` never need it,
+and ``matplotlib.pyplot`` takes about half a second to import.
 """
 
 from __future__ import annotations
@@ -8,9 +10,12 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
+
 from jaxsched.cli.output import CliError
-from jaxsched.cli.simulate import SAMPLES, Curve, scheduler_name
 from jaxsched.lints import entries
+from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.simulate import SAMPLES, Curve, scheduler_name
 
 MAX_EPOCH_LINES = 60
 LINESTYLES = ('-', '--', '-.', ':')
@@ -22,11 +27,10 @@ def draw(config, curve: Curve, source: str, output: str, log: bool = False) -> N
   Raises:
     CliError: ``output`` cannot be written.
   """
-  import matplotlib
+  import matplotlib  # lazily: see the module's docstring
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  import numpy as np
 
   run = curve.run
   panels = 2 if curve.momentum else 1
@@ -90,7 +94,5 @@ def draw(config, curve: Curve, source: str, output: str, log: bool = False) -> N
 
 
 def _has_betas(name: str) -> bool:
-  from jaxsched.optimizers import OPTIMIZERS
-
   spec = OPTIMIZERS.get(name)
   return spec is not None and 'betas' in spec.kwargs and 'momentum' not in spec.kwargs

@@ -6,6 +6,9 @@ import os
 import sys
 from typing import Any, Sequence
 
+from rich.console import Console
+from rich.table import Table
+
 
 class CliError(Exception):
   """A user-facing error: printed as one ``error: ...`` line, exit status 1."""
@@ -19,19 +22,13 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: st
   """A table: rich on a terminal, aligned plain text in a pipe."""
   rows = [['' if c is None else str(c) for c in row] for row in rows]
   if _stdout_is_tty():
-    try:
-      from rich.console import Console
-      from rich.table import Table
-    except ImportError:
-      pass
-    else:
-      table = Table(title=title, title_justify='left', show_lines=False)
-      for h in headers:
-        table.add_column(h, overflow='fold')
-      for row in rows:
-        table.add_row(*row)
-      Console().print(table)
-      return
+    table = Table(title=title, title_justify='left', show_lines=False)
+    for h in headers:
+      table.add_column(h, overflow='fold')
+    for row in rows:
+      table.add_row(*row)
+    Console().print(table)
+    return
   if title:
     print(title)
   widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]

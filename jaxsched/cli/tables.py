@@ -1,5 +1,5 @@
 """What ``jaxsched check`` tabulates: the resolved config, the telling points of a
-:class:`~jaxsched.cli.simulate.Curve` and its LR table, and the learning-rate checks.
+:class:`~jaxsched.simulate.Curve` and its LR table, and the learning-rate checks.
 
 Pure functions of a config and a curve: they print nothing.
 """
@@ -11,15 +11,17 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxsched.cli.output import CliError
-from jaxsched.cli.simulate import Curve, plateau_kwargs
+from jaxsched.groups import PER_GROUP, group_lists, per_group
+from jaxsched.lints import entries
+from jaxsched.optimizers import OPTIMIZERS, resolve
+from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
+from jaxsched.schedules import SCHEDULES
+from jaxsched.simulate import Curve, plateau_kwargs
 
 
 def resolved(config) -> dict[str, Any]:
   """The config with every default filled in (optimizer and scheduler keywords included,
   each entry's with a ``schedulers`` list)."""
-  from jaxsched.lints import entries
-  from jaxsched.optimizers import OPTIMIZERS, resolve
-
   out = config.to_dict()
   spec = OPTIMIZERS.get(config.optimizer)
   if spec is not None:
@@ -37,10 +39,6 @@ def resolved(config) -> dict[str, Any]:
 
 def _scheduler_kwargs(config) -> dict[str, Any]:
   """The config's scheduler_kwargs with the scheduler's defaults filled in."""
-  from jaxsched.groups import PER_GROUP, group_lists, per_group
-  from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
-  from jaxsched.schedules import SCHEDULES
-
   given = dict(config.scheduler_kwargs)
   if config.scheduler in SCHEDULES and plateau_kwargs(config) is None:
     # Per-group lists (max_lr: [0.1, 0.01], a member's swa_lr) are checked one value at a time by build.

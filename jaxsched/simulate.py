@@ -40,11 +40,20 @@ import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
+from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError
+from jaxsched.accumulate import AccumulateState
+from jaxsched.build import build, current_lr, current_momentum, load_config
+from jaxsched.config import Config
+from jaxsched.groups import PLATEAU, RECURRENT, REGULAR, configured_groups, ends_in_plateau, groups, param_labels
 from jaxsched.lints import Run, entries
 from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.plateau import KWARGS, ChainState, PlateauState, report
 from jaxsched.stepping import epoch_batches, reports_before, reports_per_epoch, scheduler_steps, steps_after
 
 MAX_STEPS = 2**31 - 1  # build's step counters are int32
@@ -132,10 +141,6 @@ def lr_curve(
       a ``schedulers`` list over more than :data:`MAX_CHAINED` micro-batches,
       a metric file shorter than the run.
   """
-  from jaxsched import _checks
-  from jaxsched.build import load_config
-  from jaxsched.config import Config
-
   config = config if isinstance(config, Config) else load_config(config)
   epochs = _checks.Integer(1)('epochs', epochs)
   samples = _checks.Integer(1)('samples', samples)
@@ -194,8 +199,6 @@ def scheduler_name(config) -> str:
 def plateau_monitors(config) -> dict[str, dict[str, Any]]:
   """monitor -> the keywords of the first ReduceLROnPlateau that follows it: the config's
   one (alone or ending a SequentialLR), or each plateau of a ``schedulers`` list."""
-  from jaxsched.groups import PLATEAU
-
   if not config.schedulers:
     followed = plateau_kwargs(config)
     return {} if followed is None else {config.monitor: followed}
@@ -209,8 +212,6 @@ def plateau_monitors(config) -> dict[str, dict[str, Any]]:
 def plateau_kwargs(config) -> dict[str, Any] | None:
   """The ReduceLROnPlateau keywords the config's LR follows (alone, or at the end of a
   SequentialLR); None for a schedule of the step count."""
-  from jaxsched.groups import PLATEAU, ends_in_plateau
-
   if config.scheduler == PLATEAU:
     return dict(config.scheduler_kwargs)
   if config.scheduler == 'SequentialLR' and ends_in_plateau(config.scheduler_kwargs):
@@ -222,8 +223,6 @@ def _report_interval(config) -> str:
   """The interval at which the simulated run calls report(): the config's scheduler_configs
   interval, or for a ``schedulers`` list "step" where one of its plateaus has interval "step"
   (report steps every plateau of the list), else "epoch"."""
-  from jaxsched.groups import PLATEAU
-
   if not config.schedulers:
     return config.scheduler_configs['interval']
   per_batch = any(e['scheduler'] == PLATEAU and e['scheduler_configs']['interval'] == 'step' for e in config.schedulers)
@@ -233,8 +232,6 @@ def _report_interval(config) -> str:
 def improving_metrics(kwargs: Mapping[str, Any], n: int) -> list[float]:
   """n metric values each better than the last under torch's rule: the plateau
   never cuts, so its curve is the upper bound of any run."""
-  from jaxsched.plateau import KWARGS
-
   kw = {k: kwargs.get(k, d) for k, (d, _) in KWARGS.items()}
   th = float(kw['threshold']) if kw['threshold_mode'] == 'abs' else 0.0
   if kw['mode'] == 'min':  # rel: x < best * (1 - t) holds for negative x = best - 1
@@ -251,9 +248,6 @@ def dummy_params(config) -> dict[str, Any]:
     ConfigError: a configured group can never hold a parameter (every path that
       matches it falls in an earlier group).
   """
-  import jax.numpy as jnp
-
-  from jaxsched.groups import RECURRENT, REGULAR, configured_groups, param_labels
 
   def label(path: str) -> str:
     return param_labels(config, {path: 0})[path]
@@ -322,8 +316,6 @@ def schedule_marks(config) -> list[tuple[int, str]]:
 def averaging_marks(config, run: Run) -> list[tuple[int, str]]:
   """(optimizer step, label) where weight averaging starts: SWA's first epoch, where
   SWALR takes over the LR, and EMA's ``update_starting_at_step``."""
-  from jaxsched import averaging
-
   rules = averaging.resolve(config.ema, config.swa, run.batches_per_epoch, run.epochs)
   if rules is None:
     return []
@@ -359,8 +351,6 @@ def _spread(n: int, samples: int) -> np.ndarray:
 def _marks(config, run: Run, named: bool) -> list[tuple[int, str]]:
   """(optimizer step, label) of :func:`schedule_marks` under the config's scheduler steps,
   each label after the scheduler's name where ``named``."""
-  from jaxsched.groups import PLATEAU
-
   if not config.scheduler or config.scheduler == PLATEAU:
     return []
   n = run.steps
@@ -385,9 +375,6 @@ def simulate(
     ConfigError: see :func:`check_run` and :func:`dummy_params`; a metrics list
       shorter than the run's epochs under ReduceLROnPlateau.
   """
-  from jaxsched.build import build
-  from jaxsched.groups import groups
-
   check_run(config, run)
   params = dummy_params(config)
   order = [g.name for g in groups(config, params)]
@@ -440,9 +427,6 @@ def simulate(
 
 
 def _lbfgs_args(config) -> dict[str, Any]:
-  import jax
-  import jax.numpy as jnp
-
   if config.optimizer not in OPTIMIZERS or not OPTIMIZERS[config.optimizer].closure:
     return {}
   return {'value_fn': lambda p: sum(jnp.sum(x) for x in jax.tree.leaves(p)) * 0.0}
@@ -450,12 +434,6 @@ def _lbfgs_args(config) -> dict[str, Any]:
 
 def _at(state: Any, count: Any, batch: int) -> Any:
   """``state`` with every update counter at ``count`` and the micro-batch counter at ``batch``."""
-  import jax
-  import jax.numpy as jnp
-  import optax
-
-  from jaxsched.accumulate import AccumulateState
-
   kinds = (optax.InjectStatefulHyperparamsState, AccumulateState)
 
   def visit(node):
@@ -470,8 +448,6 @@ def _at(state: Any, count: Any, batch: int) -> Any:
 
 def _hyperparams(state) -> dict[str, Any]:
   """current_lr's groups, and current_momentum's as '<group>/momentum'."""
-  from jaxsched.build import current_lr, current_momentum
-
   return {**current_lr(state), **{f'{g}/momentum': m for g, m in current_momentum(state).items()}}
 
 
@@ -479,9 +455,6 @@ def _counted(config, run: Run, tx, params, steps: np.ndarray) -> dict[str, np.nd
   """current_lr before each of ``steps``, for schedules of the update count: one update
   from the initial state with its counters at k - 1, on the epoch's last micro-batch
   (where the optimizer always steps)."""
-  import jax
-  import jax.numpy as jnp
-
   grads = jax.tree.map(jnp.zeros_like, params)
   extra = _lbfgs_args(config)
   start = tx.init(params)
@@ -500,10 +473,6 @@ def _cut(before: Any, after: Any) -> Any:
   """Whether a report cut a plateau's LR: a :class:`PlateauState`'s own LR (which only its
   cuts move; a warm-up before it is not one), or a ``schedulers`` list's LR (which
   only its plateaus move in a report), lower after it."""
-  import jax
-  import jax.numpy as jnp
-
-  from jaxsched.plateau import ChainState, PlateauState
 
   def held(state):
     kinds = (PlateauState, ChainState)
@@ -517,11 +486,6 @@ def _reported(config, run: Run, tx, params, per_epoch: Sequence[float]) -> dict[
   "step"), each report with its epoch's metric, and under :data:`CUT` whether each report
   cut an LR. A plateau's LR moves only with reports (``update`` leaves a
   :class:`jaxsched.Plateau` as it is), so no update is needed."""
-  import jax
-  import jax.numpy as jnp
-
-  from jaxsched.plateau import report
-
   monitor = config.monitor
   per_report = np.repeat(
     np.asarray(per_epoch, np.float64), reports_per_epoch(_report_interval(config), run.batches_per_epoch)
@@ -567,8 +531,6 @@ def _chained_curve(
 ) -> Curve:
   """The :class:`Curve` of a ``schedulers`` list: :func:`_chained`'s every step, at the steps
   ``wanted`` (every step of a run of at most ``samples``) and the first step of every LR change."""
-  from jaxsched.groups import PLATEAU
-
   monitors = plateau_monitors(config)
   if metrics is not None and not isinstance(metrics, Mapping):
     metrics = {config.monitor: metrics}
@@ -611,11 +573,6 @@ def _chained(
   made before it: the transformation updated once per micro-batch, :func:`jaxsched.report`
   called with every monitor's value of the epoch after each epoch (after each micro-batch
   where ``per_batch``)."""
-  import jax
-  import jax.numpy as jnp
-
-  from jaxsched.plateau import report
-
   grads = jax.tree.map(jnp.zeros_like, params)
   extra = _lbfgs_args(config)
   monitors = list(per_monitor)
