@@ -233,7 +233,7 @@ def swa_start_epoch(swa: Mapping[str, Any], max_epochs: int | None) -> int:
     if max_epochs is None:
       raise ConfigError(
         f"swa.swa_epoch_start={start} is a fraction of the run's epochs: give build() "
-        f"max_epochs=... (Lightning's Trainer(max_epochs)), or an integer epoch."
+        f"and trainer_kwargs() max_epochs=... (Lightning's Trainer(max_epochs)), or an integer epoch."
       )
     start = int(max_epochs * start)
   first = max(start - 1, 0)

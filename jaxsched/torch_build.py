@@ -18,6 +18,7 @@ import functools
 import math
 from typing import Any, Iterable, Mapping
 
+from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError
 from jaxsched.build import load_config
 from jaxsched.config import Config
@@ -257,8 +258,18 @@ def trainer_kwargs(config: Any, *, max_epochs: int | None = None) -> dict[str, A
   ``max_epochs``, where given, is passed on (give :func:`jaxsched.build` the same).
 
   Add your own callbacks to the list: ``pl.Trainer(**kw, callbacks=[*kw['callbacks'], ...])``.
+
+  Raises:
+    ConfigError: a bad config; ``max_epochs`` not an integer >= 1 (what :func:`jaxsched.build`
+      takes); ``swa`` with a fractional ``swa_epoch_start`` and no ``max_epochs``, or a start after
+      the run's last epoch (Lightning would fall back on its own default epochs, and train otherwise
+      than jaxsched).
   """
   config = as_config(config)
+  if max_epochs is not None:
+    max_epochs = _checks.Integer(1, _checks.COUNT_MAX)('max_epochs', max_epochs)
+  if config.swa is not None:
+    averaging.swa_start_epoch(config.swa, max_epochs)
   try:
     from pytorch_lightning.callbacks import EMAWeightAveraging, StochasticWeightAveraging
   except ImportError:

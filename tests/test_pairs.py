@@ -445,3 +445,14 @@ def test_the_cli_checks_and_plots_a_sample_of_pairs(tmp_path, capsys):
       assert cli_main([command, *run, *out]) == 0, capsys.readouterr()
   finally:
     jax.config.update('jax_enable_x64', x64_before)
+
+
+def test_trainer_kwargs_checks_max_epochs_as_build_does():
+  config = jaxsched.load_config({**BASE, 'swa': {'swa_lrs': 0.01}})
+  for bad in (0, -1, 2.5, 'x'):
+    with pytest.raises(jaxsched.ConfigError, match='max_epochs'):
+      jaxsched.trainer_kwargs(config, max_epochs=bad)
+  # a fractional swa_epoch_start needs the run's epochs on both sides, or Lightning takes its own default
+  with pytest.raises(jaxsched.ConfigError, match='swa_epoch_start=0.8'):
+    jaxsched.trainer_kwargs(config)
+  assert jaxsched.trainer_kwargs(config, max_epochs=EPOCHS)['max_epochs'] == EPOCHS
