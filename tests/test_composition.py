@@ -419,20 +419,26 @@ def jax_list_run(config, params, grads, *, batches, epochs, jit=True):
   return out
 
 
+def list_config(entries, accumulate_grad_batches):
+  """SGD (momentum 0.9, lr 0.1) with a recurrent group at half the LR under the list of schedulers ``entries``:
+  the config of the list comparisons, whose torch side is :func:`torch_list_run` with lr 0.1 and factor 0.5."""
+  return {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.9},
+    'recurrent_learning_rate_multiplier': 0.5,
+    'schedulers': entries,
+    'accumulate_grad_batches': accumulate_grad_batches,
+  }
+
+
 def list_runs(entries, run, seed):
   """(jaxsched's, torch's) parameters and LRs after every batch of an SGD run with two groups under the
   list of schedulers ``entries``."""
   rng = np.random.default_rng(seed)
   params = {'w': rng.normal(size=3), 'recurrent': rng.normal(size=2)}
   grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(run['batches'] * run['epochs'])]
-  config = {
-    'optimizer': 'SGD',
-    'learning_rate': 0.1,
-    'optimizer_kwargs': {'momentum': 0.9},
-    'recurrent_learning_rate_multiplier': 0.5,
-    'schedulers': entries,
-    'accumulate_grad_batches': run.get('accumulate_grad_batches', 1),
-  }
+  config = list_config(entries, run.get('accumulate_grad_batches', 1))
   expected = torch_list_run(entries, 0.1, 0.5, params, grads, **run)
   actual = jax_list_run(config, params, grads, batches=run['batches'], epochs=run['epochs'])
   assert len({tuple(lr) for _, lr in expected}) > 4, 'the case should move the LRs'
@@ -848,14 +854,7 @@ def test_a_lightning_trainer_with_a_sequential_entry_takes_jaxscheds_lrs(case):
   grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(batches * epochs)]
   model = ListOfSchedulers(params, grads, batches, entries)
   lightning_fit(model, max_epochs=epochs, accumulate_grad_batches=n, limit_val_batches=1)
-  config = {
-    'optimizer': 'SGD',
-    'learning_rate': 0.1,
-    'optimizer_kwargs': {'momentum': 0.9},
-    'recurrent_learning_rate_multiplier': 0.5,
-    'schedulers': entries,
-    'accumulate_grad_batches': n,
-  }
+  config = list_config(entries, n)
   with x64('float64'):
     p = {k: jnp.asarray(v) for k, v in params.items()}
     tx = jaxsched.build(config, p, batches_per_epoch=batches)
