@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 
+from jaxsched import _checks
 from jaxsched._errors import ConfigError
 from jaxsched.groups import path_name
 
@@ -104,9 +105,12 @@ def update_bn(batches: Iterable[Any], model: Any, variables: Any = None, *, unbi
 
   Raises:
     ConfigError: a BatchNorm in evaluation mode (``use_running_average=True``), with a
-      mask, or averaging over devices; ``variables`` missing or given for an NNX model.
+      mask, or averaging over devices; ``variables`` missing or given for an NNX model;
+      ``unbiased`` not a bool.
   """
   from flax import nnx
+
+  unbiased = _checks.Boolean()('unbiased', unbiased)
 
   if isinstance(model, nnx.Module):
     if variables is not None:

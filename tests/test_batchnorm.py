@@ -234,6 +234,9 @@ def test_update_bn_refuses_a_model_in_evaluation_mode():
       ["'bn2'", 'use_running_average=True', 'training mode'],
     )
     assert_config_error(lambda: jaxsched.update_bn([], lambda v, x: None, {'params': flax.params}), ["'batch_stats'"])
+    assert_config_error(
+      lambda: jaxsched.update_bn([], lambda v, x: None, variables, unbiased='yes'), ["unbiased='yes'", 'true or false']
+    )
 
 
 def test_nnx_parameter_states_go_through_the_interop(tmp_path):
