@@ -337,6 +337,11 @@ def _is_list(x: Any) -> bool:
   return isinstance(x, Sequence) and not isinstance(x, (str, bytes))
 
 
+def _is_index(part: str) -> bool:
+  """Whether an override's path segment is a list index (ASCII digits only)."""
+  return part.isdecimal() and part.isascii()
+
+
 def _set(node: Any, path: list[str], value: Any, key: list[str]) -> Any:
   """A copy of ``node`` (a mapping or a list) with ``value`` at ``path``: mapping keys, or list
   indices where the node is a list; a missing step becomes a mapping. ``key``: the override's."""
@@ -345,7 +350,7 @@ def _set(node: Any, path: list[str], value: Any, key: list[str]) -> Any:
     items = list(node)
     where = '.'.join(key[: len(key) - len(path)])
     valid = f'valid indices: 0 to {len(items) - 1}' if items else 'it is empty, so no index is valid'
-    if not part.isdecimal() or not part.isascii():
+    if not _is_index(part):
       raise ConfigError(
         f'override {".".join(key)}: {where} is a list of {len(items)}, indexed by number ({valid}), not {part!r}.'
       )
@@ -361,7 +366,7 @@ def _set(node: Any, path: list[str], value: Any, key: list[str]) -> Any:
     out[part] = value
     return out
   child = out.get(part)
-  if not (isinstance(child, Mapping) or _is_list(child)) and rest[0].isdecimal() and rest[0].isascii():
+  if not (isinstance(child, Mapping) or _is_list(child)) and _is_index(rest[0]):
     where = '.'.join(key[: len(key) - len(rest)])
     held = 'it is not set' if part not in out else f'it is {_checks.shown(child)}'
     raise ConfigError(
