@@ -7,7 +7,11 @@ so hyperparameters are float32 there.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import sys
+import types
 from typing import Any, Callable, Mapping
 
 import jax
@@ -176,3 +180,26 @@ def lightning_fit(model: Any, ckpt_path: str | None = None, **trainer_kwargs: An
     logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
     trainer.fit(model, ckpt_path=ckpt_path)
   return trainer
+
+
+def import_timm() -> Any:
+  """timm's ``optim`` and ``scheduler`` packages, the oracles of the ``timm.`` IDs, imported
+  without ``timm/__init__.py`` (which imports torchvision: the registry's torchvision is a CUDA
+  build that does not load beside the CPU torch). timm is installed without its dependencies
+  (``pip install --no-deps timm``); ``timm.models`` is stood in for by a module whose
+  ``group_parameters`` raises, so layer decay takes timm's fallback (``auto_group_layers``),
+  the rule for a model without ``group_matcher``."""
+  if 'timm.optim' not in sys.modules:
+    spec = importlib.util.find_spec('timm')
+    assert spec is not None and spec.submodule_search_locations, 'pip install --no-deps timm'
+    root = types.ModuleType('timm')
+    root.__path__ = list(spec.submodule_search_locations)
+    sys.modules['timm'] = root
+    models = types.ModuleType('timm.models')
+
+    def group_parameters(*args: Any, **kwargs: Any) -> Any:
+      raise NotImplementedError('timm.models is not imported here (it needs torchvision)')
+
+    models.group_parameters = group_parameters  # type: ignore[attr-defined]
+    sys.modules['timm.models'] = models
+  return importlib.import_module('timm.optim'), importlib.import_module('timm.scheduler')
