@@ -20,6 +20,7 @@ import yaml
 
 from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, ConfigWarning
+from jaxsched.schedules import SCHEDULES
 
 SCHEDULER_CONFIG_KEYS: dict[str, tuple[Any, Any]] = {
   # Lightning's lr_scheduler_config keys, with the reference page's defaults.
@@ -541,7 +542,9 @@ def _check(v: dict[str, Any]) -> Config:
       out[key] = _mapping(key, v[key])
   if 'scheduler' in v:
     out['scheduler'] = _scheduler_name('scheduler', v['scheduler'])
-  out['scheduler_configs'] = _scheduler_configs('scheduler_configs', v.get('scheduler_configs'), out)
+  out['scheduler_configs'] = _scheduler_configs(
+    'scheduler_configs', v.get('scheduler_configs'), out, out.get('scheduler', Config.scheduler)
+  )
   if v.get('schedulers') is not None:
     entries = _schedulers(v, out)
     # one entry is the single scheduler's form
@@ -593,9 +596,10 @@ def _scheduler_name(key: str, value: Any) -> str | None:
   return None if value is None or value.lower() == 'none' else value
 
 
-def _scheduler_configs(key: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+def _scheduler_configs(key: str, value: Any, out: dict[str, Any], scheduler: str | None) -> dict[str, Any]:
   """Lightning's lr_scheduler_config keys, checked, with the defaults filled in; the
-  monitor falls back to DynVision's optimizer_configs.monitor."""
+  monitor falls back to DynVision's optimizer_configs.monitor, the interval to the
+  scheduler's own default (:attr:`jaxsched.schedules.ScheduleSpec.default_interval`)."""
   from jaxsched._errors import unknown
 
   given = _mapping(key, value)
@@ -606,6 +610,8 @@ def _scheduler_configs(key: str, value: Any, out: dict[str, Any]) -> dict[str, A
   for k, (default, check) in SCHEDULER_CONFIG_KEYS.items():
     v = given.get(k, default)
     configs[k] = check(f'{key}.{k}', v) if check is not None else v
+  if 'interval' not in given and scheduler in SCHEDULES:
+    configs['interval'] = SCHEDULES[scheduler].default_interval
   if 'monitor' not in given and 'monitor' in out.get('optimizer_configs', {}):
     configs['monitor'] = out['optimizer_configs']['monitor']
   for k in ('monitor', 'name'):
@@ -657,7 +663,7 @@ def _schedulers(v: dict[str, Any], out: dict[str, Any]) -> tuple[dict[str, Any],
       {
         'scheduler': name,
         'scheduler_kwargs': _mapping(f'{where}.scheduler_kwargs', item.get('scheduler_kwargs')),
-        'scheduler_configs': _scheduler_configs(f'{where}.scheduler_configs', item.get('scheduler_configs'), out),
+        'scheduler_configs': _scheduler_configs(f'{where}.scheduler_configs', item.get('scheduler_configs'), out, name),
       }
     )
   return tuple(entries)

@@ -80,12 +80,17 @@ class ScheduleSpec:
       ``REQUIRED`` marks a keyword without default.
     cross_check: optional check of the whole checked dict (rules between
       keywords, inputs torch cannot run), raising ConfigError.
+    default_interval: the Lightning ``interval`` a config gets when its
+      scheduler_configs sets none: 'epoch' (the reference page's default) for
+      torch's schedulers; 'step' for a library that steps its scheduler after
+      every optimizer step (Hugging Face's Trainer).
   """
 
   name: str
   builder: Callable[..., Curve]
   kwargs: Mapping[str, tuple[Any, _checks.Check]]
   cross_check: Callable[[dict[str, Any]], None] | None = None
+  default_interval: str = 'epoch'
 
   @property
   def doc(self) -> str:
