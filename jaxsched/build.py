@@ -18,21 +18,12 @@ from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, read_config
-from jaxsched.groups import (
-  RECURRENT,
-  REGULAR,
-  Group,
-  _group_setup,
-  groups,
-  param_labels,
-  path_name,
-  validate,
-)
-from jaxsched.optimizers import OPTIMIZERS, _common, _complex, _inject, optimizer, optimizer_direction
+from jaxsched.groups import RECURRENT, REGULAR, groups, param_labels, path_name
+from jaxsched.learning_rates import group_learning_rate
+from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
+from jaxsched.plan import Plan, make_plan, resolve
 from jaxsched.plateau import ChainState, PlateauState
 from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
-
-MOMENTUM_KEYS = ('base_momentum', 'max_momentum')
 
 
 def load_config(source: Any = None, overrides: Iterable[str] | str | None = ()) -> Config:
@@ -54,7 +45,17 @@ def load_config(source: Any = None, overrides: Iterable[str] | str | None = ()) 
       optimizer and schedule of each group kind are built once, so an accepted
       config builds.
   """
-  return validate(read_config(source, overrides))
+  return make_plan(read_config(source, overrides)).config
+
+
+def plan_of(config: Any) -> Plan:
+  """The :class:`~jaxsched.plan.Plan` of a :class:`Config` (taken as checked), a plan, or
+  anything :func:`load_config` accepts (checked here)."""
+  if isinstance(config, Plan):
+    return config
+  if isinstance(config, Config):
+    return resolve(config)
+  return make_plan(read_config(config))
 
 
 def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -119,18 +120,19 @@ def build(
     With ``ema`` or ``swa`` the whole is wrapped by :func:`jaxsched.averaging.average`,
     which keeps the average (one copy of the parameters) in the state.
   """
-  config = config if isinstance(config, Config) else load_config(config)
+  plan = plan_of(config)
+  config = plan.config
   batches = epoch_batches(config, batches_per_epoch, steps_per_epoch)
   if run_steps is not None:
     run_steps = _checks.Integer(0, _checks.COUNT_MAX)('run_steps', run_steps)
   _trainable(params)
   group_list = groups(config, params)
-  if config.optimizer in OPTIMIZERS:
-    OPTIMIZERS[config.optimizer].check_groups(len(group_list))
-  rules = averaging.resolve(config.ema, config.swa, batches, max_epochs, config.accumulate_grad_batches)
+  if plan.spec is not None:
+    plan.spec.check_groups(len(group_list))
+  rules = averaging.resolve(plan.ema, plan.swa, batches, max_epochs, plan.accumulate_grad_batches)
   swa_swap = None
   if rules is not None and rules.start_epochs is not None and batches is not None:  # swa: SWALR takes over
-    swa_swap = (rules.start_epochs[0], optimizer_steps_per_epoch(batches, config.accumulate_grad_batches))
+    swa_swap = (rules.start_epochs[0], optimizer_steps_per_epoch(batches, plan.accumulate_grad_batches))
     if swa_swap[0] * swa_swap[1] > _checks.COUNT_MAX:
       raise ConfigError(
         f'swa starts at epoch {swa_swap[0]}, optimizer step {swa_swap[0] * swa_swap[1]}: beyond the int32 step '
@@ -138,13 +140,13 @@ def build(
       )
   rates, kwargs = {}, {}
   for i, group in enumerate(group_list):
-    rates[group.name], kwargs[group.name] = _group_setup(
-      config, group, i, len(group_list), batches, run_steps, swa_swap
+    rates[group.name], kwargs[group.name] = group_learning_rate(
+      plan, group, i, len(group_list), batches, run_steps, swa_swap
     )
   # labels as a function of the tree, so containers such as nnx.State keep their own type
   labels = lambda tree: param_labels(config, tree)  # noqa: E731
-  if _shares_direction(config, group_list):
-    direction = optimizer_direction(config.optimizer, **kwargs[group_list[0].name])
+  if plan.shares_direction(group_list):
+    direction = optimizer_direction(plan.optimizer, **kwargs[group_list[0].name])
     tx = optax.chain(
       direction,
       optax.multi_transform(
@@ -153,23 +155,23 @@ def build(
     )
   else:
     tx = optax.multi_transform(
-      {name: optimizer(config.optimizer, learning_rate=rates[name], **kwargs[name]) for name in rates}, labels
+      {name: optimizer(plan.optimizer, learning_rate=rates[name], **kwargs[name]) for name in rates}, labels
     )
-  if config.gradient_clip_val:  # Lightning: None and values <= 0 mean no clipping
-    if config.gradient_clip_algorithm == 'norm':
-      clip = torch_clip_by_global_norm(config.gradient_clip_val)
+  if plan.clipping is not None:
+    if plan.clipping.algorithm == 'norm':
+      clip = torch_clip_by_global_norm(plan.clipping.value)
     else:
       _no_complex(
         params,
         'gradient_clip_algorithm: value (torch.nn.utils.clip_grad_value_ clamps, and torch '
         'cannot clamp complex numbers); clip by norm instead',
       )
-      clip = optax.clip(config.gradient_clip_val)
+      clip = optax.clip(plan.clipping.value)
     tx = optax.chain(clip, tx)
-  if config.accumulate_grad_batches > 1 or config.skip_nonfinite:
-    tx = accumulate(tx, config.accumulate_grad_batches, batches, config.skip_nonfinite)
+  if plan.accumulate_grad_batches > 1 or plan.skip_nonfinite:
+    tx = accumulate(tx, plan.accumulate_grad_batches, batches, plan.skip_nonfinite)
   if rules is not None:
-    tx = averaging.average(tx, rules, config.accumulate_grad_batches, batches)
+    tx = averaging.average(tx, rules, plan.accumulate_grad_batches, batches)
   init = tx.init
   return tx._replace(init=lambda tree: init(_trainable(tree)))
 
@@ -196,17 +198,6 @@ def _no_complex(params: Any, what: str) -> None:
   paths = _complex.complex_paths(params)
   if paths:
     raise ConfigError(f'complex parameter at {", ".join(paths)}: {what}.')
-
-
-def _shares_direction(config: Config, group_list: list[Group]) -> bool:
-  """Several groups that differ only in their LR, with an optimizer linear in the LR."""
-  return (
-    len(group_list) > 1
-    and config.optimizer in OPTIMIZERS
-    and OPTIMIZERS[config.optimizer].lr_linear
-    and all(g.optimizer_kwargs == group_list[0].optimizer_kwargs for g in group_list)
-    and not any(isinstance(config.scheduler_kwargs.get(k), (list, tuple)) for k in MOMENTUM_KEYS)
-  )
 
 
 def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
@@ -335,16 +326,16 @@ def lr_log_names(config: Any, opt_state: Any) -> dict[str, Any]:
   same name plus ``-momentum`` (``log_momentum=True``). With ``schedulers:`` each
   entry logs the same LRs under its own name, the unnamed ones as ``lr-<Optimizer>``,
   ``lr-<Optimizer>-1``, ... in list order."""
-  config = config if isinstance(config, Config) else load_config(config)
+  plan = plan_of(config)
   lrs, momenta = _per_group_hyperparams(opt_state)
-  entries = [e['scheduler_configs'] for e in config.schedulers] if config.schedulers else [config.scheduler_configs]
+  names = [e.name for e in plan.schedulers] or [plan.config.scheduler_configs['name']]
   out, unnamed = {}, 0
-  for sc in entries:
-    base = sc.get('name')
+  for given in names:
+    base = given
     if not base:
       unnamed += 1
-      base = f'lr-{config.optimizer}' + (f'-{unnamed - 1}' if unnamed > 1 else '')
-    single = len(lrs) == 1 and not sc.get('name')
+      base = f'lr-{plan.optimizer}' + (f'-{unnamed - 1}' if unnamed > 1 else '')
+    single = len(lrs) == 1 and not given
     for group, v in lrs.items():
       name = base if single else f'{base}/{group}'
       out[name] = v

@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from jaxsched.config import Config
-from jaxsched.groups import PLATEAU, RECURRENT, REGULAR, configured_groups
+from jaxsched.groups import RECURRENT, REGULAR, configured_groups
+from jaxsched.learning_rates import PLATEAU
 from jaxsched.optimizers import OPTIMIZERS
 from jaxsched.stepping import optimizer_steps_per_epoch, scheduler_steps
 

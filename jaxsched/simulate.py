@@ -50,9 +50,11 @@ from jaxsched._errors import ConfigError
 from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build, current_lr, current_momentum, load_config
 from jaxsched.config import Config
-from jaxsched.groups import PLATEAU, RECURRENT, REGULAR, configured_groups, ends_in_plateau, groups, param_labels
+from jaxsched.groups import RECURRENT, REGULAR, configured_groups, groups, param_labels
+from jaxsched.learning_rates import PLATEAU, ends_in_plateau
 from jaxsched.lints import Run, entries
 from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.plan import scheduler_entries
 from jaxsched.plateau import KWARGS, ChainState, PlateauState, report
 from jaxsched.stepping import epoch_batches, reports_before, reports_per_epoch, scheduler_steps, steps_after
 
@@ -548,10 +550,8 @@ def _chained_curve(
   b = run.batches_per_epoch
   reports = reports_before(steps, interval, b, run.accumulate)
   counts = [
-    reports
-    if e['scheduler'] == PLATEAU
-    else np.asarray(scheduler_steps(config, b, e['scheduler_configs'], e['scheduler'])(steps), np.int64)
-    for e in config.schedulers
+    reports if e.scheduler == PLATEAU else np.asarray(scheduler_steps(config, b, e)(steps), np.int64)
+    for e in scheduler_entries(config)
   ]
   followed = given.get(config.monitor)
   return Curve(

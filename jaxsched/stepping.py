@@ -27,13 +27,14 @@ traced ``jax.Array`` (the transformation's ``update``).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 from jaxsched import _checks
 from jaxsched._errors import ConfigError
 
 if TYPE_CHECKING:  # for annotations only: config imports averaging, which steps by these rules
   from jaxsched.config import Config
+  from jaxsched.plan import SchedulerEntry
 
 
 def epoch_batches(config: Config, batches: int | None, steps: int | None) -> int | None:
@@ -89,10 +90,7 @@ def steps_after(batch_idx: Any, accumulate: int, batches_per_epoch: int | None) 
 
 
 def scheduler_steps(
-  config: Config,
-  batches_per_epoch: int | None,
-  scheduler_configs: Mapping[str, Any] | None = None,
-  scheduler: str | None = None,
+  config: Config, batches_per_epoch: int | None, entry: SchedulerEntry | None = None
 ) -> Callable[[Any], Any]:
   """Scheduler steps taken before optimizer step k, under Lightning 2.x's rules.
 
@@ -106,13 +104,14 @@ def scheduler_steps(
     config: gives accumulate_grad_batches, and by default the interval and
       frequency (its scheduler_configs) and the scheduler's name for messages.
     batches_per_epoch: B, or None where it is not needed.
-    scheduler_configs: another scheduler's (an entry of ``config.schedulers``),
-      instead of the config's.
-    scheduler: that scheduler's name, for messages.
+    entry: one scheduler of the plan (:class:`jaxsched.plan.SchedulerEntry`), whose
+      interval, frequency and name are used instead of the config's.
   """
-  sc = config.scheduler_configs if scheduler_configs is None else scheduler_configs
-  name = config.scheduler if scheduler is None else scheduler
-  interval, frequency = sc['interval'], sc['frequency']
+  if entry is None:
+    interval, frequency = config.scheduler_configs['interval'], config.scheduler_configs['frequency']
+    name = config.scheduler
+  else:
+    interval, frequency, name = entry.interval, entry.frequency, entry.scheduler
   if interval == 'step' and frequency == 1:
     return lambda k: k
   if batches_per_epoch is None:

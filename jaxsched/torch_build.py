@@ -22,8 +22,9 @@ from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError
 from jaxsched.build import load_config
 from jaxsched.config import Config
-from jaxsched.groups import PER_GROUP, PLATEAU, ends_in_plateau, groups, labeller
+from jaxsched.groups import groups, labeller
 from jaxsched.layouts import Rule, as_numpy, as_rule
+from jaxsched.learning_rates import PER_GROUP, PLATEAU, ends_in_plateau
 from jaxsched.optimizers import OPTIMIZERS, resolve
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES

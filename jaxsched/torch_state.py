@@ -28,8 +28,9 @@ from jaxsched._errors import ConfigError
 from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build
 from jaxsched.config import Config
-from jaxsched.groups import PLATEAU, groups, labeller, path_name
+from jaxsched.groups import groups, labeller, path_name
 from jaxsched.layouts import RUNNING_STATS, Layout, Rule, as_numpy, as_rule, leaf_paths, resolve, torch_params
+from jaxsched.learning_rates import PLATEAU
 from jaxsched.optimizers import OPTIMIZERS, _complex
 from jaxsched.optimizers.adafactor import AdafactorState
 from jaxsched.optimizers.lbfgs import LBFGSState

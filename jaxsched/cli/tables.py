@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxsched.cli.output import CliError
-from jaxsched.groups import PER_GROUP, group_lists, per_group
+from jaxsched.learning_rates import PER_GROUP, group_lists, per_group
 from jaxsched.lints import entries
 from jaxsched.optimizers import OPTIMIZERS, resolve
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
