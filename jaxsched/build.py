@@ -21,7 +21,7 @@ from jaxsched.config import Config, read_config
 from jaxsched.groups import RECURRENT, REGULAR, groups, param_labels, path_name
 from jaxsched.learning_rates import group_learning_rate
 from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
-from jaxsched.plan import Plan, make_plan, resolve
+from jaxsched.plan import make_plan, plan_of
 from jaxsched.plateau import ChainState, PlateauState
 from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
 
@@ -47,15 +47,6 @@ def load_config(source: Any = None, overrides: Iterable[str] | str | None = ()) 
   """
   return make_plan(read_config(source, overrides)).config
 
-
-def plan_of(config: Any) -> Plan:
-  """The :class:`~jaxsched.plan.Plan` of a :class:`Config` (taken as checked), a plan, or
-  anything :func:`load_config` accepts (checked here)."""
-  if isinstance(config, Plan):
-    return config
-  if isinstance(config, Config):
-    return resolve(config)
-  return make_plan(read_config(config))
 
 
 def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:

@@ -8,8 +8,8 @@ does not span the run, a plateau on a validation metric stepped per batch,
 absolute LRs (or one swa_lrs) that override the group multipliers, momentum cycling on a
 momentum-free optimizer, learning rates far from the optimizer's default, and
 schedulers that never step. :func:`lint` runs them all. With Lightning's list of
-schedulers (``schedulers:``) each lint that reads the scheduler reads every entry
-(:func:`entries`), its warnings prefixed by the entry's index.
+schedulers (``schedulers:``) each lint that reads a scheduler reads every entry of the plan
+(:class:`jaxsched.plan.SchedulerEntry`), its warnings prefixed by the entry's index.
 
 A lint never raises on a config it cannot make sense of (a bad keyword is an
 error that ``build`` reports); it then returns no warning.
@@ -28,6 +28,7 @@ from jaxsched.config import Config
 from jaxsched.groups import RECURRENT, REGULAR, configured_groups
 from jaxsched.learning_rates import PLATEAU
 from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.plan import SchedulerEntry, scheduler_entries
 from jaxsched.stepping import optimizer_steps_per_epoch, scheduler_steps
 
 ABSOLUTE_LR = {'OneCycleLR': 'max_lr', 'CyclicLR': 'base_lr/max_lr'}
@@ -75,67 +76,47 @@ Lint = Callable[[Config, Run], list[str]]
 # ----------------------------------------------------------------------------- helpers
 
 
-def entries(config: Config) -> list[Config]:
-  """Each entry of the config's ``schedulers`` list as a config with that one scheduler
-  (its scheduler, scheduler_kwargs and scheduler_configs); ``[config]`` without a list."""
-  if not config.schedulers:
-    return [config]
-  return [
-    dataclasses.replace(
-      config,
-      scheduler=e['scheduler'],
-      scheduler_kwargs=dict(e['scheduler_kwargs']),
-      scheduler_configs=dict(e['scheduler_configs']),
-      schedulers=None,
-    )
-    for e in config.schedulers
-  ]
-
-
-def _per_entry(fn: Lint) -> Lint:
-  """``fn`` on each entry of a ``schedulers`` list, its warnings prefixed by the entry."""
+def _per_scheduler(fn: Callable[[Config, SchedulerEntry, Run], list[str]]) -> Lint:
+  """``fn`` on each scheduler of the config (none for a constant LR); with Lightning's list
+  (``schedulers:``) its warnings are prefixed by the entry's index."""
 
   @functools.wraps(fn)
   def each(config: Config, run: Run) -> list[str]:
-    if not config.schedulers:
-      return fn(config, run)
-    return [f'schedulers[{i}]: {w}' for i, entry in enumerate(entries(config)) for w in fn(entry, run)]
+    found = scheduler_entries(config)
+    if len(found) == 1:
+      return fn(config, found[0], run)
+    return [f'schedulers[{i}]: {w}' for i, entry in enumerate(found) for w in fn(config, entry, run)]
 
   return each
 
 
-def _kw(config: Config, key: str, default: Any = None) -> Any:
-  return config.scheduler_kwargs.get(key, default)
+def _kw(entry: SchedulerEntry, key: str, default: Any = None) -> Any:
+  return entry.kwargs.get(key, default)
 
 
-def _members(config: Config) -> list[tuple[str, Mapping[str, Any]]]:
-  """(scheduler, kwargs) of the config's scheduler, or of each SequentialLR /
-  ChainedScheduler member."""
-  if config.scheduler in ('SequentialLR', 'ChainedScheduler'):
+def _members(entry: SchedulerEntry) -> list[tuple[str, Mapping[str, Any]]]:
+  """(scheduler, kwargs) of the scheduler, or of each SequentialLR / ChainedScheduler member."""
+  if entry.scheduler in ('SequentialLR', 'ChainedScheduler'):
     out = []
-    for m in config.scheduler_kwargs.get('schedulers') or []:
+    for m in entry.kwargs.get('schedulers') or []:
       if isinstance(m, Mapping) and isinstance(m.get('scheduler'), str):
         out.append((m['scheduler'], m.get('scheduler_kwargs') or {}))
     return out
-  return [(config.scheduler, config.scheduler_kwargs)] if config.scheduler else []
+  return [(entry.scheduler, entry.kwargs)]
 
 
-def _is_plateau(config: Config) -> bool:
-  return any(name == PLATEAU for name, _ in _members(config))
+def _is_plateau(entry: SchedulerEntry) -> bool:
+  return any(name == PLATEAU for name, _ in _members(entry))
 
 
-def _interval(config: Config) -> str:
-  return config.scheduler_configs['interval']
-
-
-def _counts(config: Config, run: Run) -> tuple[int, int]:
+def _counts(config: Config, entry: SchedulerEntry, run: Run) -> tuple[int, int]:
   """(count at the last optimizer step, scheduler steps in the whole run)."""
-  steps = scheduler_steps(config, run.batches_per_epoch)
+  steps = scheduler_steps(config, run.batches_per_epoch, entry)
   return int(steps(run.steps - 1)), int(steps(run.steps))
 
 
-def _unit(config: Config) -> str:
-  return 'epochs' if _interval(config) == 'epoch' else 'batches'
+def _unit(entry: SchedulerEntry) -> str:
+  return 'epochs' if entry.interval == 'epoch' else 'batches'
 
 
 def _float(x: Any) -> float | None:
@@ -167,20 +148,20 @@ def _multipliers(scaled: Mapping[str, float]) -> str:
 # ----------------------------------------------------------------------------- lints
 
 
-@_per_entry
-def warmup_from_zero_per_epoch(config: Config, run: Run) -> list[str]:
+@_per_scheduler
+def warmup_from_zero_per_epoch(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
   """A linear warm-up from LR 0 stepped per epoch trains the whole first epoch at 0.
 
   (torch's LinearLR rejects start_factor 0, so only DynVision's
   LinearWarmupCosineAnnealingLR, whose warmup_start_lr defaults to 0, has it.)
   """
-  if _interval(config) != 'epoch':
+  if entry.interval != 'epoch':
     return []
-  frequency = config.scheduler_configs['frequency']
+  frequency = entry.frequency
   span = 'the whole first epoch trains' if frequency == 1 else f'the first {frequency} epochs train'
   out = []
-  for i, (name, kw) in enumerate(_members(config)):
-    if i > 0 and config.scheduler == 'SequentialLR':
+  for i, (name, kw) in enumerate(_members(entry)):
+    if i > 0 and entry.scheduler == 'SequentialLR':
       break  # only the first member starts the run
     if name == 'LinearWarmupCosineAnnealingLR' and _float(kw.get('warmup_start_lr', 0.0)) == 0.0:
       out.append(
@@ -191,15 +172,15 @@ def warmup_from_zero_per_epoch(config: Config, run: Run) -> list[str]:
   return out
 
 
-@_per_entry
-def cosine_shorter_than_run(config: Config, run: Run) -> list[str]:
+@_per_scheduler
+def cosine_shorter_than_run(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
   """T_max / max_epochs shorter than the run: torch's cosine rises again past it."""
-  if not run.explicit or not config.scheduler:
+  if not run.explicit:
     return []
-  last, _ = _counts(config, run)
-  members = _members(config)
-  if config.scheduler == 'SequentialLR':
-    milestones = [int(m) for m in config.scheduler_kwargs.get('milestones') or []]
+  last, _ = _counts(config, entry, run)
+  members = _members(entry)
+  if entry.scheduler == 'SequentialLR':
+    milestones = [int(m) for m in entry.kwargs.get('milestones') or []]
     starts = [0, *milestones]
   else:
     starts = [0] * len(members)
@@ -207,7 +188,7 @@ def cosine_shorter_than_run(config: Config, run: Run) -> list[str]:
   for i, (name, kw) in enumerate(members):
     if i >= len(starts) or starts[i] > last:
       continue
-    end = starts[i + 1] - 1 if config.scheduler == 'SequentialLR' and i + 1 < len(starts) else last
+    end = starts[i + 1] - 1 if entry.scheduler == 'SequentialLR' and i + 1 < len(starts) else last
     length = end - starts[i]  # the member's count at its last step
     key = {'CosineAnnealingLR': 'T_max', 'LinearWarmupCosineAnnealingLR': 'max_epochs'}.get(name)
     if key is None:
@@ -217,20 +198,20 @@ def cosine_shorter_than_run(config: Config, run: Run) -> list[str]:
       continue
     if length > int(horizon):
       out.append(
-        f'{name}: {key}={horizon} but the run steps it to {length} ({_unit(config)}, interval '
-        f'"{_interval(config)}"): past {key} torch\'s cosine rises again towards the base LR. '
+        f'{name}: {key}={horizon} but the run steps it to {length} ({_unit(entry)}, interval '
+        f'"{entry.interval}"): past {key} torch\'s cosine rises again towards the base LR. '
         f'Set {key}: {length} (or more), or shorten the run.'
       )
   return out
 
 
-@_per_entry
-def one_cycle_total_steps(config: Config, run: Run) -> list[str]:
+@_per_scheduler
+def one_cycle_total_steps(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
   """OneCycleLR should step per batch, with total_steps = epochs x steps_per_epoch."""
-  if config.scheduler != 'OneCycleLR':
+  if entry.scheduler != 'OneCycleLR':
     return []
   out = []
-  if _interval(config) == 'epoch':
+  if entry.interval == 'epoch':
     out.append(
       'OneCycleLR with interval "epoch": its total_steps counts scheduler steps, so the cycle runs '
       'over epochs, not batches, and the LR is constant within an epoch. Set scheduler_configs.interval: '
@@ -238,10 +219,10 @@ def one_cycle_total_steps(config: Config, run: Run) -> list[str]:
     )
   if not run.explicit:
     return out
-  total = _kw(config, 'total_steps')
-  if total is None and _kw(config, 'epochs') is not None and _kw(config, 'steps_per_epoch') is not None:
-    total = _kw(config, 'epochs') * _kw(config, 'steps_per_epoch')
-  _, taken = _counts(config, run)
+  total = _kw(entry, 'total_steps')
+  if total is None and _kw(entry, 'epochs') is not None and _kw(entry, 'steps_per_epoch') is not None:
+    total = _kw(entry, 'epochs') * _kw(entry, 'steps_per_epoch')
+  _, taken = _counts(config, entry, run)
   # total_steps below the run's steps is an error (torch raises), which check reports.
   if total is not None and _float(total) is not None and int(total) > taken:
     out.append(
@@ -253,12 +234,12 @@ def one_cycle_total_steps(config: Config, run: Run) -> list[str]:
   return out
 
 
-@_per_entry
-def plateau_val_metric_per_step(config: Config, run: Run) -> list[str]:
+@_per_scheduler
+def plateau_val_metric_per_step(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
   """ReduceLROnPlateau on a validation metric, stepped every batch."""
-  if not _is_plateau(config) or _interval(config) != 'step':
+  if not _is_plateau(entry) or entry.interval != 'step':
     return []
-  monitor = config.monitor
+  monitor = entry.monitor
   if not monitor.startswith('val'):
     return []
   return [
@@ -269,51 +250,51 @@ def plateau_val_metric_per_step(config: Config, run: Run) -> list[str]:
   ]
 
 
-@_per_entry
-def absolute_lr_overrides_groups(config: Config, run: Run) -> list[str]:
+@_per_scheduler
+def absolute_lr_overrides_groups(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
   """OneCycleLR / CyclicLR set every group's LR from their own absolute values."""
   del run
-  key = ABSOLUTE_LR.get(config.scheduler or '')
+  key = ABSOLUTE_LR.get(entry.scheduler)
   if key is None:
     return []
   factors = _group_factors(config)
   scaled = {g: f for g, f in factors.items() if f != 1.0}
   out = []
-  keys = ('max_lr',) if config.scheduler == 'OneCycleLR' else ('base_lr', 'max_lr')
-  scalar = [k for k in keys if not isinstance(_kw(config, k), (list, tuple))]
+  keys = ('max_lr',) if entry.scheduler == 'OneCycleLR' else ('base_lr', 'max_lr')
+  scalar = [k for k in keys if not isinstance(_kw(entry, k), (list, tuple))]
   if scaled and scalar:
     what = _multipliers(scaled)
     order = ', '.join(factors)
     out.append(
-      f"{config.scheduler} sets every parameter group's LR from its absolute {' and '.join(scalar)}, "
+      f"{entry.scheduler} sets every parameter group's LR from its absolute {' and '.join(scalar)}, "
       f'so {what} has no effect. Give {" and ".join(scalar)} as a list with one value per group, '
       f'in this order: [{order}].'
     )
   lr = config.learning_rate
-  first = _float(_kw(config, keys[-1]))
+  first = _float(_kw(entry, keys[-1]))
   if lr is not None and first is not None and not math.isclose(lr, first, rel_tol=1e-9):
-    out.append(f'{config.scheduler} ignores learning_rate={lr}: the LR follows its {keys[-1]}={first}.')
+    out.append(f'{entry.scheduler} ignores learning_rate={lr}: the LR follows its {keys[-1]}={first}.')
   return out
 
 
-@_per_entry
-def momentum_cycling_without_momentum(config: Config, run: Run) -> list[str]:
+@_per_scheduler
+def momentum_cycling_without_momentum(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
   """cycle_momentum on an optimizer whose momentum is 0 (torch switches momentum on)."""
   del run
-  if config.scheduler not in CYCLES_MOMENTUM or _kw(config, 'cycle_momentum', True) is False:
+  if entry.scheduler not in CYCLES_MOMENTUM or _kw(entry, 'cycle_momentum', True) is False:
     return []
   spec = OPTIMIZERS.get(config.optimizer)
   if spec is None or 'momentum' not in spec.kwargs:
     return []  # betas: beta1 cycles (torch's behaviour); neither: build() reports the error
   default = spec.kwargs['momentum'][0]
-  lo, hi = (0.85, 0.95) if config.scheduler == 'OneCycleLR' else (0.8, 0.9)
-  lo, hi = _kw(config, 'base_momentum', lo), _kw(config, 'max_momentum', hi)
+  lo, hi = (0.85, 0.95) if entry.scheduler == 'OneCycleLR' else (0.8, 0.9)
+  lo, hi = _kw(entry, 'base_momentum', lo), _kw(entry, 'max_momentum', hi)
   settings = {'': config.optimizer_kwargs.get('momentum', default)}
   for name, group in config.lr_parameter_groups.items():
     if 'momentum' in group:
       settings[f' (lr_parameter_groups.{name})'] = group['momentum']
   return [
-    f'{config.scheduler} cycles momentum, but {config.optimizer} has momentum: {m}{where}: torch '
+    f'{entry.scheduler} cycles momentum, but {config.optimizer} has momentum: {m}{where}: torch '
     f'(cycle_momentum: true) silently turns it into momentum {config.optimizer} with momentum between '
     f'{lo} and {hi}. Set scheduler_kwargs.cycle_momentum: false to keep it momentum-free.'
     for where, m in settings.items()
@@ -331,10 +312,11 @@ def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
   lo, hi = default / RANGE, default * RANGE
   usual = f"{config.optimizer}'s default is {default:g}; the usual range is about {lo:g} to {hi:g}"
   checks: list[tuple[str, float]] = []
-  key = ABSOLUTE_LR.get(config.scheduler or '')
-  if key is not None:
-    for k in ('max_lr',) + (('base_lr',) if config.scheduler == 'CyclicLR' else ()):
-      value = _kw(config, k)
+  found = scheduler_entries(config)  # OneCycleLR and CyclicLR are only ever the one scheduler
+  entry = found[0] if len(found) == 1 and found[0].scheduler in ABSOLUTE_LR else None
+  if entry is not None:
+    for k in ('max_lr',) + (('base_lr',) if entry.scheduler == 'CyclicLR' else ()):
+      value = _kw(entry, k)
       for i, v in enumerate(value if isinstance(value, (list, tuple)) else [value]):
         if _float(v) is not None and (k == 'max_lr' or v > 0):
           checks.append((f'scheduler_kwargs.{k}' + (f'[{i}]' if isinstance(value, (list, tuple)) else ''), v))
@@ -379,32 +361,32 @@ def eps_vanishes_in_param_dtype(config: Config, run: Run) -> list[str]:
   ]
 
 
-@_per_entry
-def scheduler_never_steps(config: Config, run: Run) -> list[str]:
+@_per_scheduler
+def scheduler_never_steps(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
   """Troubleshooting "Scheduler not updating": the LR stays constant over the run,
   or milestones lie beyond it."""
-  if not run.explicit or not config.scheduler:
+  if not run.explicit:
     return []
-  last, _ = _counts(config, run)
+  last, _ = _counts(config, entry, run)
   if last == 0:
     return [
       f'the scheduler never steps in this run ({run.epochs} epochs x {run.steps_per_epoch} steps, interval '
-      f'"{_interval(config)}", frequency {config.scheduler_configs["frequency"]}): the LR stays constant. '
+      f'"{entry.interval}", frequency {entry.frequency}): the LR stays constant. '
       f'Check scheduler_configs.interval and frequency.'
     ]
   out = []
-  name = config.scheduler
+  name = entry.scheduler
   if name in ('MultiStepLR', 'SequentialLR'):
-    beyond = [int(m) for m in _kw(config, 'milestones') or [] if _float(m) is not None and int(m) > last]
+    beyond = [int(m) for m in _kw(entry, 'milestones') or [] if _float(m) is not None and int(m) > last]
     if beyond:
       out.append(
         f'{name}: milestone(s) {beyond} are never reached: the run steps the scheduler to {last} '
-        f'({_unit(config)}, interval "{_interval(config)}").'
+        f'({_unit(entry)}, interval "{entry.interval}").'
       )
-  if name == 'StepLR' and _float(_kw(config, 'step_size')) is not None and int(_kw(config, 'step_size')) > last:
+  if name == 'StepLR' and _float(_kw(entry, 'step_size')) is not None and int(_kw(entry, 'step_size')) > last:
     out.append(
-      f'StepLR: step_size={_kw(config, "step_size")} is never reached: the run steps the scheduler to '
-      f'{last} ({_unit(config)}, interval "{_interval(config)}"), so the LR stays constant.'
+      f'StepLR: step_size={_kw(entry, "step_size")} is never reached: the run steps the scheduler to '
+      f'{last} ({_unit(entry)}, interval "{entry.interval}"), so the LR stays constant.'
     )
   return out
 
@@ -473,4 +455,4 @@ def lint(config: Config, run: Run) -> list[str]:
   return out
 
 
-__all__ = ['LINTS', 'Run', 'entries', 'lint', *[f.__name__ for f in LINTS]]
+__all__ = ['LINTS', 'Run', 'lint', *[f.__name__ for f in LINTS]]

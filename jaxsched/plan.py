@@ -8,8 +8,8 @@ Lightning keeps ``lr_scheduler_configs``), clipping, accumulation and weight ave
 
 :func:`make_plan` is validation: it reads a config top to bottom, checks what each stage needs
 and builds each group kind's optimizer and schedule once, so that a config
-:func:`jaxsched.load_config` accepts also builds. :func:`resolve` is the same reading without
-the checks, for a config already checked.
+:func:`jaxsched.load_config` accepts also builds. :func:`plan_of` gives the plan of a config
+already checked without checking it again.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from jaxsched import averaging
 from jaxsched._errors import ConfigError
-from jaxsched.config import Config
+from jaxsched.config import Config, read_config
 from jaxsched.groups import Group, configured_groups
 from jaxsched.learning_rates import PLATEAU, ends_in_plateau, group_learning_rate, group_lists, per_group
 from jaxsched.optimizers import OPTIMIZERS, OptimizerSpec, optax_aliases, optimizer
@@ -141,8 +141,8 @@ def scheduler_entries(config: Config) -> tuple[SchedulerEntry, ...]:
   return (SchedulerEntry(config.scheduler, dict(config.scheduler_kwargs), **config.scheduler_configs),)
 
 
-def resolve(config: Config) -> Plan:
-  """The plan of a checked config (one :func:`make_plan` or :func:`jaxsched.load_config` gave).
+def _read(config: Config) -> Plan:
+  """The plan of a checked config, read without the checks.
 
   Raises:
     ConfigError: the recurrent group's LR set twice (:func:`jaxsched.groups.configured_groups`).
@@ -159,6 +159,17 @@ def resolve(config: Config) -> Plan:
     ema=config.ema,
     swa=config.swa,
   )
+
+
+def plan_of(config: Any) -> Plan:
+  """The plan of ``config``: a :class:`Plan` as it is; a :class:`Config`, taken as checked (one
+  :func:`jaxsched.load_config` gave); anything else :func:`jaxsched.load_config` accepts, checked
+  here (:func:`make_plan`)."""
+  if isinstance(config, Plan):
+    return config
+  if isinstance(config, Config):
+    return _read(config)
+  return make_plan(read_config(config))
 
 
 def make_plan(config: Config) -> Plan:
@@ -202,7 +213,7 @@ def make_plan(config: Config) -> Plan:
     )
   lists = [n for e in entries for n in group_lists(e.scheduler, e.kwargs)]
   count = lists[0] if lists else len(configured)
-  plan = resolve(config)
+  plan = _read(config)
   for i, group in enumerate(configured):
     lr, kwargs = group_learning_rate(plan, group, min(i, count - 1), count, batches=1)
     optimizer(config.optimizer, learning_rate=lr, **kwargs)
@@ -213,7 +224,7 @@ def make_plan(config: Config) -> Plan:
     changes['schedulers'] = tuple({**e, 'scheduler_kwargs': n} for e, n in zip(config.schedulers, numbers, strict=True))
   elif entries:
     changes['scheduler_kwargs'] = numbers[0]
-  return resolve(
+  return _read(
     dataclasses.replace(
       config,
       optimizer_kwargs=_optimizer_numbers(config.optimizer, config.optimizer_kwargs),

@@ -52,9 +52,9 @@ from jaxsched.build import build, current_lr, current_momentum, load_config
 from jaxsched.config import Config
 from jaxsched.groups import RECURRENT, REGULAR, configured_groups, groups, param_labels
 from jaxsched.learning_rates import PLATEAU, ends_in_plateau
-from jaxsched.lints import Run, entries
+from jaxsched.lints import Run
 from jaxsched.optimizers import OPTIMIZERS
-from jaxsched.plan import scheduler_entries
+from jaxsched.plan import SchedulerEntry, scheduler_entries
 from jaxsched.plateau import KWARGS, ChainState, PlateauState, report
 from jaxsched.stepping import epoch_batches, reports_before, reports_per_epoch, scheduler_steps, steps_after
 
@@ -182,7 +182,7 @@ def check_run(config, run: Run) -> Run:
       f'(10**6) are followed.'
     )
   batches = run.epochs * run.batches_per_epoch
-  if config.schedulers and batches > MAX_CHAINED:
+  if len(scheduler_entries(config)) > 1 and batches > MAX_CHAINED:
     raise ConfigError(
       f'a schedulers list is followed by stepping the optimizer through the run (the LR is its '
       f'state, not a function of the step count), and this run has {batches} micro-batches '
@@ -193,31 +193,33 @@ def check_run(config, run: Run) -> Run:
 
 def scheduler_name(config) -> str:
   """The config's scheduler(s) by name: 'StepLR', 'LinearLR + StepLR', 'constant LR'."""
-  if config.schedulers:
-    return ' + '.join(e['scheduler'] for e in config.schedulers)
-  return config.scheduler or 'constant LR'
+  return ' + '.join(e.scheduler for e in scheduler_entries(config)) or 'constant LR'
 
 
 def plateau_monitors(config) -> dict[str, dict[str, Any]]:
   """monitor -> the keywords of the first ReduceLROnPlateau that follows it: the config's
   one (alone or ending a SequentialLR), or each plateau of a ``schedulers`` list."""
-  if not config.schedulers:
-    followed = plateau_kwargs(config)
-    return {} if followed is None else {config.monitor: followed}
   out: dict[str, dict[str, Any]] = {}
-  for e in config.schedulers:
-    if e['scheduler'] == PLATEAU:
-      out.setdefault(e['scheduler_configs']['monitor'], dict(e['scheduler_kwargs']))
+  for e in scheduler_entries(config):
+    followed = _followed(e)
+    if followed is not None:
+      out.setdefault(e.monitor, followed)
   return out
 
 
 def plateau_kwargs(config) -> dict[str, Any] | None:
-  """The ReduceLROnPlateau keywords the config's LR follows (alone, or at the end of a
-  SequentialLR); None for a schedule of the step count."""
-  if config.scheduler == PLATEAU:
-    return dict(config.scheduler_kwargs)
-  if config.scheduler == 'SequentialLR' and ends_in_plateau(config.scheduler_kwargs):
-    return dict(config.scheduler_kwargs['schedulers'][-1].get('scheduler_kwargs') or {})
+  """The ReduceLROnPlateau keywords the config's one scheduler follows (alone, or at the end
+  of a SequentialLR); None for a schedule of the step count, a constant LR or a list."""
+  found = scheduler_entries(config)
+  return _followed(found[0]) if len(found) == 1 else None
+
+
+def _followed(entry: SchedulerEntry) -> dict[str, Any] | None:
+  """The keywords of the ReduceLROnPlateau that drives ``entry`` (alone, or ending a SequentialLR)."""
+  if entry.scheduler == PLATEAU:
+    return dict(entry.kwargs)
+  if entry.scheduler == 'SequentialLR' and ends_in_plateau(entry.kwargs):
+    return dict(entry.kwargs['schedulers'][-1].get('scheduler_kwargs') or {})
   return None
 
 
@@ -225,9 +227,10 @@ def _report_interval(config) -> str:
   """The interval at which the simulated run calls report(): the config's scheduler_configs
   interval, or for a ``schedulers`` list "step" where one of its plateaus has interval "step"
   (report steps every plateau of the list), else "epoch"."""
-  if not config.schedulers:
+  found = scheduler_entries(config)
+  if len(found) <= 1:
     return config.scheduler_configs['interval']
-  per_batch = any(e['scheduler'] == PLATEAU and e['scheduler_configs']['interval'] == 'step' for e in config.schedulers)
+  per_batch = any(e.scheduler == PLATEAU and e.interval == 'step' for e in found)
   return 'step' if per_batch else 'epoch'
 
 
@@ -276,10 +279,10 @@ def dummy_params(config) -> dict[str, Any]:
   return leaves
 
 
-def schedule_marks(config) -> list[tuple[int, str]]:
-  """(scheduler count, label) where the schedule's keywords say it turns."""
-  kw = config.scheduler_kwargs
-  name = config.scheduler
+def schedule_marks(entry: SchedulerEntry) -> list[tuple[int, str]]:
+  """(scheduler count, label) where one scheduler's keywords say it turns."""
+  kw = entry.kwargs
+  name = entry.scheduler
 
   def ints(key):
     v = kw.get(key)
@@ -350,17 +353,17 @@ def _spread(n: int, samples: int) -> np.ndarray:
   return np.unique(np.linspace(0, n - 1, samples).round().astype(np.int64))
 
 
-def _marks(config, run: Run, named: bool) -> list[tuple[int, str]]:
-  """(optimizer step, label) of :func:`schedule_marks` under the config's scheduler steps,
+def _marks(config, entry: SchedulerEntry, run: Run, named: bool) -> list[tuple[int, str]]:
+  """(optimizer step, label) of :func:`schedule_marks` under ``entry``'s scheduler steps,
   each label after the scheduler's name where ``named``."""
-  if not config.scheduler or config.scheduler == PLATEAU:
+  if entry.scheduler == PLATEAU:
     return []
   n = run.steps
-  count = scheduler_steps(config, run.batches_per_epoch)
-  turns = schedule_marks(config)
+  count = scheduler_steps(config, run.batches_per_epoch, entry)
+  turns = schedule_marks(entry)
   firsts = first_at_least(count, [c for c, _ in turns], n)
   return [
-    (int(k), f'{config.scheduler} {label}' if named else label)
+    (int(k), f'{entry.scheduler} {label}' if named else label)
     for (c, label), k in zip(turns, firsts)
     if k < n and count(k) == c
   ]
@@ -383,15 +386,16 @@ def simulate(
   # run_steps: torch raises when a OneCycleLR is stepped past total_steps, and so does this
   tx = build(config, params, batches_per_epoch=run.batches_per_epoch, run_steps=run.steps, max_epochs=run.epochs)
   n = run.steps
-  count = scheduler_steps(config, run.batches_per_epoch) if config.scheduler else np.zeros_like
-  marks = [m for entry in entries(config) for m in _marks(entry, run, len(entries(config)) > 1)]
+  found = scheduler_entries(config)
+  count = scheduler_steps(config, run.batches_per_epoch, found[0]) if len(found) == 1 else np.zeros_like
+  marks = [m for entry in found for m in _marks(config, entry, run, len(found) > 1)]
   marks += [(k, label) for k, label in averaging_marks(config, run) if k < n]
   wanted = [
     _spread(n, samples),
     first_at_least(count, _spread(int(count(n - 1)) + 1, samples), n),
     np.array([k for k, _ in marks] + [0, n // 2, n - 1], np.int64),
   ]
-  if config.schedulers:
+  if len(found) > 1:
     return _chained_curve(config, run, tx, params, order, metrics, samples, marks, wanted)
 
   followed = plateau_kwargs(config)

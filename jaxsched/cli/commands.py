@@ -24,8 +24,9 @@ from jaxsched.cli.metrics import read_metrics
 from jaxsched.cli.output import CliError, fmt, note, plural, print_table, warn
 from jaxsched.cli.tables import check_learning_rates, lr_table, resolved
 from jaxsched.config import SCHEDULER_CONFIG_KEYS, patterns
-from jaxsched.lints import Run, entries, lint
+from jaxsched.lints import Run, lint
 from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.plan import SchedulerEntry, scheduler_entries
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES
 from jaxsched.simulate import MAX_CHAINED, MAX_EPOCHS, MAX_STEPS, check_run, plateau_monitors, scheduler_name, simulate
@@ -120,16 +121,19 @@ def load(config: str, overrides: Sequence[str]):
 def _natural_length(config) -> tuple[int | None, str]:
   """The scheduler count a config's schedule is written for, and where it comes from
   (with a ``schedulers`` list, the longest entry's)."""
-  if config.schedulers:
-    lengths = [
-      (length, f"{e.scheduler}'s {source}")
-      for e in entries(config)
-      for length, source in [_natural_length(e)]
-      if length
-    ]
-    return max(lengths, default=(None, ''))
-  kw = config.scheduler_kwargs
-  name = config.scheduler
+  lengths = [
+    (length, f"{e.scheduler}'s {source}")
+    for e in scheduler_entries(config)
+    for length, source in [_entry_length(e)]
+    if length
+  ]
+  return max(lengths, default=(None, ''))
+
+
+def _entry_length(entry: SchedulerEntry) -> tuple[int | None, str]:
+  """The scheduler count one scheduler is written for, and the keywords that say so."""
+  kw = entry.kwargs
+  name = entry.scheduler
 
   def num(key):
     try:
@@ -181,21 +185,24 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
   n = config.accumulate_grad_batches
   if n == 1 or batches is not None or steps is not None:
     batches = epoch_batches(config, batches, steps)
-  stepped = entries(config)  # a list is fitted as per-epoch only if every entry is
-  interval = 'step' if any(e.scheduler_configs['interval'] == 'step' for e in stepped) else 'epoch'
+  # a list is fitted as per-epoch only if every entry is; a constant LR by its scheduler_configs
+  entries = scheduler_entries(config)
+  stepped = [e.configs for e in entries] or [config.scheduler_configs]
+  interval = 'step' if any(e['interval'] == 'step' for e in stepped) else 'epoch'
   if epochs is not None and (batches is not None or interval == 'epoch' and n == 1):
     if batches is None:  # per-epoch schedulers count epochs only
       note('no --batches-per-epoch: assuming 1 (an interval "epoch" scheduler does not depend on it).')
     return check_run(config, Run(epochs, batches or 1, n, explicit=True))
-  kw = config.scheduler_kwargs
-  if config.scheduler == 'OneCycleLR' and kw.get('epochs') and kw.get('steps_per_epoch') and interval == 'step':
+  one_cycle = len(entries) == 1 and entries[0].scheduler == 'OneCycleLR'
+  kw = entries[0].kwargs if one_cycle else {}
+  if one_cycle and kw.get('epochs') and kw.get('steps_per_epoch') and interval == 'step':
     e, spe = epochs or int(kw['epochs']), int(kw['steps_per_epoch'])
     note(
       f"assuming a run of {e} epochs x {spe} optimizer steps per epoch (from OneCycleLR's epochs and steps_per_epoch)."
     )
     return check_run(config, Run(e, batches or spe * n, n, explicit=False))
   length, source = _natural_length(config)
-  frequency = max(e.scheduler_configs['frequency'] for e in stepped)
+  frequency = max(e['frequency'] for e in stepped)
   if interval == 'epoch':
     spe = optimizer_steps_per_epoch(batches, n) if batches else 1
     e = epochs or (length * frequency if length else 100)
@@ -209,9 +216,8 @@ def fit_run(config, epochs: int | None, batches: int | None, steps: int | None =
       spe = max(1, length // e)
   batches = batches or spe * n
   if epochs is None:  # a schedule written for a longer run: as much of it as can be followed
-    e = min(e, MAX_EPOCHS, max(1, MAX_STEPS // spe), *([max(1, MAX_CHAINED // batches)] if config.schedulers else []))
-  origin = source if config.schedulers else f"{config.scheduler}'s {source}"  # a list's names its entry
-  why = f' (from {origin})' if source else ''
+    e = min(e, MAX_EPOCHS, max(1, MAX_STEPS // spe), *([max(1, MAX_CHAINED // batches)] if len(entries) > 1 else []))
+  why = f' (from {source})' if source else ''
   note(
     f'assuming a run of {e} epochs x {plural(batches, "batch")} per epoch{why}; give --epochs and '
     f"--batches-per-epoch to check the run's length."
@@ -250,7 +256,7 @@ def _metrics(args: argparse.Namespace, config, run):
       )
     if len(values) > run.epochs:
       note(f'the metrics file has {len(values)} values of {monitor!r}; using the first {run.epochs} (one per epoch).')
-  return found if config.schedulers else found[config.monitor]
+  return found if len(scheduler_entries(config)) > 1 else found[config.monitor]
 
 
 def _sampling_note(curve) -> str:

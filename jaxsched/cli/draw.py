@@ -13,8 +13,8 @@ import os
 import numpy as np
 
 from jaxsched.cli.output import CliError
-from jaxsched.lints import entries
 from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.plan import scheduler_entries
 from jaxsched.simulate import SAMPLES, Curve, scheduler_name
 
 MAX_EPOCH_LINES = 60
@@ -54,7 +54,8 @@ def draw(config, curve: Curve, source: str, output: str, log: bool = False) -> N
   if log and all((v > 0).all() for v in curve.lrs.values()):
     ax.set_yscale('log')
   ax.legend(title='group', loc='best', fontsize='small')
-  intervals = ', '.join(f'"{e.scheduler_configs["interval"]}"' for e in entries(config))
+  given = [e.interval for e in scheduler_entries(config)] or [config.scheduler_configs['interval']]
+  intervals = ', '.join(f'"{interval}"' for interval in given)
   title = f'{os.path.basename(source)}: {config.optimizer} + {scheduler_name(config)} (interval {intervals})'
   if curve.plateau:
     title += (

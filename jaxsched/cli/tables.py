@@ -12,11 +12,11 @@ import numpy as np
 
 from jaxsched.cli.output import CliError
 from jaxsched.learning_rates import PER_GROUP, group_lists, per_group
-from jaxsched.lints import entries
 from jaxsched.optimizers import OPTIMIZERS, resolve
+from jaxsched.plan import SchedulerEntry, scheduler_entries
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES
-from jaxsched.simulate import Curve, plateau_kwargs
+from jaxsched.simulate import Curve
 
 
 def resolved(config) -> dict[str, Any]:
@@ -28,28 +28,30 @@ def resolved(config) -> dict[str, Any]:
     lr, kwargs = resolve(spec, config.learning_rate, dict(config.optimizer_kwargs))
     out['learning_rate'] = lr
     out['optimizer_kwargs'] = kwargs
-  if config.schedulers:
+  entries = scheduler_entries(config)
+  if len(entries) > 1:
     out['schedulers'] = [
-      {**dict(e), 'scheduler_kwargs': _scheduler_kwargs(c)} for e, c in zip(config.schedulers, entries(config))
+      {'scheduler': e.scheduler, 'scheduler_kwargs': _scheduler_kwargs(e), 'scheduler_configs': e.configs}
+      for e in entries
     ]
-  elif config.scheduler is not None:
-    out['scheduler_kwargs'] = _scheduler_kwargs(config)
+  elif entries:
+    out['scheduler_kwargs'] = _scheduler_kwargs(entries[0])
   return _plain(out)
 
 
-def _scheduler_kwargs(config) -> dict[str, Any]:
-  """The config's scheduler_kwargs with the scheduler's defaults filled in."""
-  given = dict(config.scheduler_kwargs)
-  if config.scheduler in SCHEDULES and plateau_kwargs(config) is None:
+def _scheduler_kwargs(entry: SchedulerEntry) -> dict[str, Any]:
+  """One scheduler's keywords with its defaults filled in."""
+  name = entry.scheduler
+  given = dict(entry.kwargs)
+  if name in SCHEDULES and not entry.is_plateau:
     # Per-group lists (max_lr: [0.1, 0.01], a member's swa_lr) are checked one value at a time by build.
-    lists = group_lists(config.scheduler, given)
-    first = per_group(config.scheduler, given, 0, lists[0]) if lists else given
+    lists = group_lists(name, given)
+    first = per_group(name, given, 0, lists[0]) if lists else given
     checked = {
-      k: given.get(k, v) if k in PER_GROUP.get(config.scheduler, ()) else v
-      for k, v in SCHEDULES[config.scheduler].resolve(first).items()
+      k: given.get(k, v) if k in PER_GROUP.get(name, ()) else v for k, v in SCHEDULES[name].resolve(first).items()
     }
     return {k: given[k] if callable(v) or k in ('schedulers',) and k in given else v for k, v in checked.items()}
-  if config.scheduler == 'ReduceLROnPlateau':
+  if name == 'ReduceLROnPlateau':
     return {k: given.get(k, d) for k, (d, _) in PLATEAU_KWARGS.items()}
   return given
 
