@@ -245,7 +245,7 @@ def swa_start_epoch(swa: Mapping[str, Any], max_epochs: int | None) -> int:
   return first
 
 
-def resolve(
+def averaging_rules(
   ema: Mapping[str, Any] | None,
   swa: Mapping[str, Any] | None,
   batches_per_epoch: int | None,

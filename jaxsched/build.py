@@ -120,7 +120,7 @@ def build(
   group_list = groups(config, params)
   if plan.spec is not None:
     plan.spec.check_groups(len(group_list))
-  rules = averaging.resolve(plan.ema, plan.swa, batches, max_epochs, plan.accumulate_grad_batches)
+  rules = averaging.averaging_rules(plan.ema, plan.swa, batches, max_epochs, plan.accumulate_grad_batches)
   swa_swap = None
   if rules is not None and rules.start_epochs is not None and batches is not None:  # swa: SWALR takes over
     swa_swap = (rules.start_epochs[0], optimizer_steps_per_epoch(batches, plan.accumulate_grad_batches))

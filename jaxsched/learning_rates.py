@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from jaxsched import averaging
 from jaxsched._errors import ConfigError
 from jaxsched.optimizers import OPTIMIZERS
-from jaxsched.plateau import Chain, chain, reduce_on_plateau
+from jaxsched.plateau import Chain, chain_schedules, reduce_on_plateau
 from jaxsched.schedules import schedule
 from jaxsched.schedules.composite import COMPOSITES
 from jaxsched.stepping import scheduler_steps
@@ -210,7 +210,7 @@ def _chain(plan: Plan, group: Group, index: int, count: int, batches: int | None
       members.append((entry.interval, sched.curve.step, steps))
     except ConfigError as e:
       raise ConfigError(f'schedulers[{i}]: {e}') from None
-  return chain(group.learning_rate, members, plateaus)
+  return chain_schedules(group.learning_rate, members, plateaus)
 
 
 def _warmup_then_plateau(entry: SchedulerEntry, group: Group, kwargs: dict[str, Any]):

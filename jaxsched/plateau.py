@@ -271,7 +271,7 @@ class Chain:
     return jnp.array(state.lr)
 
 
-def chain(learning_rate: float, members: Sequence[Member], plateaus: Sequence[tuple[str, Plateau]]) -> Chain:
+def chain_schedules(learning_rate: float, members: Sequence[Member], plateaus: Sequence[tuple[str, Plateau]]) -> Chain:
   """A :class:`Chain` of the chainable ``members`` (interval, step maps, steps) and the
   ``plateaus`` (interval, :class:`Plateau`), both in list order."""
   order = [p for interval in ('step', 'epoch') for when, p in plateaus if when == interval]

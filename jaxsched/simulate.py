@@ -321,7 +321,7 @@ def schedule_marks(entry: SchedulerEntry) -> list[tuple[int, str]]:
 def averaging_marks(config, run: Run) -> list[tuple[int, str]]:
   """(optimizer step, label) where weight averaging starts: SWA's first epoch, where
   SWALR takes over the LR, and EMA's ``update_starting_at_step``."""
-  rules = averaging.resolve(config.ema, config.swa, run.batches_per_epoch, run.epochs)
+  rules = averaging.averaging_rules(config.ema, config.swa, run.batches_per_epoch, run.epochs)
   if rules is None:
     return []
   marks = []
