@@ -25,6 +25,7 @@ from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.build import build, load_config, set_lr
 from jaxsched.config import Config
+from jaxsched.optimizers import OPTIMIZERS
 from jaxsched.stepping import steps_after
 
 MODES = ('exponential', 'linear')
@@ -155,14 +156,24 @@ def lr_find(
     early_stop_threshold: None to run every step.
 
   Raises:
-    ConfigError: a bad argument, naming it, or a bad config.
+    ConfigError: a bad argument, naming it; a bad config; an optimizer that needs a
+      closure (LBFGS).
   """
   mode = _mode(mode)
   min_lr = _checks.Real(0.0, lo_open=mode == 'exponential')('min_lr', min_lr)
   max_lr = _checks.Real(min_lr, lo_open=True)('max_lr', max_lr)
   num_training = _checks.COUNT('num_training', num_training)
-  threshold = _checks.Optional(_checks.POSITIVE)('early_stop_threshold', early_stop_threshold)
+  try:
+    threshold = _checks.Optional(_checks.POSITIVE)('early_stop_threshold', early_stop_threshold)
+  except ConfigError as e:
+    raise ConfigError(f'{str(e).rstrip(".")}, or None to run every step.') from None
   config = range_config(config if isinstance(config, Config) else load_config(config), min_lr)
+  if config.optimizer in OPTIMIZERS and OPTIMIZERS[config.optimizer].closure:
+    raise ConfigError(
+      f"optimizer={config.optimizer!r}: lr_find records each step's loss, and Lightning records the loss of the "
+      f"closure's last evaluation inside {config.optimizer}.step, which the transformation's update does not "
+      f'give back. Run the range test with a closure-free optimizer.'
+    )
   n = config.accumulate_grad_batches
   per_epoch = len(batches) if isinstance(batches, Sized) else None
   if per_epoch == 0:
