@@ -150,7 +150,8 @@ def lr_find(
       while steps remain (an iterator that is used up ends the test). With
       ``accumulate_grad_batches`` > 1 it needs a ``len()``, where the epoch ends.
     config: a :class:`jaxsched.Config` or anything :func:`jaxsched.load_config` takes.
-    min_lr, max_lr: the range (min_lr > 0 in exponential mode).
+    min_lr: the LR of the first step (> 0 in exponential mode).
+    max_lr: the LR of step ``num_training - 1``.
     num_training: optimizer steps.
     mode: 'exponential' or 'linear' (in any case, as Lightning's ``LearningRateFinder``).
     early_stop_threshold: None to run every step.
