@@ -11,8 +11,9 @@ groups, schedule (stepped as Lightning steps it), clipping, ReduceLROnPlateau.
     python examples/train_digits.py --epochs 20 optimizer=SGD learning_rate=0.05 scheduler=none
     python examples/train_digits.py accumulate_grad_batches=3   # 22 batches: 7 groups of 3 and one of 1
     python examples/train_digits.py --resume                     # continue from --out's checkpoint
+    python examples/train_digits.py --lr-find                    # Lightning's LR range test, no training
 
-The last line printed is ``final val_accuracy=<float>``.
+The last line printed is ``final val_accuracy=<float>`` (with ``--lr-find``, ``suggested learning_rate=<float>``).
 """
 
 from __future__ import annotations
@@ -184,6 +185,19 @@ def plot(history, path: Path):
   plt.close(fig)
 
 
+def find_lr(config, graphdef, params, x, y, out: Path, seed: int, console) -> float:
+  """Lightning's ``Tuner.lr_find`` on the model and the config: writes lr_find.png, prints
+  and returns the suggested learning rate (NaN without one)."""
+  train_loader = list(batches(x, y, 0, seed))  # an epoch's batches, iterated again for each epoch of the test
+  finder = jaxsched.lr_find(lambda p, batch: loss_and_accuracy(graphdef, p, *batch)[0], params, train_loader, config)
+  finder.plot(suggest=True).savefig(out / 'lr_find.png', dpi=100)
+  lr = finder.suggestion()
+  steps = len(finder.results['lr'])
+  console.print(f'lr_find: {steps} steps from {finder.lr_min:g} to {finder.lr_max:g}: {out / "lr_find.png"}')
+  print(f'suggested learning_rate={lr}', flush=True)
+  return math.nan if lr is None else lr
+
+
 def announce_reductions(epoch: int, before: dict, after: dict, console) -> None:
   """torch's verbose ReduceLROnPlateau message, for each group whose LR dropped."""
   for group, old in before.items():
@@ -208,6 +222,9 @@ def main(argv=None) -> float:
   parser.add_argument('--resume', action='store_true', help="continue from --out's last checkpoint")
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--quiet', action='store_true', help='no progress bar')
+  parser.add_argument(
+    '--lr-find', action='store_true', help="run Lightning's LR range test instead of training: lr_find.png in --out"
+  )
   parser.add_argument('overrides', nargs='*', metavar='KEY=VALUE', help='snakemake-style config overrides')
   args = parser.parse_args(argv)
 
@@ -226,6 +243,13 @@ def main(argv=None) -> float:
   # with accumulate_grad_batches N, Lightning steps every N batches and on each epoch's last one
   steps_per_epoch = -(-batches_per_epoch // config.accumulate_grad_batches)
   graphdef, params = make_model(args.seed)
+  if args.lr_find:
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    try:
+      return find_lr(config, graphdef, params, x_train, y_train, Path(args.out), args.seed, console)
+    except jaxsched.ConfigError as e:
+      console.print(f'error: {e}', style='red')
+      raise SystemExit(1) from None
   try:
     tx = jaxsched.build(
       config,

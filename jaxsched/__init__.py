@@ -7,6 +7,7 @@ from jaxsched.build import build, current_lr, current_momentum, load_config, lr_
 from jaxsched.compat import carry_over, check_compatible
 from jaxsched.config import Config, patterns
 from jaxsched.layouts import torch_params, torch_state_dict
+from jaxsched.lr_find import LRFinderResult, lr_find
 from jaxsched.optimizers import OPTIMIZERS, optimizer
 from jaxsched.plateau import Plateau, PlateauState, reduce_on_plateau, report
 from jaxsched.schedules import SCHEDULES, Schedule, schedule
@@ -18,6 +19,7 @@ __all__ = [
   'Config',
   'ConfigError',
   'ConfigWarning',
+  'LRFinderResult',
   'LightningCheckpoint',
   'OPTIMIZERS',
   'Plateau',
@@ -36,6 +38,7 @@ __all__ = [
   'load_config',
   'load_lightning_checkpoint',
   'lr_curve',
+  'lr_find',
   'lr_log_names',
   'optimizer',
   'patterns',

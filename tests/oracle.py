@@ -155,13 +155,9 @@ def assert_rejected(name: str, kwargs: Mapping[str, Any], words) -> None:
   assert_config_error(lambda: jaxsched.optimizer(name, **kwargs), words)
 
 
-def lightning_fit(model: Any, ckpt_path: str | None = None, **trainer_kwargs: Any) -> Any:
-  """Fits ``model`` with a quiet float64 CPU Lightning Trainer (no logger, checkpoints,
-  progress bar, summary or sanity check, unless ``trainer_kwargs`` set them), resuming from
-  ``ckpt_path`` if given, and returns the trainer."""
-  import logging
-  import warnings
-
+def lightning_trainer(**trainer_kwargs: Any) -> Any:
+  """A quiet float64 CPU Lightning Trainer: no logger, checkpoints, progress bar, summary
+  or sanity check, unless ``trainer_kwargs`` set them."""
   import pytorch_lightning as pl
 
   quiet = {
@@ -174,7 +170,16 @@ def lightning_fit(model: Any, ckpt_path: str | None = None, **trainer_kwargs: An
     'enable_model_summary': False,
     'num_sanity_val_steps': 0,
   }
-  trainer = pl.Trainer(**{**quiet, **trainer_kwargs})
+  return pl.Trainer(**{**quiet, **trainer_kwargs})
+
+
+def lightning_fit(model: Any, ckpt_path: str | None = None, **trainer_kwargs: Any) -> Any:
+  """Fits ``model`` with a :func:`lightning_trainer` of ``trainer_kwargs``, resuming from
+  ``ckpt_path`` if given, and returns the trainer."""
+  import logging
+  import warnings
+
+  trainer = lightning_trainer(**trainer_kwargs)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')  # "does not have many workers" and the like
     logging.getLogger('pytorch_lightning').setLevel(logging.ERROR)
