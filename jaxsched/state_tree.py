@@ -56,5 +56,5 @@ def is_array(node: Any) -> bool:
   """Whether ``node`` is an array of the tree (a leaf), not a node: ``None`` and states without
   fields (``optax.EmptyState()``) are nodes with no leaves. A ``kind`` for :func:`replace`
   where every array is to be replaced."""
-  tree = jax.tree.structure(node)
-  return tree.num_nodes == 1 and tree.num_leaves == 1
+  leaves = jax.tree.leaves(node)
+  return len(leaves) == 1 and leaves[0] is node

@@ -43,8 +43,8 @@ def test_find_by_class_in_tree_order_through_nested_multi_transform():
   found = state_tree.find_with_path(state, optax.ScaleByAdamState)
   paths = [jax.tree_util.keystr(path) for path, _ in found]
   assert paths == [
-    '[1].inner_states[\'adam\'].inner_state.inner_state[0]',
-    '[1].inner_states[\'inner\'].inner_state.inner_states[\'adam\'].inner_state[0]',
+    "[1].inner_states['adam'].inner_state.inner_state[0]",
+    "[1].inner_states['inner'].inner_state.inner_states['adam'].inner_state[0]",
   ]
   assert [int(n.count) for _, n in found] == [1, 1]
   assert state_tree.find(state, optax.ScaleByAdamState) == [n for _, n in found]
@@ -82,9 +82,8 @@ def test_found_node_is_not_looked_into():
 
 def test_replace_changes_only_the_found_nodes():
   state = nested_state()
-  new = jax.jit(
-    lambda s: state_tree.replace(s, optax.ScaleByAdamState, lambda n: n._replace(count=n.count + 10))
-  )(state)
+  later = lambda n: n._replace(count=n.count + 10)  # noqa: E731
+  new = jax.jit(lambda s: state_tree.replace(s, optax.ScaleByAdamState, later))(state)
   assert jax.tree.structure(new) == jax.tree.structure(state)
   assert [int(n.count) for n in state_tree.find(new, optax.ScaleByAdamState)] == [11, 11]
   kept = lambda s: state_tree.replace(s, optax.ScaleByAdamState, lambda n: n._replace(count=None))  # noqa: E731
