@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsched import _checks
+from jaxsched import _checks, state_tree
 from jaxsched.stepping import steps_after
 
 
@@ -72,7 +72,7 @@ def keep_schedules(ok: jax.Array, new: Any, old: Any) -> Any:
       return n._replace(inner_state=keep_schedules(ok, n.inner_state, o.inner_state))
     return jnp.where(ok, n, o)
 
-  return jax.tree.map(pick, new, old, is_leaf=is_inject)
+  return state_tree.replace(new, lambda x: is_inject(x) or state_tree.is_array(x), pick, old)
 
 
 def accumulate(

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxsched import _checks
+from jaxsched import _checks, state_tree
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.schedules import _numeric
 from jaxsched.schedules.swalr import STRATEGIES, swalr_value
@@ -424,9 +424,7 @@ def _found(opt_state: Any) -> AverageState | None:
 
   if isinstance(opt_state, nnx.Optimizer):
     opt_state = nnx.as_pure(opt_state.opt_state)
-  is_state = lambda x: isinstance(x, AverageState)  # noqa: E731
-  found = [n for n in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(n)]
-  return found[0] if found else None
+  return state_tree.find_one(opt_state, AverageState)
 
 
 def running_average(opt_state: Any) -> tuple[Any, int] | None:

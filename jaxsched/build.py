@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsched import _checks, averaging
+from jaxsched import _checks, averaging, state_tree
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, read_config
@@ -205,8 +205,7 @@ def _per_group_hyperparams(opt_state: Any) -> tuple[dict[str, Any], dict[str, An
   lrs: dict[str, Any] = {}
   momenta: dict[str, Any] = {}
   shared_momentum = None  # cycled by the direction shared by all groups
-  kinds = (optax.MultiTransformState, optax.InjectStatefulHyperparamsState)
-  for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kinds)):
+  for node in state_tree.find(opt_state, (optax.MultiTransformState, optax.InjectStatefulHyperparamsState)):
     if isinstance(node, optax.InjectStatefulHyperparamsState):
       shared_momentum = _scheduled_momentum(node)
     elif isinstance(node, optax.MultiTransformState):
@@ -279,8 +278,6 @@ def set_lr(opt_state: Any, learning_rate: Any) -> Any:
       _checks.NON_NEGATIVE(f'learning_rate of group {name!r}', lr)
 
   def visit(node):
-    if not isinstance(node, optax.MultiTransformState):
-      return node
     inner_states = dict(node.inner_states)
     for name, lr in wanted.items():
       masked = inner_states[name]
@@ -297,17 +294,13 @@ def set_lr(opt_state: Any, learning_rate: Any) -> Any:
       inner_states[name] = masked._replace(inner_state=inject)
     return node._replace(inner_states=inner_states)
 
-  return jax.tree.map(visit, opt_state, is_leaf=lambda x: isinstance(x, optax.MultiTransformState))
+  return state_tree.replace(opt_state, optax.MultiTransformState, visit)
 
 
 def skipped_steps(opt_state: Any) -> jax.Array:
   """Micro-batches dropped for non-finite gradients (``skip_nonfinite: true``); 0 otherwise."""
-  found = [
-    n
-    for n in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AccumulateState))
-    if isinstance(n, AccumulateState)
-  ]
-  return found[0].skipped if found else jnp.zeros([], jnp.int32)
+  loop = state_tree.find_one(opt_state, AccumulateState)
+  return loop.skipped if loop is not None else jnp.zeros([], jnp.int32)
 
 
 def lr_log_names(config: Any, opt_state: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import optax
 
+from jaxsched import state_tree
 from jaxsched._checks import shown
 from jaxsched._errors import ConfigError, ConfigWarning
 from jaxsched.accumulate import AccumulateState
@@ -258,13 +259,13 @@ def carry_over(saved: Any, fresh: Any) -> Any:
       state = state.replace(**{k: _like(saved_average[k], getattr(state, k)) for k in kept})
     else:
       state, position = _started(state, position)
-  loop = _found(state, AccumulateState)
+  loop = state_tree.find_one(state, AccumulateState)
   if loop is not None:
     carried = {'batch': position} if position is not None else {}
     if saved_loop is not None:
       carried['skipped'] = saved_loop['skipped']
     loop = loop._replace(**{k: _like(v, getattr(loop, k)) for k, v in carried.items()})
-    state = _replace_found(state, AccumulateState, loop)
+    state = state_tree.replace(state, AccumulateState, lambda _: loop)
   return state
 
 
@@ -309,8 +310,7 @@ def _started(state: AverageState, position: Any) -> tuple[AverageState, Any]:
     The state, and the micro-batch position within the epoch (None where unknown).
   """
   rules = state.rules
-  is_inject = lambda x: isinstance(x, optax.InjectStatefulHyperparamsState)  # noqa: E731
-  step = int(np.asarray(next(n.count for n in jax.tree.leaves(state.inner_state, is_leaf=is_inject) if is_inject(n))))
+  step = int(np.asarray(state_tree.find_one(state.inner_state, optax.InjectStatefulHyperparamsState).count))
   epoch = 0
   if rules.batches_per_epoch is not None:
     if position is None:  # the saved run stepped the optimizer on every micro-batch
@@ -340,22 +340,6 @@ def _flat(tree: Any, prefix: str = ''):
     return
   for name, child in children.items():
     yield from _flat(child, f'{prefix}/{name}' if prefix else name)
-
-
-def _found(tree: Any, kind: type) -> Any:
-  """The first wrapper of type ``kind`` in build()'s wrappers around the optimizer, or None."""
-  while isinstance(tree, (AverageState, AccumulateState)):
-    if isinstance(tree, kind):
-      return tree
-    tree = tree.inner_state
-  return None
-
-
-def _replace_found(tree: Any, kind: type, node: Any) -> Any:
-  """``tree`` with its wrapper of type ``kind`` replaced by ``node``."""
-  if isinstance(tree, kind):
-    return node
-  return tree.replace(inner_state=_replace_found(tree.inner_state, kind, node))
 
 
 def _replace_core(tree: Any, core: Any, depth: int) -> Any:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxsched import _checks
+from jaxsched import _checks, state_tree
 from jaxsched._errors import ConfigError
 from jaxsched.schedules import _numeric
 
@@ -329,10 +329,6 @@ def _step(state: PlateauState, metric: jax.Array) -> PlateauState:
   )
 
 
-def _is_plateau(node: Any) -> bool:
-  return isinstance(node, PlateauState)
-
-
 def _metric(config: PlateauConfig, metrics: Any) -> Any:
   """The monitored value from ``metrics`` (a mapping, or the value itself), checked:
   torch's ReduceLROnPlateau takes ``float(metrics)``. None or a missing name is an
@@ -410,12 +406,9 @@ def report(opt_state: Any, metrics: Any) -> Any:
   return _walk(opt_state, metrics)
 
 
-def _is_node(node: Any) -> bool:
-  return isinstance(node, (PlateauState, ChainState, optax.InjectStatefulHyperparamsState))
-
-
 def _walk(tree: Any, metrics: Any) -> Any:
-  return jax.tree.map(lambda node: _visit(node, metrics), tree, is_leaf=_is_node)
+  reported = (PlateauState, ChainState, optax.InjectStatefulHyperparamsState)
+  return state_tree.replace(tree, reported, lambda node: _visit(node, metrics))
 
 
 def _visit(node: Any, metrics: Any) -> Any:
@@ -445,4 +438,4 @@ def _current(state: PlateauState | ChainState) -> jax.Array:
 
 def plateau_states(opt_state: Any) -> list[PlateauState]:
   """Every PlateauState in ``opt_state``, in tree order."""
-  return [n for n in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(n)]
+  return state_tree.find(opt_state, PlateauState)

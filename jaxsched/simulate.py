@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxsched import _checks, averaging
+from jaxsched import _checks, averaging, state_tree
 from jaxsched._errors import ConfigError
 from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build, current_lr, current_momentum, load_config
@@ -440,16 +440,13 @@ def _lbfgs_args(config) -> dict[str, Any]:
 
 def _at(state: Any, count: Any, batch: int) -> Any:
   """``state`` with every update counter at ``count`` and the micro-batch counter at ``batch``."""
-  kinds = (optax.InjectStatefulHyperparamsState, AccumulateState)
 
   def visit(node):
     if isinstance(node, optax.InjectStatefulHyperparamsState):
       return node._replace(count=jnp.asarray(count, node.count.dtype), inner_state=_at(node.inner_state, count, batch))
-    if isinstance(node, AccumulateState):
-      return node._replace(batch=jnp.asarray(batch, node.batch.dtype), inner_state=_at(node.inner_state, count, batch))
-    return node
+    return node._replace(batch=jnp.asarray(batch, node.batch.dtype), inner_state=_at(node.inner_state, count, batch))
 
-  return jax.tree.map(visit, state, is_leaf=lambda x: isinstance(x, kinds))
+  return state_tree.replace(state, (optax.InjectStatefulHyperparamsState, AccumulateState), visit)
 
 
 def _hyperparams(state) -> dict[str, Any]:
@@ -481,8 +478,7 @@ def _cut(before: Any, after: Any) -> Any:
   only its plateaus move in a report), lower after it."""
 
   def held(state):
-    kinds = (PlateauState, ChainState)
-    return [n.lr for n in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kinds)) if isinstance(n, kinds)]
+    return [n.lr for n in state_tree.find(state, (PlateauState, ChainState))]
 
   return jnp.any(jnp.stack([a < b for a, b in zip(held(after), held(before))]))
 

@@ -42,7 +42,19 @@ def find_one(state: Any, kind: Kind, default: Any = None) -> Any:
   return found[0] if found else default
 
 
-def replace(state: Any, kind: Kind, fn: Callable[[Any], Any]) -> Any:
-  """``state`` with every node that is a ``kind`` replaced by ``fn(node)``; the rest is kept as it is."""
+def replace(state: Any, kind: Kind, fn: Callable[..., Any], *others: Any) -> Any:
+  """``state`` with every node that is a ``kind`` replaced by ``fn(node)``; the rest is kept as it is.
+
+  With ``others``, trees of ``state``'s structure (down to its ``kind`` nodes), ``fn`` also gets
+  the node at the same place in each, ``fn(node, *theirs)``, as ``jax.tree.map`` over several trees.
+  """
   match = _matches(kind)
-  return jax.tree.map(lambda node: fn(node) if match(node) else node, state, is_leaf=match)
+  return jax.tree.map(lambda node, *theirs: fn(node, *theirs) if match(node) else node, state, *others, is_leaf=match)
+
+
+def is_array(node: Any) -> bool:
+  """Whether ``node`` is an array of the tree (a leaf), not a node: ``None`` and states without
+  fields (``optax.EmptyState()``) are nodes with no leaves. A ``kind`` for :func:`replace`
+  where every array is to be replaced."""
+  leaves = jax.tree.leaves(node)
+  return len(leaves) == 1 and leaves[0] is node
