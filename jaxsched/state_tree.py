@@ -44,5 +44,13 @@ def find_one(state: Any, kind: Kind, default: Any = None) -> Any:
 
 def replace(state: Any, kind: Kind, fn: Callable[[Any], Any]) -> Any:
   """``state`` with every node that is a ``kind`` replaced by ``fn(node)``; the rest is kept as it is."""
+  return replace_with_path(state, kind, lambda _, node: fn(node))
+
+
+def replace_with_path(state: Any, kind: Kind, fn: Callable[[tuple[Any, ...], Any], Any]) -> Any:
+  """``state`` with every node that is a ``kind`` replaced by ``fn(path, node)`` (its key path, as
+  :func:`find_with_path` gives it); the rest is kept as it is."""
   match = _matches(kind)
-  return jax.tree.map(lambda node: fn(node) if match(node) else node, state, is_leaf=match)
+  return jax.tree_util.tree_map_with_path(
+    lambda path, node: fn(path, node) if match(node) else node, state, is_leaf=match
+  )
