@@ -67,7 +67,7 @@ SCHEDULER_POSITION = {
 }
 
 
-def fresh_torch(config: Config, params: Any, corr: Correspondence, rule: Rule):
+def _fresh_torch(config: Config, params: Any, corr: Correspondence, rule: Rule):
   """The torch optimizer and scheduler the config builds, on zero tensors of torch's shapes and the params' dtypes."""
   torch = import_torch()
   by_path = leaf_paths(params)
@@ -265,7 +265,7 @@ def from_torch(
       not give), or a layout change that would change the optimizer's math (Adafactor, Muon).
   """
   config, rule, corr, batches = _prepare(config, params, torch_names, rule, batches_per_epoch, steps_per_epoch)
-  fresh_optimizer, fresh_scheduler = fresh_torch(config, params, corr, rule)
+  fresh_optimizer, fresh_scheduler = _fresh_torch(config, params, corr, rule)
   check_optimizer(config, optimizer_state_dict, fresh_optimizer.state_dict(), corr, _cycled(config))
   check_scheduler(config, scheduler_state_dict, fresh_scheduler)
   k = _optimizer_steps(config, optimizer_state_dict, scheduler_state_dict, step)
@@ -388,7 +388,7 @@ def to_torch(
   """
   torch = import_torch()
   config, rule, corr, batches = _prepare(config, params, torch_names, rule, batches_per_epoch, steps_per_epoch)
-  optimizer, scheduler = fresh_torch(config, params, corr, rule)
+  optimizer, scheduler = _fresh_torch(config, params, corr, rule)
   accumulated = find_one(opt_state, AccumulateState)
   if accumulated is not None and (int(accumulated.kept) or int(accumulated.batch) % config.accumulate_grad_batches):
     raise ConfigError(
