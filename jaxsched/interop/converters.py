@@ -50,6 +50,7 @@ class TorchState:
     state: parameter index -> torch's key -> value (tensors read, numpy arrays in torch's layout written).
     steps: the updates of each parameter whose state keeps its own count (torch's ``step``; written).
     scalar: torch's default dtype, that of its 0-d state tensors (written).
+    by_path: the parameters by JAX path.
   """
 
   spec: OptimizerSpec
@@ -59,6 +60,7 @@ class TorchState:
   state: dict[int, dict[str, Any]]
   steps: dict[int, int] = dataclasses.field(default_factory=dict)
   scalar: Any = np.float32
+  by_path: dict[str, Param] = dataclasses.field(init=False)
 
   def __post_init__(self) -> None:
     self.by_path = self.corr.by_path()

@@ -74,7 +74,8 @@ class OptimizerSpec:
       each state class of the optimizer (:func:`jaxsched.from_torch` and
       :func:`jaxsched.to_torch`). A state's ``count`` is torch's ``step``; an
       empty mapping of fields means the state is converted by its own code
-      (Adafactor's factored moments, LBFGS's one state for all parameters).
+      (Adafactor's factored moments, LBFGS's one state for all parameters:
+      :mod:`jaxsched.interop.converters`).
       Empty: no torch.optim counterpart.
     torch_scalars: the ``(state class, field)`` pairs of ``torch_state`` that
       hold one number for all of a state's parameters where torch keeps one per
