@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 
 import jaxsched
-from jaxsched import layouts
+from jaxsched.interop import layouts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_digits import DEFAULT_CONFIG, batches, load_digits, loss_and_accuracy, make_model  # noqa: E402

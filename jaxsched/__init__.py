@@ -6,14 +6,23 @@ from jaxsched.batchnorm import update_bn
 from jaxsched.build import build, current_lr, current_momentum, load_config, lr_log_names, set_lr, skipped_steps
 from jaxsched.compat import carry_over, check_compatible
 from jaxsched.config import Config, patterns
-from jaxsched.layouts import torch_params, torch_state_dict
+from jaxsched.interop import (
+  LightningCheckpoint,
+  configure_optimizers,
+  from_torch,
+  load_lightning_checkpoint,
+  to_torch,
+  torch_optimizer,
+  torch_params,
+  torch_scheduler,
+  torch_state_dict,
+  trainer_kwargs,
+)
 from jaxsched.lr_find import LRFinderResult, lr_find
 from jaxsched.optimizers import OPTIMIZERS, optimizer
 from jaxsched.plateau import Plateau, PlateauState, reduce_on_plateau, report
 from jaxsched.schedules import SCHEDULES, Schedule, schedule
 from jaxsched.simulate import lr_curve
-from jaxsched.torch_build import configure_optimizers, torch_optimizer, torch_scheduler, trainer_kwargs
-from jaxsched.torch_state import LightningCheckpoint, from_torch, load_lightning_checkpoint, to_torch
 
 __all__ = [
   'Config',

@@ -48,7 +48,6 @@ def load_config(source: Any = None, overrides: Iterable[str] | str | None = ()) 
   return make_plan(read_config(source, overrides)).config
 
 
-
 def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
   """``torch.nn.utils.clip_grad_norm_``: g * min(1, max_norm / (norm + 1e-6)).
 

@@ -58,3 +58,12 @@ def is_array(node: Any) -> bool:
   where every array is to be replaced."""
   leaves = jax.tree.leaves(node)
   return len(leaves) == 1 and leaves[0] is node
+
+
+def replace_with_path(state: Any, kind: Kind, fn: Callable[[tuple[Any, ...], Any], Any]) -> Any:
+  """``state`` with every node that is a ``kind`` replaced by ``fn(path, node)`` (its key path, as
+  :func:`find_with_path` gives it); the rest is kept as it is."""
+  match = _matches(kind)
+  return jax.tree_util.tree_map_with_path(
+    lambda path, node: fn(path, node) if match(node) else node, state, is_leaf=match
+  )

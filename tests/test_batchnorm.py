@@ -17,7 +17,7 @@ import torch
 from flax import nnx
 
 import jaxsched
-from jaxsched import layouts
+from jaxsched.interop import layouts
 from oracle import assert_config_error, max_rel_diff, x64
 
 F64 = {'dtype': jnp.float64, 'param_dtype': jnp.float64}

@@ -38,6 +38,7 @@ from test_composition import E, M
 import jaxsched
 from jaxsched.accumulate import AccumulateState
 from jaxsched.cli import main as cli_main
+from jaxsched.interop import layouts
 from jaxsched.optimizers.sgd import MomentumState
 from oracle import lightning_fit, max_rel_diff, x64
 
@@ -402,8 +403,8 @@ def test_every_pair_trains_as_lightning_or_is_refused(a, b, tmp_path):
     if any(momenta):  # cycled
       np.testing.assert_allclose(momenta, model.momenta, rtol=1e-12, err_msg='the momenta of each micro-batch')
     np.testing.assert_allclose(val, model.val, rtol=TOLERANCE, err_msg='each validation loss')
-    final = jaxsched.layouts.leaf_paths(jaxsched.final_params(state, params))
-    assert max_rel_diff(final, jaxsched.layouts.leaf_paths(jaxsched.torch_params(model.state_dict()))) < TOLERANCE
+    final = layouts.leaf_paths(jaxsched.final_params(state, params))
+    assert max_rel_diff(final, layouts.leaf_paths(jaxsched.torch_params(model.state_dict()))) < TOLERANCE
     assert int(jaxsched.skipped_steps(state)) == skip
     failures = public_function_failures(config, names, model, trainer, fresh, params, state, val, tmp_path)
   assert not failures, '\n'.join(f'{k}: {v}' for k, v in failures.items())

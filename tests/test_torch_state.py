@@ -22,7 +22,7 @@ import torch
 from test_muon import torch_newton_schulz
 
 import jaxsched
-from jaxsched import layouts
+from jaxsched.interop import layouts
 from jaxsched.optimizers.lbfgs import LBFGSState
 from oracle import assert_config_error, max_rel_diff, x64
 

@@ -20,8 +20,8 @@ import optax
 from jaxsched import _checks
 from jaxsched._errors import ConfigError
 
-if TYPE_CHECKING:  # jaxsched.layouts imports the optimizers (through jaxsched.groups)
-  from jaxsched.layouts import Layout
+if TYPE_CHECKING:  # jaxsched.interop imports the optimizers
+  from jaxsched.interop.layouts import Layout
 
 # torch implementation switches: accepted (DynVision's default config passes
 # ``fused: False``) and ignored, since XLA compiles one implementation.
@@ -74,7 +74,8 @@ class OptimizerSpec:
       each state class of the optimizer (:func:`jaxsched.from_torch` and
       :func:`jaxsched.to_torch`). A state's ``count`` is torch's ``step``; an
       empty mapping of fields means the state is converted by its own code
-      (Adafactor's factored moments, LBFGS's one state for all parameters).
+      (Adafactor's factored moments, LBFGS's one state for all parameters:
+      :mod:`jaxsched.interop.converters`).
       Empty: no torch.optim counterpart.
     torch_scalars: the ``(state class, field)`` pairs of ``torch_state`` that
       hold one number for all of a state's parameters where torch keeps one per
@@ -89,7 +90,7 @@ class OptimizerSpec:
       called for each torch parameter ``name`` matched to the JAX parameter at
       ``path`` (of ``shape``) through ``layout`` with its group's keywords,
       raising ConfigError where the layout change alters what the optimizer
-      computes (:func:`jaxsched.torch_state.check_layouts`).
+      computes (:func:`jaxsched.interop.state.check_layouts`).
   """
 
   name: str

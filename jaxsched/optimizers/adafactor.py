@@ -14,8 +14,8 @@ from jaxsched._errors import ConfigError
 from jaxsched.optimizers import _common
 from jaxsched.optimizers._registry import OptimizerSpec
 
-if TYPE_CHECKING:  # jaxsched.layouts imports the optimizers (through jaxsched.groups)
-  from jaxsched.layouts import Layout
+if TYPE_CHECKING:  # jaxsched.interop imports the optimizers
+  from jaxsched.interop.layouts import Layout
 
 
 class AdafactorState(NamedTuple):
@@ -131,7 +131,7 @@ def check_layout(layout: Layout, name: str, path: str, shape: tuple[int, ...], k
       f'Adafactor factors the last two dimensions of each parameter, and the {layout.name!r} layout change '
       f'of {name!r} -> {path!r} moves them (torch factors {ndim - 2} and {ndim - 1} of its layout): the '
       f"JAX run would compute other second moments. Keep this parameter in torch's layout (a rule with "
-      f'jaxsched.layouts.SAME for it).'
+      f'jaxsched.interop.layouts.SAME for it).'
     )
 
 

@@ -14,8 +14,8 @@ from jaxsched._errors import ConfigError
 from jaxsched.optimizers import _common
 from jaxsched.optimizers._registry import OptimizerSpec
 
-if TYPE_CHECKING:  # jaxsched.layouts imports the optimizers (through jaxsched.groups)
-  from jaxsched.layouts import Layout
+if TYPE_CHECKING:  # jaxsched.interop imports the optimizers
+  from jaxsched.interop.layouts import Layout
 
 NS_DTYPES = ('bfloat16', 'float32', 'float64')
 # How a 2-D parameter's axes are laid out: torch's Linear weight is (out, in), Flax's Dense kernel (in, out).

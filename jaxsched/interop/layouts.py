@@ -255,7 +255,7 @@ def resolve(rule: Rule, name: str, params_by_path: Mapping[str, Any]) -> tuple[s
     raise ConfigError(
       f'torch parameter {name!r} has no JAX counterpart: the rule maps it to '
       f'{", ".join(map(repr, tried)) or "nothing"}, and the JAX parameters are '
-      f'{", ".join(params_by_path)}. Pass a rule (jaxsched.layouts.with_overrides).'
+      f'{", ".join(params_by_path)}. Pass a rule (jaxsched.interop.layouts.with_overrides).'
     )
   return found.pop()
 

@@ -23,7 +23,7 @@ from jaxsched._errors import ConfigError
 from jaxsched.build import load_config
 from jaxsched.config import Config
 from jaxsched.groups import groups, labeller
-from jaxsched.layouts import Rule, as_numpy, as_rule
+from jaxsched.interop.layouts import Rule, as_numpy, as_rule
 from jaxsched.learning_rates import PER_GROUP, PLATEAU, ends_in_plateau
 from jaxsched.optimizers import OPTIMIZERS, resolve
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
@@ -80,7 +80,7 @@ def torch_optimizer(config: Any, named_parameters: Iterable[tuple[str, Any]], ru
   Args:
     config: a :class:`jaxsched.Config` or anything :func:`jaxsched.load_config` accepts.
     named_parameters: ``model.named_parameters()``.
-    rule: torch name -> (JAX path, layout), as in :mod:`jaxsched.layouts` (default:
+    rule: torch name -> (JAX path, layout), as in :mod:`jaxsched.interop.layouts` (default:
       Flax's names); the JAX path decides the group.
 
   Raises:

@@ -1,0 +1,94 @@
+"""torch's parameters matched to a JAX parameter tree, in the order torch keys its optimizer state.
+
+torch keys its state by the parameter's index in its param groups, taken in order (regular,
+recurrent, then ``lr_parameter_groups``, each in ``named_parameters()`` order);
+:func:`jaxsched.torch_optimizer` builds them so. A name reaches its JAX parameter through a rule
+(:mod:`jaxsched.interop.layouts`), and every per-parameter state gets its parameter's layout change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxsched._errors import ConfigError
+from jaxsched.config import Config
+from jaxsched.groups import groups, labeller
+from jaxsched.interop.layouts import Layout, Rule, leaf_paths, resolve
+from jaxsched.optimizers import OPTIMIZERS, _complex
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+  """One torch parameter: its index in torch's state dict, name, JAX path, layout and group."""
+
+  index: int
+  name: str
+  path: str
+  layout: Layout
+  group: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Correspondence:
+  """torch's parameters in state-dict order, matched to the JAX tree."""
+
+  params: tuple[Param, ...]
+  groups: tuple[str, ...]
+
+  def by_path(self) -> dict[str, Param]:
+    return {p.path: p for p in self.params}
+
+  def in_group(self, name: str) -> list[Param]:
+    return [p for p in self.params if p.group == name]
+
+
+def correspondence(config: Config, params: Any, torch_names: Sequence[str], rule: Rule) -> Correspondence:
+  """Matches torch's names to the JAX parameters and orders them as torch's param groups do.
+
+  Raises:
+    ConfigError: a name without a JAX parameter, two names for one, or a JAX parameter
+      no name reaches.
+  """
+  if isinstance(torch_names, str) or not all(isinstance(n, str) for n in torch_names):
+    raise ConfigError(
+      f"torch_names must be the torch model's parameter names in named_parameters() order, got {torch_names!r}."
+    )
+  complex_params = _complex.complex_paths(params)
+  if complex_params:
+    raise ConfigError(
+      f'complex parameters at {", ".join(complex_params)}: jaxsched keeps their optimizer state as '
+      f'real views (a trailing axis of 2) where torch keeps complex tensors, and does not convert '
+      f'those.'
+    )
+  by_path = leaf_paths(params)
+  found = {name: resolve(rule, name, by_path) for name in torch_names}
+  taken: dict[str, str] = {}
+  for name, (path, _) in found.items():
+    if path in taken:
+      raise ConfigError(f'torch parameters {taken[path]!r} and {name!r} both map to the JAX parameter {path!r}.')
+    taken[path] = name
+  missing = [p for p in by_path if p not in taken]
+  if missing:
+    raise ConfigError(f'the JAX parameters {", ".join(missing)} have no torch parameter among torch_names.')
+  label = labeller(config)
+  group_list = [g.name for g in groups(config, params)]
+  ordered = [(g, n) for g in group_list for n in torch_names if label(found[n][0]) == g]
+  return Correspondence(
+    tuple(Param(i, n, found[n][0], found[n][1], g) for i, (g, n) in enumerate(ordered)), tuple(group_list)
+  )
+
+
+def check_layouts(config: Config, corr: Correspondence, params: Any) -> None:
+  """ConfigError where a layout change alters what the optimizer computes (the spec's
+  ``check_layout``: Adafactor factors the last two dimensions, Muon reads the shape as
+  torch's (out, in))."""
+  check = OPTIMIZERS[config.optimizer].check_layout
+  if check is None:
+    return
+  by_path = leaf_paths(params)
+  group_kwargs = {g.name: g.optimizer_kwargs for g in groups(config, params)}
+  for p in corr.params:
+    check(p.layout, p.name, p.path, np.shape(by_path[p.path]), group_kwargs[p.group])
