@@ -20,6 +20,7 @@ from jaxsched.interop import (
 )
 from jaxsched.lr_find import LRFinderResult, lr_find
 from jaxsched.optimizers import OPTIMIZERS, optimizer
+from jaxsched.plan import Plan, plan_of
 from jaxsched.plateau import Plateau, PlateauState, reduce_on_plateau, report
 from jaxsched.schedules import SCHEDULES, Schedule, schedule
 from jaxsched.simulate import lr_curve
@@ -33,6 +34,7 @@ __all__ = [
   'OPTIMIZERS',
   'Plateau',
   'PlateauState',
+  'Plan',
   'SCHEDULES',
   'Schedule',
   'averaged_params',
@@ -51,6 +53,7 @@ __all__ = [
   'lr_log_names',
   'optimizer',
   'patterns',
+  'plan_of',
   'reduce_on_plateau',
   'report',
   'schedule',
