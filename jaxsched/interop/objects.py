@@ -20,12 +20,12 @@ from typing import Any, Iterable, Mapping
 
 from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError
-from jaxsched.build import load_config
 from jaxsched.config import Config
 from jaxsched.groups import groups, labeller
 from jaxsched.interop.layouts import Rule, as_numpy, as_rule
 from jaxsched.learning_rates import PER_GROUP, PLATEAU, ends_in_plateau
 from jaxsched.optimizers import OPTIMIZERS, resolve
+from jaxsched.plan import plan_of
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES
 from jaxsched.schedules._expr import lambda_function
@@ -41,10 +41,6 @@ def import_torch():
   except ImportError:
     raise ConfigError("this needs torch: pip install 'jaxsched[torch]'.") from None
   return torch
-
-
-def as_config(config: Any) -> Config:
-  return config if isinstance(config, Config) else load_config(config)
 
 
 def torch_kwargs(config: Config, group_kwargs: Mapping[str, Any], lr: float) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def torch_optimizer(config: Any, named_parameters: Iterable[tuple[str, Any]], ru
     ConfigError: an ``optax.<alias>`` optimizer, or what :func:`jaxsched.build` refuses.
   """
   torch = import_torch()
-  config = as_config(config)
+  config = plan_of(config).config
   named = dict(named_parameters)
   placed = group_names(config, {n: p.ndim for n, p in named.items()}, as_rule(rule))
   if config.optimizer in OPTIMIZERS:
@@ -125,12 +121,9 @@ def torch_scheduler(config: Any, optimizer: Any):
     ConfigError: SequentialLR ending in ReduceLROnPlateau (torch rejects it), or what
       the scheduler's checks refuse.
   """
-  config = as_config(config)
-  if config.schedulers:
-    return [_scheduler(e['scheduler'], optimizer, dict(e['scheduler_kwargs'])) for e in config.schedulers]
-  if config.scheduler is None:
-    return None
-  return _scheduler(config.scheduler, optimizer, dict(config.scheduler_kwargs))
+  entries = plan_of(config).schedulers
+  built = [_scheduler(e.scheduler, optimizer, dict(e.kwargs)) for e in entries]
+  return built if len(built) > 1 else (built[0] if built else None)
 
 
 def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
@@ -234,18 +227,15 @@ def configure_optimizers(config: Any, module: Any, rule: Rule | Mapping | None =
   ``([optimizer], [{'scheduler': ..., 'interval', ...}, ...])``, one dict per entry with
   its own ``scheduler_configs``, the schedulers constructed in list order
   (:func:`torch_scheduler`)."""
-  config = as_config(config)
+  plan = plan_of(config)
+  config, entries = plan.config, plan.schedulers
   optimizer = torch_optimizer(config, module.named_parameters(), rule)
   scheduler = torch_scheduler(config, optimizer)
   if scheduler is None:
     return optimizer
-  if config.schedulers:
-    return [optimizer], [
-      {'scheduler': s, **{k: e['scheduler_configs'][k] for k in LIGHTNING_KEYS}}
-      for s, e in zip(scheduler, config.schedulers, strict=True)
-    ]
-  sc = config.scheduler_configs
-  return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': scheduler, **{k: sc[k] for k in LIGHTNING_KEYS}}}
+  built = scheduler if len(entries) > 1 else [scheduler]
+  configs = [{'scheduler': s, **{k: e.configs[k] for k in LIGHTNING_KEYS}} for s, e in zip(built, entries, strict=True)]
+  return ([optimizer], configs) if len(entries) > 1 else {'optimizer': optimizer, 'lr_scheduler': configs[0]}
 
 
 def trainer_kwargs(config: Any, *, max_epochs: int | None = None) -> dict[str, Any]:
@@ -266,7 +256,7 @@ def trainer_kwargs(config: Any, *, max_epochs: int | None = None) -> dict[str, A
       the run's last epoch (Lightning would fall back on its own default epochs, and train otherwise
       than jaxsched).
   """
-  config = as_config(config)
+  config = plan_of(config).config
   if max_epochs is not None:
     max_epochs = _checks.Integer(1, _checks.COUNT_MAX)('max_epochs', max_epochs)
   if config.swa is not None:

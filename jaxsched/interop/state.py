@@ -29,9 +29,10 @@ from jaxsched.config import Config
 from jaxsched.interop.converters import TorchState, converter
 from jaxsched.interop.correspondence import Correspondence, check_layouts, correspondence
 from jaxsched.interop.layouts import Rule, as_numpy, as_rule, leaf_paths
-from jaxsched.interop.objects import as_config, import_torch, torch_optimizer, torch_scheduler
+from jaxsched.interop.objects import import_torch, torch_optimizer, torch_scheduler
 from jaxsched.learning_rates import PLATEAU
 from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.plan import plan_of
 from jaxsched.plateau import PlateauState
 from jaxsched.state_tree import find, find_one, replace, replace_with_path
 from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch, scheduler_steps
@@ -202,7 +203,7 @@ def _prepare(
 ) -> tuple[Config, Rule, Any, int | None]:
   """What both directions check first: the config, the rule, the parameters' correspondence
   (with layouts that keep the optimizer's math) and the epoch's batches."""
-  config = as_config(config)
+  config = plan_of(config).config
   rule = as_rule(rule)
   if config.optimizer not in OPTIMIZERS or not OPTIMIZERS[config.optimizer].torch_state:
     raise ConfigError(f'optimizer={config.optimizer!r} has no torch.optim counterpart.')
