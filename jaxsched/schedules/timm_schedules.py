@@ -349,15 +349,16 @@ def _bounds(kw):
     raise ConfigError(f'timm.tanh: lb={kw["lb"]} must be less than ub={kw["ub"]} (timm asserts lb < ub).')
 
 
+_REAL = _checks.Real()
 _NOISE = {
   'noise_range_t': (None, NoiseRange()),
-  'noise_pct': (0.67, _checks.Real()),
-  'noise_std': (1.0, _checks.Real()),
+  'noise_pct': (0.67, _REAL),
+  'noise_std': (1.0, _REAL),
   'noise_seed': (42, _checks.Integer()),
 }
 
 
-def _warmup_keys(prefix: bool, init: _checks.Check = _checks.Real()) -> dict[str, tuple[Any, _checks.Check]]:
+def _warmup_keys(prefix: bool, init: _checks.Check = _REAL) -> dict[str, tuple[Any, _checks.Check]]:
   return {
     'warmup_t': (0, _checks.Integer(0)),
     'warmup_lr_init': (0.0, init),

@@ -16,9 +16,9 @@ import optax
 import pytest
 import torch
 from hypothesis import given
-from oracle import DTYPES, assert_config_error, import_timm, x64
 
 import jaxsched
+from oracle import DTYPES, assert_config_error, import_timm, x64
 
 _, TIMM = import_timm()
 CLASSES = {
@@ -142,14 +142,14 @@ def test_long_runs_and_many_cycles(dtype):
 
 
 def test_keywords_are_the_classes():
+  """Each ID takes its class's keywords (but optimizer and initialize), in order, with timm's defaults."""
   for name, cls in CLASSES.items():
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'optimizer', 'initialize')]
+    params = inspect.signature(cls.__init__).parameters
     spec = jaxsched.SCHEDULES[name]
-    assert list(spec.kwargs) == params, name
-    defaults = {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items() if k in spec.kwargs}
-    assert {
-      k: d for k, (d, _) in spec.kwargs.items() if k in defaults and d is not jaxsched.schedules._registry.REQUIRED
-    } == {k: v for k, v in defaults.items() if v is not inspect.Parameter.empty}, name
+    assert list(spec.kwargs) == [p for p in params if p not in ('self', 'optimizer', 'initialize')], name
+    for key, (default, _) in spec.kwargs.items():
+      if params[key].default is not inspect.Parameter.empty:
+        assert default == params[key].default, (name, key)
 
 
 def _timm_training_lrs(kwargs, epochs, batches, t_in_epochs):
@@ -221,6 +221,12 @@ def test_config_steps_as_timm_train_loop(t_in_epochs):
     (
       lambda: jaxsched.schedule('timm.cosine', 0.1, t_initial=3, cycle_mul=1.0001, cycle_limit=10**6),
       ['cycle_mul=1.0001', 'cycle_limit=1000000', 'lower cycle_limit'],
+    ),
+    (
+      lambda: jaxsched.schedule(
+        'SequentialLR', 0.1, schedulers=[{'scheduler': 'timm.step', 'scheduler_kwargs': {'decay_t': 2}}], milestones=[]
+      ),
+      ['schedulers[0]', 'timm.step is not supported inside SequentialLR'],
     ),
     (
       lambda: jaxsched.load_config({'scheduler': 'timm.step', 'scheduler_kwargs': {'decay_rate': 0.5}}),
