@@ -18,6 +18,7 @@ lr); after it, t is n, or ``n - warmup_t`` with ``warmup_prefix``. timm's lr noi
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -58,6 +59,10 @@ def _timm_cycle(t: int, t_initial: int, cycle_mul: float) -> int:
   return math.floor(math.log(1 - t / t_initial * (1 - cycle_mul), cycle_mul))
 
 
+def _past(t: int, cycle: int, t_initial: int, cycle_mul: float) -> bool:
+  return _timm_cycle(t, t_initial, cycle_mul) > cycle
+
+
 def _first(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
   """The smallest t in [lo, hi] with ``ok(t)`` for a monotone ``ok``, or None."""
   if not ok(hi):
@@ -93,7 +98,7 @@ def _cycle_table(t_initial: int, cycle_mul: float, cycle_limit: int, base: float
     active.append(i < cycle_limit)
     if i >= cycle_limit:
       break
-    nxt = _first(t, hi, lambda s, i=i: _timm_cycle(s, t_initial, cycle_mul) > i)
+    nxt = _first(t, hi, functools.partial(_past, cycle=i, t_initial=t_initial, cycle_mul=cycle_mul))
     if nxt is None:
       break
     if len(starts) == MAX_CYCLES:
@@ -112,17 +117,17 @@ def _cycles(lr, t_initial, lr_min, cycle_mul, cycle_decay, cycle_limit, shape: S
   ``lr * cycle_decay ** i``; from cycle ``cycle_limit`` on the lr is lr_min."""
   if cycle_mul == 1:
 
-    def value(t):
+    def periodic(t):
       i = t // t_initial
       t_curr = to_float(t - i * t_initial)  # exact, as timm's integers
       lr_i = shape(t_curr, const(float(t_initial)), const(lr) * power(cycle_decay, i))
       return jnp.where(i < cycle_limit, lr_i, const(lr_min))
 
-    return value, None
+    return periodic, None
 
   starts, corrections, lengths, peaks, active, last = _cycle_table(t_initial, cycle_mul, cycle_limit, lr, cycle_decay)
 
-  def value(t):
+  def tabulated(t):
     if last is not None:
       t = jnp.minimum(t, last)  # past timm's last step the lr holds
     j = jnp.searchsorted(jnp.asarray(starts[1:], t.dtype), t, side='right', method='compare_all')
@@ -131,7 +136,7 @@ def _cycles(lr, t_initial, lr_min, cycle_mul, cycle_decay, cycle_limit, shape: S
     lr_i = shape(t_curr, table(lengths), table(peaks))
     return jnp.where(jnp.asarray(active)[j], lr_i, const(lr_min))
 
-  return value, last
+  return tabulated, last
 
 
 def _fraction(t_curr, t_i, k_decay):
@@ -350,7 +355,8 @@ def _bounds(kw):
 
 
 _REAL = _checks.Real()
-_NOISE = {
+Keys = dict[str, tuple[Any, _checks.Check]]
+_NOISE: Keys = {
   'noise_range_t': (None, NoiseRange()),
   'noise_pct': (0.67, _REAL),
   'noise_std': (1.0, _REAL),
@@ -358,7 +364,7 @@ _NOISE = {
 }
 
 
-def _warmup_keys(prefix: bool, init: _checks.Check = _REAL) -> dict[str, tuple[Any, _checks.Check]]:
+def _warmup_keys(prefix: bool, init: _checks.Check = _REAL) -> Keys:
   return {
     'warmup_t': (0, _checks.Integer(0)),
     'warmup_lr_init': (0.0, init),
@@ -368,14 +374,14 @@ def _warmup_keys(prefix: bool, init: _checks.Check = _REAL) -> dict[str, tuple[A
   }
 
 
-_CYCLE = {
+_CYCLE: Keys = {
   'cycle_mul': (1.0, _checks.POSITIVE),
   'cycle_decay': (1.0, _checks.Real()),
   'cycle_limit': (1, _checks.Integer(0)),
 }
-_T_INITIAL = (REQUIRED, _checks.Integer(1))
-_LR_MIN = (0.0, _checks.NON_NEGATIVE)
-_K_DECAY = {'k_decay': (1.0, _checks.POSITIVE)}
+_T_INITIAL: tuple[Any, _checks.Check] = (REQUIRED, _checks.Integer(1))
+_LR_MIN: tuple[Any, _checks.Check] = (0.0, _checks.NON_NEGATIVE)
+_K_DECAY: Keys = {'k_decay': (1.0, _checks.POSITIVE)}
 
 SPECS = (
   ScheduleSpec(
