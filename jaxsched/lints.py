@@ -6,9 +6,10 @@ traps of the reference page's Troubleshooting section and torch's own:
 warm-up from LR 0 per epoch, a cosine shorter than the run, a OneCycleLR that
 does not span the run, a plateau on a validation metric stepped per batch,
 absolute LRs (or one swa_lrs) that override the group multipliers, momentum cycling on a
-momentum-free optimizer, learning rates far from the optimizer's default, and
-schedulers that never step. :func:`lint` runs them all. With Lightning's list of
-schedulers (``schedulers:``) each lint that reads the scheduler reads every entry
+momentum-free optimizer, learning rates far from the optimizer's default, a timm
+scheduler whose ``t_in_epochs`` disagrees with the interval, and schedulers that
+never step. :func:`lint` runs them all. With Lightning's list of schedulers
+(``schedulers:``) each lint that reads the scheduler reads every entry
 (:func:`entries`), its warnings prefixed by the entry's index.
 
 A lint never raises on a config it cannot make sense of (a bad keyword is an
@@ -269,6 +270,22 @@ def plateau_val_metric_per_step(config: Config, run: Run) -> list[str]:
 
 
 @_per_entry
+def timm_stepping_mismatch(config: Config, run: Run) -> list[str]:
+  """A timm scheduler (``timm.<name>``) whose ``t_in_epochs`` disagrees with the interval: timm's
+  ``t_in_epochs: false`` means steps counted in updates (``step_update`` after each update)."""
+  if not (config.scheduler or '').startswith('timm.'):
+    return []
+  per_epoch = _kw(config, 't_in_epochs', True)
+  if per_epoch == (_interval(config) == 'epoch'):
+    return []
+  wanted = 'epoch' if per_epoch else 'step'
+  return [
+    f'{config.scheduler} has t_in_epochs: {str(per_epoch).lower()} but interval "{_interval(config)}": timm steps it '
+    f'{"once per epoch" if per_epoch else "after every update"}; set scheduler_configs.interval: {wanted}.'
+  ]
+
+
+@_per_entry
 def absolute_lr_overrides_groups(config: Config, run: Run) -> list[str]:
   """OneCycleLR / CyclicLR set every group's LR from their own absolute values."""
   del run
@@ -451,6 +468,7 @@ LINTS: list[Lint] = [
   cosine_shorter_than_run,
   one_cycle_total_steps,
   plateau_val_metric_per_step,
+  timm_stepping_mismatch,
   absolute_lr_overrides_groups,
   momentum_cycling_without_momentum,
   learning_rate_out_of_range,

@@ -18,6 +18,7 @@ import torch
 from hypothesis import given
 
 import jaxsched
+from jaxsched import lints
 from oracle import DTYPES, assert_config_error, import_timm, x64
 
 _, TIMM = import_timm()
@@ -194,6 +195,17 @@ def test_config_steps_as_timm_train_loop(t_in_epochs):
       updates, state = update({'w': jnp.full(3, 0.1)}, state, params)
       params = optax.apply_updates(params, updates)
   assert_close(np.asarray(lrs), expected, 'float64')
+
+
+def test_lint_flags_t_in_epochs_against_the_interval():
+  config = {'scheduler': 'timm.cosine', 'scheduler_kwargs': {'t_initial': 5, 't_in_epochs': False}}
+  run = lints.Run(epochs=3, batches_per_epoch=4)
+  (warning,) = lints.timm_stepping_mismatch(jaxsched.load_config(config), run)
+  assert 't_in_epochs: false but interval "epoch"' in warning and 'interval: step' in warning
+  config['scheduler_configs'] = {'interval': 'step'}
+  assert lints.timm_stepping_mismatch(jaxsched.load_config(config), run) == []
+  config['scheduler_kwargs']['t_in_epochs'] = True
+  assert 'set scheduler_configs.interval: epoch' in lints.timm_stepping_mismatch(jaxsched.load_config(config), run)[0]
 
 
 @pytest.mark.parametrize(
