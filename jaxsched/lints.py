@@ -6,9 +6,10 @@ traps of the reference page's Troubleshooting section and torch's own:
 warm-up from LR 0 per epoch, a cosine shorter than the run, a OneCycleLR that
 does not span the run, a plateau on a validation metric stepped per batch,
 absolute LRs (or one swa_lrs) that override the group multipliers, momentum cycling on a
-momentum-free optimizer, learning rates far from the optimizer's default, and
-schedulers that never step. :func:`lint` runs them all. With Lightning's list of
-schedulers (``schedulers:``) each lint that reads a scheduler reads every entry of the plan
+momentum-free optimizer, learning rates far from the optimizer's default, a timm
+scheduler whose ``t_in_epochs`` disagrees with the interval, and schedulers that
+never step. :func:`lint` runs them all. With Lightning's list of schedulers
+(``schedulers:``) each lint that reads a scheduler reads every entry of the plan
 (:class:`jaxsched.plan.SchedulerEntry`), its warnings prefixed by the entry's index.
 
 A lint never raises on a config it cannot make sense of (a bad keyword is an
@@ -251,6 +252,23 @@ def plateau_val_metric_per_step(config: Config, entry: SchedulerEntry, run: Run)
 
 
 @_per_scheduler
+def timm_stepping_mismatch(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
+  """A timm scheduler (``timm.<name>``) whose ``t_in_epochs`` disagrees with the interval: timm's
+  ``t_in_epochs: false`` means steps counted in updates (``step_update`` after each update)."""
+  del run
+  if not entry.scheduler.startswith('timm.'):
+    return []
+  per_epoch = _kw(entry, 't_in_epochs', True)
+  if per_epoch == (entry.interval == 'epoch'):
+    return []
+  wanted = 'epoch' if per_epoch else 'step'
+  return [
+    f'{entry.scheduler} has t_in_epochs: {str(per_epoch).lower()} but interval "{entry.interval}": timm steps it '
+    f'{"once per epoch" if per_epoch else "after every update"}; set scheduler_configs.interval: {wanted}.'
+  ]
+
+
+@_per_scheduler
 def absolute_lr_overrides_groups(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
   """OneCycleLR / CyclicLR set every group's LR from their own absolute values."""
   del run
@@ -434,6 +452,7 @@ LINTS: list[Lint] = [
   cosine_shorter_than_run,
   one_cycle_total_steps,
   plateau_val_metric_per_step,
+  timm_stepping_mismatch,
   absolute_lr_overrides_groups,
   momentum_cycling_without_momentum,
   learning_rate_out_of_range,

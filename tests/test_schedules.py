@@ -634,6 +634,15 @@ EXTREMES = [  # (name, kwargs, horizons): powers out of range, huge periods, cou
   ('OneCycleLR', dict(max_lr=0.1, total_steps=_I, three_phase=True), [644245093, 1288490186, _I]),
   ('SWALR', dict(swa_lr=1e-3, anneal_epochs=_I), [_I]),
   (
+    'timm.cosine',
+    dict(t_initial=1000, lr_min=1e-5, cycle_mul=1.5, cycle_limit=30, warmup_t=10, k_decay=2.0),
+    [10, 1010],
+  ),
+  ('timm.tanh', dict(t_initial=_I, warmup_t=10**6, warmup_lr_init=1e-3), [10**6]),
+  ('timm.step', dict(decay_t=2.5, decay_rate=0.5, warmup_t=7), [7]),
+  ('timm.multistep', dict(decay_t=[5, 10**6, _I], decay_rate=1e30), [4, 10**6 - 1]),
+  ('timm.poly', dict(t_initial=3, cycle_limit=10**9, cycle_decay=0.5, power=3.0, warmup_t=5, warmup_prefix=True), [5]),
+  (
     'SequentialLR',
     dict(
       schedulers=[

@@ -8,6 +8,7 @@ example here fails the build, so a new scheduler gets its picture.
 """
 
 import io
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +61,19 @@ EXAMPLES = {
   },
   'SWALR': {'swa_lr': 0.02, 'anneal_epochs': 30},
   'ReduceLROnPlateau': {'mode': 'min', 'factor': 0.5, 'patience': 5},
+  'timm.cosine': {
+    't_initial': 30,
+    'lr_min': 0.005,
+    'cycle_mul': 1.5,
+    'cycle_decay': 0.6,
+    'cycle_limit': 3,
+    'warmup_t': 5,
+    'warmup_lr_init': 0.01,
+  },
+  'timm.tanh': {'t_initial': 90, 'lr_min': 0.001, 'warmup_t': 10, 'warmup_lr_init': 0.01, 'warmup_prefix': True},
+  'timm.step': {'decay_t': 30, 'decay_rate': 0.5, 'warmup_t': 5, 'warmup_lr_init': 0.01},
+  'timm.multistep': {'decay_t': [30, 60, 80], 'decay_rate': 0.5, 'warmup_t': 5, 'warmup_lr_init': 0.01},
+  'timm.poly': {'t_initial': 40, 'power': 2.0, 'lr_min': 0.001, 'cycle_decay': 0.5, 'cycle_limit': 2},
 }
 PYTHON_LAMBDAS = {'LambdaLR': lambda epoch: 0.95**epoch, 'MultiplicativeLR': lambda epoch: 0.97}
 
@@ -88,7 +102,32 @@ def jaxsched_curve(name):
   return np.asarray(jax.jit(jax.vmap(sched))(steps))
 
 
+def timm_curve(name, n):
+  """timm's class on a torch SGD, stepped as timm's train.py steps it: ``step(epoch + 1)`` after each epoch.
+  timm is imported as the tests import it (tests/oracle.py: without torchvision)."""
+  sys.path.insert(0, 'tests')
+  from oracle import import_timm
+
+  _, timm_scheduler = import_timm()
+  classes = {
+    'timm.cosine': timm_scheduler.CosineLRScheduler,
+    'timm.tanh': timm_scheduler.TanhLRScheduler,
+    'timm.step': timm_scheduler.StepLRScheduler,
+    'timm.multistep': timm_scheduler.MultiStepLRScheduler,
+    'timm.poly': timm_scheduler.PolyLRScheduler,
+  }
+  optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+  scheduler = classes[name](optimizer, **EXAMPLES[name])
+  lrs = []
+  for epoch in range(n):
+    lrs.append(optimizer.param_groups[0]['lr'])
+    scheduler.step(epoch + 1)
+  return np.asarray(lrs)
+
+
 def torch_curve(name, n):
+  if name.startswith('timm.'):
+    return timm_curve(name, n)
   cfg = config(name)
   weight = torch.nn.Parameter(torch.zeros(1))
   optimizer = jaxsched.torch_optimizer(cfg, [('weight', weight)])
@@ -110,7 +149,8 @@ def torch_curve(name, n):
 def figure(name, ours, theirs):
   fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
   steps = np.arange(len(ours))
-  ax.step(steps, theirs, where='post', color='#f0a030', linewidth=5, alpha=0.6, label='torch 2.13')
+  oracle = 'timm 1.0' if name.startswith('timm.') else 'torch 2.13'
+  ax.step(steps, theirs, where='post', color='#f0a030', linewidth=5, alpha=0.6, label=oracle)
   ax.step(steps, ours, where='post', color='#1f3f8f', linewidth=1.4, linestyle='--', label='jaxsched')
   ax.set_xlabel('scheduler steps (epochs)')
   ax.set_ylabel('learning rate')
@@ -127,7 +167,8 @@ def figure(name, ours, theirs):
 lines = [
   '# Scheduler gallery',
   '',
-  "Every scheduler ID, drawn by jaxsched (dashed) over torch 2.13's curve (wide), from the configs shown: "
+  "Every scheduler ID, drawn by jaxsched (dashed) over torch 2.13's curve (wide; timm 1.0's for the `timm.` IDs, "
+  "stepped with `scheduler.step(epoch + 1)` as timm's train.py steps them), from the configs shown: "
   f'`optimizer: SGD`, `learning_rate: {LR}`, stepped once per epoch for {STEPS} epochs, in float64. '
   "torch's LR is `optimizer.param_groups[0]['lr']` read before each `scheduler.step()`; jaxsched's is "
   '`jaxsched.schedule(ID, lr, **scheduler_kwargs)` at each step count (ReduceLROnPlateau: `jaxsched.lr_curve` '

@@ -16,13 +16,13 @@ import jax.numpy as jnp
 
 from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
-from jaxsched.schedules import _numeric, basic, composite, cosine, cyclic, swalr
+from jaxsched.schedules import _numeric, basic, composite, cosine, cyclic, swalr, timm_schedules
 from jaxsched.schedules._expr import compile_expression
 from jaxsched.schedules._registry import Schedule, ScheduleSpec, momentum_schedule
 
 # Each family module contributes its SPECS; the table is keyed by torch's class name.
 SCHEDULES: dict[str, ScheduleSpec] = {
-  spec.name: spec for module in (basic, cosine, cyclic, composite, swalr) for spec in module.SPECS
+  spec.name: spec for module in (basic, cosine, cyclic, composite, swalr, timm_schedules) for spec in module.SPECS
 }
 """Every scheduler that is a function of the step count, keyed by torch's class name (the string ID):
 its :class:`ScheduleSpec` (keywords, defaults and checks). ReduceLROnPlateau, which depends on a metric,

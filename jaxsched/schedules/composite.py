@@ -24,6 +24,7 @@ from jaxsched.schedules._numeric import const
 from jaxsched.schedules._registry import REQUIRED, Curve, ScheduleSpec
 
 NOT_MEMBERS = ('CyclicLR', 'OneCycleLR')
+TIMM_PREFIX = 'timm.'  # timm's schedulers (timm_schedules.py): not torch LRSchedulers
 COMPOSITES = ('SequentialLR', 'ChainedScheduler')
 _MEMBER_KEYS = ('scheduler', 'scheduler_kwargs')
 
@@ -57,9 +58,15 @@ class Members:
           f"(CyclicLR and OneCycleLR overwrite the optimizer's lr and initial_lr for every "
           f'other member in torch).'
         )
+      if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        raise ConfigError(
+          f"{where}: {name} is not supported inside SequentialLR or ChainedScheduler (timm's schedulers "
+          f'are not torch LRSchedulers: torch cannot step them there).'
+        )
       spec = SCHEDULES.get(name) if isinstance(name, str) else None
       if spec is None:
-        raise unknown(f'scheduler in {where}', name, [n for n in SCHEDULES if n not in NOT_MEMBERS])
+        members = [n for n in SCHEDULES if n not in NOT_MEMBERS and not n.startswith(TIMM_PREFIX)]
+        raise unknown(f'scheduler in {where}', name, members)
       kwargs = item.get('scheduler_kwargs') or {}
       if not isinstance(kwargs, dict):
         raise ConfigError(f'{where}.scheduler_kwargs={kwargs!r} must be a mapping.')
