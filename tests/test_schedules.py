@@ -633,6 +633,20 @@ EXTREMES = [  # (name, kwargs, horizons): powers out of range, huge periods, cou
   ('CyclicLR', dict(base_lr=1e-3, max_lr=0.1, step_size_up=7, step_size_down=3, mode='exp_range', gamma=0.5), [7, 10]),
   ('OneCycleLR', dict(max_lr=0.1, total_steps=_I, three_phase=True), [644245093, 1288490186, _I]),
   ('SWALR', dict(swa_lr=1e-3, anneal_epochs=_I), [_I]),
+  ('hf.linear', dict(num_warmup_steps=10**6, num_training_steps=_I), [10**6, _I]),
+  ('hf.cosine', dict(num_warmup_steps=10, num_training_steps=_I, num_cycles=0.7), [10, _I]),
+  ('hf.cosine_with_restarts', dict(num_warmup_steps=0, num_training_steps=_I, num_cycles=3), [_I // 3, _I]),
+  ('hf.polynomial', dict(num_warmup_steps=5, num_training_steps=_I, lr_end=1e-7, power=1e4), [5, _I // 2, _I]),
+  ('hf.constant', dict(), []),
+  ('hf.constant_with_warmup', dict(num_warmup_steps=_I), [_I]),
+  ('hf.inverse_sqrt', dict(num_warmup_steps=0), [10_000]),
+  ('hf.cosine_with_min_lr', dict(num_warmup_steps=10, num_training_steps=_I, min_lr=1e-5), [10, _I]),
+  ('hf.cosine_warmup_with_min_lr', dict(num_warmup_steps=0, num_training_steps=_I, min_lr_rate=0.1), [_I]),
+  (
+    'hf.warmup_stable_decay',
+    dict(num_warmup_steps=_I, num_decay_steps=_I, num_stable_steps=_I, warmup_type='1-sqrt', decay_type='cosine'),
+    [_I],
+  ),
   (
     'SequentialLR',
     dict(

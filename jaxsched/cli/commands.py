@@ -27,7 +27,7 @@ from jaxsched.config import SCHEDULER_CONFIG_KEYS, patterns
 from jaxsched.lints import Run, entries, lint
 from jaxsched.optimizers import OPTIMIZERS
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
-from jaxsched.schedules import SCHEDULES
+from jaxsched.schedules import SCHEDULES, hf
 from jaxsched.simulate import MAX_CHAINED, MAX_EPOCHS, MAX_STEPS, check_run, plateau_monitors, scheduler_name, simulate
 from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
 
@@ -54,11 +54,12 @@ def cmd_list(args: argparse.Namespace) -> int:
       rows += [
         [name if i == 0 else '', key, fmt(default), str(check)]
         for i, (key, (default, check)) in enumerate(schedule_spec.kwargs.items())
-      ]
+      ] or [[name, '', '', 'no keywords']]
     rows += [
       ['ReduceLROnPlateau' if i == 0 else '', key, fmt(default), str(check)]
       for i, (key, (default, check)) in enumerate(PLATEAU_KWARGS.items())
     ]
+    rows += [[alias, '', '', f'{target}, the same keywords'] for alias, target in hf.ALIASES.items()]
     rows.append(['none', '', '', 'no scheduler: a constant LR (scheduler: null)'])
     print_table(
       ['scheduler', 'keyword', 'default', 'accepts'],

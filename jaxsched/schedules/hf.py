@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jaxsched import _checks
 from jaxsched._errors import ConfigError
 from jaxsched.schedules import _numeric, basic
-from jaxsched.schedules._numeric import const, to_float
+from jaxsched.schedules._numeric import const, half_cosine, to_float
 from jaxsched.schedules._registry import REQUIRED, ScheduleSpec
 
 ALIASES = {'hf.reduce_lr_on_plateau': 'ReduceLROnPlateau'}
@@ -62,13 +62,14 @@ def _floor(rate: float, factor: jax.Array) -> jax.Array:
   return jnp.maximum(factor * const(1.0 - rate) + const(rate), const(0.0))
 
 
-def _quotient(r: jax.Array, d: int) -> jax.Array:
+def _quotient(r: jax.Array, d: int, one: bool = False) -> jax.Array:
   """Python's ``float(r) / float(d)``, correctly rounded: the divisor is an array XLA
   cannot turn into a reciprocal (it rewrites division by a constant into a product)."""
-  return to_float(r) / jnp.where(r == jnp.iinfo(r.dtype).min, const(1.0), const(d))
+  x = to_float(r) + const(1.0) if one else to_float(r)
+  return x / jnp.where(r == jnp.iinfo(r.dtype).min, const(1.0), const(d))
 
 
-def _exact_turns(r: jax.Array, c: float, d: int) -> jax.Array | None:
+def _exact_turns(r: jax.Array, c: float, d: int, one: bool = False) -> jax.Array | None:
   """``c * r / d % 1`` in integers, in float32 only, for ``c == a / q`` with a small q
   (else None): float32's rounding of ``c * (r / d)`` would move the restarts of a cosine
   and lose its phase over many cycles; float64 computes as Python does instead."""
@@ -78,15 +79,18 @@ def _exact_turns(r: jax.Array, c: float, d: int) -> jax.Array | None:
   m = ratio.denominator * d
   if float(ratio) != c or (m - 1) ** 2 > _numeric.INT_MAX:
     return None
-  return _ratio(ratio.numerator % m * (r % m) % m, m)
+  return _ratio(ratio.numerator % m * ((r % m + int(one)) % m) % m, m)
 
 
-def _cosine(r: jax.Array, d: int, num_cycles: float) -> jax.Array:
+def _cosine(r: jax.Array, d: int, num_cycles: float, one: bool = False) -> jax.Array:
   """HF's ``0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))`` for
-  ``progress = r / d``."""
+  ``progress = (r + 1) / d`` if ``one`` else ``r / d`` (r + 1 added as a float: no integer overflow)."""
   c = float(num_cycles)
-  turns = _exact_turns(r, c, d)
-  angle = const(math.pi * c * 2.0) * _quotient(r, d) if turns is None else const(2.0 * math.pi) * turns
+  turns = _exact_turns(r, c, d, one)
+  if turns is None:
+    angle = const(math.pi * c * 2.0) * _quotient(r, d, one)
+  else:
+    angle = const(2.0 * math.pi) * turns
   return const(0.5) * (const(1.0) + jnp.cos(angle))
 
 
@@ -150,8 +154,9 @@ def polynomial(lr, num_warmup_steps, num_training_steps, lr_end, power):
 
   def decay(n):
     remaining = _ratio(jnp.clip(t - n, 0, t - w), max(1, t - w))  # 1 - (n - w) / (t - w), exactly
-    value = const(lr - lr_end) * jnp.power(remaining, const(power)) + const(lr_end)
-    return jnp.where(n > t, const(lr_end / lr), value * const(1.0 / lr))
+    # (lr - lr_end) * remaining ** power + lr_end, over lr: one constant per term, so that XLA has none to fold
+    value = const((lr - lr_end) / lr) * jnp.power(remaining, const(power)) + const(lr_end / lr)
+    return jnp.where(n > t, const(lr_end / lr), value)
 
   return basic.lambda_lr(lr, lambda n: jnp.where(n < w, _warmup(n, w), decay(n)))
 
@@ -183,7 +188,7 @@ def inverse_sqrt(lr, num_warmup_steps, timescale):
   num_warmup_steps, or 10000 when that is 0."""
   w = num_warmup_steps
   ts = timescale if timescale is not None else (w or 10_000)
-  decay = lambda n: const(1.0) / jnp.sqrt(_ratio(jnp.maximum(n, w) + (ts - w), ts))
+  decay = lambda n: const(1.0) / jnp.sqrt((to_float(jnp.maximum(n - w, 0)) + const(ts)) * const(1.0 / ts))
   return basic.lambda_lr(lr, lambda n: jnp.where(n < w, _warmup(n, w), decay(n)))
 
 
@@ -233,18 +238,20 @@ def cosine_warmup_with_min_lr(
   else:
     wr = warmup_lr_rate
     warmup = lambda n: const(wr) + const(1.0 - wr) * _ratio(n, max(1, w - 1))
-  decay = lambda n: _floor(rate, _cosine(n - w + 1, max(1, t - w), num_cycles))
+  decay = lambda n: _floor(rate, _cosine(n - w, max(1, t - w), num_cycles, one=True))
   return basic.lambda_lr(lr, lambda n: jnp.where(n < w, warmup(n), decay(n)))
 
 
 def _shape(kind: str, r: jax.Array, d: int, rising: bool, num_cycles: float) -> jax.Array:
-  """HF's warmup (rising) or decay factor of warmup_type / decay_type at ``progress = r / d``."""
-  progress = _ratio(r, d)
+  """HF's warmup (rising) or decay factor of warmup_type / decay_type at ``progress = r / d``,
+  without cancellation: ``(1 - cos(pi p)) / 2 = sin(pi p / 2) ** 2``, ``1 - sqrt(1 - p) =
+  p / (1 + sqrt(1 - p))``, ``1 - sqrt(p) = (1 - p) / (1 + sqrt(p))``, with ``1 - p = (d - r) / d``."""
+  progress, rest = _ratio(r, d), _ratio(d - r, d)
   if kind == 'linear':
-    return progress if rising else const(1.0) - progress
+    return progress if rising else rest
   if kind == 'cosine':
-    return const(0.5) * (const(1.0) - jnp.cos(const(math.pi) * progress)) if rising else _cosine(r, d, num_cycles)
-  return const(1.0) - jnp.sqrt(const(1.0) - progress) if rising else const(1.0) - jnp.sqrt(progress)
+    return half_cosine(r, 2 * d) if rising else _cosine(r, d, num_cycles)
+  return progress / (const(1.0) + jnp.sqrt(rest)) if rising else rest / (const(1.0) + jnp.sqrt(progress))
 
 
 def warmup_stable_decay(
@@ -269,8 +276,8 @@ def warmup_stable_decay(
   def fn(n):
     up = _floor(m, _shape(warmup_type, jnp.clip(n, 0, w), max(1, w), True, num_cycles))
     down = _floor(m, _shape(decay_type, jnp.clip(n - w - s, 0, dc), max(1, dc), False, num_cycles))
-    out = jnp.where(n < w + s + dc, down, const(m))
-    out = jnp.where(n < w + s, const(1.0), out)
+    out = jnp.where(n - w - s < dc, down, const(m))  # differences: no sum beyond the counter's range
+    out = jnp.where(n - w < s, const(1.0), out)
     return jnp.where(n < w, up, out)
 
   return basic.lambda_lr(lr, fn)
