@@ -20,7 +20,7 @@ import yaml
 
 from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, ConfigWarning
-from jaxsched.schedules import SCHEDULES
+from jaxsched.schedules import SCHEDULES, hf
 
 SCHEDULER_CONFIG_KEYS: dict[str, tuple[Any, Any]] = {
   # Lightning's lr_scheduler_config keys, with the reference page's defaults.
@@ -591,9 +591,13 @@ def _check(v: dict[str, Any]) -> Config:
 
 
 def _scheduler_name(key: str, value: Any) -> str | None:
+  """The scheduler's name; a Hugging Face alias (``hf.reduce_lr_on_plateau``) as the
+  scheduler it names (ReduceLROnPlateau: interval 'epoch', as torch's schedulers)."""
   if value is not None and not isinstance(value, str):
     raise ConfigError(f'{key}={value!r} must be a scheduler name, or null / "none" for a constant LR.')
-  return None if value is None or value.lower() == 'none' else value
+  if value in hf.REFUSED:
+    raise ConfigError(f'{key}: {hf.REFUSED[value]}')
+  return None if value is None or value.lower() == 'none' else hf.ALIASES.get(value, value)
 
 
 def _scheduler_configs(key: str, value: Any, out: dict[str, Any], scheduler: str | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import matplotlib
 import mkdocs_gen_files
 import numpy as np
 import torch
+import transformers
 import yaml
 
 import jaxsched
@@ -74,6 +75,17 @@ EXAMPLES = {
   'timm.step': {'decay_t': 30, 'decay_rate': 0.5, 'warmup_t': 5, 'warmup_lr_init': 0.01},
   'timm.multistep': {'decay_t': [30, 60, 80], 'decay_rate': 0.5, 'warmup_t': 5, 'warmup_lr_init': 0.01},
   'timm.poly': {'t_initial': 40, 'power': 2.0, 'lr_min': 0.001, 'cycle_decay': 0.5, 'cycle_limit': 2},
+  # Hugging Face transformers' schedules, drawn over transformers.get_scheduler's
+  'hf.linear': {'num_warmup_steps': 10, 'num_training_steps': 90},
+  'hf.cosine': {'num_warmup_steps': 10, 'num_training_steps': 90},
+  'hf.cosine_with_restarts': {'num_warmup_steps': 10, 'num_training_steps': 90, 'num_cycles': 3},
+  'hf.polynomial': {'num_warmup_steps': 10, 'num_training_steps': 90, 'lr_end': 0.01, 'power': 2.0},
+  'hf.constant': {},
+  'hf.constant_with_warmup': {'num_warmup_steps': 10},
+  'hf.inverse_sqrt': {'num_warmup_steps': 10},
+  'hf.cosine_with_min_lr': {'num_warmup_steps': 10, 'num_training_steps': 90, 'min_lr': 0.01},
+  'hf.cosine_warmup_with_min_lr': {'num_warmup_steps': 10, 'num_training_steps': 90, 'min_lr_rate': 0.1},
+  'hf.warmup_stable_decay': {'num_warmup_steps': 10, 'num_decay_steps': 30, 'num_stable_steps': 40},
 }
 PYTHON_LAMBDAS = {'LambdaLR': lambda epoch: 0.95**epoch, 'MultiplicativeLR': lambda epoch: 0.97}
 
@@ -131,7 +143,11 @@ def torch_curve(name, n):
   cfg = config(name)
   weight = torch.nn.Parameter(torch.zeros(1))
   optimizer = jaxsched.torch_optimizer(cfg, [('weight', weight)])
-  if name in PYTHON_LAMBDAS:  # torch's own class with a Python function
+  if name.startswith('hf.'):  # transformers' own, with get_scheduler's arguments
+    kwargs = dict(EXAMPLES[name])
+    counts = [kwargs.pop(k, None) for k in ('num_warmup_steps', 'num_training_steps')]
+    scheduler = transformers.get_scheduler(name[3:], optimizer, *counts, scheduler_specific_kwargs=kwargs)
+  elif name in PYTHON_LAMBDAS:  # torch's own class with a Python function
     scheduler = getattr(torch.optim.lr_scheduler, name)(optimizer, PYTHON_LAMBDAS[name])
   else:
     scheduler = jaxsched.torch_scheduler(cfg, optimizer)
@@ -174,7 +190,7 @@ lines = [
   '`jaxsched.schedule(ID, lr, **scheduler_kwargs)` at each step count (ReduceLROnPlateau: `jaxsched.lr_curve` '
   'fed a made-up validation loss that stalls at epochs 30 and 60). These pictures are made when the docs '
   'build ([Building the docs](index.md#building-the-docs)); the tests compare the same numbers within 1e-9 '
-  '([Parity](guides/parity.md)).',
+  "([Parity](guides/parity.md)). The `hf.*` IDs are drawn over transformers' `get_scheduler`."
   '',
 ]
 for name in EXAMPLES:

@@ -28,7 +28,7 @@ from jaxsched.lints import Run, lint
 from jaxsched.optimizers import OPTIMIZERS
 from jaxsched.plan import SchedulerEntry, scheduler_entries
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
-from jaxsched.schedules import SCHEDULES
+from jaxsched.schedules import SCHEDULES, hf
 from jaxsched.simulate import MAX_CHAINED, MAX_EPOCHS, MAX_STEPS, check_run, plateau_monitors, scheduler_name, simulate
 from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
 
@@ -55,11 +55,12 @@ def cmd_list(args: argparse.Namespace) -> int:
       rows += [
         [name if i == 0 else '', key, fmt(default), str(check)]
         for i, (key, (default, check)) in enumerate(schedule_spec.kwargs.items())
-      ]
+      ] or [[name, '', '', 'no keywords']]
     rows += [
       ['ReduceLROnPlateau' if i == 0 else '', key, fmt(default), str(check)]
       for i, (key, (default, check)) in enumerate(PLATEAU_KWARGS.items())
     ]
+    rows += [[alias, '', '', f'{target}, the same keywords'] for alias, target in hf.ALIASES.items()]
     rows.append(['none', '', '', 'no scheduler: a constant LR (scheduler: null)'])
     print_table(
       ['scheduler', 'keyword', 'default', 'accepts'],

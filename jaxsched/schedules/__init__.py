@@ -16,16 +16,17 @@ import jax.numpy as jnp
 
 from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
-from jaxsched.schedules import _numeric, basic, composite, cosine, cyclic, swalr, timm_schedules
+from jaxsched.schedules import _numeric, basic, composite, cosine, cyclic, hf, swalr, timm_schedules
 from jaxsched.schedules._expr import compile_expression
 from jaxsched.schedules._registry import Schedule, ScheduleSpec, momentum_schedule
 
 # Each family module contributes its SPECS; the table is keyed by torch's class name.
 SCHEDULES: dict[str, ScheduleSpec] = {
-  spec.name: spec for module in (basic, cosine, cyclic, composite, swalr, timm_schedules) for spec in module.SPECS
+  spec.name: spec for module in (basic, cosine, cyclic, composite, swalr, hf, timm_schedules) for spec in module.SPECS
 }
-"""Every scheduler that is a function of the step count, keyed by torch's class name (the string ID):
-its :class:`ScheduleSpec` (keywords, defaults and checks). ReduceLROnPlateau, which depends on a metric,
+"""Every scheduler that is a function of the step count, keyed by torch's class name (the string ID),
+``hf.<name>`` for Hugging Face transformers' schedules or ``timm.<name>`` for timm's: its
+:class:`ScheduleSpec` (keywords, defaults and checks). ReduceLROnPlateau, which depends on a metric,
 is :func:`jaxsched.reduce_on_plateau`."""
 
 _LEARNING_RATE = _checks.Real()
@@ -66,8 +67,10 @@ def schedule(name: str, learning_rate: Any, **kwargs: Any) -> Schedule:
     raise ConfigError(f'scheduler={name!r} must be a string ID such as "StepLR".')
   spec = SCHEDULES.get(name)
   if spec is None:
-    if name == 'ReduceLROnPlateau':
-      raise ConfigError('ReduceLROnPlateau depends on a metric, not the step count: it is not a schedule.')
+    if hf.ALIASES.get(name, name) == 'ReduceLROnPlateau':
+      raise ConfigError(f'{name} depends on a metric, not the step count: it is not a schedule.')
+    if name in hf.REFUSED:
+      raise ConfigError(hf.REFUSED[name])
     raise unknown('scheduler', name, SCHEDULES)
   lr = _LEARNING_RATE(f'{name}: learning_rate', learning_rate)
   checked = spec.resolve(kwargs)
