@@ -148,6 +148,14 @@ def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
     if name == 'SequentialLR':
       return lr_scheduler.SequentialLR(optimizer, members, milestones=list(kwargs['milestones']))
     return lr_scheduler.ChainedScheduler(members, optimizer=optimizer)
+  if name.startswith('hf.'):
+    return _hf_scheduler(name, optimizer, SCHEDULES[name].resolve(kwargs))
+  if not hasattr(lr_scheduler, name) and name not in ('LinearWarmupCosineAnnealingLR', 'SWALR'):
+    raise ConfigError(
+      f"{name} has no torch scheduler that Lightning steps: timm's schedulers are not "
+      'torch.optim.lr_scheduler classes (timm steps them with step(epoch) / step_update(num_updates); a '
+      'LightningModule that uses one overrides lr_scheduler_step).'
+    )
   lists = {k: v for k, v in kwargs.items() if k in PER_GROUP.get(name, ()) and isinstance(v, (list, tuple))}
   checked = {**SCHEDULES[name].resolve({**kwargs, **{k: v[0] for k, v in lists.items()}}), **lists}  # one per group
   for key, variable in FUNCTIONS.items():
@@ -160,6 +168,19 @@ def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
   else:
     cls = getattr(lr_scheduler, name)
   return cls(optimizer, **checked)
+
+
+def _hf_scheduler(name: str, optimizer: Any, checked: dict[str, Any]):
+  """Hugging Face's ``transformers.get_scheduler`` for ``hf.<name>``: a ``torch.optim.lr_scheduler.LambdaLR``
+  that Lightning steps (interval "step", as HF's Trainer steps it after every optimizer step)."""
+  try:
+    from transformers import get_scheduler
+  except ImportError:
+    raise ConfigError(
+      f"{name} on the torch side needs Hugging Face transformers: pip install 'transformers'."
+    ) from None
+  counts = {k: checked.pop(k) for k in ('num_warmup_steps', 'num_training_steps') if k in checked}
+  return get_scheduler(name[len('hf.') :], optimizer, **counts, scheduler_specific_kwargs=checked)
 
 
 def _python_function(value: Any, key: str, variable: str):
