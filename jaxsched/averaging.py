@@ -94,30 +94,63 @@ class Averaging:
   accumulate_grad_batches: int = 1
 
 
+# The loop's counters of an AverageState, in the order of its ``counts`` array.
+COUNTS = ('n_averaged', 'step', 'batch', 'epoch', 'pending')
+
+
 class AverageState(struct.PyTreeNode):
   """The averaged weights and the training loop's position, around the optimizer's state.
 
   Attributes:
     params: the average (torch's ``AveragedModel`` parameters); the parameters
       given to ``init`` until the first update, as Lightning's copy of the model.
-    n_averaged: updates so far (torch's ``n_averaged``; the first one copies).
-    step: optimizer steps so far (Lightning's ``global_step``).
-    batch: micro-batches seen so far in the current epoch.
-    epoch: epochs completed (Lightning's ``current_epoch``).
-    pending: an end-of-epoch update is owed (it comes after the epoch's
-      validation: the next ``update`` or :func:`final_params` makes it).
+    counts: the loop's counters as one int32 array, in the order of :data:`COUNTS`, read
+      by name through the properties below. One leaf, so a step updates them all in one
+      kernel and passes one buffer in and out of ``jax.jit``, where five scalars cost a
+      small model's step a kernel and four more arguments (benchmarks section 8).
     inner_state: the optimizer's state.
     rules: static; not a leaf, so checkpoints hold the numbers only.
   """
 
   params: Any
-  n_averaged: jax.Array
-  step: jax.Array
-  batch: jax.Array
-  epoch: jax.Array
-  pending: jax.Array
+  counts: jax.Array
   inner_state: Any
   rules: Averaging = struct.field(pytree_node=False)
+
+  @property
+  def n_averaged(self) -> jax.Array:
+    """Updates so far (torch's ``n_averaged``; the first one copies)."""
+    return self.counts[0]
+
+  @property
+  def step(self) -> jax.Array:
+    """Optimizer steps so far (Lightning's ``global_step``)."""
+    return self.counts[1]
+
+  @property
+  def batch(self) -> jax.Array:
+    """Micro-batches seen so far in the current epoch."""
+    return self.counts[2]
+
+  @property
+  def epoch(self) -> jax.Array:
+    """Epochs completed (Lightning's ``current_epoch``)."""
+    return self.counts[3]
+
+  @property
+  def pending(self) -> jax.Array:
+    """An end-of-epoch update is owed (it comes after the epoch's validation: the next
+    ``update`` or :func:`final_params` makes it)."""
+    return self.counts[4].astype(bool)
+
+  def with_counts(self, **values: Any) -> AverageState:
+    """This state with the counters named (see :data:`COUNTS`) set to ``values``."""
+    return self.replace(counts=packed(**{name: values.get(name, getattr(self, name)) for name in COUNTS}))
+
+
+def packed(n_averaged: Any, step: Any, batch: Any, epoch: Any, pending: Any) -> jax.Array:
+  """The ``counts`` array of an :class:`AverageState` with these counters."""
+  return jnp.stack([jnp.asarray(v).astype(jnp.int32) for v in (n_averaged, step, batch, epoch, pending)])
 
 
 class _SwaLrs:
@@ -343,9 +376,10 @@ def _update(avg_fn: AvgFn, average: Any, n_averaged: jax.Array, params: Any) -> 
 
 
 def _maybe_update(avg_fn: AvgFn, when: jax.Array, average: Any, n_averaged: jax.Array, params: Any):
-  return jax.lax.cond(
-    when, lambda: (_update(avg_fn, average, n_averaged, params), n_averaged + 1), lambda: (average, n_averaged)
-  )
+  """:func:`_update` where ``when`` in a ``lax.cond``, which returns the average only: the count is
+  kept outside it, in the same kernel as the other counters, not copied out of the conditional."""
+  average = jax.lax.cond(when, lambda: _update(avg_fn, average, n_averaged, params), lambda: average)
+  return average, n_averaged + when.astype(n_averaged.dtype)
 
 
 def average(
@@ -367,14 +401,9 @@ def average(
   period = every if batches_per_epoch is None else batches_per_epoch
 
   def init_fn(params):
-    zero = lambda: jnp.zeros([], jnp.int32)  # noqa: E731  (one array per field, so the state can be donated)
     return AverageState(
       params=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
-      n_averaged=zero(),
-      step=zero(),
-      batch=zero(),
-      epoch=zero(),
-      pending=jnp.zeros([], bool),
+      counts=packed(n_averaged=0, step=0, batch=0, epoch=0, pending=False),
       inner_state=inner.init(params),
       rules=rules,
     )
@@ -407,11 +436,13 @@ def average(
     pending = last & (state.epoch >= rules.end_epoch_from) if rules.end_epoch_from is not None else state.pending
     return new_updates, AverageState(
       params=avg,
-      n_averaged=n,
-      step=state.step + stepped.astype(jnp.int32),
-      batch=state.batch if period == 1 else jnp.where(state.batch + 1 == period, 0, state.batch + 1),
-      epoch=state.epoch + last.astype(jnp.int32),
-      pending=pending,
+      counts=packed(
+        n_averaged=n,
+        step=state.step + stepped.astype(jnp.int32),
+        batch=state.batch if period == 1 else jnp.where(state.batch + 1 == period, 0, state.batch + 1),
+        epoch=state.epoch + last.astype(jnp.int32),
+        pending=pending,
+      ),
       inner_state=inner_state,
       rules=rules,
     )
