@@ -96,6 +96,7 @@ class Averaging:
 
 # The loop's counters of an AverageState, in the order of its ``counts`` array.
 COUNTS = ('n_averaged', 'step', 'batch', 'epoch', 'pending')
+_AT = {name: i for i, name in enumerate(COUNTS)}
 
 
 class AverageState(struct.PyTreeNode):
@@ -120,28 +121,28 @@ class AverageState(struct.PyTreeNode):
   @property
   def n_averaged(self) -> jax.Array:
     """Updates so far (torch's ``n_averaged``; the first one copies)."""
-    return self.counts[0]
+    return self.counts[_AT['n_averaged']]
 
   @property
   def step(self) -> jax.Array:
     """Optimizer steps so far (Lightning's ``global_step``)."""
-    return self.counts[1]
+    return self.counts[_AT['step']]
 
   @property
   def batch(self) -> jax.Array:
     """Micro-batches seen so far in the current epoch."""
-    return self.counts[2]
+    return self.counts[_AT['batch']]
 
   @property
   def epoch(self) -> jax.Array:
     """Epochs completed (Lightning's ``current_epoch``)."""
-    return self.counts[3]
+    return self.counts[_AT['epoch']]
 
   @property
   def pending(self) -> jax.Array:
     """An end-of-epoch update is owed (it comes after the epoch's validation: the next
     ``update`` or :func:`final_params` makes it)."""
-    return self.counts[4].astype(bool)
+    return self.counts[_AT['pending']].astype(bool)
 
   def with_counts(self, **values: Any) -> AverageState:
     """This state with the counters named (see :data:`COUNTS`) set to ``values``."""
@@ -365,8 +366,10 @@ def swa_learning_rate(
   return rate, held
 
 
-def _update(avg_fn: AvgFn, average: Any, n_averaged: jax.Array, params: Any) -> Any:
-  """``AveragedModel.update_parameters``: a copy at n_averaged == 0, else avg_fn."""
+def _update(avg_fn: AvgFn, average: Any, counts: jax.Array, params: Any) -> Any:
+  """``AveragedModel.update_parameters``: a copy at n_averaged == 0, else avg_fn (``counts``
+  an :class:`AverageState`'s)."""
+  n_averaged = counts[_AT['n_averaged']]
 
   def one(a, p):
     p = jnp.asarray(p).astype(a.dtype)
@@ -375,11 +378,19 @@ def _update(avg_fn: AvgFn, average: Any, n_averaged: jax.Array, params: Any) -> 
   return jax.tree.map(one, average, params)
 
 
-def _maybe_update(avg_fn: AvgFn, when: jax.Array, average: Any, n_averaged: jax.Array, params: Any):
-  """:func:`_update` where ``when`` in a ``lax.cond``, which returns the average only: the count is
-  kept outside it, in the same kernel as the other counters, not copied out of the conditional."""
-  average = jax.lax.cond(when, lambda: _update(avg_fn, average, n_averaged, params), lambda: average)
-  return average, n_averaged + when.astype(n_averaged.dtype)
+def _counted(counts: jax.Array, updated: Any) -> jax.Array:
+  """``counts`` with n_averaged advanced where ``updated``."""
+  return counts.at[_AT['n_averaged']].add(jnp.asarray(updated).astype(counts.dtype))
+
+
+def _maybe_update(avg_fn: AvgFn, when: jax.Array, average: Any, counts: jax.Array, params: Any):
+  """:func:`_update` where ``when``, in a ``lax.cond``; the average and ``counts`` after it.
+
+  The conditional takes the counts whole and returns the average only: n_averaged sliced
+  out before it, or returned by it, would cost a kernel or a copy of its own.
+  """
+  average = jax.lax.cond(when, lambda c: _update(avg_fn, average, c, params), lambda c: average, counts)
+  return average, _counted(counts, when)
 
 
 def average(
@@ -411,13 +422,13 @@ def average(
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
       raise ValueError(optax.NO_PARAMS_MSG)
-    avg, n = state.params, state.n_averaged
+    avg, counts = state.params, state.counts
     if rules.end_epoch_from is not None:  # last epoch's on_train_epoch_end, after its validation
-      avg, n = _maybe_update(rules.avg_fn, state.pending, avg, n, params)
+      avg, counts = _maybe_update(rules.avg_fn, state.pending, avg, counts, params)
     if rules.start_epochs is not None:  # on_train_epoch_start
       lo, hi = rules.start_epochs
       when = (state.batch == 0) & (state.epoch >= lo)
-      avg, n = _maybe_update(rules.avg_fn, when if hi is None else when & (state.epoch <= hi), avg, n, params)
+      avg, counts = _maybe_update(rules.avg_fn, when if hi is None else when & (state.epoch <= hi), avg, counts, params)
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     # without accumulation every micro-batch steps, and with period 1 the batch count stays 0: constants
     # for XLA, not scalar kernels reading the counter
@@ -427,17 +438,17 @@ def average(
       if every == 1 and rules.every_n_steps == 1 and not rules.start_step:
         # after every micro-batch: the update itself, without a lax.cond around it, which costs
         # a small model's step more than the update (a conditional, its operands' copies)
-        avg, n = _update(rules.avg_fn, avg, n, new_params), n + 1
+        avg, counts = _update(rules.avg_fn, avg, counts, new_params), _counted(counts, 1)
       else:
         when = stepped & (state.step % rules.every_n_steps == 0)
         when = when if rules.start_step is None else when & (state.step >= rules.start_step)
-        avg, n = _maybe_update(rules.avg_fn, when, avg, n, new_params)
+        avg, counts = _maybe_update(rules.avg_fn, when, avg, counts, new_params)
     last = state.batch + 1 == period if batches_per_epoch is not None else jnp.zeros([], bool)
     pending = last & (state.epoch >= rules.end_epoch_from) if rules.end_epoch_from is not None else state.pending
     return new_updates, AverageState(
       params=avg,
       counts=packed(
-        n_averaged=n,
+        n_averaged=counts[_AT['n_averaged']],
         step=state.step + stepped.astype(jnp.int32),
         batch=state.batch if period == 1 else jnp.where(state.batch + 1 == period, 0, state.batch + 1),
         epoch=state.epoch + last.astype(jnp.int32),
@@ -500,7 +511,7 @@ def final_params(opt_state: Any, params: Any) -> Any:
     return params
   rules, avg = state.rules, state.params
   if rules.end_epoch_from is not None:
-    avg = _maybe_update(rules.avg_fn, state.pending, avg, state.n_averaged, params)[0]
+    avg = _maybe_update(rules.avg_fn, state.pending, avg, state.counts, params)[0]
   if rules.max_epochs is None:
     return avg
   done = state.epoch >= rules.max_epochs
