@@ -94,30 +94,64 @@ class Averaging:
   accumulate_grad_batches: int = 1
 
 
+# The loop's counters of an AverageState, in the order of its ``counts`` array.
+COUNTS = ('n_averaged', 'step', 'batch', 'epoch', 'pending')
+_AT = {name: i for i, name in enumerate(COUNTS)}
+
+
 class AverageState(struct.PyTreeNode):
   """The averaged weights and the training loop's position, around the optimizer's state.
 
   Attributes:
     params: the average (torch's ``AveragedModel`` parameters); the parameters
       given to ``init`` until the first update, as Lightning's copy of the model.
-    n_averaged: updates so far (torch's ``n_averaged``; the first one copies).
-    step: optimizer steps so far (Lightning's ``global_step``).
-    batch: micro-batches seen so far in the current epoch.
-    epoch: epochs completed (Lightning's ``current_epoch``).
-    pending: an end-of-epoch update is owed (it comes after the epoch's
-      validation: the next ``update`` or :func:`final_params` makes it).
+    counts: the loop's counters as one int32 array, in the order of :data:`COUNTS`, read
+      by name through the properties below. One leaf, so a step updates them all in one
+      kernel and passes one buffer in and out of ``jax.jit``, where five scalars cost a
+      small model's step a kernel and four more arguments (benchmarks section 8).
     inner_state: the optimizer's state.
     rules: static; not a leaf, so checkpoints hold the numbers only.
   """
 
   params: Any
-  n_averaged: jax.Array
-  step: jax.Array
-  batch: jax.Array
-  epoch: jax.Array
-  pending: jax.Array
+  counts: jax.Array
   inner_state: Any
   rules: Averaging = struct.field(pytree_node=False)
+
+  @property
+  def n_averaged(self) -> jax.Array:
+    """Updates so far (torch's ``n_averaged``; the first one copies)."""
+    return self.counts[_AT['n_averaged']]
+
+  @property
+  def step(self) -> jax.Array:
+    """Optimizer steps so far (Lightning's ``global_step``)."""
+    return self.counts[_AT['step']]
+
+  @property
+  def batch(self) -> jax.Array:
+    """Micro-batches seen so far in the current epoch."""
+    return self.counts[_AT['batch']]
+
+  @property
+  def epoch(self) -> jax.Array:
+    """Epochs completed (Lightning's ``current_epoch``)."""
+    return self.counts[_AT['epoch']]
+
+  @property
+  def pending(self) -> jax.Array:
+    """An end-of-epoch update is owed (it comes after the epoch's validation: the next
+    ``update`` or :func:`final_params` makes it)."""
+    return self.counts[_AT['pending']].astype(bool)
+
+  def with_counts(self, **values: Any) -> AverageState:
+    """This state with the counters named (see :data:`COUNTS`) set to ``values``."""
+    return self.replace(counts=packed(**{name: values.get(name, getattr(self, name)) for name in COUNTS}))
+
+
+def packed(n_averaged: Any, step: Any, batch: Any, epoch: Any, pending: Any) -> jax.Array:
+  """The ``counts`` array of an :class:`AverageState` with these counters."""
+  return jnp.stack([jnp.asarray(v).astype(jnp.int32) for v in (n_averaged, step, batch, epoch, pending)])
 
 
 class _SwaLrs:
@@ -332,8 +366,10 @@ def swa_learning_rate(
   return rate, held
 
 
-def _update(avg_fn: AvgFn, average: Any, n_averaged: jax.Array, params: Any) -> Any:
-  """``AveragedModel.update_parameters``: a copy at n_averaged == 0, else avg_fn."""
+def _update(avg_fn: AvgFn, average: Any, counts: jax.Array, params: Any) -> Any:
+  """``AveragedModel.update_parameters``: a copy at n_averaged == 0, else avg_fn (``counts``
+  an :class:`AverageState`'s)."""
+  n_averaged = counts[_AT['n_averaged']]
 
   def one(a, p):
     p = jnp.asarray(p).astype(a.dtype)
@@ -342,10 +378,19 @@ def _update(avg_fn: AvgFn, average: Any, n_averaged: jax.Array, params: Any) -> 
   return jax.tree.map(one, average, params)
 
 
-def _maybe_update(avg_fn: AvgFn, when: jax.Array, average: Any, n_averaged: jax.Array, params: Any):
-  return jax.lax.cond(
-    when, lambda: (_update(avg_fn, average, n_averaged, params), n_averaged + 1), lambda: (average, n_averaged)
-  )
+def _counted(counts: jax.Array, updated: Any) -> jax.Array:
+  """``counts`` with n_averaged advanced where ``updated``."""
+  return counts.at[_AT['n_averaged']].add(jnp.asarray(updated).astype(counts.dtype))
+
+
+def _maybe_update(avg_fn: AvgFn, when: jax.Array, average: Any, counts: jax.Array, params: Any):
+  """:func:`_update` where ``when``, in a ``lax.cond``; the average and ``counts`` after it.
+
+  The conditional takes the counts whole and returns the average only: n_averaged sliced
+  out before it, or returned by it, would cost a kernel or a copy of its own.
+  """
+  average = jax.lax.cond(when, lambda c: _update(avg_fn, average, c, params), lambda c: average, counts)
+  return average, _counted(counts, when)
 
 
 def average(
@@ -367,14 +412,9 @@ def average(
   period = every if batches_per_epoch is None else batches_per_epoch
 
   def init_fn(params):
-    zero = lambda: jnp.zeros([], jnp.int32)  # noqa: E731  (one array per field, so the state can be donated)
     return AverageState(
       params=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
-      n_averaged=zero(),
-      step=zero(),
-      batch=zero(),
-      epoch=zero(),
-      pending=jnp.zeros([], bool),
+      counts=packed(n_averaged=0, step=0, batch=0, epoch=0, pending=False),
       inner_state=inner.init(params),
       rules=rules,
     )
@@ -382,13 +422,13 @@ def average(
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
       raise ValueError(optax.NO_PARAMS_MSG)
-    avg, n = state.params, state.n_averaged
+    avg, counts = state.params, state.counts
     if rules.end_epoch_from is not None:  # last epoch's on_train_epoch_end, after its validation
-      avg, n = _maybe_update(rules.avg_fn, state.pending, avg, n, params)
+      avg, counts = _maybe_update(rules.avg_fn, state.pending, avg, counts, params)
     if rules.start_epochs is not None:  # on_train_epoch_start
       lo, hi = rules.start_epochs
       when = (state.batch == 0) & (state.epoch >= lo)
-      avg, n = _maybe_update(rules.avg_fn, when if hi is None else when & (state.epoch <= hi), avg, n, params)
+      avg, counts = _maybe_update(rules.avg_fn, when if hi is None else when & (state.epoch <= hi), avg, counts, params)
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     # without accumulation every micro-batch steps, and with period 1 the batch count stays 0: constants
     # for XLA, not scalar kernels reading the counter
@@ -398,20 +438,22 @@ def average(
       if every == 1 and rules.every_n_steps == 1 and not rules.start_step:
         # after every micro-batch: the update itself, without a lax.cond around it, which costs
         # a small model's step more than the update (a conditional, its operands' copies)
-        avg, n = _update(rules.avg_fn, avg, n, new_params), n + 1
+        avg, counts = _update(rules.avg_fn, avg, counts, new_params), _counted(counts, 1)
       else:
         when = stepped & (state.step % rules.every_n_steps == 0)
         when = when if rules.start_step is None else when & (state.step >= rules.start_step)
-        avg, n = _maybe_update(rules.avg_fn, when, avg, n, new_params)
+        avg, counts = _maybe_update(rules.avg_fn, when, avg, counts, new_params)
     last = state.batch + 1 == period if batches_per_epoch is not None else jnp.zeros([], bool)
     pending = last & (state.epoch >= rules.end_epoch_from) if rules.end_epoch_from is not None else state.pending
     return new_updates, AverageState(
       params=avg,
-      n_averaged=n,
-      step=state.step + stepped.astype(jnp.int32),
-      batch=state.batch if period == 1 else jnp.where(state.batch + 1 == period, 0, state.batch + 1),
-      epoch=state.epoch + last.astype(jnp.int32),
-      pending=pending,
+      counts=packed(
+        n_averaged=counts[_AT['n_averaged']],
+        step=state.step + stepped.astype(jnp.int32),
+        batch=state.batch if period == 1 else jnp.where(state.batch + 1 == period, 0, state.batch + 1),
+        epoch=state.epoch + last.astype(jnp.int32),
+        pending=pending,
+      ),
       inner_state=inner_state,
       rules=rules,
     )
@@ -467,7 +509,7 @@ def final_params(opt_state: Any, params: Any) -> Any:
     return params
   rules, avg = state.rules, state.params
   if rules.end_epoch_from is not None:
-    avg = _maybe_update(rules.avg_fn, state.pending, avg, state.n_averaged, params)[0]
+    avg = _maybe_update(rules.avg_fn, state.pending, avg, state.counts, params)[0]
   if rules.max_epochs is None:
     return avg
   done = state.epoch >= rules.max_epochs

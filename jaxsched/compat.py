@@ -24,11 +24,11 @@ from jaxsched import state_tree
 from jaxsched._checks import shown
 from jaxsched._errors import ConfigError, ConfigWarning
 from jaxsched.accumulate import AccumulateState
-from jaxsched.averaging import AverageState
+from jaxsched.averaging import COUNTS, AverageState
 from jaxsched.stepping import optimizer_steps_per_epoch
 
 _ACCUMULATE_FIELDS = frozenset({'batch', 'kept', 'skipped', 'inner_state'})
-_AVERAGE_FIELDS = frozenset({'params', 'n_averaged', 'step', 'batch', 'epoch', 'pending', 'inner_state'})
+_AVERAGE_FIELDS = frozenset({'params', 'counts', 'inner_state'})
 
 
 def _children(node: Any) -> dict[str, Any] | None:
@@ -243,16 +243,17 @@ def carry_over(saved: Any, fresh: Any) -> Any:
       ConfigWarning,
       stacklevel=2,
     )
-  if saved_average is not None and not isinstance(fresh, AverageState):
+  saved_counts = None if saved_average is None else dict(zip(COUNTS, np.asarray(saved_average['counts']).tolist()))
+  if saved_counts is not None and not isinstance(fresh, AverageState):
     warnings.warn(
-      f'carry_over: the saved weight average (ema or swa, {int(np.asarray(saved_average["n_averaged"]))} '
+      f'carry_over: the saved weight average (ema or swa, {saved_counts["n_averaged"]} '
       f'update(s)) is dropped, as this config averages no weights; training goes on from the parameters, '
       f'not the average.',
       ConfigWarning,
       stacklevel=2,
     )
   state = _replace_core(fresh, _like(saved_core, fresh_core), len(fresh_wrappers))
-  position = (saved_loop or saved_average or {}).get('batch')
+  position = (saved_loop or saved_counts or {}).get('batch')
   if isinstance(state, AverageState):
     if saved_average is not None:
       kept = _AVERAGE_FIELDS - {'inner_state'}
@@ -329,7 +330,7 @@ def _started(state: AverageState, position: Any) -> tuple[AverageState, Any]:
         stacklevel=3,
       )
   moved = {'step': step, 'epoch': epoch, **({'batch': position} if position is not None else {})}
-  return state.replace(**{k: _like(v, getattr(state, k)) for k, v in moved.items()}), position
+  return state.with_counts(**moved), position
 
 
 def _flat(tree: Any, prefix: str = ''):
