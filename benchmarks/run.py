@@ -10,6 +10,8 @@ Sections (issue 8):
   7. bandwidth: Adam's achieved bytes/s as a fraction of the device's measured copy bandwidth
   8. wrappers: accumulation, EMA and SWA from jaxsched.build vs the same written by hand in Optax,
      whole train steps (grad + update + apply) of a small MLP and of a 4M-parameter one
+  9. timm's optimizers (timm.<name>, timm's numbers) vs Optax's implementation of the same
+     algorithm, update + apply at about 3M parameters (not in the default run: --sections 9)
 
 Every figure is a median over interleaved repeats (A B C, B C A, ...); every ratio
 compares figures of the same run. results.json keeps one entry per device
@@ -71,6 +73,7 @@ def plan(quick: bool) -> dict[str, Any]:
       wrapper_models=('small',),
       wrapper_repeats=3,
       wrapper_sample_s=0.02,
+      timm_shapes=((64, 64), (64,)),
     )
   return dict(
     sizes=[(10, 1_000_000), (1_000, 10_000)],
@@ -88,6 +91,7 @@ def plan(quick: bool) -> dict[str, Any]:
     wrapper_models=('small', '4M'),
     wrapper_repeats=41,
     wrapper_sample_s=0.05,
+    timm_shapes=((1024, 1024),) * 3 + ((1024,),),
   )
 
 
@@ -708,6 +712,56 @@ def section_wrappers(p: dict) -> list[dict]:
   return rows
 
 
+# (timm ID, its keywords, Optax's transformation of the same algorithm): the keywords make both
+# compute the same kind of step (LAMB's trust ratio on, no global clip; no weight decay where
+# the two decay differently)
+TIMM_VS_OPTAX = (
+  ('lion', {'lr': 1e-4}, lambda: optax.lion(1e-4, weight_decay=0.0)),
+  (
+    'lamb',
+    {'lr': 1e-3, 'weight_decay': 0.01, 'max_grad_norm': None},
+    lambda: optax.lamb(1e-3, eps=1e-6, weight_decay=0.01),
+  ),
+  ('lars', {'lr': 1.0, 'weight_decay': 1e-4}, lambda: optax.lars(1.0, weight_decay=1e-4, momentum=0.9)),
+  ('adabelief', {'lr': 1e-3}, lambda: optax.adabelief(1e-3)),
+  ('adan', {'lr': 1e-3}, lambda: optax.adan(1e-3, b1=0.98, b2=0.92, b3=0.99, weight_decay=0.0)),
+  ('adopt', {'lr': 1e-3}, lambda: optax.contrib.adopt(1e-3, b2=0.9999, eps=1e-6)),
+  ('nadamw', {'lr': 1e-3}, lambda: optax.nadamw(1e-3, weight_decay=0.0)),
+)
+
+
+def section_timm(p: dict) -> list[dict]:
+  """Each timm ID's update + apply against Optax's transformation of the same algorithm, interleaved."""
+  shapes = p['timm_shapes']
+  params = {f'w{i}': jnp.full(s, 0.5, jnp.float32) for i, s in enumerate(shapes)}
+  grads = {k: jnp.full(v.shape, 0.01, jnp.float32) for k, v in params.items()}
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  rows = []
+  for name, kwargs, optax_tx in TIMM_VS_OPTAX:
+    log(f'timm: timm.{name} vs optax ({n_params} parameters)')
+    pair = {'optax': optax_tx(), f'timm.{name}': jaxsched.optimizer(f'timm.{name}', **kwargs)}
+    holders = {}
+    for label, tx in pair.items():
+      v = Variant(label, tx)
+      state_shape = timing.shape_of(jax.eval_shape(v.init, params))
+      compiled, _ = timing.compile_step(v.step, (timing.shape_of(params), state_shape, timing.shape_of(grads)))
+      pp = jax.tree.map(jnp.copy, params)
+      holders[label] = Holder(compiled, pp, jax.jit(v.init)(pp), grads)
+    res = timing.interleaved(holders, p['repeats'], sync={n: h.block for n, h in holders.items()})
+    base = res['optax']['median']
+    for label in pair:
+      rows.append(
+        {
+          'optimizer': name,
+          'variant': label,
+          'params': n_params,
+          'step': res[label],
+          'ratio': res[label]['median'] / base,
+        }
+      )
+  return rows
+
+
 # ---------------------------------------------------------------- main
 
 DEFAULT_SECTIONS = '1,3,4,5,6,7,8'
@@ -764,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
       ('6', 'memory', section_memory),
       ('7', 'bandwidth', lambda: section_bandwidth(p, run.get('train_step', []))),
       ('8', 'wrappers', lambda: section_wrappers(p)),
+      ('9', 'timm', lambda: section_timm(p)),
     ]
     order = [s.strip() for s in args.sections.split(',')]
     for number, name, fn in sorted(steps, key=lambda t: order.index(t[0]) if t[0] in order else 99):

@@ -25,7 +25,7 @@ from jaxsched.cli.output import CliError, fmt, note, plural, print_table, warn
 from jaxsched.cli.tables import check_learning_rates, lr_table, resolved
 from jaxsched.config import SCHEDULER_CONFIG_KEYS, patterns
 from jaxsched.lints import Run, lint
-from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.optimizers import OPTIMIZERS, TIMM_OPTIMIZERS
 from jaxsched.plan import SchedulerEntry, scheduler_entries
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES, hf
@@ -42,7 +42,7 @@ def cmd_list(args: argparse.Namespace) -> int:
   what = args.what or 'all'
   if what in ('all', 'optimizers'):
     rows = []
-    for name, spec in OPTIMIZERS.items():
+    for name, spec in {**OPTIMIZERS, **TIMM_OPTIMIZERS}.items():
       rows.append([name, 'lr', fmt(spec.lr), 'a real number >= 0, or a schedule'])
       rows += [['', key, fmt(default), str(check)] for key, (default, check) in spec.kwargs.items()]
     rows.append(['optax.<alias>', '...', '', "any Optax optimizer alias (e.g. optax.lion), with Optax's keywords"])

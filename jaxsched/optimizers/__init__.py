@@ -23,6 +23,10 @@ from jaxsched.optimizers import (
   rprop,
   sgd,
   sparse_adam,
+  timm_adam,
+  timm_layerwise,
+  timm_misc,
+  timm_moments,
 )
 from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS, OptimizerSpec
 
@@ -33,18 +37,27 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
   for spec in module.SPECS
 }
 """Every torch.optim optimizer jaxsched ports, keyed by torch's class name (the string ID): its
-:class:`OptimizerSpec` (keywords, defaults and checks). ``optax.<alias>`` IDs are not in the table."""
+:class:`OptimizerSpec` (keywords, defaults and checks). ``optax.<alias>`` and ``timm.<name>`` IDs are
+not in the table."""
+
+TIMM_OPTIMIZERS: dict[str, OptimizerSpec] = {
+  spec.name: spec for module in (timm_layerwise, timm_moments, timm_adam, timm_misc) for spec in module.SPECS
+}
+"""timm's optimizers that torch.optim lacks, keyed by ``timm.<name>`` (``timm.optim.create_optimizer_v2``'s
+``opt`` name): :class:`OptimizerSpec` s with timm's keywords and the defaults that factory passes. Kept
+apart from :data:`OPTIMIZERS`, the table of torch.optim classes (their state converts to torch's)."""
 
 # torch keywords that arrive as one pair but are scheduled separately.
-_SPLIT = {'betas': ('b1', 'b2')}
+_SPLIT = {'betas': ('b1', 'b2', 'b3')}  # zip: two betas give b1, b2; timm's Adan takes three
 
 
 def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
   """The Optax transformation for torch.optim's ``name``, with torch's numbers.
 
   Args:
-    name: a torch.optim class name ("Adam", "SGD", ...), or ``"optax.<alias>"`` for
-      any Optax optimizer alias with Optax's own keywords.
+    name: a torch.optim class name ("Adam", "SGD", ...), ``"timm.<name>"`` for one of timm's
+      optimizers (:data:`TIMM_OPTIMIZERS`, timm's keywords), or ``"optax.<alias>"`` for any
+      Optax optimizer alias with Optax's own keywords.
     learning_rate: a float or a schedule (callable of the update count);
       ``lr`` is accepted as an alias. Defaults to the spec's default.
     **kwargs: torch's constructor keywords; ``foreach``, ``fused``,
@@ -69,9 +82,9 @@ def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.Grad
     raise ConfigError(f'optimizer={name!r} must be a string ID such as "Adam".')
   if name.startswith('optax.'):
     return optax_aliases.build(name[len('optax.') :], learning_rate, kwargs)
-  spec = OPTIMIZERS.get(name)
+  spec = OPTIMIZERS.get(name) or TIMM_OPTIMIZERS.get(name)
   if spec is None:
-    raise unknown('optimizer', name, [*OPTIMIZERS, 'optax.<alias>'])
+    raise unknown('optimizer', name, [*OPTIMIZERS, *TIMM_OPTIMIZERS, 'optax.<alias>'])
   return _build(spec, learning_rate, kwargs)
 
 

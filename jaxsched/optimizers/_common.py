@@ -110,3 +110,25 @@ def decoupled_decay(learning_rate: Any, weight_decay: Any) -> optax.GradientTran
 def chain(*transforms: optax.GradientTransformation | None) -> optax.GradientTransformationExtraArgs:
   """``optax.chain`` that skips None, so factories can write optional terms inline."""
   return optax.chain(*(t for t in transforms if t is not None))
+
+
+def cautious(update: jax.Array, grad: jax.Array) -> jax.Array:
+  """timm's ``caution`` ('Cautious Optimizers', arXiv:2411.16085): ``update`` kept where it
+  agrees in sign with ``grad``, zeroed elsewhere, and the kept part rescaled by the fraction
+  kept: ``mask = (update * grad > 0) / max(mean(mask), 1e-3)``, ``update * mask`` (as
+  ``timm.optim.Lamb``, ``Lion`` and ``Adan`` write it)."""
+  mask = (update * grad > 0).astype(grad.dtype)
+  return update * (mask / jnp.maximum(jnp.mean(mask), cast(1e-3, mask)))
+
+
+def norm(x: jax.Array) -> jax.Array:
+  """``x.norm(2.0)``: the Euclidean norm of all of ``x``'s elements, in ``x``'s dtype."""
+  return jnp.sqrt(jnp.sum(x * x))
+
+
+def float32_rounded(x: Any) -> jax.Array:
+  """``x`` (float32 or wider) rounded to float32's precision, in its own dtype: the value of a
+  torch float32 scalar tensor's arithmetic, done in float64 where the hyperparameters are (a
+  product or sum of float32 values is exact there, so rounding once gives float32's result).
+  ``reduce_precision``, because XLA drops a float64 -> float32 -> float64 convert pair."""
+  return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=23)
