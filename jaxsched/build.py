@@ -20,7 +20,7 @@ from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, read_config
 from jaxsched.groups import RECURRENT, REGULAR, groups, param_labels, path_name
 from jaxsched.learning_rates import group_learning_rate
-from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
+from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction, resolve
 from jaxsched.plan import make_plan, plan_of
 from jaxsched.plateau import ChainState, PlateauState
 from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
@@ -144,9 +144,19 @@ def build(
       ),
     )
   else:
+    # an optimizer whose step reads every group's gradients together (OptimizerSpec.across_groups)
+    spec = plan.spec if len(group_list) > 1 else None
+    first = dict(kwargs[group_list[0].name])
+    across = {} if spec is None else {key: resolve(spec, None, first)[1][key] for key in spec.across_groups}
     tx = optax.multi_transform(
-      {name: optimizer(plan.optimizer, learning_rate=rates[name], **kwargs[name]) for name in rates}, labels
+      {
+        name: optimizer(plan.optimizer, learning_rate=rates[name], **{**kwargs[name], **dict.fromkeys(across)})
+        for name in rates
+      },
+      labels,
     )
+    if spec is not None and across:
+      tx = optax.chain(*(spec.across_groups[key](value) for key, value in across.items()), tx)
   if plan.clipping is not None:
     if plan.clipping.algorithm == 'norm':
       clip = torch_clip_by_global_norm(plan.clipping.value)

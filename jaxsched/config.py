@@ -19,7 +19,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from jaxsched import _checks, averaging
-from jaxsched._errors import ConfigError, ConfigWarning
+from jaxsched._errors import ConfigError, ConfigWarning, unknown
+from jaxsched.optimizers import IMPLEMENTATION_FLAGS, optax_aliases, spec_of
+from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES, hf
 
 SCHEDULER_CONFIG_KEYS: dict[str, tuple[Any, Any]] = {
@@ -421,17 +423,13 @@ def _source(source: Any) -> tuple[dict[Any, Any], str]:
 
 def _keywords(kind: str, name: Any) -> frozenset[str] | None:
   """The keywords the optimizer or scheduler ``name`` takes; None if ``name`` is unknown."""
-  from jaxsched.optimizers import IMPLEMENTATION_FLAGS, OPTIMIZERS, optax_aliases
-  from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
-  from jaxsched.schedules import SCHEDULES
-
   if not isinstance(name, str):
     return None
   if kind == 'optimizer':
     if name.startswith('optax.'):
       alias = name[len('optax.') :]
       return frozenset(optax_aliases.parameters(alias)) if alias in optax_aliases.ALIASES else None
-    spec = OPTIMIZERS.get(name)
+    spec = spec_of(name)
     return None if spec is None else frozenset({*spec.kwargs, 'lr', *IMPLEMENTATION_FLAGS})
   if name == 'ReduceLROnPlateau':
     return frozenset(PLATEAU_KWARGS)
@@ -604,8 +602,6 @@ def _scheduler_configs(key: str, value: Any, out: dict[str, Any], scheduler: str
   """Lightning's lr_scheduler_config keys, checked, with the defaults filled in; the
   monitor falls back to DynVision's optimizer_configs.monitor, the interval to the
   scheduler's own default (:attr:`jaxsched.schedules.ScheduleSpec.default_interval`)."""
-  from jaxsched._errors import unknown
-
   given = _mapping(key, value)
   for k in given:
     if k not in SCHEDULER_CONFIG_KEYS:
@@ -627,8 +623,6 @@ def _scheduler_configs(key: str, value: Any, out: dict[str, Any], scheduler: str
 def _schedulers(v: dict[str, Any], out: dict[str, Any]) -> tuple[dict[str, Any], ...]:
   """The ``schedulers`` list: Lightning's several schedulers for the one optimizer,
   each ``{scheduler, scheduler_kwargs, scheduler_configs}``, checked key by key."""
-  from jaxsched._errors import unknown
-
   value = v['schedulers']
   shape = 'a non-empty list of {scheduler, scheduler_kwargs, scheduler_configs} mappings'
   if not isinstance(value, list) or not value:
@@ -675,11 +669,9 @@ def _schedulers(v: dict[str, Any], out: dict[str, Any]) -> tuple[dict[str, Any],
 
 def _group_lr_message(name: str, key: str, value: Any, v: dict[str, Any]) -> str:
   """Why ``lr_parameter_groups.<name>.lr`` is refused, and the lr_factor that gives that LR."""
-  from jaxsched.optimizers import OPTIMIZERS
-
   base: Any = v.get('learning_rate')
   if base is None and isinstance(v.get('optimizer', 'Adam'), str):
-    spec = OPTIMIZERS.get(v.get('optimizer', 'Adam'))
+    spec = spec_of(v.get('optimizer', 'Adam'))
     base = None if spec is None else spec.lr
   hint = ''
   try:

@@ -14,7 +14,7 @@ import jax
 
 from jaxsched._errors import ConfigError
 from jaxsched.config import Config
-from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.optimizers import spec_of
 
 REGULAR, RECURRENT = 'regular', 'recurrent'
 
@@ -80,7 +80,7 @@ def configured_groups(config: Config) -> list[Group]:
     ConfigError: the recurrent group's LR is set both by
       recurrent_learning_rate_multiplier and by lr_parameter_groups.recurrent.lr_factor.
   """
-  spec = OPTIMIZERS.get(config.optimizer)  # None: an optax alias
+  spec = spec_of(config.optimizer)  # None: an optax alias
   base_lr = config.learning_rate
   if base_lr is None:
     base_lr = spec.lr if spec is not None else None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from jaxsched import averaging
 from jaxsched._errors import ConfigError
-from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.optimizers import spec_of
 from jaxsched.plateau import Chain, chain_schedules, reduce_on_plateau
 from jaxsched.schedules import schedule
 from jaxsched.schedules.composite import COMPOSITES
@@ -240,7 +240,7 @@ def _with_momentum(name: str, kwargs: dict[str, Any], momentum: Callable | None)
   """torch's cycle_momentum: the schedule drives SGD's/RMSprop's momentum or beta1."""
   if momentum is None:
     return kwargs
-  spec = OPTIMIZERS.get(name)
+  spec = spec_of(name)
   if spec is not None and 'momentum' in spec.kwargs:
     return {**kwargs, 'momentum': momentum}
   if spec is not None and 'betas' in spec.kwargs:

@@ -28,7 +28,7 @@ import numpy as np
 from jaxsched.config import Config
 from jaxsched.groups import RECURRENT, REGULAR, configured_groups
 from jaxsched.learning_rates import PLATEAU
-from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.optimizers import spec_of
 from jaxsched.plan import SchedulerEntry, scheduler_entries
 from jaxsched.stepping import optimizer_steps_per_epoch, scheduler_steps
 
@@ -134,7 +134,7 @@ def _group_factors(config: Config) -> dict[str, float]:
 def _base_lr(config: Config) -> float | None:
   if config.learning_rate is not None:
     return config.learning_rate
-  spec = OPTIMIZERS.get(config.optimizer)
+  spec = spec_of(config.optimizer)
   return spec.lr if spec else None
 
 
@@ -301,7 +301,7 @@ def momentum_cycling_without_momentum(config: Config, entry: SchedulerEntry, run
   del run
   if entry.scheduler not in CYCLES_MOMENTUM or _kw(entry, 'cycle_momentum', True) is False:
     return []
-  spec = OPTIMIZERS.get(config.optimizer)
+  spec = spec_of(config.optimizer)
   if spec is None or 'momentum' not in spec.kwargs:
     return []  # betas: beta1 cycles (torch's behaviour); neither: build() reports the error
   default = spec.kwargs['momentum'][0]
@@ -323,7 +323,7 @@ def momentum_cycling_without_momentum(config: Config, entry: SchedulerEntry, run
 def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
   """A learning rate far outside the usual range for the optimizer."""
   del run
-  spec = OPTIMIZERS.get(config.optimizer)
+  spec = spec_of(config.optimizer)
   if spec is None:
     return []
   default = spec.lr
@@ -366,7 +366,7 @@ def eps_vanishes_in_param_dtype(config: Config, run: Run) -> list[str]:
     return []
   if dtype.kind != 'f':
     return []
-  spec = OPTIMIZERS.get(config.optimizer)
+  spec = spec_of(config.optimizer)
   default = spec.kwargs.get('eps', (None,))[0] if spec is not None else None
   eps = _float(config.optimizer_kwargs.get('eps', default))
   if eps is None or eps <= 0 or dtype.type(eps) != 0:
@@ -435,12 +435,15 @@ def group_value_torch_ignores(config: Config, run: Run) -> list[str]:
   fills every accumulator from its own initial_accumulator_value): no effect."""
   del run
   out = []
-  for name, spec in config.lr_parameter_groups.items():
-    for key in OPTIMIZERS[config.optimizer].constructor_only if config.optimizer in OPTIMIZERS else ():
-      if key in spec:
-        value = config.optimizer_kwargs.get(key, OPTIMIZERS[config.optimizer].kwargs[key][0])
+  optimizer = spec_of(config.optimizer)
+  if optimizer is None:
+    return []
+  for name, given in config.lr_parameter_groups.items():
+    for key in optimizer.constructor_only:
+      if key in given:
+        value = config.optimizer_kwargs.get(key, optimizer.kwargs[key][0])
         out.append(
-          f'lr_parameter_groups.{name}.{key}={spec[key]} has no effect: torch.optim.{config.optimizer} '
+          f'lr_parameter_groups.{name}.{key}={given[key]} has no effect: torch.optim.{config.optimizer} '
           f"fills every parameter's state from the constructor's {key} ({value}, from optimizer_kwargs), "
           f'and so does jaxsched. Set optimizer_kwargs.{key} instead.'
         )

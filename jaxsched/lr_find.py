@@ -25,7 +25,7 @@ from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.build import build, load_config, set_lr
 from jaxsched.config import Config
-from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.optimizers import spec_of
 from jaxsched.stepping import steps_after
 
 MODES = ('exponential', 'linear')
@@ -169,7 +169,7 @@ def lr_find(
   except ConfigError as e:
     raise ConfigError(f'{str(e).rstrip(".")}, or None to run every step.') from None
   config = range_config(config if isinstance(config, Config) else load_config(config), min_lr)
-  if config.optimizer in OPTIMIZERS and OPTIMIZERS[config.optimizer].closure:
+  if (spec := spec_of(config.optimizer)) is not None and spec.closure:
     raise ConfigError(
       f"optimizer={config.optimizer!r}: lr_find records each step's loss, and Lightning records the loss of the "
       f"closure's last evaluation inside {config.optimizer}.step, which the transformation's update does not "

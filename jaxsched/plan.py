@@ -22,7 +22,7 @@ from jaxsched._errors import ConfigError
 from jaxsched.config import Config, read_config
 from jaxsched.groups import Group, configured_groups
 from jaxsched.learning_rates import PLATEAU, ends_in_plateau, group_learning_rate, group_lists, per_group
-from jaxsched.optimizers import OPTIMIZERS, OptimizerSpec, optax_aliases, optimizer
+from jaxsched.optimizers import OptimizerSpec, optax_aliases, optimizer, spec_of
 from jaxsched.optimizers import resolve as resolve_keywords
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES
@@ -150,7 +150,7 @@ def _read(config: Config) -> Plan:
   val = config.gradient_clip_val
   return Plan(
     config=config,
-    spec=OPTIMIZERS.get(config.optimizer),
+    spec=spec_of(config.optimizer),
     groups=tuple(configured_groups(config)),
     schedulers=scheduler_entries(config),
     clipping=Clipping(val, config.gradient_clip_algorithm) if val else None,
@@ -259,7 +259,8 @@ def _optimizer_numbers(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
   if name.startswith('optax.'):  # a group's lr_factor is jaxsched's, not the alias's
     keywords = {k: v for k, v in kwargs.items() if k != 'lr_factor'}
     return {**kwargs, **optax_aliases.convert(name[len('optax.') :], keywords)}
-  spec = OPTIMIZERS[name]
+  spec = spec_of(name)
+  assert spec is not None  # optimizer() accepted the name
   keywords = {k: v for k, v in kwargs.items() if k in spec.kwargs}
   return _numbers(kwargs, resolve_keywords(spec, None, keywords)[1])
 

@@ -53,7 +53,7 @@ from jaxsched.config import Config
 from jaxsched.groups import RECURRENT, REGULAR, configured_groups, groups, param_labels
 from jaxsched.learning_rates import PLATEAU, ends_in_plateau
 from jaxsched.lints import Run
-from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.optimizers import spec_of
 from jaxsched.plan import SchedulerEntry, scheduler_entries
 from jaxsched.plateau import KWARGS, ChainState, PlateauState, report
 from jaxsched.stepping import epoch_batches, reports_before, reports_per_epoch, scheduler_steps, steps_after
@@ -433,7 +433,7 @@ def simulate(
 
 
 def _lbfgs_args(config) -> dict[str, Any]:
-  if config.optimizer not in OPTIMIZERS or not OPTIMIZERS[config.optimizer].closure:
+  if (spec := spec_of(config.optimizer)) is None or not spec.closure:
     return {}
   return {'value_fn': lambda p: sum(jnp.sum(x) for x in jax.tree.leaves(p)) * 0.0}
 

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from jaxsched.cli.output import CliError
-from jaxsched.optimizers import OPTIMIZERS
+from jaxsched.optimizers import spec_of
 from jaxsched.plan import scheduler_entries
 from jaxsched.simulate import SAMPLES, Curve, scheduler_name
 
@@ -95,5 +95,5 @@ def draw(config, curve: Curve, source: str, output: str, log: bool = False) -> N
 
 
 def _has_betas(name: str) -> bool:
-  spec = OPTIMIZERS.get(name)
+  spec = spec_of(name)
   return spec is not None and 'betas' in spec.kwargs and 'momentum' not in spec.kwargs

@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxsched.cli.output import CliError
 from jaxsched.learning_rates import PER_GROUP, group_lists, per_group
-from jaxsched.optimizers import OPTIMIZERS, resolve
+from jaxsched.optimizers import resolve, spec_of
 from jaxsched.plan import SchedulerEntry, scheduler_entries
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES
@@ -23,7 +23,7 @@ def resolved(config) -> dict[str, Any]:
   """The config with every default filled in (optimizer and scheduler keywords included,
   each entry's with a ``schedulers`` list)."""
   out = config.to_dict()
-  spec = OPTIMIZERS.get(config.optimizer)
+  spec = spec_of(config.optimizer)
   if spec is not None:
     lr, kwargs = resolve(spec, config.learning_rate, dict(config.optimizer_kwargs))
     out['learning_rate'] = lr

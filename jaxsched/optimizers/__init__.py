@@ -47,6 +47,15 @@ TIMM_OPTIMIZERS: dict[str, OptimizerSpec] = {
 ``opt`` name): :class:`OptimizerSpec` s with timm's keywords and the defaults that factory passes. Kept
 apart from :data:`OPTIMIZERS`, the table of torch.optim classes (their state converts to torch's)."""
 
+
+def spec_of(name: Any) -> OptimizerSpec | None:
+  """The spec of optimizer ID ``name``: torch.optim's (:data:`OPTIMIZERS`) or timm's
+  (:data:`TIMM_OPTIMIZERS`); None for an ``optax.<alias>`` or an unknown name."""
+  if not isinstance(name, str):
+    return None
+  return OPTIMIZERS.get(name) or TIMM_OPTIMIZERS.get(name)
+
+
 # torch keywords that arrive as one pair but are scheduled separately.
 _SPLIT = {'betas': ('b1', 'b2', 'b3')}  # zip: two betas give b1, b2; timm's Adan takes three
 
@@ -110,7 +119,9 @@ def optimizer_direction(name: str, **kwargs: Any) -> optax.GradientTransformatio
   their own LR (:func:`jaxsched.build`). The 1 is a constant of the computation, not a
   hyperparameter in the state, so a ``learning_rate`` set in the state reaches the
   groups' LRs only."""
-  return _build(OPTIMIZERS[name], 1.0, kwargs, lr_in_state=False)
+  spec = spec_of(name)
+  assert spec is not None  # the plan shares a direction only for a known spec
+  return _build(spec, 1.0, kwargs, lr_in_state=False)
 
 
 def _build(

@@ -91,6 +91,10 @@ class OptimizerSpec:
       ``path`` (of ``shape``) through ``layout`` with its group's keywords,
       raising ConfigError where the layout change alters what the optimizer
       computes (:func:`jaxsched.interop.state.check_layouts`).
+    across_groups: keyword -> the transformation it makes of every parameter group's
+      gradients together, where the optimizer's step reads them all at once (timm's ``Lamb``
+      clips by the norm of all its groups' gradients): :func:`jaxsched.build` applies it once
+      before the groups' own steps, which get the keyword as None.
   """
 
   name: str
@@ -110,6 +114,7 @@ class OptimizerSpec:
   torch_step: Literal['float', 'int'] | None = 'float'
   closure: bool = False
   check_layout: Callable[[Layout, str, str, tuple[int, ...], Mapping[str, Any]], None] | None = None
+  across_groups: Mapping[str, Callable[[Any], optax.GradientTransformation]] = dataclasses.field(default_factory=dict)
 
   @property
   def doc(self) -> str:

@@ -50,6 +50,14 @@ def global_clip(updates: Any, max_grad_norm: Any) -> Any:
   return jax.tree.map(lambda g: g / clip.astype(g.dtype), updates)
 
 
+def clip_all(max_grad_norm: Any) -> optax.GradientTransformation:
+  """:func:`global_clip` as a transformation of every parameter group's gradients together
+  (``timm.optim.Lamb`` takes the norm over all its param groups); none for a null max_grad_norm."""
+  if max_grad_norm is None:
+    return optax.identity()
+  return optax.stateless(lambda updates, params: global_clip(updates, max_grad_norm))
+
+
 def lamb(
   learning_rate,
   bias_correction: bool,
@@ -184,8 +192,9 @@ def _lamb_spec(name: str, trust_clip: bool = False, decoupled_decay: bool = Fals
       'decoupled_decay': (decoupled_decay, _FLAG),
     },
     switchable=('weight_decay',),
-    # timm reads max_grad_norm from the constructor's defaults only
+    # timm reads max_grad_norm from the constructor's defaults only, and clips by every group's norm
     constructor_only=('max_grad_norm',),
+    across_groups={'max_grad_norm': clip_all},
     complex_params=False,
     # not linear with decoupled_decay: the trust ratio reads |p| after p -= lr * wd * p
     lr_linear=False,

@@ -248,3 +248,32 @@ def test_every_timm_id_is_timms_name_with_its_defaults():
       value = tuple(group[key]) if isinstance(group[key], (list, tuple)) else group[key]
       assert value == default, (name, key, value, default)
     assert not spec.torch_state, name  # no torch.optim class: no torch state conversion
+
+
+@pytest.mark.parametrize('name', ['timm.lamb', 'timm.lion', 'timm.adan'])
+def test_a_config_with_parameter_groups_trains_as_timm_does(name):
+  # a config names the timm optimizer; the recurrent group is timm's second param group at half the LR
+  with x64('float64'):
+    rng = np.random.default_rng(0)
+    shapes = {'conv': (3, 4), 'recurrent': (4,)}
+    init = {k: rng.normal(size=s) for k, s in shapes.items()}
+    grads = [{k: 3.0 * rng.normal(size=s) for k, s in shapes.items()} for _ in range(5)]
+    config = {'optimizer': name, 'learning_rate': 0.01, 'scheduler': None, 'recurrent_learning_rate_multiplier': 0.5}
+    tx = jaxsched.build(config, {k: jnp.asarray(v) for k, v in init.items()})
+    params = {k: jnp.asarray(v) for k, v in init.items()}
+    state = tx.init(params)
+    for g in grads:
+      updates, state = tx.update({k: jnp.asarray(v) for k, v in g.items()}, state, params)
+      params = optax.apply_updates(params, updates)
+    torch_params = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in init.items()}
+    opt = timm_optim.create_optimizer_v2(
+      [{'params': [torch_params['conv']]}, {'params': [torch_params['recurrent']], 'lr': 0.005}],
+      opt=name[len('timm.') :],
+      lr=0.01,
+    )
+    for g in grads:
+      for k, p in torch_params.items():
+        p.grad = torch.tensor(g[k])
+      opt.step()
+    for k, p in torch_params.items():
+      np.testing.assert_allclose(np.asarray(params[k]), p.detach().numpy(), rtol=1e-9, atol=1e-12)
