@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import jaxsched
+from helpers import assert_config_error, x64
 from jaxsched.build import build, current_lr, current_momentum
 from jaxsched.cli import main
 from jaxsched.cli.commands import parsers
 from jaxsched.groups import groups
 from jaxsched.lints import Run
 from jaxsched.simulate import SAMPLES, dummy_params, improving_metrics, plateau_monitors, simulate
-from oracle import assert_config_error, x64
 
 P = jaxsched.patterns()
 CHAINED = (

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import jaxsched
+from helpers import assert_config_error
 from jaxsched import load_config
 from jaxsched.config import Config, parse_value
-from oracle import assert_config_error
 
 
 def write(tmp_path, text, name='config.yaml'):

@@ -65,10 +65,20 @@ def scratch(tmp_path, monkeypatch):
 
 
 PYTHON_PAGES = [p for p in PAGES if any(lang == 'python' and run for lang, _, run in blocks(p))]
+TORCH_CODE = re.compile(r'^(?:import|from)\s+(?:torch|pytorch_lightning)\b', re.M)
+
+
+def page_param(page: Path):
+  """``page`` as a parameter, marked ``torch`` (left out of the fast lane, tests/conftest.py) where its code
+  imports torch or Lightning."""
+  needs_torch = any(lang == 'python' and run and TORCH_CODE.search(code) for lang, code, run in blocks(page))
+  return pytest.param(page, id=name(page), marks=[pytest.mark.torch] if needs_torch else [])
+
+
 SHELL_PAGES = [p for p in PAGES if any(lang in ('bash', 'console') and commands(c) for lang, c, _ in blocks(p))]
 
 
-@pytest.mark.parametrize('page', PYTHON_PAGES, ids=name)
+@pytest.mark.parametrize('page', [page_param(p) for p in PYTHON_PAGES])
 def test_python_blocks_run(page, scratch):
   namespace: dict = {'__name__': f'docs_{page.stem}'}
   for i, (lang, code, run) in enumerate(blocks(page)):

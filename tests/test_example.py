@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # minutes of training: left out of the fast lane (tests/conftest.py)
 
 
 def load_example():

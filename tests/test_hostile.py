@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxsched
-from oracle import assert_config_error
+from helpers import assert_config_error
 
 BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + ''.join(
   f'{b}: &{b} [{",".join([f"*{a}"] * 9)}]\n' for a, b in zip('abcdefgh', 'bcdefghi')
@@ -217,6 +217,7 @@ def test_a_shipped_pattern_loads_by_name():
   assert jaxsched.load_config('warmup_cosine') == jaxsched.load_config(jaxsched.patterns()['warmup_cosine'])
 
 
+@pytest.mark.torch
 def test_eps_that_vanishes_in_the_parameters_dtype_is_a_lint():
   import optax
   import torch

@@ -72,6 +72,7 @@ def params_for(config):
   return leaves
 
 
+@pytest.mark.slow  # 150 fuzzed configs built, the fast lane's slowest test: left out of it
 @settings(max_examples=150)
 @given(configs)
 def test_any_mapping_is_a_config_or_a_config_error_and_accepted_configs_build(data):

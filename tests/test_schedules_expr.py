@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import jaxsched
+from helpers import PY_MATH, assert_config_error
 from jaxsched.schedules import compile_expression
-from oracle import PY_MATH, assert_config_error
 
 EXPRESSIONS = [
   '0.95 ** epoch',
@@ -252,6 +252,7 @@ def test_first_lr_is_checked_under_jit_too():
     jax.jit(lambda n: jaxsched.schedule('LambdaLR', 0.1, lr_lambda='1/epoch')(n))(3)
 
 
+@pytest.mark.torch
 def test_table_lists_torch_keywords():
   import inspect
 
