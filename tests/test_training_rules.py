@@ -1,4 +1,4 @@
-"""Lightning's training-loop rules computed by hand, without torch (the fast lane; tests/test_lightning.py
+"""Lightning's training-loop rules computed by hand, without torch (the fast lane; tests/interop/test_lightning.py
 and tests/test_stepping.py hold the comparison with a real Trainer).
 
 The loop written out here is Lightning 2.x's ``_TrainingEpochLoop``: the optimizer steps after every N-th

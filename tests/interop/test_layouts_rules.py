@@ -1,11 +1,11 @@
-"""jaxsched.layouts without torch (the fast lane): Flax's names and axis orders for torch's parameter names,
+"""jaxsched.interop.layouts without torch (the fast lane): Flax's names and axis orders for torch's parameter names,
 round-trips of each layout change (tests/test_torch_state.py moves real torch modules' tensors)."""
 
 import numpy as np
 import pytest
 
 from jaxsched import ConfigError
-from jaxsched.layouts import CONV, DENSE, SAME, as_rule, flax_rule, leaf_paths, with_overrides
+from jaxsched.interop.layouts import CONV, DENSE, SAME, as_rule, flax_rule, leaf_paths, with_overrides
 
 
 def test_flax_rule_names_and_layouts():

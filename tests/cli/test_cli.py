@@ -339,7 +339,7 @@ CLEAN = [
   (cfg('adaptive_plateau'), Run(50, 10)),
   (cfg('warmup_cosine'), Run(100, 10)),
   (
-    jaxsched.load_config(os.path.join(os.path.dirname(__file__), '..', 'examples', 'configs', 'digits.yaml')),
+    jaxsched.load_config(os.path.join(os.path.dirname(__file__), '..', '..', 'examples', 'configs', 'digits.yaml')),
     Run(100, 22),
   ),  # the example's default config
   (
