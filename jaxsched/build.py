@@ -18,7 +18,7 @@ from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, read_config
-from jaxsched.groups import RECURRENT, REGULAR, groups, param_labels, path_name
+from jaxsched.groups import FROZEN, RECURRENT, REGULAR, groups, labels_of, path_name
 from jaxsched.learning_rates import group_learning_rate
 from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction
 from jaxsched.plan import make_plan, plan_of
@@ -46,7 +46,6 @@ def load_config(source: Any = None, overrides: Iterable[str] | str | None = ()) 
       config builds.
   """
   return make_plan(read_config(source, overrides)).config
-
 
 
 def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -135,18 +134,21 @@ def build(
       plan, group, i, len(group_list), batches, run_steps, swa_swap
     )
   # labels as a function of the tree, so containers such as nnx.State keep their own type
-  labels = lambda tree: param_labels(config, tree)  # noqa: E731
+  labels = labels_of(config, params)
+  # timm's layer_decay_no_opt_scale: parameters torch would not optimize get no update
+  frozen = {FROZEN: optax.set_to_zero()} if FROZEN in jax.tree.leaves(labels(params)) else {}
   if plan.shares_direction(group_list):
     direction = optimizer_direction(plan.optimizer, **kwargs[group_list[0].name])
     tx = optax.chain(
       direction,
       optax.multi_transform(
-        {name: _inject.inject(_scale_by_learning_rate, {'learning_rate': lr}) for name, lr in rates.items()}, labels
+        {name: _inject.inject(_scale_by_learning_rate, {'learning_rate': lr}) for name, lr in rates.items()} | frozen,
+        labels,
       ),
     )
   else:
     tx = optax.multi_transform(
-      {name: optimizer(plan.optimizer, learning_rate=rates[name], **kwargs[name]) for name in rates}, labels
+      {name: optimizer(plan.optimizer, learning_rate=rates[name], **kwargs[name]) for name in rates} | frozen, labels
     )
   if plan.clipping is not None:
     if plan.clipping.algorithm == 'norm':
@@ -213,6 +215,8 @@ def _per_group_hyperparams(opt_state: Any) -> tuple[dict[str, Any], dict[str, An
       for name in sorted(node.inner_states, key=_group_order):
         inner = node.inner_states[name]
         inner = getattr(inner, 'inner_state', inner)
+        if not hasattr(inner, 'hyperparams'):  # the frozen parameters' optax.set_to_zero
+          continue
         lrs[name] = inner.hyperparams['learning_rate']
         if (momentum := _scheduled_momentum(inner)) is not None:
           momenta[name] = momentum
