@@ -119,10 +119,14 @@ class Config:
 
   def to_dict(self) -> dict[str, Any]:
     """The config as plain dicts and lists: with ``schedulers``, without the
-    single scheduler's keys; without it, without ``schedulers``."""
+    single scheduler's keys; without it, without ``schedulers``; timm's group keys
+    only where one is not at its default."""
     out = _plain(dataclasses.asdict(self), 'the config')
     for key in SINGLE_SCHEDULER_KEYS if self.schedulers else ('schedulers',):
       del out[key]
+    for key in (*TIMM_KEYS, *LAYER_DECAY_KEYS):
+      if getattr(self, key) == getattr(Config, key):
+        del out[key]
     return out
 
 
@@ -642,7 +646,7 @@ def _timm_keys(v: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
       except re.error as e:
         raise ConfigError(f'layer_groups[{i}]={pattern!r} is not a regular expression: {e}.') from None
   if got.get('layer_decay') is None:
-    stray = [k for k in LAYER_DECAY_KEYS if k in got]
+    stray = [k for k in LAYER_DECAY_KEYS if k in got and got[k] != getattr(Config, k)]
     if stray:
       raise ConfigError(
         f"{stray[0]}={_checks.shown(got[stray[0]])} is read only with layer_decay (timm's create_optimizer_v2 "

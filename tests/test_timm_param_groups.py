@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from oracle import assert_config_error, import_timm, x64
 
 import jaxsched
 from jaxsched.groups import FROZEN, group_paths, groups
 from jaxsched.layouts import flax_rule, torch_params
+from oracle import assert_config_error, import_timm, x64
 
 BLOCKS = 6
 
@@ -172,3 +172,60 @@ def check_against_timm(keys, timm_kwargs, names):
   want = torch_params({n: p.detach() for n, p in named.items()}, like=params)
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(final)[0], jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=jax.tree_util.keystr(path))
+
+
+def test_no_weight_decay_puts_every_parameter_in_no_decay_as_timm():
+  with x64('float64'):
+    model, params = models()
+  config = jaxsched.load_config(
+    {'optimizer': 'AdamW', 'optimizer_kwargs': {'weight_decay': 0}, 'weight_decay_exclude_1d': True}
+  )
+  _, expected = timm_groups(model, weight_decay=0.0)
+  assert group_paths(config, params) == {'no_decay': expected[0][0]}
+  assert [(g.name, g.optimizer_kwargs['weight_decay']) for g in groups(config, params)] == [('no_decay', 0.0)]
+
+
+def test_layer_groups_with_a_number_make_one_layer_per_number_in_numeric_order():
+  params = {f'blocks_{i}': {'kernel': jnp.zeros((2, 2))} for i in (10, 2, 0)} | {'head': {'kernel': jnp.zeros((2, 2))}}
+  config = jaxsched.load_config({'optimizer': 'AdamW', 'layer_decay': 0.5, 'layer_groups': [r'blocks_(\d+)/', 'head']})
+  assert [(g.name, g.lr_factor) for g in groups(config, params)] == [
+    ('layer_2_decay', 0.5),  # blocks_10
+    ('layer_1_decay', 0.25),  # blocks_2
+    ('layer_0_decay', 0.125),
+    ('layer_3_decay', 1.0),
+  ]
+  # a path no entry matches is in the last layer (timm: layer_map.get(name, layer_max))
+  extra = params | {'pos_embed': jnp.zeros((2, 2))}
+  assert group_paths(config, extra)['layer_3_decay'] == ['head/kernel', 'pos_embed']
+
+
+BAD = [
+  ({'layer_decay_min_scale': 0.1}, ['layer_decay_min_scale=0.1', 'only with layer_decay']),
+  (
+    {'layer_decay': 0.7, 'lr_parameter_groups': {'head': {'lr_factor': 2}}},
+    ['layer_decay', 'lr_parameter_groups', 'replace'],
+  ),
+  (
+    {'weight_decay_exclude_1d': True, 'recurrent_learning_rate_multiplier': 0.5},
+    ['recurrent_learning_rate_multiplier=0.5'],
+  ),
+  ({'layer_decay': 0.7, 'layer_groups': ['blocks_(']}, ["layer_groups[0]='blocks_('", 'not a regular expression']),
+  ({'layer_decay': 0.7, 'layer_groups': []}, ['layer_groups=[]']),
+  ({'layer_decay': -0.5}, ['layer_decay=-0.5', 'expected a finite real number >= 0']),
+  ({'no_weight_decay_list': 3}, ['no_weight_decay_list=3', 'list']),
+  ({'layer_decay_min_scal': 0.1}, ['layer_decay_min_scal', "did you mean 'layer_decay_min_scale'"]),
+  ({'optimizer': 'Rprop', 'weight_decay_exclude_1d': True}, ['weight_decay_exclude_1d', 'Rprop takes no weight_decay']),
+]
+
+
+@pytest.mark.parametrize(('keys', 'words'), BAD)
+def test_bad_keys_are_config_errors(keys, words):
+  assert_config_error(lambda: jaxsched.load_config({'optimizer': 'AdamW', **keys}), words)
+
+
+def test_a_layer_groups_entry_that_matches_nothing_is_a_config_error_at_build():
+  config = {'optimizer': 'AdamW', 'layer_decay': 0.7, 'layer_groups': ['blocks', 'heads']}
+  params = {'blocks': {'kernel': jnp.zeros((2, 2))}, 'head': {'kernel': jnp.zeros((2, 2))}}
+  assert_config_error(
+    lambda: jaxsched.build(config, params), ["layer_groups[1]='heads' matches no parameter", 'head/kernel']
+  )
