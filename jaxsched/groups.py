@@ -343,10 +343,13 @@ def _timm_placement(config: Config, params: Any) -> tuple[dict[str, str], list[G
   decay = _weight_decay(config)
   exclude_1d = config.weight_decay_exclude_1d is not False  # timm's default: True
   patterns = config.no_weight_decay_list
-  layered = config.layer_decay is not None
-  if layered:
+  rate = config.layer_decay
+  layered = rate is not None
+  layer: dict[str, int] = {}
+  scales: list[float] = []
+  if rate is not None:  # param_groups_layer_decay's layer_scales
     layer, count = _layers(config, [p for p, _ in ordered])
-    scales = [max(config.layer_decay_min_scale, config.layer_decay ** (count - 1 - i)) for i in range(count)]
+    scales = [max(config.layer_decay_min_scale, rate ** (count - 1 - i)) for i in range(count)]
   placed: dict[str, str] = {}
   for path, leaf in ordered:
     ndim = np.ndim(leaf)
@@ -359,10 +362,7 @@ def _timm_placement(config: Config, params: Any) -> tuple[dict[str, str], list[G
     no_opt = config.layer_decay_no_opt_scale
     frozen = no_opt and scale < no_opt
     placed[path] = FROZEN if frozen else f'layer_{layer[path]}_{NO_DECAY if no_wd else DECAY}'
-  if not layered:
-    made = timm_groups(config)
-  else:
-    made = timm_groups(config, {i: scales[i] for i in range(count)})
+  made = timm_groups(config, dict(enumerate(scales)) if layered else None)
   used = list(dict.fromkeys(placed.values()))  # layer decay: timm's order, each group where it first appears
   by_name = {g.name: g for g in made}
   return placed, [by_name[name] for name in used if name != FROZEN] if layered else [g for g in made if g.name in used]
