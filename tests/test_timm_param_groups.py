@@ -13,6 +13,7 @@ import torch
 import jaxsched
 from jaxsched.groups import FROZEN, group_paths, groups
 from jaxsched.layouts import flax_rule, torch_params
+from jaxsched.plan import plan_of
 from oracle import assert_config_error, import_timm, x64
 
 BLOCKS = 6
@@ -127,15 +128,28 @@ def test_groups_and_adamw_steps_match_timm(keys, timm_kwargs, names):
     check_against_timm(keys, timm_kwargs, names)
 
 
-def check_against_timm(keys, timm_kwargs, names):
+def test_layer_decay_with_sgd_shares_the_direction_and_leaves_frozen_params_alone():
+  """Without weight decay the groups differ only in their LR: one SGD direction, scaled per group."""
+  keys = {'layer_decay': 0.5, 'layer_decay_classifier': ['head'], 'layer_decay_no_opt_scale': 0.2}
+  names = [
+    'layer_1_no_decay',
+    'layer_1_decay',
+    'layer_2_no_decay',
+    'layer_2_decay',
+    'layer_3_decay',
+    'layer_3_no_decay',
+  ]
+  with x64('float64'):
+    plan = plan_of({'optimizer': 'SGD', 'optimizer_kwargs': {'momentum': 0.9}, **keys})
+    assert plan.shares_direction(groups(plan.config, models()[1]))
+    timm_kwargs = {'weight_decay': 0.0, 'layer_decay': 0.5, 'no_opt_scale': 0.2}
+    check_against_timm(keys, timm_kwargs, names, 'SGD', {'momentum': 0.9, 'weight_decay': 0.0})
+
+
+def check_against_timm(keys, timm_kwargs, names, optimizer='AdamW', kwargs=None):
   model, params = models()
-  config = {
-    'optimizer': 'AdamW',
-    'learning_rate': 0.1,
-    'optimizer_kwargs': {'weight_decay': 0.05},
-    'scheduler': None,
-    **keys,
-  }
+  kwargs = {'weight_decay': 0.05} if kwargs is None else kwargs
+  config = {'optimizer': optimizer, 'learning_rate': 0.1, 'optimizer_kwargs': kwargs, 'scheduler': None, **keys}
   made, expected = timm_groups(model, **timm_kwargs)
   got = groups(jaxsched.load_config(config), params)
   paths = group_paths(jaxsched.load_config(config), params)
@@ -147,7 +161,9 @@ def check_against_timm(keys, timm_kwargs, names):
   frozen = [flax_rule(n, p.ndim)[0] for n, p in model.named_parameters() if not p.requires_grad]
   assert paths.get(FROZEN, []) == frozen
   # torch AdamW on timm's groups, each group's lr set as timm's scheduler sets it (base * lr_scale)
-  opt = torch.optim.AdamW([{**g, 'lr': 0.1 * g.get('lr_scale', 1.0)} for g in made], lr=0.1, weight_decay=0.0)
+  opt = getattr(torch.optim, optimizer)(
+    [{**g, 'lr': 0.1 * g.get('lr_scale', 1.0)} for g in made], lr=0.1, **{**kwargs, 'weight_decay': 0.0}
+  )
   rng = np.random.default_rng(0)
   named = dict(model.named_parameters())
   grads = [{n: rng.standard_normal(p.shape) for n, p in named.items()} for _ in range(3)]
