@@ -60,7 +60,18 @@ def _has_recurrent(config: Config) -> bool:
 def labeller(config: Config) -> Callable[[str], str]:
   """The config's group of a '/'-joined parameter path: the first named lr_parameter_group that is a
   substring of it (DynVision's rule), else recurrent where a recurrent pattern matches (any case), else
-  regular."""
+  regular.
+
+  Raises:
+    ConfigError: timm's keys (:func:`uses_timm`): a timm group depends on the leaf's
+      dimensions and on the whole tree, not on the path alone.
+  """
+  if uses_timm(config):
+    raise ConfigError(
+      "timm's parameter groups (weight_decay_exclude_1d, no_weight_decay_list, layer_decay) depend on each "
+      "parameter's dimensions and on the whole tree, not on its path alone: label a tree with "
+      'jaxsched.groups.param_labels or group_paths.'
+    )
   named = [name for name in config.lr_parameter_groups if name not in (REGULAR, RECURRENT)]
   patterns = [p.lower() for p in config.recurrent_param_patterns]
   recurrent = _has_recurrent(config)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import jaxsched
-from jaxsched.groups import FROZEN, group_paths, groups
+from jaxsched.groups import FROZEN, group_paths, groups, labeller
 from jaxsched.layouts import flax_rule, torch_params
 from jaxsched.plan import plan_of
 from oracle import assert_config_error, import_timm, x64
@@ -245,3 +245,8 @@ def test_a_layer_groups_entry_that_matches_nothing_is_a_config_error_at_build():
   assert_config_error(
     lambda: jaxsched.build(config, params), ["layer_groups[1]='heads' matches no parameter", 'head/kernel']
   )
+
+
+def test_a_label_by_path_alone_is_refused_with_timm_groups():
+  config = jaxsched.load_config({'optimizer': 'AdamW', 'weight_decay_exclude_1d': True})
+  assert_config_error(lambda: labeller(config), ['depend on each parameter', 'group_paths'])
