@@ -13,7 +13,9 @@ import torch
 import jaxsched
 from jaxsched.groups import FROZEN, group_paths, groups, labeller
 from jaxsched.layouts import flax_rule, torch_params
+from jaxsched.lints import Run
 from jaxsched.plan import plan_of
+from jaxsched.simulate import simulate
 from oracle import assert_config_error, import_timm, x64
 
 BLOCKS = 6
@@ -250,3 +252,17 @@ def test_a_layer_groups_entry_that_matches_nothing_is_a_config_error_at_build():
 def test_a_label_by_path_alone_is_refused_with_timm_groups():
   config = jaxsched.load_config({'optimizer': 'AdamW', 'weight_decay_exclude_1d': True})
   assert_config_error(lambda: labeller(config), ['depend on each parameter', 'group_paths'])
+
+
+@pytest.mark.parametrize(
+  ('keys', 'lrs'),
+  [
+    ({'weight_decay_exclude_1d': True}, {'decay': 0.01, 'no_decay': 0.01}),
+    ({'layer_decay': 0.5, 'layer_groups': ['blocks']}, {'layer_0_decay': 0.01, 'layer_0_no_decay': 0.01}),
+  ],
+)
+def test_check_curves_show_timm_groups(keys, lrs):
+  """``jaxsched check``'s curve: timm's groups of a kernel and a bias (with layer_decay, one layer)."""
+  config = jaxsched.load_config({'optimizer': 'AdamW', 'learning_rate': 0.01, 'scheduler': None, **keys})
+  curve = simulate(config, Run(epochs=2, batches_per_epoch=1))
+  assert {k: float(v[0]) for k, v in curve.lrs.items()} == pytest.approx(lrs)
