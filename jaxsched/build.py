@@ -18,7 +18,7 @@ from jaxsched import _checks, averaging, state_tree
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.accumulate import AccumulateState, accumulate
 from jaxsched.config import Config, read_config
-from jaxsched.groups import RECURRENT, REGULAR, groups, param_labels, path_name
+from jaxsched.groups import FROZEN, RECURRENT, REGULAR, groups, labels_of, path_name
 from jaxsched.learning_rates import group_learning_rate
 from jaxsched.optimizers import _common, _complex, _inject, optimizer, optimizer_direction, resolve
 from jaxsched.plan import make_plan, plan_of
@@ -134,13 +134,16 @@ def build(
       plan, group, i, len(group_list), batches, run_steps, swa_swap
     )
   # labels as a function of the tree, so containers such as nnx.State keep their own type
-  labels = lambda tree: param_labels(config, tree)  # noqa: E731
+  labels = labels_of(config, params)
+  # timm's layer_decay_no_opt_scale: parameters torch would not optimize get no update
+  frozen = {FROZEN: optax.set_to_zero()} if FROZEN in jax.tree.leaves(labels(params)) else {}
   if plan.shares_direction(group_list):
     direction = optimizer_direction(plan.optimizer, **kwargs[group_list[0].name])
     tx = optax.chain(
       direction,
       optax.multi_transform(
-        {name: _inject.inject(_scale_by_learning_rate, {'learning_rate': lr}) for name, lr in rates.items()}, labels
+        {name: _inject.inject(_scale_by_learning_rate, {'learning_rate': lr}) for name, lr in rates.items()} | frozen,
+        labels,
       ),
     )
   else:
@@ -152,7 +155,8 @@ def build(
       {
         name: optimizer(plan.optimizer, learning_rate=rates[name], **{**kwargs[name], **dict.fromkeys(across)})
         for name in rates
-      },
+      }
+      | frozen,
       labels,
     )
     if spec is not None and across:
@@ -221,6 +225,8 @@ def _per_group_hyperparams(opt_state: Any) -> tuple[dict[str, Any], dict[str, An
       for name in sorted(node.inner_states, key=_group_order):
         inner = node.inner_states[name]
         inner = getattr(inner, 'inner_state', inner)
+        if not hasattr(inner, 'hyperparams'):  # the frozen parameters' optax.set_to_zero
+          continue
         lrs[name] = inner.hyperparams['learning_rate']
         if (momentum := _scheduled_momentum(inner)) is not None:
           momenta[name] = momentum

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -67,6 +68,19 @@ class Config:
       Inf (``optax.apply_if_finite``); by default they propagate, as in torch.
     ema, swa: Lightning's EMAWeightAveraging / StochasticWeightAveraging
       arguments with every default filled in (:mod:`jaxsched.averaging`), or None.
+    weight_decay_exclude_1d, no_weight_decay_list, layer_decay, layer_decay_min_scale,
+      layer_decay_no_opt_scale: timm's ``create_optimizer_v2`` keywords of the same names
+      (``weight_decay_exclude_1d`` is its ``filter_bias_and_bn``, ``no_weight_decay_list``
+      what its ``model.no_weight_decay()`` gives): with any of the first three set
+      (:data:`TIMM_KEYS`), timm's parameter groups replace DynVision's
+      (:func:`jaxsched.groups.timm_groups`). None: timm's default, True, where timm's
+      groups are made.
+    layer_groups: the layers for ``layer_decay``, in order (timm's ``group_matcher``):
+      regexes matched at the start of a parameter's path; one with a group, such as
+      ``blocks_(\\d+)``, is one layer per number. None: timm's fallback by parameter order
+      (``auto_group_layers``).
+    layer_decay_classifier: the fallback's head: path prefixes (timm's
+      ``pretrained_cfg['classifier']``).
   """
 
   optimizer: str = 'Adam'
@@ -88,6 +102,13 @@ class Config:
   ema: Mapping[str, Any] | None = None
   swa: Mapping[str, Any] | None = None
   schedulers: tuple[Mapping[str, Any], ...] | None = None
+  weight_decay_exclude_1d: bool | None = None
+  no_weight_decay_list: tuple[str, ...] = ()
+  layer_decay: float | None = None
+  layer_decay_min_scale: float = 0.0
+  layer_decay_no_opt_scale: float | None = None
+  layer_groups: tuple[str, ...] | None = None
+  layer_decay_classifier: tuple[str, ...] = ()
 
   @property
   def monitor(self) -> str:
@@ -100,10 +121,14 @@ class Config:
 
   def to_dict(self) -> dict[str, Any]:
     """The config as plain dicts and lists: with ``schedulers``, without the
-    single scheduler's keys; without it, without ``schedulers``."""
+    single scheduler's keys; without it, without ``schedulers``; timm's group keys
+    only where one is not at its default."""
     out = _plain(dataclasses.asdict(self), 'the config')
     for key in SINGLE_SCHEDULER_KEYS if self.schedulers else ('schedulers',):
       del out[key]
+    for key in (*TIMM_KEYS, *LAYER_DECAY_KEYS):
+      if getattr(self, key) == getattr(Config, key):
+        del out[key]
     return out
 
 
@@ -111,6 +136,9 @@ FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 # The keys of one scheduler, at the top level or in an entry of schedulers.
 SINGLE_SCHEDULER_KEYS = ('scheduler', 'scheduler_kwargs', 'scheduler_configs')
 ALIASES = {'lr': 'learning_rate'}
+# The keys that make timm's parameter groups (jaxsched.groups.timm_groups), and those read only with layer_decay.
+TIMM_KEYS = ('weight_decay_exclude_1d', 'no_weight_decay_list', 'layer_decay')
+LAYER_DECAY_KEYS = ('layer_decay_min_scale', 'layer_decay_no_opt_scale', 'layer_groups', 'layer_decay_classifier')
 
 
 # Bounds on what a config may hold. A DynVision file needs a few levels, a few
@@ -585,7 +613,56 @@ def _check(v: dict[str, Any]) -> Config:
   for key in ('ema', 'swa'):
     if v.get(key) is not None:
       out[key] = averaging.check_config(key, v[key])
+  out.update(_timm_keys(v, out))
   return Config(**out)
+
+
+def _texts(key: str, value: Any) -> tuple[str, ...]:
+  return _checks.Sequence(_checks.Text())(key, [value] if isinstance(value, str) else value)
+
+
+def _timm_keys(v: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+  """timm's parameter-group keys (:data:`TIMM_KEYS`, :data:`LAYER_DECAY_KEYS`), checked."""
+  got: dict[str, Any] = {}
+  if v.get('weight_decay_exclude_1d') is not None:
+    got['weight_decay_exclude_1d'] = _checks.Boolean()('weight_decay_exclude_1d', v['weight_decay_exclude_1d'])
+  for key in ('no_weight_decay_list', 'layer_decay_classifier'):
+    if v.get(key) is not None:
+      got[key] = _texts(key, v[key])
+  for key in ('layer_decay', 'layer_decay_min_scale', 'layer_decay_no_opt_scale'):
+    if v.get(key) is not None:
+      got[key] = _checks.NON_NEGATIVE(key, v[key])
+  if v.get('layer_groups') is not None:
+    got['layer_groups'] = _texts('layer_groups', v['layer_groups'])
+    if not got['layer_groups']:
+      raise ConfigError(
+        "layer_groups=[] names no layer: give the layers in order, or leave it out for timm's fallback."
+      )
+    for i, pattern in enumerate(got['layer_groups']):
+      try:
+        re.compile(pattern)
+      except re.error as e:
+        raise ConfigError(f'layer_groups[{i}]={pattern!r} is not a regular expression: {e}.') from None
+  if got.get('layer_decay') is None:
+    stray = [k for k in LAYER_DECAY_KEYS if k in got and got[k] != getattr(Config, k)]
+    if stray:
+      raise ConfigError(
+        f"{stray[0]}={_checks.shown(got[stray[0]])} is read only with layer_decay (timm's create_optimizer_v2 "
+        f'reads it only then); set layer_decay too, or leave {stray[0]} out.'
+      )
+  timm = [k for k in TIMM_KEYS if got.get(k) not in (None, False, ())]
+  dynvision = [
+    k
+    for k, unset in (('recurrent_learning_rate_multiplier', 1.0), ('lr_parameter_groups', {}))
+    if out.get(k, unset) != unset
+  ]
+  if timm and dynvision:
+    raise ConfigError(
+      f"{timm[0]} makes timm's parameter groups, which replace DynVision's, so {dynvision[0]}="
+      f'{_checks.shown(out[dynvision[0]])} would not be read; use one kind of groups (timm: {", ".join(TIMM_KEYS)}; '
+      f'DynVision: recurrent_learning_rate_multiplier, lr_parameter_groups).'
+    )
+  return got
 
 
 def _scheduler_name(key: str, value: Any) -> str | None:

@@ -85,7 +85,11 @@ class Plan:
       ``optax.<alias>``.
     groups: every group the config defines, in torch's ``param_groups`` order (regular,
       recurrent, then lr_parameter_groups as given); which of them hold parameters
-      depends on the tree (:func:`jaxsched.groups.groups`).
+      depends on the tree (:func:`jaxsched.groups.groups`). With timm's keys, timm's
+      groups as the config alone gives them (:func:`jaxsched.groups.timm_groups`):
+      no_decay and decay, or with layer_decay those of one layer at scale 1; the
+      layers come from the tree (:func:`jaxsched.groups.groups`,
+      :func:`jaxsched.groups.group_paths`).
     schedulers: the schedulers stepped on the groups' LRs, in Lightning's order.
     clipping: None: no clipping (Lightning: None and values <= 0).
     accumulate_grad_batches: micro-batches per optimizer step.

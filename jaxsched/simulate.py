@@ -50,7 +50,7 @@ from jaxsched._errors import ConfigError
 from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build, current_lr, current_momentum, load_config
 from jaxsched.config import Config
-from jaxsched.groups import RECURRENT, REGULAR, configured_groups, groups, param_labels
+from jaxsched.groups import RECURRENT, REGULAR, configured_groups, groups, param_labels, uses_timm
 from jaxsched.learning_rates import PLATEAU, ends_in_plateau
 from jaxsched.lints import Run
 from jaxsched.optimizers import spec_of
@@ -247,12 +247,16 @@ def improving_metrics(kwargs: Mapping[str, Any], n: int) -> list[float]:
 
 
 def dummy_params(config) -> dict[str, Any]:
-  """One (2, 2) leaf per parameter group the config names, labelled as build labels it.
+  """One (2, 2) leaf per parameter group the config names, labelled as build labels it;
+  with timm's groups, a (2, 2) ``kernel`` and a (2,) ``bias``: ``decay`` and ``no_decay``
+  (with ``layer_decay``, the layers need the model: see :func:`simulate`).
 
   Raises:
     ConfigError: a configured group can never hold a parameter (every path that
       matches it falls in an earlier group).
   """
+  if uses_timm(config):
+    return {'kernel': jnp.zeros((2, 2)), 'bias': jnp.zeros(2)}
 
   def label(path: str) -> str:
     return param_labels(config, {path: 0})[path]
@@ -372,7 +376,9 @@ def _marks(config, entry: SchedulerEntry, run: Run, named: bool) -> list[tuple[i
 def simulate(
   config, run: Run, metrics: Sequence[float] | Mapping[str, Sequence[float]] | None = None, samples: int = SAMPLES
 ) -> Curve:
-  """The :class:`Curve` of a checked config over ``run`` (see the module's docstring).
+  """The :class:`Curve` of a checked config over ``run`` (see the module's docstring). With
+  timm's ``layer_decay``, the groups of one layer (the top one, at ``lr_scale`` 1): the layers
+  need the model.
 
   ``metrics``: the per-epoch values of ``config.monitor``, or {monitor: values}.
 
@@ -381,6 +387,8 @@ def simulate(
       shorter than the run's epochs under ReduceLROnPlateau.
   """
   check_run(config, run)
+  if uses_timm(config) and config.layer_decay is not None:  # one layer, the top: every LR is the base LR's
+    config = dataclasses.replace(config, layer_groups=None, layer_decay_classifier=())
   params = dummy_params(config)
   order = [g.name for g in groups(config, params)]
   # run_steps: torch raises when a OneCycleLR is stepped past total_steps, and so does this
