@@ -137,6 +137,14 @@ def _findings(runs: dict[str, dict]) -> str:
         + f'; target ≤ {TARGET_STEP} met in {len(met)}/{len(wr)}; A/A control '
         + ', '.join(f'{r["ratio"]:.3f}' for r in run['wrappers'] if r['role'] == 'control')
       )
+    tm = [r for r in run.get('timm', []) if r['variant'] != 'optax']
+    if tm:
+      met = [r for r in tm if r['ratio'] <= TARGET_STEP]
+      lines.append(
+        "timm's optimizers (step / Optax's same algorithm): "
+        + ', '.join(f'{r["variant"]} {r["ratio"]:.3f}' for r in tm)
+        + f'; target ≤ {TARGET_STEP} met in {len(met)}/{len(tm)}'
+      )
     bw = run.get('bandwidth')
     if bw:
       lines.append(
@@ -323,6 +331,20 @@ def render(allres: dict[str, Any]) -> str:
           'max rel diff',
           lambda r: ', '.join(f'{k} {v:.1e}' for k, v in r['max_rel_diff'].items()) if r['max_rel_diff'] else '—',
         ),
+      ],
+    ),
+    "\n## 9. timm's optimizers (timm.<name>, timm's numbers) vs Optax's same algorithm\n",
+    '`update + apply_updates` in one jit, params and state donated, over 3 leaves of 1024 x 1024 and one of 1024 '
+    "(3,146,752 parameters); the keywords make both sides the same algorithm (benchmarks/run.py's TIMM_VS_OPTAX); "
+    'median over interleaved samples. Target ≤ 1.05.\n',
+    _side_by_side(
+      runs,
+      'timm',
+      lambda r: (r['optimizer'], r['params'], r['variant']),
+      ['optimizer', 'params', 'variant'],
+      [
+        ('step ms', lambda r: _ms(r['step'])),
+        ('ratio', lambda r: _x(r['ratio'], TARGET_STEP if r['variant'] != 'optax' else None)),
       ],
     ),
   ]
