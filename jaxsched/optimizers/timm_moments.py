@@ -40,13 +40,15 @@ class AdaBeliefState(NamedTuple):
 
 
 class AdanState(NamedTuple):
-  """timm's group ``step`` and per-parameter ``exp_avg``, ``exp_avg_diff``, ``exp_avg_sq``, ``neg_pre_grad``."""
+  """timm's group ``step`` and per-parameter ``exp_avg``, ``exp_avg_diff``, ``exp_avg_sq``, and the previous
+  gradient (timm keeps its negation, ``neg_pre_grad``; ``g + (-g_prev)`` and ``g - g_prev`` are the same
+  float, and keeping the gradient as it is costs no kernel)."""
 
   count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
   mu: Any
   diff: Any
   nu: Any
-  neg_prev: Any
+  prev_grad: Any
 
 
 def lion(learning_rate, b1, b2, weight_decay, caution: bool, maximize: bool) -> optax.GradientTransformation:
@@ -164,7 +166,7 @@ def adan(learning_rate, b1, b2, b3, eps, weight_decay, no_prox: bool, caution: b
     count = optax.safe_increment(state.count)
     # timm sets neg_pre_grad = -g at the first step, so g - g_prev is exactly 0 there
     take = jnp.where(state.count == 0, 0, 1).astype(jnp.asarray(b1).dtype)
-    diffs = jax.tree.map(lambda n, g: n + _common.cast(take, g) * g, state.neg_prev, updates)
+    diffs = jax.tree.map(lambda g, prev: _common.cast(take, g) * (g - prev), updates, state.prev_grad)
     mu = jax.tree.map(_common.lerp(1 - b1), state.mu, updates)
     keep = 1 - b2
     diff = jax.tree.map(lambda d, x: d * _common.cast(b2, d) + _common.cast(keep, x) * x, state.diff, diffs)
@@ -189,8 +191,7 @@ def adan(learning_rate, b1, b2, b3, eps, weight_decay, no_prox: bool, caution: b
       return new - p
 
     out = jax.tree.map(leaf, updates, mu, diff, nu, params)
-    neg_prev = jax.tree.map(jnp.negative, updates)
-    return out, AdanState(count, mu, diff, nu, neg_prev)
+    return out, AdanState(count, mu, diff, nu, updates)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
