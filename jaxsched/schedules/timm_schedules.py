@@ -12,8 +12,15 @@ the lr during epoch n; with ``t_in_epochs: false`` step it after every update (`
 
 All five share timm's linear warm-up: ``warmup_lr_init + n * (lr - warmup_lr_init) / warmup_t`` for
 ``n < warmup_t`` (TanhLRScheduler without ``warmup_prefix`` ramps to ``_get_lr(warmup_t)`` instead of
-lr); after it, t is n, or ``n - warmup_t`` with ``warmup_prefix``. timm's lr noise
-(``noise_range_t``) is not supported yet: a ConfigError.
+lr); after it, t is n, or ``n - warmup_t`` with ``warmup_prefix``.
+
+timm's lr noise (``Scheduler._add_noise``): for t in ``noise_range_t`` (``[a, b)`` as a list, t >= a
+as a number) ``step(t)`` sets ``lr + lr * noise(t)``, ``noise(t)`` the first ``randn * noise_std``
+below ``noise_pct`` in magnitude from a torch generator seeded with ``noise_seed + t``. jaxsched
+draws those on the host at construction (:mod:`jaxsched.schedules.timm_noise`, the same numbers
+without torch) into a table of at most ``MAX_NOISE`` steps and looks step n up in it; a range
+without end stops at the schedule's last step where timm has one (``cycle_mul < 1``), and is
+refused otherwise.
 """
 
 from __future__ import annotations
@@ -24,33 +31,75 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsched import _checks
 from jaxsched._errors import ConfigError
 from jaxsched.schedules import _numeric
 from jaxsched.schedules._numeric import const, power, to_float
 from jaxsched.schedules._registry import REQUIRED, Curve, ScheduleSpec
+from jaxsched.schedules.timm_noise import normal_noise
 
 MAX_CYCLES = 4096  # cycles tabulated for cycle_mul != 1
 _EXACT = 2**53  # the largest step index whose float64 timm's arithmetic holds exactly
+MAX_NOISE = 10**6  # steps of lr noise tabulated
 
 # A cycle's shape from (t_curr, t_i, lr_max) to the lr, in jnp.
 Shape = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 class NoiseRange:
-  """Check for ``noise_range_t``: only null (no noise) for now."""
+  """Check for ``noise_range_t``: null (no noise), a number a (noise for t >= a) or a list [a, b]
+  (noise for a <= t < b), as timm's ``_is_apply_noise`` reads it."""
 
   def __call__(self, key: str, value: Any) -> Any:
-    if value is not None:
-      raise ConfigError(
-        f"{key}={_checks.shown(value)}: timm's lr noise is not supported yet (it draws from torch's "
-        f'generator, seeded with noise_seed + t, at every step); expected {self}.'
-      )
-    return value
+    if value is None:
+      return None
+    try:
+      if isinstance(value, (list, tuple)):
+        return _checks.Sequence(_REAL, 2)(key, value)
+      return _REAL(key, value)
+    except ConfigError:
+      raise ConfigError(f'{key}={_checks.shown(value)} is not allowed: expected {self}.') from None
 
   def __str__(self) -> str:
-    return 'null (lr noise is not supported yet)'
+    return 'null, a number a (noise for steps t >= a) or a list [a, b] (noise for a <= t < b)'
+
+
+def _noise_table(noise, horizon: int | None):
+  """``(lo, noise)`` from ``noise = (noise_range_t, noise_pct, noise_std, noise_seed)``: timm's noise of
+  steps ``lo, lo + 1, ...`` (the integers t >= 1 in the range; t = 0 is the constructor's lr, without
+  noise), or None where no step has noise."""
+  noise_range_t, noise_pct, noise_std, noise_seed = noise
+  if noise_range_t is None:
+    return None
+  if isinstance(noise_range_t, tuple):
+    a, b = noise_range_t
+    hi = math.ceil(b)
+  else:
+    a = noise_range_t
+    if horizon is None:
+      raise ConfigError(
+        f'noise_range_t={_checks.shown(a)}: timm adds noise at every step t >= {a:g}, without end, and this '
+        f'schedule has no last step to stop the table of noise at: give noise_range_t: [{a:g}, b] (noise '
+        f'for {a:g} <= t < b).'
+      )
+    hi = horizon + 1
+  lo = max(math.ceil(a), 1)
+  if hi - lo > MAX_NOISE:
+    raise ConfigError(
+      f'noise_range_t={_checks.shown(noise_range_t)} has lr noise at {hi - lo} steps; jaxsched tabulates at '
+      f'most {MAX_NOISE}: narrow the range.'
+    )
+  if hi <= lo:
+    return None
+  if noise_pct <= 0:
+    raise ConfigError(
+      f'noise_pct={noise_pct:g} with noise_range_t={_checks.shown(noise_range_t)}: timm redraws the noise '
+      f'until its magnitude is below noise_pct, forever for noise_pct <= 0; expected noise_pct > 0.'
+    )
+  seeds = (np.arange(hi - lo, dtype=np.int64) + (noise_seed + lo) % 2**32) % 2**32  # torch keeps 32 bits
+  return lo, normal_noise(seeds, noise_pct, noise_std)
 
 
 def _timm_cycle(t: int, t_initial: int, cycle_mul: float) -> int:
@@ -146,23 +195,34 @@ def _fraction(t_curr, t_i, k_decay):
   return jnp.power(t_curr, const(k_decay)) / jnp.power(t_i, const(k_decay))
 
 
-def _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, last=None, target: float | None = None) -> Curve:
+def _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, noise, last=None, target: float | None = None) -> Curve:
   """The Curve of a timm scheduler whose lr after the warm-up is ``main(t)``: the warm-up's line
   to ``target`` (default: lr) for ``n < warmup_t``, the constructor's lr at n = 0, and t = n, or
-  ``n - warmup_t`` with ``warmup_prefix``."""
+  ``n - warmup_t`` with ``warmup_prefix``; ``noise`` is ``(noise_range_t, noise_pct, noise_std,
+  noise_seed)``, timm's lr noise on top."""
   shift = warmup_t if warmup_prefix else 0
   slope = (lr if target is None else target) - warmup_lr_init
   slope = slope / warmup_t if warmup_t else 0.0
+  horizon = None if last is None else max(last + shift, warmup_t - 1)
+  table = _noise_table(noise, horizon)
 
-  def value(n):
-    n = jnp.maximum(n, 0)
+  def plain(n):
     after = main(jnp.maximum(n - shift, 0))
     if not warmup_t:
       return jnp.where(n == 0, const(lr), after)
     warm = const(warmup_lr_init) + to_float(n) * const(slope)
     return jnp.where(n < warmup_t, warm, after)
 
-  horizon = None if last is None else max(last + shift, warmup_t - 1)
+  def value(n):
+    n = jnp.maximum(n, 0)
+    v = plain(n)
+    if table is None or table[0] > np.iinfo(n.dtype).max:
+      return v
+    lo, factors = table
+    d = n - lo  # no overflow: lo >= 1
+    f = jnp.take(jnp.asarray(factors, _numeric.float_dtype()), jnp.clip(d, 0, len(factors) - 1))
+    return jnp.where((d >= 0) & (d < len(factors)), v + v * f, v)
+
   return Curve(value=value, kind='absolute', step=lambda k: (jnp.zeros_like(value(k)), value(k)), horizon=horizon)
 
 
@@ -191,14 +251,15 @@ def timm_cosine(
   index is timm's ``floor(log(1 - t / t_initial * (1 - cycle_mul), cycle_mul))``; with
   ``cycle_mul < 1`` timm raises from ``t = t_initial / (1 - cycle_mul)`` on (``max_count``).
   """
-  del t_in_epochs, noise_range_t, noise_pct, noise_std, noise_seed  # stepping; noise is refused
+  del t_in_epochs  # how it is stepped
+  noise = (noise_range_t, noise_pct, noise_std, noise_seed)
 
   def shape(t_curr, t_i, lr_max):
     x = _fraction(t_curr, t_i, k_decay)
     return const(lr_min) + const(0.5) * (lr_max - const(lr_min)) * (1 + jnp.cos(const(math.pi) * x))
 
   main, last = _cycles(lr, t_initial, lr_min, cycle_mul, cycle_decay, cycle_limit, shape)
-  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, last)
+  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, noise, last)
 
 
 def timm_tanh(
@@ -225,7 +286,8 @@ def timm_tanh(
   ``lr_min + 0.5 * (lr * cycle_decay ** i - lr_min) * (1 - tanh(lb * (1 - tr) + ub * tr))``, cycles
   as timm.cosine's. Without ``warmup_prefix`` the warm-up ramps to ``_get_lr(warmup_t)``, not to lr.
   """
-  del t_in_epochs, noise_range_t, noise_pct, noise_std, noise_seed
+  del t_in_epochs
+  noise = (noise_range_t, noise_pct, noise_std, noise_seed)
 
   def shape(t_curr, t_i, lr_max):
     tr = t_curr / t_i
@@ -243,7 +305,7 @@ def timm_tanh(
       )
     with jax.enable_x64(True), jax.ensure_compile_time_eval():  # timm computes it in float64, at construction
       target = float(main(jnp.asarray(warmup_t)))
-  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, last, target)
+  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, noise, last, target)
 
 
 def timm_poly(
@@ -269,7 +331,8 @@ def timm_poly(
   In cycle i: ``lr_min + (lr * cycle_decay ** i - lr_min) * (1 - t_curr ** k / t_i ** k) ** power``,
   cycles as timm.cosine's.
   """
-  del t_in_epochs, noise_range_t, noise_pct, noise_std, noise_seed
+  del t_in_epochs
+  noise = (noise_range_t, noise_pct, noise_std, noise_seed)
   exponent = power
 
   def shape(t_curr, t_i, lr_max):
@@ -277,7 +340,7 @@ def timm_poly(
     return const(lr_min) + (lr_max - const(lr_min)) * jnp.power(1 - x, const(exponent))
 
   main, last = _cycles(lr, t_initial, lr_min, cycle_mul, cycle_decay, cycle_limit, shape)
-  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, last)
+  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, noise, last)
 
 
 def timm_step(
@@ -298,7 +361,8 @@ def timm_step(
   ``decay_t`` may be fractional (timm floors ``t / decay_t`` as Python's ``//``). ``warmup_prefix``
   defaults to true here.
   """
-  del t_in_epochs, noise_range_t, noise_pct, noise_std, noise_seed
+  del t_in_epochs
+  noise = (noise_range_t, noise_pct, noise_std, noise_seed)
 
   def main(t):
     if float(decay_t).is_integer():
@@ -307,7 +371,7 @@ def timm_step(
       q = jnp.floor_divide(to_float(t), const(decay_t)).astype(t.dtype)
     return const(lr) * power(decay_rate, q)
 
-  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main)
+  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, noise)
 
 
 def timm_multistep(
@@ -328,7 +392,8 @@ def timm_multistep(
   m counts the milestones ``decay_t`` at or below ``t + 1`` (timm's convention: milestone 10 applies
   from step index 9, unlike torch's MultiStepLR). ``warmup_prefix`` defaults to true here.
   """
-  del t_in_epochs, noise_range_t, noise_pct, noise_std, noise_seed
+  del t_in_epochs
+  noise = (noise_range_t, noise_pct, noise_std, noise_seed)
 
   def main(t):
     if not decay_t:
@@ -337,7 +402,7 @@ def timm_multistep(
     m = jnp.sum(before <= t[..., None], axis=-1)
     return const(lr) * power(decay_rate, m)
 
-  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main)
+  return _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, noise)
 
 
 def _sorted_milestones(kw):

@@ -19,6 +19,7 @@ from hypothesis import given
 
 import jaxsched
 from jaxsched import lints
+from jaxsched.schedules.timm_noise import normal_noise
 from oracle import DTYPES, assert_config_error, import_timm, x64
 
 _, TIMM = import_timm()
@@ -226,9 +227,22 @@ def test_lint_flags_t_in_epochs_against_the_interval():
     (lambda: jaxsched.schedule('timm.multistep', 0.1, decay_t=[1.5]), ['decay_t[0]=1.5', 'an integer']),
     (lambda: jaxsched.schedule('timm.cosine', 0.1, t_initial=5, warmup_prefix='yes'), ['warmup_prefix']),
     (
-      lambda: jaxsched.schedule('timm.cosine', 0.1, t_initial=5, noise_range_t=[2, 4]),
-      ['noise_range_t=[2, 4]', 'not supported yet'],
+      lambda: jaxsched.schedule('timm.cosine', 0.1, t_initial=5, noise_range_t=3),
+      ['noise_range_t=3', 'without end', 'noise_range_t: [3, b]'],
     ),
+    (
+      lambda: jaxsched.schedule('timm.step', 0.1, decay_t=2, noise_range_t=[0, 2e6]),
+      ['noise_range_t=(0.0, 2000000.0)', 'at most 1000000', 'narrow the range'],
+    ),
+    (
+      lambda: jaxsched.schedule('timm.poly', 0.1, t_initial=5, noise_range_t=[1, 4], noise_pct=0),
+      ['noise_pct=0', 'forever', 'noise_pct > 0'],
+    ),
+    (
+      lambda: jaxsched.schedule('timm.cosine', 0.1, t_initial=5, noise_range_t=[1, 4, 6]),
+      ['noise_range_t=[1, 4, 6]', 'a list [a, b]'],
+    ),
+    (lambda: jaxsched.schedule('timm.cosine', 0.1, t_initial=5, noise_range_t='x'), ["noise_range_t='x'"]),
     (
       lambda: jaxsched.schedule('timm.cosine', 0.1, t_initial=3, cycle_mul=1.0001, cycle_limit=10**6),
       ['cycle_mul=1.0001', 'cycle_limit=1000000', 'lower cycle_limit'],
@@ -247,3 +261,58 @@ def test_lint_flags_t_in_epochs_against_the_interval():
 )
 def test_bad_input(call, words):
   assert_config_error(call, words)
+
+
+def _timm_noise(seed, pct, std):
+  """timm's ``Scheduler._calculate_noise`` (noise_type 'normal') for ``noise_seed + t = seed``."""
+  g = torch.Generator()
+  g.manual_seed(seed)
+  while True:
+    noise = torch.randn(1, generator=g).item() * std
+    if abs(noise) < pct:
+      return noise
+
+
+@pytest.mark.parametrize('pct, std', [(0.67, 1.0), (0.3, 2.5), (0.002, 0.5)])
+def test_noise_draws_are_torch_s(pct, std):
+  """torch's generator redrawn without torch: the first draw, the one it caches, fresh words after,
+  past the first 624 words (pct 0.002: hundreds of draws), seeds beyond 32 bits and negative."""
+  seeds = np.concatenate([np.arange(-40, 120) * 7919, [2**32 - 1, 2**32 + 9, 2**40 + 3]])
+  expected = [_timm_noise(int(s), pct, std) for s in seeds]
+  np.testing.assert_array_equal(normal_noise(seeds % 2**32, pct, std), expected)
+
+
+NOISY = {
+  'timm.cosine': dict(t_initial=30, warmup_t=3, lr_min=1e-3),
+  'timm.tanh': dict(t_initial=20, cycle_mul=0.5, cycle_limit=9),
+  'timm.step': dict(decay_t=5, decay_rate=0.5, warmup_t=2, warmup_lr_init=1e-3),
+  'timm.multistep': dict(decay_t=[4, 9], decay_rate=0.3),
+  'timm.poly': dict(t_initial=25, warmup_t=2, warmup_prefix=True),
+}
+
+
+@pytest.mark.parametrize('per_update, dtype', [(False, 'float64'), (True, 'float64'), (True, 'float32')])
+def test_noise_matches_timm(per_update, dtype):
+  """timm's lr noise at every step, per epoch or per update, of each ID with several seeds and ranges
+  (fractional ends, from below 1, without end up to timm.tanh's last step with cycle_mul < 1; a seed
+  whose ``noise_seed + t`` passes 2**32, where torch keeps the low 32 bits): all runs in one jit(vmap).
+  float32 takes seeds that fit its int32 counter (jaxsched.schedule's rule for integer keys)."""
+  ranges = [[2, 30], [-3.5, 17.2], 7]
+  configs = {
+    (name, seed, i): dict(kw, noise_range_t=r, noise_seed=seed, noise_pct=0.4, noise_std=1.3)
+    for name, kw in NOISY.items()
+    for seed, (i, r) in zip([42, 0, 2**32 - 3 if dtype == 'float64' else 7], enumerate(ranges))
+    if name == 'timm.tanh' or not isinstance(r, int)
+  }
+  with x64(dtype):
+    scheds = {key: jaxsched.schedule(key[0], 0.1, **kw, t_in_epochs=not per_update) for key, kw in configs.items()}
+    runs = jax.jit(lambda n: {key: jax.vmap(s)(n) for key, s in scheds.items()})(jnp.arange(STEPS))
+  for key, sched in scheds.items():
+    steps = STEPS if sched.max_count is None else min(STEPS, sched.max_count + 1)
+    expected = timm_lrs(key[0], 0.1, configs[key], steps, per_update)
+    plain = timm_lrs(key[0], 0.1, dict(configs[key], noise_range_t=None), steps, per_update)
+    assert np.sum(expected != plain) >= 5, key  # the noise is there
+    actual = np.asarray(runs[key])[:steps]
+    assert_close(actual, expected, dtype)
+    if dtype == 'float64':  # every step, not only near the largest lr
+      np.testing.assert_allclose(actual, expected, rtol=RTOL[dtype], atol=0, err_msg=str(key))
