@@ -12,7 +12,7 @@ import torch
 
 import jaxsched
 from jaxsched.groups import FROZEN, group_paths, groups, labeller
-from jaxsched.layouts import flax_rule, torch_params
+from jaxsched.interop.layouts import flax_rule, torch_params
 from jaxsched.lints import Run
 from jaxsched.plan import plan_of
 from jaxsched.simulate import simulate
@@ -166,6 +166,15 @@ def check_against_timm(keys, timm_kwargs, names, optimizer='AdamW', kwargs=None)
   opt = getattr(torch.optim, optimizer)(
     [{**g, 'lr': 0.1 * g.get('lr_scale', 1.0)} for g in made], lr=0.1, **{**kwargs, 'weight_decay': 0.0}
   )
+  state = assert_steps_match(config, model, params, opt)
+  lrs = jaxsched.current_lr(state)  # the groups' names, alphabetically
+  assert lrs == pytest.approx({g.name: 0.1 * g.lr_factor for g in got}, rel=1e-12)
+  assert list(lrs) == sorted(names)
+
+
+def assert_steps_match(config, model, params, opt):
+  """Three steps of the torch optimizer ``opt`` on ``model`` (the frozen parameters without a gradient)
+  against ``jaxsched.build(config, params)`` on the same gradients; the JAX initial state."""
   rng = np.random.default_rng(0)
   named = dict(model.named_parameters())
   grads = [{n: rng.standard_normal(p.shape) for n, p in named.items()} for _ in range(3)]
@@ -175,9 +184,6 @@ def check_against_timm(keys, timm_kwargs, names, optimizer='AdamW', kwargs=None)
     opt.step()
   tx = jaxsched.build(config, params)
   state = tx.init(params)
-  lrs = jaxsched.current_lr(state)  # the groups' names, alphabetically
-  assert lrs == pytest.approx({g.name: 0.1 * g.lr_factor for g in got}, rel=1e-12)
-  assert list(lrs) == sorted(names)
 
   @jax.jit
   def run(params, state, gs):
@@ -190,6 +196,36 @@ def check_against_timm(keys, timm_kwargs, names, optimizer='AdamW', kwargs=None)
   want = torch_params({n: p.detach() for n, p in named.items()}, like=params)
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(final)[0], jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=jax.tree_util.keystr(path))
+  return state
+
+
+@pytest.mark.parametrize(('keys', 'timm_kwargs', 'names'), CASES)
+def test_configure_optimizers_makes_timm_param_groups(keys, timm_kwargs, names):
+  """The torch side's groups are timm's, in its order: members, weight decay and the LR timm's
+  scheduler sets (base * lr_scale); the optimizer gets timm's weight_decay=0 and the base LR."""
+  with x64('float64'):
+    model = models()[0]
+  made, _ = timm_groups(model, **timm_kwargs)
+  config = {'optimizer': 'AdamW', 'learning_rate': 0.1, 'optimizer_kwargs': {'weight_decay': 0.05}, **keys}
+  out = jaxsched.configure_optimizers({**config, 'scheduler': None}, model)
+  assert isinstance(out, torch.optim.AdamW)
+  assert (out.defaults['lr'], out.defaults['weight_decay']) == (0.1, 0.0)
+  assert [g['name'] for g in out.param_groups] == names
+  assert [([id(p) for p in g['params']], g['weight_decay']) for g in out.param_groups] == [
+    ([id(p) for p in g['params']], g['weight_decay']) for g in made
+  ]
+  assert [g['lr'] for g in out.param_groups] == pytest.approx([0.1 * g.get('lr_scale', 1.0) for g in made], rel=1e-15)
+
+
+@pytest.mark.parametrize(('keys', 'timm_kwargs', 'names'), CASES[:2])
+def test_torch_optimizer_with_timm_groups_steps_as_build(keys, timm_kwargs, names):
+  """A torch AdamW from torch_optimizer (the frozen parameters in no group) against jaxsched.build."""
+  with x64('float64'):
+    model, params = models()
+    config = {'optimizer': 'AdamW', 'learning_rate': 0.1, 'optimizer_kwargs': {'weight_decay': 0.05}, **keys}
+    opt = jaxsched.torch_optimizer({**config, 'scheduler': None}, model.named_parameters())
+    assert [g['name'] for g in opt.param_groups] == names
+    assert_steps_match({**config, 'scheduler': None}, model, params, opt)
 
 
 def test_no_weight_decay_puts_every_parameter_in_no_decay_as_timm():
