@@ -302,3 +302,54 @@ def test_check_curves_show_timm_groups(keys, lrs):
   config = jaxsched.load_config({'optimizer': 'AdamW', 'learning_rate': 0.01, 'scheduler': None, **keys})
   curve = simulate(config, Run(epochs=2, batches_per_epoch=1))
   assert {k: float(v[0]) for k, v in curve.lrs.items()} == pytest.approx(lrs)
+
+
+@pytest.mark.parametrize(('optimizer', 'kwargs'), [('AdamW', {'weight_decay': 0.05}), ('SGD', {'momentum': 0.9})])
+def test_from_torch_continues_a_torch_run_on_timm_groups(optimizer, kwargs):
+  """Two torch steps on torch_optimizer's groups (layer 0 frozen), from_torch, then one JAX step against
+  torch's third; to_torch gives torch's state back. SGD without weight decay: one direction shared by the
+  groups, whose state covers the frozen parameters too (torch keeps none for them)."""
+  keys = CASES[1][0]
+  config = {'optimizer': optimizer, 'learning_rate': 0.1, 'optimizer_kwargs': kwargs, 'scheduler': None, **keys}
+  with x64('float64'):
+    model, params = models()
+    opt = jaxsched.torch_optimizer(config, model.named_parameters())
+    named = dict(model.named_parameters())
+    names = list(named)
+    rng = np.random.default_rng(0)
+    grads = [{n: rng.standard_normal(p.shape) for n, p in named.items()} for _ in range(3)]
+    for g in grads[:2]:
+      for n, p in named.items():
+        p.grad = torch.tensor(g[n])
+      opt.step()
+    saved = opt.state_dict()
+    params = own_order(params, torch_params({n: p.detach() for n, p in named.items()}, like=params))
+    state = jaxsched.from_torch(config, params, saved, torch_names=names, step=2)
+    back, _ = jaxsched.to_torch(config, state, params, torch_names=names)
+    assert back['state'].keys() == saved['state'].keys()
+    for i, s in saved['state'].items():
+      for k, v in s.items():
+        np.testing.assert_allclose(np.asarray(back['state'][i][k]), v.numpy(), rtol=1e-15, err_msg=f'{i} {k}')
+    for n, p in named.items():
+      p.grad = torch.tensor(grads[2][n])
+    opt.step()
+    tx = jaxsched.build(config, params)
+    updates, _ = tx.update(torch_params(grads[2], like=params), state, params)
+    final = jax.tree.map(lambda p, u: p + u, params, updates)
+    want = torch_params({n: p.detach() for n, p in named.items()}, like=params)
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(final)[0], jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=jax.tree_util.keystr(path))
+
+
+def test_from_torch_refuses_a_tree_whose_order_makes_other_timm_groups():
+  """timm's fallback layers read the order: a tree with sorted keys (jax.tree.map) groups otherwise."""
+  config = {'optimizer': 'AdamW', 'scheduler': None, **CASES[1][0]}
+  with x64('float64'):
+    model, params = models()
+  opt = jaxsched.torch_optimizer(config, model.named_parameters())
+  assert_config_error(
+    lambda: jaxsched.from_torch(
+      config, jax.tree.map(np.asarray, params), opt.state_dict(), torch_names=[n for n, _ in model.named_parameters()]
+    ),
+    ["timm's groups depend on the parameters' order", 'blocks_5/fc/bias in layer_1_no_decay', 'layer_groups'],
+  )
