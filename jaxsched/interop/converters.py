@@ -204,9 +204,9 @@ class Fields:
           torch.state[p.index][self.keys[field]] = np.asarray(float(value), torch.scalar)
       elif field in self.keys:
         for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
-          p = torch.by_path.get(path_name(path))
-          if p is not None:  # None: a frozen parameter, which torch keeps no state for
-            torch.state[p.index][self.keys[field]] = p.layout.to_torch(np.asarray(leaf))
+          mine = torch.by_path.get(path_name(path))
+          if mine is not None:  # None: a frozen parameter, which torch keeps no state for
+            torch.state[mine.index][self.keys[field]] = mine.layout.to_torch(np.asarray(leaf))
     if 'count' in node._fields:
       torch.steps.update({p.index: int(node.count) for p in covered})
 
