@@ -123,7 +123,7 @@ def group_paths(config: Config, params: Any) -> dict[str, list[str]]:
   """Each group's parameter paths, in the tree's order (with timm's groups, the tree's own
   mapping order), groups in :func:`groups`' order; :data:`FROZEN` last, where
   ``layer_decay_no_opt_scale`` leaves parameters out. What the torch side needs to build
-  ``param_groups`` from torch names mapped to paths (:mod:`jaxsched.layouts`)."""
+  ``param_groups`` from torch names mapped to paths (:mod:`jaxsched.interop.layouts`)."""
   if uses_timm(config):
     placed = _timm_placement(config, params)[0]
     out: dict[str, list[str]] = {}

@@ -12,7 +12,7 @@ import torch
 
 import jaxsched
 from jaxsched.groups import FROZEN, group_paths, groups, labeller
-from jaxsched.layouts import flax_rule, torch_params
+from jaxsched.interop.layouts import flax_rule, torch_params
 from jaxsched.lints import Run
 from jaxsched.plan import plan_of
 from jaxsched.simulate import simulate
@@ -166,6 +166,15 @@ def check_against_timm(keys, timm_kwargs, names, optimizer='AdamW', kwargs=None)
   opt = getattr(torch.optim, optimizer)(
     [{**g, 'lr': 0.1 * g.get('lr_scale', 1.0)} for g in made], lr=0.1, **{**kwargs, 'weight_decay': 0.0}
   )
+  state = assert_steps_match(config, model, params, opt)
+  lrs = jaxsched.current_lr(state)  # the groups' names, alphabetically
+  assert lrs == pytest.approx({g.name: 0.1 * g.lr_factor for g in got}, rel=1e-12)
+  assert list(lrs) == sorted(names)
+
+
+def assert_steps_match(config, model, params, opt):
+  """Three steps of the torch optimizer ``opt`` on ``model`` (the frozen parameters without a gradient)
+  against ``jaxsched.build(config, params)`` on the same gradients; the JAX initial state."""
   rng = np.random.default_rng(0)
   named = dict(model.named_parameters())
   grads = [{n: rng.standard_normal(p.shape) for n, p in named.items()} for _ in range(3)]
@@ -175,9 +184,6 @@ def check_against_timm(keys, timm_kwargs, names, optimizer='AdamW', kwargs=None)
     opt.step()
   tx = jaxsched.build(config, params)
   state = tx.init(params)
-  lrs = jaxsched.current_lr(state)  # the groups' names, alphabetically
-  assert lrs == pytest.approx({g.name: 0.1 * g.lr_factor for g in got}, rel=1e-12)
-  assert list(lrs) == sorted(names)
 
   @jax.jit
   def run(params, state, gs):
@@ -190,6 +196,36 @@ def check_against_timm(keys, timm_kwargs, names, optimizer='AdamW', kwargs=None)
   want = torch_params({n: p.detach() for n, p in named.items()}, like=params)
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(final)[0], jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=jax.tree_util.keystr(path))
+  return state
+
+
+@pytest.mark.parametrize(('keys', 'timm_kwargs', 'names'), CASES)
+def test_configure_optimizers_makes_timm_param_groups(keys, timm_kwargs, names):
+  """The torch side's groups are timm's, in its order: members, weight decay and the LR timm's
+  scheduler sets (base * lr_scale); the optimizer gets timm's weight_decay=0 and the base LR."""
+  with x64('float64'):
+    model = models()[0]
+  made, _ = timm_groups(model, **timm_kwargs)
+  config = {'optimizer': 'AdamW', 'learning_rate': 0.1, 'optimizer_kwargs': {'weight_decay': 0.05}, **keys}
+  out = jaxsched.configure_optimizers({**config, 'scheduler': None}, model)
+  assert isinstance(out, torch.optim.AdamW)
+  assert (out.defaults['lr'], out.defaults['weight_decay']) == (0.1, 0.0)
+  assert [g['name'] for g in out.param_groups] == names
+  assert [([id(p) for p in g['params']], g['weight_decay']) for g in out.param_groups] == [
+    ([id(p) for p in g['params']], g['weight_decay']) for g in made
+  ]
+  assert [g['lr'] for g in out.param_groups] == pytest.approx([0.1 * g.get('lr_scale', 1.0) for g in made], rel=1e-15)
+
+
+@pytest.mark.parametrize(('keys', 'timm_kwargs', 'names'), CASES[1:2])
+def test_torch_optimizer_with_timm_groups_steps_as_build(keys, timm_kwargs, names):
+  """A torch AdamW from torch_optimizer (the frozen parameters in no group) against jaxsched.build."""
+  with x64('float64'):
+    model, params = models()
+    config = {'optimizer': 'AdamW', 'learning_rate': 0.1, 'optimizer_kwargs': {'weight_decay': 0.05}, **keys}
+    opt = jaxsched.torch_optimizer({**config, 'scheduler': None}, model.named_parameters())
+    assert [g['name'] for g in opt.param_groups] == names
+    assert_steps_match({**config, 'scheduler': None}, model, params, opt)
 
 
 def test_no_weight_decay_puts_every_parameter_in_no_decay_as_timm():
@@ -266,3 +302,54 @@ def test_check_curves_show_timm_groups(keys, lrs):
   config = jaxsched.load_config({'optimizer': 'AdamW', 'learning_rate': 0.01, 'scheduler': None, **keys})
   curve = simulate(config, Run(epochs=2, batches_per_epoch=1))
   assert {k: float(v[0]) for k, v in curve.lrs.items()} == pytest.approx(lrs)
+
+
+@pytest.mark.parametrize(('optimizer', 'kwargs'), [('AdamW', {'weight_decay': 0.05}), ('SGD', {'momentum': 0.9})])
+def test_from_torch_continues_a_torch_run_on_timm_groups(optimizer, kwargs):
+  """Two torch steps on torch_optimizer's groups (layer 0 frozen), from_torch, then one JAX step against
+  torch's third; to_torch gives torch's state back. SGD without weight decay: one direction shared by the
+  groups, whose state covers the frozen parameters too (torch keeps none for them)."""
+  keys = CASES[1][0]
+  config = {'optimizer': optimizer, 'learning_rate': 0.1, 'optimizer_kwargs': kwargs, 'scheduler': None, **keys}
+  with x64('float64'):
+    model, params = models()
+    opt = jaxsched.torch_optimizer(config, model.named_parameters())
+    named = dict(model.named_parameters())
+    names = list(named)
+    rng = np.random.default_rng(0)
+    grads = [{n: rng.standard_normal(p.shape) for n, p in named.items()} for _ in range(3)]
+    for g in grads[:2]:
+      for n, p in named.items():
+        p.grad = torch.tensor(g[n])
+      opt.step()
+    saved = opt.state_dict()
+    params = own_order(params, torch_params({n: p.detach() for n, p in named.items()}, like=params))
+    state = jaxsched.from_torch(config, params, saved, torch_names=names, step=2)
+    back, _ = jaxsched.to_torch(config, state, params, torch_names=names)
+    assert back['state'].keys() == saved['state'].keys()
+    for i, s in saved['state'].items():
+      for k, v in s.items():
+        np.testing.assert_allclose(np.asarray(back['state'][i][k]), v.numpy(), rtol=1e-15, err_msg=f'{i} {k}')
+    for n, p in named.items():
+      p.grad = torch.tensor(grads[2][n])
+    opt.step()
+    tx = jaxsched.build(config, params)
+    updates, _ = tx.update(torch_params(grads[2], like=params), state, params)
+    final = jax.tree.map(lambda p, u: p + u, params, updates)
+    want = torch_params({n: p.detach() for n, p in named.items()}, like=params)
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(final)[0], jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=jax.tree_util.keystr(path))
+
+
+def test_from_torch_refuses_a_tree_whose_order_makes_other_timm_groups():
+  """timm's fallback layers read the order: a tree with sorted keys (jax.tree.map) groups otherwise."""
+  config = {'optimizer': 'AdamW', 'scheduler': None, **CASES[1][0]}
+  with x64('float64'):
+    model, params = models()
+  opt = jaxsched.torch_optimizer(config, model.named_parameters())
+  assert_config_error(
+    lambda: jaxsched.from_torch(
+      config, jax.tree.map(np.asarray, params), opt.state_dict(), torch_names=[n for n, _ in model.named_parameters()]
+    ),
+    ["timm's groups depend on the parameters' order", 'blocks_5/fc/bias in layer_1_no_decay', 'layer_groups'],
+  )

@@ -80,13 +80,15 @@ class TorchState:
     return torch_value(s[key])
 
   def fits(self, p: Param, key: str, value: np.ndarray, like: Any) -> jax.Array:
-    """``value`` (in JAX's layout) in ``like``'s dtype; ConfigError where the shapes differ."""
+    """A copy of ``value`` (in JAX's layout) in ``like``'s dtype; ConfigError where the shapes differ.
+    A copy: on the CPU ``jnp.asarray`` may share the memory of torch's tensor, which torch's next
+    ``step()`` changes in place."""
     if value.shape != tuple(like.shape):
       raise ConfigError(
         f"the checkpoint's {key} of {p.name!r} has shape {value.shape} in JAX's layout, the JAX "
         f'parameter {p.path!r} {tuple(like.shape)}.'
       )
-    return jnp.asarray(value, like.dtype)
+    return jnp.array(value, like.dtype, copy=True)
 
   def steps_of(self, covered: Sequence[Param]) -> int:
     """torch's ``step`` of the parameters (one number: jaxsched steps them together); without
@@ -184,7 +186,9 @@ class Fields:
 
   @staticmethod
   def leaf(torch: TorchState, path: tuple[Any, ...], key: str, like: Any) -> jax.Array:
-    p = torch.by_path[path_name(path)]
+    p = torch.by_path.get(path_name(path))
+    if p is None:  # a frozen parameter (in no torch group) under a direction all groups share: its fresh state
+      return like
     return torch.fits(p, key, p.layout.to_jax(torch.value(p, key)), like)
 
   def to_torch(self, node: Any, torch: TorchState) -> None:
@@ -200,8 +204,9 @@ class Fields:
           torch.state[p.index][self.keys[field]] = np.asarray(float(value), torch.scalar)
       elif field in self.keys:
         for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
-          p = torch.by_path[path_name(path)]
-          torch.state[p.index][self.keys[field]] = p.layout.to_torch(np.asarray(leaf))
+          mine = torch.by_path.get(path_name(path))
+          if mine is not None:  # None: a frozen parameter, which torch keeps no state for
+            torch.state[mine.index][self.keys[field]] = mine.layout.to_torch(np.asarray(leaf))
     if 'count' in node._fields:
       torch.steps.update({p.index: int(node.count) for p in covered})
 
@@ -223,7 +228,9 @@ class FactoredMoments:
       p = torch.by_path.get(path_name(path))
       if p is not None:
         return torch.fits(p, 'variance', p.layout.to_jax(torch.value(p, 'variance')), like)
-      p = torch.by_path[path_name(path[:-1])]
+      p = torch.by_path.get(path_name(path[:-1]))
+      if p is None:  # a frozen parameter under a direction all groups share (Fields.leaf)
+        return like
       key, swap = self.key(p, path[-1].idx, like.ndim)
       value = torch.value(p, key)
       return torch.fits(p, key, np.swapaxes(value, -1, -2) if swap else value, like)
@@ -236,8 +243,7 @@ class FactoredMoments:
       p = torch.by_path.get(path_name(path))
       if p is not None:
         torch.state[p.index]['variance'] = leaf
-      else:
-        p = torch.by_path[path_name(path[:-1])]
+      elif (p := torch.by_path.get(path_name(path[:-1]))) is not None:  # None: a frozen parameter
         key, swap = self.key(p, path[-1].idx, leaf.ndim)
         torch.state[p.index][key] = np.swapaxes(leaf, -1, -2) if swap else leaf
 

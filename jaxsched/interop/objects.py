@@ -18,10 +18,12 @@ import functools
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+
 from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError
 from jaxsched.config import Config
-from jaxsched.groups import groups, labeller
+from jaxsched.groups import configured_groups, group_paths, groups, uses_timm
 from jaxsched.interop.layouts import Rule, as_numpy, as_rule
 from jaxsched.learning_rates import PER_GROUP, PLATEAU, ends_in_plateau
 from jaxsched.optimizers import OPTIMIZERS, resolve
@@ -62,16 +64,28 @@ def jax_path(rule: Rule, name: str, ndim: int) -> str:
 def group_names(config: Config, named_shapes: Mapping[str, int], rule: Rule) -> list[tuple[Any, list[str]]]:
   """``[(Group, [torch names])]`` in torch's param_groups order, each group's names in
   the given (``named_parameters``) order, grouped by their JAX paths as :func:`jaxsched.build`
-  groups them. ``named_shapes`` maps names to their number of dimensions."""
+  groups them. ``named_shapes`` maps names to their number of dimensions.
+
+  With timm's keys (:func:`jaxsched.groups.uses_timm`), timm's groups of the model: a tree of
+  the JAX paths in ``named_parameters`` order, each leaf with its parameter's dimensions, is what
+  timm's ``param_groups_weight_decay`` / ``param_groups_layer_decay`` read (names, ``ndim`` and
+  order); the parameters ``layer_decay_no_opt_scale`` leaves out are in no group."""
   paths = {name: jax_path(rule, name, ndim) for name, ndim in named_shapes.items()}
-  label = labeller(config)
-  found = groups(config, {path: 0 for path in paths.values()})
-  return [(g, [n for n in named_shapes if label(paths[n]) == g.name]) for g in found]
+  tree = {paths[name]: np.zeros((1,) * ndim) for name, ndim in named_shapes.items()}
+  members = {path: group for group, taken in group_paths(config, tree).items() for path in taken}
+  return [(g, [n for n in named_shapes if members[paths[n]] == g.name]) for g in groups(config, tree)]
 
 
 def torch_optimizer(config: Any, named_parameters: Iterable[tuple[str, Any]], rule: Rule | Mapping | None = None):
   """``torch.optim.<optimizer>`` over a torch model's parameters, grouped as :func:`jaxsched.build` groups
   the JAX parameters the rule maps them to (regular, recurrent, then ``lr_parameter_groups``).
+
+  With timm's keys, the groups ``timm.optim.create_optimizer_v2`` makes of the model, in its
+  order (:func:`group_names`): the optimizer gets the base LR and ``weight_decay=0``, each group
+  its ``weight_decay`` and its LR, the base LR times timm's ``lr_scale`` (what timm's schedulers set;
+  the groups carry no ``lr_scale``, which a timm scheduler would apply again). The parameters
+  ``layer_decay_no_opt_scale`` leaves out are in no group (timm also sets their ``requires_grad``
+  to False; this leaves the model as it is).
 
   Args:
     config: a :class:`jaxsched.Config` or anything :func:`jaxsched.load_config` accepts.
@@ -88,7 +102,9 @@ def torch_optimizer(config: Any, named_parameters: Iterable[tuple[str, Any]], ru
   placed = group_names(config, {n: p.ndim for n, p in named.items()}, as_rule(rule))
   if config.optimizer in OPTIMIZERS:
     OPTIMIZERS[config.optimizer].check_groups(len(placed))
-  defaults = torch_kwargs(config, config.optimizer_kwargs, placed[0][0].learning_rate)
+  # timm's factory gives the optimizer the base LR and weight_decay=0, each group its own: timm_groups' first
+  first = configured_groups(config)[0] if uses_timm(config) else placed[0][0]
+  defaults = torch_kwargs(config, first.optimizer_kwargs, first.learning_rate)
   # a group states what differs from the constructor's keywords (torch fills in the rest, e.g. LBFGS's max_eval)
   # several groups carry their names, which Lightning's LearningRateMonitor logs (lr-Adam/recurrent, as lr_log_names)
   param_groups = [

@@ -72,11 +72,11 @@ def _fresh_torch(config: Config, params: Any, corr: Correspondence, rule: Rule):
   """The torch optimizer and scheduler the config builds, on zero tensors of torch's shapes and the params' dtypes."""
   torch = import_torch()
   by_path = leaf_paths(params)
-  tensors = {}
-  for p in corr.params:
-    zeros = p.layout.to_torch(np.zeros(np.shape(by_path[p.path]), np.asarray(by_path[p.path]).dtype))
-    tensors[p.name] = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(zeros)))
-  optimizer = torch_optimizer(config, [(p.name, tensors[p.name]) for p in corr.params], rule)
+  tensors = []
+  for name, path, layout in corr.named:  # named_parameters() order, which timm's groups read
+    zeros = layout.to_torch(np.zeros(np.shape(by_path[path]), np.asarray(by_path[path]).dtype))
+    tensors.append((name, torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(zeros)))))
+  optimizer = torch_optimizer(config, tensors, rule)
   return optimizer, torch_scheduler(config, optimizer)
 
 
