@@ -68,13 +68,16 @@ class Config:
       Inf (``optax.apply_if_finite``); by default they propagate, as in torch.
     ema, swa: Lightning's EMAWeightAveraging / StochasticWeightAveraging
       arguments with every default filled in (:mod:`jaxsched.averaging`), or None.
-    weight_decay_exclude_1d, no_weight_decay_list, layer_decay, layer_decay_min_scale,
-      layer_decay_no_opt_scale: timm's ``create_optimizer_v2`` keywords of the same names
-      (``weight_decay_exclude_1d`` is its ``filter_bias_and_bn``, ``no_weight_decay_list``
-      what its ``model.no_weight_decay()`` gives): with any of the first three set
+    weight_decay_exclude_1d: timm's ``create_optimizer_v2`` ``filter_bias_and_bn``: biases, norms
+      and 1-D parameters get weight_decay 0. With it, ``no_weight_decay_list`` or ``layer_decay`` set
       (:data:`TIMM_KEYS`), timm's parameter groups replace DynVision's
-      (:func:`jaxsched.groups.timm_groups`). None: timm's default, True, where timm's
-      groups are made.
+      (:func:`jaxsched.groups.timm_groups`). None: timm's default, True, where timm's groups are made.
+    no_weight_decay_list: fnmatch patterns of parameter paths without weight decay (what timm's
+      ``model.no_weight_decay()`` gives).
+    layer_decay: timm's layer-wise LR decay: layer i's LR scale is ``layer_decay ** (last - i)``.
+    layer_decay_min_scale: the smallest layer scale (timm's ``layer_decay_min_scale``).
+    layer_decay_no_opt_scale: layers whose scale is below it are not optimized (timm's
+      ``layer_decay_no_opt_scale``).
     layer_groups: the layers for ``layer_decay``, in order (timm's ``group_matcher``):
       regexes matched at the start of a parameter's path; one with a group, such as
       ``blocks_(\\d+)``, is one layer per number. None: timm's fallback by parameter order
