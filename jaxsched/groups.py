@@ -152,7 +152,7 @@ def configured_groups(config: Config) -> list[Group]:
   if uses_timm(config):
     return timm_groups(config)
   spec = spec_of(config.optimizer)  # None: an optax alias
-  base_lr = _base_lr(config)
+  base = base_lr(config)
   given = {name: dict(kw) for name, kw in config.lr_parameter_groups.items()}
   multiplier = config.recurrent_learning_rate_multiplier
   if multiplier != 1.0 and 'lr_factor' in given.get(RECURRENT, {}):
@@ -170,7 +170,7 @@ def configured_groups(config: Config) -> list[Group]:
   for name, kw in kinds:
     factor = kw.pop('lr_factor', 1.0)
     kw = {**config.optimizer_kwargs, **{k: v for k, v in kw.items() if k not in ignored}}
-    lr = None if base_lr is None else base_lr * factor  # None: an optax alias without a default (validate checks)
+    lr = None if base is None else base * factor  # None: an optax alias without a default (validate checks)
     out.append(Group(name, lr, kw, factor))  # type: ignore[arg-type]
   return out
 
@@ -223,7 +223,8 @@ def groups(config: Config, params: Any) -> list[Group]:
   return [g for g in configured if g.name in used]
 
 
-def _base_lr(config: Config) -> float | None:
+def base_lr(config: Config) -> float | None:
+  """The config's learning_rate, else its optimizer's default; None for an optax alias without one."""
   if config.learning_rate is not None:
     return config.learning_rate
   spec = spec_of(config.optimizer)  # None: an optax alias
@@ -272,14 +273,14 @@ def timm_groups(config: Config, scales: Mapping[int, float] | None = None) -> li
       f'{key} sets which parameters get weight decay, but {config.optimizer} takes no weight_decay keyword; '
       f'leave {key} out.'
     )
-  base_lr = _base_lr(config)
+  base = base_lr(config)
   spec = spec_of(config.optimizer)
   ignored = spec.constructor_only if spec is not None else ()
   kwargs = {k: v for k, v in config.optimizer_kwargs.items() if k not in ignored}
 
   def group(name: str, weight_decay: float, factor: float) -> Group:
     kw = kwargs if decay is None else {**kwargs, 'weight_decay': weight_decay}
-    return Group(name, None if base_lr is None else base_lr * factor, kw, factor)  # type: ignore[arg-type]
+    return Group(name, None if base is None else base * factor, kw, factor)  # type: ignore[arg-type]
 
   if config.layer_decay is None:
     return [group(NO_DECAY, 0.0, 1.0)] + ([group(DECAY, decay, 1.0)] if decay else [])

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from jaxsched.config import Config
-from jaxsched.groups import RECURRENT, REGULAR, configured_groups
+from jaxsched.groups import RECURRENT, REGULAR, base_lr, configured_groups
 from jaxsched.learning_rates import PLATEAU
 from jaxsched.optimizers import spec_of
 from jaxsched.plan import SchedulerEntry, scheduler_entries
@@ -129,13 +129,6 @@ def _float(x: Any) -> float | None:
 
 def _group_factors(config: Config) -> dict[str, float]:
   return {g.name: g.lr_factor for g in configured_groups(config)}
-
-
-def _base_lr(config: Config) -> float | None:
-  if config.learning_rate is not None:
-    return config.learning_rate
-  spec = spec_of(config.optimizer)
-  return spec.lr if spec else None
 
 
 def _multipliers(scaled: Mapping[str, float]) -> str:
@@ -339,7 +332,7 @@ def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
         if _float(v) is not None and (k == 'max_lr' or v > 0):
           checks.append((f'scheduler_kwargs.{k}' + (f'[{i}]' if isinstance(value, (list, tuple)) else ''), v))
   else:
-    base = _base_lr(config)
+    base = base_lr(config)
     if base is not None:
       checks.append(('learning_rate', base))
       for group, factor in _group_factors(config).items():

@@ -91,7 +91,7 @@ def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.Grad
     raise ConfigError(f'optimizer={name!r} must be a string ID such as "Adam".')
   if name.startswith('optax.'):
     return optax_aliases.build(name[len('optax.') :], learning_rate, kwargs)
-  spec = OPTIMIZERS.get(name) or TIMM_OPTIMIZERS.get(name)
+  spec = spec_of(name)
   if spec is None:
     raise unknown('optimizer', name, [*OPTIMIZERS, *TIMM_OPTIMIZERS, 'optax.<alias>'])
   return _build(spec, learning_rate, kwargs)
