@@ -174,6 +174,9 @@ def build(
     tx = optax.chain(clip, tx)
   if plan.accumulate_grad_batches > 1 or plan.skip_nonfinite:
     tx = accumulate(tx, plan.accumulate_grad_batches, batches, plan.skip_nonfinite)
+  if frozen:  # torch's frozen parameters have no gradient: no norm (clipping, timm's Lamb) or check reads theirs
+    is_frozen = lambda tree: jax.tree.map(lambda label: label == FROZEN, labels(tree))  # noqa: E731
+    tx = optax.chain(optax.masked(optax.set_to_zero(), is_frozen), tx)
   if rules is not None:
     tx = averaging.average(tx, rules, plan.accumulate_grad_batches, batches)
   init = tx.init

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from jaxsched import averaging
-from jaxsched._errors import ConfigError
+from jaxsched._errors import ConfigError, unknown
+from jaxsched.groups import base_lr
 from jaxsched.optimizers import spec_of
 from jaxsched.plateau import Chain, chain_schedules, reduce_on_plateau
-from jaxsched.schedules import schedule
-from jaxsched.schedules.composite import COMPOSITES
+from jaxsched.schedules import SCHEDULES, schedule
+from jaxsched.schedules.composite import COMPOSITES, TIMM_PREFIX
 from jaxsched.stepping import scheduler_steps
 
 if TYPE_CHECKING:  # the plan imports this module to check each group's schedule
@@ -42,6 +43,12 @@ NOT_CHAINABLE = {
     'it), and every step overwrites the lr and cycles the momentum'
   ),
 }
+# Why a timm scheduler cannot join a list: Lightning steps a list's schedulers, and timm's are not torch's.
+TIMM_ALONE = (
+  "timm's schedulers are not torch LRSchedulers that Lightning steps in a list (timm's training loop "
+  'steps its one scheduler with step(epoch) / step_update(num_updates), each setting the lr from its own '
+  'base); it runs as the only scheduler'
+)
 # Why a SequentialLR ending in ReduceLROnPlateau cannot join a list (any other SequentialLR can).
 PLATEAU_ENDED = (
   "a SequentialLR that ends in ReduceLROnPlateau is jaxsched's own (torch's SequentialLR raises for a "
@@ -167,8 +174,11 @@ def _learning_rate(
 def _scheduled(
   plan: Plan, entry: SchedulerEntry, group: Group, kwargs: dict[str, Any], batches: int | None, run_steps: int | None
 ):
-  """``entry``'s schedule from the group's base LR, and its scheduler steps before optimizer step k."""
-  sched = schedule(entry.scheduler, group.learning_rate, **kwargs)
+  """``entry``'s schedule from the group's base LR (and the optimizer's, which HF's schedules read:
+  torch_optimizer's ``lr``), and its scheduler steps before optimizer step k."""
+  if 'optimizer_lr' in kwargs:  # schedule()'s own argument, set from the plan
+    raise unknown(f'keyword for {entry.scheduler}', 'optimizer_lr', SCHEDULES[entry.scheduler].kwargs)
+  sched = schedule(entry.scheduler, group.learning_rate, optimizer_lr=base_lr(plan.config), **kwargs)
   steps = scheduler_steps(plan.config, batches, entry)
   if run_steps is not None:  # the scheduler steps once more after the run's last optimizer step
     sched.check_steps(int(steps(run_steps)))
@@ -200,7 +210,11 @@ def _chain(plan: Plan, group: Group, index: int, count: int, batches: int | None
     name = entry.scheduler
     try:
       kwargs = per_group(name, entry.kwargs, index, count, entry.where)
-      why = NOT_CHAINABLE.get(name) or (PLATEAU_ENDED if name == 'SequentialLR' and ends_in_plateau(kwargs) else None)
+      why = (
+        NOT_CHAINABLE.get(name)
+        or (TIMM_ALONE if name.startswith(TIMM_PREFIX) else None)
+        or (PLATEAU_ENDED if name == 'SequentialLR' and ends_in_plateau(kwargs) else None)
+      )
       if why:
         raise ConfigError(f'{name} cannot share the optimizer with other schedulers: {why}.')
       if name == PLATEAU:

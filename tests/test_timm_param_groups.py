@@ -148,6 +148,33 @@ def test_layer_decay_with_sgd_shares_the_direction_and_leaves_frozen_params_alon
     check_against_timm(keys, timm_kwargs, names, 'SGD', {'momentum': 0.9, 'weight_decay': 0.0})
 
 
+@pytest.mark.parametrize('optimizer', ['AdamW', 'timm.lamb'])
+def test_frozen_parameters_are_not_in_the_clipping_norm_nor_lambs(optimizer):
+  """torch's frozen parameters have no gradient: Lightning's clip_grad_norm_ over the optimizer's
+  parameters and timm's Lamb's norm of all its groups' gradients leave them out."""
+  keys = {'layer_decay': 0.5, 'layer_decay_classifier': ['head'], 'layer_decay_no_opt_scale': 0.22}
+  timm_kwargs = {'weight_decay': 0.05, 'layer_decay': 0.5, 'no_opt_scale': 0.22}
+  clip = 0.5 if optimizer == 'AdamW' else None
+  config = {
+    'optimizer': optimizer,
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'weight_decay': 0.05},
+    'scheduler': None,
+    'gradient_clip_val': clip,
+    **keys,
+  }
+  with x64('float64'):
+    model, params = models()
+    made, _ = timm_groups(model, **timm_kwargs)
+    assert any(not p.requires_grad for p in model.parameters())
+    param_groups = [{**g, 'lr': 0.1 * g.get('lr_scale', 1.0)} for g in made]
+    if optimizer == 'AdamW':
+      opt = torch.optim.AdamW(param_groups, lr=0.1, weight_decay=0.0)
+    else:
+      opt = import_timm()[0].create_optimizer_v2(param_groups, opt='lamb', lr=0.1, weight_decay=0.0)
+    assert_steps_match(config, model, params, opt, clip=clip)
+
+
 def check_against_timm(keys, timm_kwargs, names, optimizer='AdamW', kwargs=None):
   model, params = models()
   kwargs = {'weight_decay': 0.05} if kwargs is None else kwargs
@@ -172,15 +199,18 @@ def check_against_timm(keys, timm_kwargs, names, optimizer='AdamW', kwargs=None)
   assert list(lrs) == sorted(names)
 
 
-def assert_steps_match(config, model, params, opt):
-  """Three steps of the torch optimizer ``opt`` on ``model`` (the frozen parameters without a gradient)
-  against ``jaxsched.build(config, params)`` on the same gradients; the JAX initial state."""
+def assert_steps_match(config, model, params, opt, clip=None):
+  """Three steps of the torch optimizer ``opt`` on ``model`` (the frozen parameters without a gradient;
+  with ``clip``, the optimizer's gradients clipped to that norm first, as Lightning clips) against
+  ``jaxsched.build(config, params)`` on the same gradients; the JAX initial state."""
   rng = np.random.default_rng(0)
   named = dict(model.named_parameters())
   grads = [{n: rng.standard_normal(p.shape) for n, p in named.items()} for _ in range(3)]
   for g in grads:
     for n, p in named.items():
       p.grad = torch.tensor(g[n]) if p.requires_grad else None
+    if clip is not None:
+      torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group['params']], clip)
     opt.step()
   tx = jaxsched.build(config, params)
   state = tx.init(params)

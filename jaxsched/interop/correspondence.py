@@ -17,7 +17,7 @@ import numpy as np
 from jaxsched._errors import ConfigError
 from jaxsched.config import Config
 from jaxsched.groups import group_paths, groups, uses_timm
-from jaxsched.interop.layouts import Layout, Rule, leaf_paths, resolve
+from jaxsched.interop.layouts import Layout, Rule, leaf_paths, locate
 from jaxsched.optimizers import OPTIMIZERS, _complex
 
 
@@ -67,7 +67,7 @@ def correspondence(config: Config, params: Any, torch_names: Sequence[str], rule
       f'those.'
     )
   by_path = leaf_paths(params)
-  found = {name: resolve(rule, name, by_path) for name in torch_names}
+  found = {name: locate(rule, name, by_path) for name in torch_names}
   taken: dict[str, str] = {}
   for name, (path, _) in found.items():
     if path in taken:

@@ -238,7 +238,7 @@ def _fill(flat: Mapping[str, tuple[str, np.ndarray]], like: Any, what: str) -> A
   return jax.tree_util.tree_map_with_path(lambda p, _: jax.numpy.asarray(values[path_name(p)]), like)
 
 
-def resolve(rule: Rule, name: str, params_by_path: Mapping[str, Any]) -> tuple[str, Layout]:
+def locate(rule: Rule, name: str, params_by_path: Mapping[str, Any]) -> tuple[str, Layout]:
   """The JAX path and layout of torch's ``name`` in a JAX tree (``path -> leaf``): the
   rule is asked for each number of dimensions and the path must hold an array of that many.
 
@@ -303,6 +303,6 @@ def torch_state_dict(
     targets = (rule(name, n) for n in range(8))
     if leaf in RUNNING_STATS and batch_stats is None and not any(t is not None and t[0] in tree for t in targets):
       raise ConfigError(f"torch's BatchNorm statistic {name!r} is not a parameter: pass batch_stats= ({STATS_HINT}).")
-    path, layout = resolve(rule, name, tree)
+    path, layout = locate(rule, name, tree)
     out[name] = layout.to_torch(np.asarray(tree[path]))
   return out

@@ -32,7 +32,7 @@ from jaxsched.interop.layouts import Rule, as_numpy, as_rule, leaf_paths
 from jaxsched.interop.objects import import_torch, torch_optimizer, torch_scheduler
 from jaxsched.learning_rates import PLATEAU
 from jaxsched.optimizers import OPTIMIZERS
-from jaxsched.plan import plan_of
+from jaxsched.plan import SchedulerEntry, plan_of
 from jaxsched.plateau import PlateauState
 from jaxsched.state_tree import find, find_one, replace, replace_with_path
 from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch, scheduler_steps
@@ -159,14 +159,16 @@ def check_scheduler(config: Config, saved: Mapping[str, Any] | None, fresh: Any,
       check_scheduler(config, s, f, f'{where}._schedulers[{i}]')
 
 
-def _cycled(config: Config) -> tuple[str, ...]:
+def _cycled(entry: SchedulerEntry | None) -> tuple[str, ...]:
   """The optimizer keys the scheduler cycles (torch's cycle_momentum)."""
-  if config.scheduler not in ('OneCycleLR', 'CyclicLR') or not config.scheduler_kwargs.get('cycle_momentum', True):
+  if entry is None or entry.scheduler not in ('OneCycleLR', 'CyclicLR') or not entry.kwargs.get('cycle_momentum', True):
     return ()
   return ('momentum', 'betas')
 
 
-def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, Any] | None, step: int | None) -> int:
+def _optimizer_steps(
+  config: Config, entry: SchedulerEntry | None, sd: Mapping[str, Any], sched: Mapping[str, Any] | None, step: int | None
+) -> int:
   """Optimizer steps taken so far (Lightning's global_step): ``step`` if given, else torch's
   ``step`` in the state, else the scheduler's position where it is stepped once per optimizer
   step; 0 where nothing depends on it (no schedule of the step count, no accumulation)."""
@@ -180,9 +182,8 @@ def _optimizer_steps(config: Config, sd: Mapping[str, Any], sched: Mapping[str, 
     )
   if steps:
     return steps.pop()
-  scheduled = config.scheduler is not None and config.scheduler != PLATEAU
-  sc = config.scheduler_configs
-  if scheduled and sched is not None and sc['interval'] == 'step' and sc['frequency'] == 1:
+  scheduled = entry is not None and entry.scheduler != PLATEAU
+  if scheduled and sched is not None and entry.interval == 'step' and entry.frequency == 1:
     return _position(sched)
   if scheduled or config.accumulate_grad_batches > 1:
     raise ConfigError(
@@ -200,10 +201,12 @@ def _position(sched: Mapping[str, Any]) -> int:
 
 def _prepare(
   config: Any, params: Any, torch_names: Any, rule: Any, batches_per_epoch: int | None, steps_per_epoch: int | None
-) -> tuple[Config, Rule, Any, int | None]:
-  """What both directions check first: the config, the rule, the parameters' correspondence
-  (with layouts that keep the optimizer's math) and the epoch's batches."""
-  config = plan_of(config).config
+) -> tuple[Config, SchedulerEntry | None, Rule, Any, int | None]:
+  """What both directions check first: the config and its one scheduler (a list is refused), the
+  rule, the parameters' correspondence (with layouts that keep the optimizer's math) and the
+  epoch's batches."""
+  plan = plan_of(config)
+  config = plan.config
   rule = as_rule(rule)
   if config.optimizer not in OPTIMIZERS or not OPTIMIZERS[config.optimizer].torch_state:
     raise ConfigError(f'optimizer={config.optimizer!r} has no torch.optim counterpart.')
@@ -219,7 +222,8 @@ def _prepare(
       )
   corr = correspondence(config, params, torch_names, rule)
   check_layouts(config, corr, params)
-  return config, rule, corr, epoch_batches(config, batches_per_epoch, steps_per_epoch)
+  entry = plan.schedulers[0] if plan.schedulers else None
+  return config, entry, rule, corr, epoch_batches(config, batches_per_epoch, steps_per_epoch)
 
 
 def from_torch(
@@ -265,19 +269,18 @@ def from_torch(
       groups, shape, optimizer or scheduler setting, a scheduler position the step count does
       not give), or a layout change that would change the optimizer's math (Adafactor, Muon).
   """
-  config, rule, corr, batches = _prepare(config, params, torch_names, rule, batches_per_epoch, steps_per_epoch)
+  config, entry, rule, corr, batches = _prepare(config, params, torch_names, rule, batches_per_epoch, steps_per_epoch)
   fresh_optimizer, fresh_scheduler = _fresh_torch(config, params, corr, rule)
-  check_optimizer(config, optimizer_state_dict, fresh_optimizer.state_dict(), corr, _cycled(config))
+  check_optimizer(config, optimizer_state_dict, fresh_optimizer.state_dict(), corr, _cycled(entry))
   check_scheduler(config, scheduler_state_dict, fresh_scheduler)
-  k = _optimizer_steps(config, optimizer_state_dict, scheduler_state_dict, step)
-  if scheduler_state_dict is not None and config.scheduler != PLATEAU:
-    n, expected = _position(scheduler_state_dict), int(scheduler_steps(config, batches)(k))
+  k = _optimizer_steps(config, entry, optimizer_state_dict, scheduler_state_dict, step)
+  if scheduler_state_dict is not None and entry is not None and entry.scheduler != PLATEAU:
+    n, expected = _position(scheduler_state_dict), int(scheduler_steps(config, batches, entry)(k))
     if n != expected:
       raise ConfigError(
         f"the scheduler has stepped {n} times, but after {k} optimizer steps the config's "
-        f'scheduler_configs ({config.scheduler_configs["interval"]}, frequency '
-        f'{config.scheduler_configs["frequency"]}) step it {expected} times: another interval, '
-        f'frequency or epoch length, or give step= (optimizer steps taken).'
+        f'scheduler_configs ({entry.interval}, frequency {entry.frequency}) step it {expected} times: '
+        'another interval, frequency or epoch length, or give step= (optimizer steps taken).'
       )
   tx = build(config, params, batches_per_epoch=batches_per_epoch, steps_per_epoch=steps_per_epoch)
   spec = OPTIMIZERS[config.optimizer]
@@ -388,7 +391,7 @@ def to_torch(
       a layout change that would change the optimizer's math, what :func:`from_torch` refuses.
   """
   torch = import_torch()
-  config, rule, corr, batches = _prepare(config, params, torch_names, rule, batches_per_epoch, steps_per_epoch)
+  config, _, rule, corr, batches = _prepare(config, params, torch_names, rule, batches_per_epoch, steps_per_epoch)
   optimizer, scheduler = _fresh_torch(config, params, corr, rule)
   accumulated = find_one(opt_state, AccumulateState)
   if accumulated is not None and (int(accumulated.kept) or int(accumulated.batch) % config.accumulate_grad_batches):

@@ -27,6 +27,7 @@ from jaxsched.optimizers import (
   timm_layerwise,
   timm_misc,
   timm_moments,
+  timm_unported,
 )
 from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS, OptimizerSpec
 
@@ -93,6 +94,8 @@ def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.Grad
     return optax_aliases.build(name[len('optax.') :], learning_rate, kwargs)
   spec = spec_of(name)
   if spec is None:
+    if name in timm_unported.UNPORTED:
+      raise ConfigError(f'optimizer={name!r}: {timm_unported.UNPORTED[name]}.')
     raise unknown('optimizer', name, [*OPTIMIZERS, *TIMM_OPTIMIZERS, 'optax.<alias>'])
   return _build(spec, learning_rate, kwargs)
 

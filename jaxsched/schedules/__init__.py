@@ -35,7 +35,7 @@ _FUNCTIONS = ('lr_lambda', 'scale_fn')  # the keywords that hold the user's own 
 __all__ = ['SCHEDULES', 'Schedule', 'ScheduleSpec', 'compile_expression', 'schedule']
 
 
-def schedule(name: str, learning_rate: Any, **kwargs: Any) -> Schedule:
+def schedule(name: str, learning_rate: Any, *, optimizer_lr: float | None = None, **kwargs: Any) -> Schedule:
   """The torch scheduler ``name`` as a pure function of the step count.
 
   Args:
@@ -43,6 +43,10 @@ def schedule(name: str, learning_rate: Any, **kwargs: Any) -> Schedule:
       or "LinearWarmupCosineAnnealingLR" (DynVision's, pl_bolts semantics).
     learning_rate: the optimizer's lr (torch's ``base_lr``); CyclicLR and
       OneCycleLR ignore it, as torch does.
+    optimizer_lr: for a param group whose lr differs from the optimizer's own
+      (``optimizer.defaults['lr']``), that lr: HF's ``hf.polynomial`` and
+      ``hf.*_with_min_lr`` divide by it (``ScheduleSpec.reads_optimizer_lr``); the
+      other schedulers ignore it. Defaults to ``learning_rate``.
     **kwargs: the scheduler's torch constructor keywords (without optimizer,
       last_epoch, verbose). SequentialLR and ChainedScheduler take
       ``schedulers=[{'scheduler': NAME, 'scheduler_kwargs': {...}}, ...]``;
@@ -76,6 +80,8 @@ def schedule(name: str, learning_rate: Any, **kwargs: Any) -> Schedule:
   checked = spec.resolve(kwargs)
   for key, value in checked.items():
     _checks.representable_count(f'{name}: {key}', value)
+  if spec.reads_optimizer_lr and optimizer_lr is not None:
+    checked['optimizer_lr'] = _LEARNING_RATE(f'{name}: optimizer_lr', optimizer_lr)
   curve = spec.builder(lr, **checked)
   sched = Schedule(name=name, curve=curve, momentum=momentum_schedule(curve), max_count=curve.horizon)
   _check_start(sched, dict(learning_rate=learning_rate, **kwargs))

@@ -84,6 +84,9 @@ class ScheduleSpec:
       scheduler_configs sets none: 'epoch' (the reference page's default) for
       torch's schedulers; 'step' for a library that steps its scheduler after
       every optimizer step (Hugging Face's Trainer).
+    reads_optimizer_lr: whether the scheduler reads the optimizer's own lr
+      (``optimizer.defaults['lr']``) besides each param group's: HF's polynomial and
+      min-lr schedules divide by it. The builder then takes ``optimizer_lr``.
   """
 
   name: str
@@ -91,6 +94,7 @@ class ScheduleSpec:
   kwargs: Mapping[str, tuple[Any, _checks.Check]]
   cross_check: Callable[[dict[str, Any]], None] | None = None
   default_interval: str = 'epoch'
+  reads_optimizer_lr: bool = False
 
   @property
   def doc(self) -> str:

@@ -18,6 +18,7 @@ is an alias of ``ReduceLROnPlateau`` in configs (:data:`ALIASES`); ``hf.greedy``
 from __future__ import annotations
 
 import fractions
+import inspect
 import math
 from typing import Any
 
@@ -135,28 +136,30 @@ def cosine_with_restarts(lr, num_warmup_steps, num_training_steps, num_cycles):
   return basic.lambda_lr(lr, lambda n: jnp.where(n < w, _warmup(n, w), decay(n)))
 
 
-def polynomial(lr, num_warmup_steps, num_training_steps, lr_end, power):
+def polynomial(lr, num_warmup_steps, num_training_steps, lr_end, power, optimizer_lr=None):
   """hf.polynomial (``transformers.get_polynomial_decay_schedule_with_warmup``): linear
   warmup, then ``(lr - lr_end) * (1 - progress) ** power + lr_end``, lr_end after
   num_training_steps.
 
-  HF divides by the optimizer's default lr (``optimizer.defaults['lr']``); here by
-  ``learning_rate``, which is the same for one parameter group.
+  HF's factor is ``((lr0 - lr_end) * (1 - progress) ** power + lr_end) / lr0`` with lr0 the
+  optimizer's own lr (``optimizer.defaults['lr']``: ``optimizer_lr``, else ``lr``), which each
+  param group's lr is multiplied by: a group at half the optimizer's lr ends at half of lr_end.
   """
   w, t = num_warmup_steps, num_training_steps
-  if not lr > lr_end:
+  lr0 = lr if optimizer_lr is None else optimizer_lr
+  if not lr0 > lr_end:
     raise ConfigError(
-      f'hf.polynomial: lr_end={lr_end!r} must be smaller than the learning rate {lr!r} '
+      f"hf.polynomial: lr_end={lr_end!r} must be smaller than the optimizer's learning rate {lr0!r} "
       '(transformers raises ValueError).'
     )
-  if lr == 0:
+  if lr0 == 0:
     raise ConfigError('hf.polynomial: a learning rate of 0 cannot run: transformers divides by it.')
 
   def decay(n):
     remaining = _ratio(jnp.clip(t - n, 0, t - w), max(1, t - w))  # 1 - (n - w) / (t - w), exactly
     # (lr - lr_end) * remaining ** power + lr_end, over lr: one constant per term, so that XLA has none to fold
-    value = const((lr - lr_end) / lr) * jnp.power(remaining, const(power)) + const(lr_end / lr)
-    return jnp.where(n > t, const(lr_end / lr), value)
+    value = const((lr0 - lr_end) / lr0) * jnp.power(remaining, const(power)) + const(lr_end / lr0)
+    return jnp.where(n > t, const(lr_end / lr0), value)
 
   return basic.lambda_lr(lr, lambda n: jnp.where(n < w, _warmup(n, w), decay(n)))
 
@@ -213,26 +216,29 @@ def _check_min_lr(name: str):
   return check
 
 
-def cosine_with_min_lr(lr, num_warmup_steps, num_training_steps, num_cycles, min_lr, min_lr_rate):
+def cosine_with_min_lr(lr, num_warmup_steps, num_training_steps, num_cycles, min_lr, min_lr_rate, optimizer_lr=None):
   """hf.cosine_with_min_lr (``transformers.get_cosine_with_min_lr_schedule_with_warmup``):
   hf.cosine scaled to end at min_lr (or min_lr_rate times the learning rate) instead of 0.
 
-  HF divides min_lr by the optimizer's default lr; here by ``learning_rate``.
+  HF divides min_lr by the optimizer's own lr (``optimizer.defaults['lr']``: ``optimizer_lr``,
+  else ``lr``), so a param group at half the optimizer's lr ends at half of min_lr.
   """
   w, t = num_warmup_steps, num_training_steps
-  rate = _min_lr_rate('hf.cosine_with_min_lr', lr, min_lr, min_lr_rate)
+  rate = _min_lr_rate('hf.cosine_with_min_lr', lr if optimizer_lr is None else optimizer_lr, min_lr, min_lr_rate)
   decay = lambda n: _floor(rate, _cosine(n - w, max(1, t - w), num_cycles))
   return basic.lambda_lr(lr, lambda n: jnp.where(n < w, _warmup(n, w), decay(n)))
 
 
 def cosine_warmup_with_min_lr(
-  lr, num_warmup_steps, num_training_steps, num_cycles, min_lr, min_lr_rate, warmup_lr_rate
+  lr, num_warmup_steps, num_training_steps, num_cycles, min_lr, min_lr_rate, warmup_lr_rate, optimizer_lr=None
 ):
   """hf.cosine_warmup_with_min_lr (``transformers.get_cosine_with_min_lr_schedule_with_warmup_lr_rate``):
   a warmup that starts above 0 (``(n + 1) / num_warmup_steps``, or from warmup_lr_rate),
-  then hf.cosine_with_min_lr one step ahead (``progress = (n - num_warmup_steps + 1) / ...``)."""
+  then hf.cosine_with_min_lr one step ahead (``progress = (n - num_warmup_steps + 1) / ...``);
+  min_lr over the optimizer's own lr as there."""
   w, t = num_warmup_steps, num_training_steps
-  rate = _min_lr_rate('hf.cosine_warmup_with_min_lr', lr, min_lr, min_lr_rate)
+  lr0 = lr if optimizer_lr is None else optimizer_lr
+  rate = _min_lr_rate('hf.cosine_warmup_with_min_lr', lr0, min_lr, min_lr_rate)
   if warmup_lr_rate is None:
     warmup = lambda n: _ratio(n + 1, max(1.0, w))
   else:
@@ -297,7 +303,15 @@ def _check_wsd(kw):
 
 
 def _spec(builder, kwargs: _Kwargs, cross_check=None) -> ScheduleSpec:
-  return ScheduleSpec(f'hf.{builder.__name__}', builder, kwargs, cross_check=cross_check, default_interval='step')
+  reads = 'optimizer_lr' in inspect.signature(builder).parameters
+  return ScheduleSpec(
+    f'hf.{builder.__name__}',
+    builder,
+    kwargs,
+    cross_check=cross_check,
+    default_interval='step',
+    reads_optimizer_lr=reads,
+  )
 
 
 _WARMUP: _Kwargs = {'num_warmup_steps': (REQUIRED, _COUNT)}

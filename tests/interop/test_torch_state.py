@@ -352,7 +352,7 @@ def lbfgs_problem(config, module, names, metrics=()):
   torch_loss = quartic({n: tuple(map(torch.tensor, c)) for n, c in coefs.items()})
   jax_coefs = {n: tuple(layouts.flax_rule(n, np.ndim(c[0]))[1].to_jax(x) for x in c) for n, c in coefs.items()}
   jax_loss = quartic(jax_coefs)
-  paths = {n: layouts.resolve(layouts.flax_rule, n, layouts.leaf_paths(jax_params(module)))[0] for n in names}
+  paths = {n: layouts.locate(layouts.flax_rule, n, layouts.leaf_paths(jax_params(module)))[0] for n in names}
 
   def value_fn(params):
     by_path = layouts.leaf_paths(params)

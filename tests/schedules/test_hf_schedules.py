@@ -151,6 +151,61 @@ def test_config_steps_the_schedule_after_every_update():
   assert_close(np.asarray(lrs), expected, 0.1, 'float64')
 
 
+@pytest.mark.parametrize(
+  'name, kwargs',
+  [
+    ('polynomial', {'lr_end': 0.01, 'power': 2.0}),
+    ('cosine_with_min_lr', {'min_lr': 0.01}),
+    ('cosine_warmup_with_min_lr', {'min_lr': 0.01, 'warmup_lr_rate': 0.1}),
+  ],
+)
+def test_several_groups_divide_by_the_optimizers_lr(name, kwargs):
+  """HF's polynomial and min-lr schedules divide by ``optimizer.defaults['lr']``: the recurrent
+  group at half the optimizer's lr follows half the regular group's curve (lr_end and min_lr
+  halved too), on jaxsched's side and on the torch optimizer configure_optimizers builds."""
+  w, t, steps = 2, 8, 10
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'recurrent_learning_rate_multiplier': 0.5,
+    'scheduler': f'hf.{name}',
+    'scheduler_kwargs': {'num_warmup_steps': w, 'num_training_steps': t, **kwargs},
+  }
+  with x64('float64'):
+    params = {'conv': jnp.ones(3), 'recurrent': jnp.ones(2)}
+    tx = jaxsched.build(config, params, batches_per_epoch=1)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    lrs = [jaxsched.current_lr(state)]
+    for _ in range(steps):
+      updates, state = update(jax.tree.map(jnp.ones_like, params), state, params)
+      lrs.append(jaxsched.current_lr(state))
+  opt = torch.optim.SGD(
+    [{'params': [torch.zeros(1, requires_grad=True)]}, {'params': [torch.zeros(1, requires_grad=True)], 'lr': 0.05}],
+    lr=0.1,
+  )
+  sched = transformers.get_scheduler(name, opt, w, t, dict(kwargs))
+  expected = [[g['lr'] for g in opt.param_groups]]
+  for _ in range(steps):
+    opt.step()
+    sched.step()
+    expected.append([g['lr'] for g in opt.param_groups])
+  expected = np.asarray(expected)
+  assert_close(np.asarray([float(lr['regular']) for lr in lrs]), expected[:, 0], 0.1, 'float64')
+  assert_close(np.asarray([float(lr['recurrent']) for lr in lrs]), expected[:, 1], 0.05, 'float64')
+  assert expected[-1, 1] == pytest.approx(expected[-1, 0] / 2)  # the recurrent group ends at half the floor
+  # the torch side: the optimizer configure_optimizers builds has the config's lr as its default
+  named = {'conv.weight': torch.nn.Parameter(torch.zeros(3)), 'recurrent.weight': torch.nn.Parameter(torch.zeros(2))}
+  torch_opt = jaxsched.torch_optimizer(config, named.items(), rule=lambda n, ndim: None)
+  torch_sched = jaxsched.torch_scheduler(config, torch_opt)
+  got = [[g['lr'] for g in torch_opt.param_groups]]
+  for _ in range(steps):
+    torch_opt.step()
+    torch_sched.step()
+    got.append([g['lr'] for g in torch_opt.param_groups])
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-15)
+
+
 def test_reduce_lr_on_plateau_is_torchs_with_interval_epoch():
   kwargs = {'mode': 'min', 'factor': 0.5, 'patience': 1}
   config = jaxsched.load_config(
@@ -230,4 +285,10 @@ def test_bad_input_in_a_config():
   assert_config_error(
     lambda: jaxsched.load_config({'scheduler': 'hf.cosine', 'scheduler_kwargs': {'num_warmup_steps': 1}}),
     ['hf.cosine', "'num_training_steps'"],
+  )
+  # the optimizer's lr comes from the config's learning_rate, not from the scheduler's keywords
+  polynomial = {'num_warmup_steps': 1, 'num_training_steps': 5, 'optimizer_lr': 0.1}
+  assert_config_error(
+    lambda: jaxsched.load_config({'scheduler': 'hf.polynomial', 'scheduler_kwargs': polynomial}),
+    ['keyword for hf.polynomial', "'optimizer_lr'", 'lr_end'],
   )

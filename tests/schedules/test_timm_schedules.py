@@ -257,6 +257,17 @@ def test_lint_flags_t_in_epochs_against_the_interval():
       lambda: jaxsched.load_config({'scheduler': 'timm.step', 'scheduler_kwargs': {'decay_rate': 0.5}}),
       ["missing required keyword 'decay_t'"],
     ),
+    (
+      lambda: jaxsched.load_config(
+        {
+          'schedulers': [
+            {'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2}},
+            {'scheduler': 'timm.step', 'scheduler_kwargs': {'decay_t': 2}},
+          ]
+        }
+      ),
+      ['schedulers[1]', 'timm.step cannot share the optimizer', 'the only scheduler'],
+    ),
   ],
 )
 def test_bad_input(call, words):

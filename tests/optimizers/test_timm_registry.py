@@ -1,0 +1,32 @@
+"""Every name in timm's optimizer registry is a ``timm.<name>`` ID or a ConfigError that says why
+not and what to use."""
+
+import pytest
+
+import jaxsched
+from jaxsched.optimizers import TIMM_OPTIMIZERS
+from jaxsched.optimizers.timm_unported import UNPORTED
+from oracle import assert_config_error
+from timm_runs import TIMM_OPTIM
+
+
+def test_every_registry_name_is_an_id_or_says_why_not():
+  listed = {f'timm.{name}' for name in TIMM_OPTIM.list_optimizers()}
+  assert listed - set(TIMM_OPTIMIZERS) - set(UNPORTED) == set()
+  assert set(UNPORTED) <= listed  # no reason for a name timm does not have
+  assert set(UNPORTED).isdisjoint(TIMM_OPTIMIZERS)
+
+
+@pytest.mark.parametrize(
+  'name, words',
+  [
+    ('timm.kron', ['timm.kron', 'timm.optim.Kron', 'not ported']),
+    ('timm.adahessian', ['Hessian-vector products', 'not ported']),
+    ('timm.sgd', ['torch.optim.SGD', 'nesterov: true, momentum: 0.9']),
+    ('timm.rmsprop', ['optimizer RMSprop', 'alpha: 0.9']),
+    ('timm.fusedlamb', ["apex's CUDA kernel", 'use timm.lamb']),
+  ],
+)
+def test_unported_names_are_config_errors_that_say_why(name, words):
+  assert_config_error(lambda: jaxsched.optimizer(name), [repr(name), *words])
+  assert_config_error(lambda: jaxsched.load_config({'optimizer': name}), words)
