@@ -1,9 +1,11 @@
 """timm's Adam variants that torch.optim lacks: ``timm.optim.Adopt``, ``timm.optim.LaProp`` and
-``timm.optim.NAdamW``, by the IDs ``timm.adopt``, ``timm.adoptw``, ``timm.laprop`` and
-``timm.nadamw``.
+``timm.optim.NAdamW``, by the IDs ``timm.adopt``, ``timm.adoptw``, ``timm.adoptc``, ``timm.cadopt``,
+``timm.cadoptw``, ``timm.cadoptc``, ``timm.laprop``, ``timm.lapropc``, ``timm.claprop``, ``timm.nadamw``,
+``timm.nadamc``, ``timm.cnadamw`` and ``timm.cnadamc`` (a leading ``c``: ``caution``; a trailing ``c``:
+``corrected_weight_decay``, :func:`jaxsched.optimizers._registry.with_corrected_decay`).
 
 Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)``
-passes (the class's own, then ``weight_decay=0`` and the registry entry's ``decoupled``); the
+passes (the class's own, then ``weight_decay=0`` and the registry entry's own); the
 numbers are those of timm's single-tensor implementations, the ones it runs on CPU. There is no
 torch.optim counterpart, so no torch state conversion (``torch_state`` is empty). All three
 optimize complex parameters as their real view (``torch.view_as_real``), as timm does.

@@ -1,10 +1,12 @@
 """timm's layer-wise adaptive optimizers: ``timm.optim.Lamb`` and ``timm.optim.Lars``, by the
-IDs ``timm.lamb``, ``timm.lambc``, ``timm.lambw``, ``timm.lambcw``, ``timm.lars``,
+IDs ``timm.lamb``, ``timm.lambc``, ``timm.lambw``, ``timm.lambcw``, ``timm.lambcd``
+(``corrected_weight_decay``), ``timm.clamb``, ``timm.clambw`` (``caution``), ``timm.lars``,
 ``timm.larc``, ``timm.nlars`` and ``timm.nlarc``.
 
 Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)``
 passes: the class's own, then ``weight_decay=0`` and (LARS) ``momentum=0.9`` from the factory,
-then the registry entry's (``trust_clip``, ``decoupled_decay``, ``nesterov``). The numbers
+then the registry entry's (``trust_clip``, ``decoupled_decay``, ``nesterov``, ``caution``,
+``corrected_weight_decay``). The numbers
 are those of timm's single-tensor implementation (``_single_tensor_lamb``,
 ``_single_tensor_lars``), the one it runs on CPU. There is no torch.optim counterpart, so no
 torch state conversion (``torch_state`` is empty). timm does not take the real view of complex

@@ -1,10 +1,11 @@
 """timm's other optimizers that torch.optim lacks: ``timm.optim.MADGRAD``,
 ``timm.optim.NvNovoGrad`` and ``timm.optim.Mars``, by the IDs ``timm.madgrad``,
-``timm.madgradw``, ``timm.novograd``, ``timm.novogradw`` and ``timm.mars``.
+``timm.madgradw``, ``timm.novograd``, ``timm.novogradw``, ``timm.novogradc``
+(``corrected_weight_decay``), ``timm.mars`` and ``timm.cmars`` (``caution``).
 
 Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)``
 passes (the class's own, then ``weight_decay=0``, MADGRAD's ``momentum=0.9`` and the registry
-entry's ``decoupled_decay``); the numbers are those of timm's implementations. There is no
+entry's own); the numbers are those of timm's implementations. There is no
 torch.optim counterpart, so no torch state conversion (``torch_state`` is empty). None of the
 three takes the real view of complex parameters: complex parameters are refused.
 """

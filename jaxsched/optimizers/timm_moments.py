@@ -1,15 +1,15 @@
 """timm's moment-based optimizers that torch.optim lacks: ``timm.optim.Lion``,
-``timm.optim.AdaBelief`` and ``timm.optim.Adan``, by the IDs ``timm.lion``,
-``timm.adabelief``, ``timm.radabelief``, ``timm.adan`` and ``timm.adanw``.
+``timm.optim.AdaBelief`` and ``timm.optim.Adan``, by the IDs ``timm.lion``, ``timm.lionc``
+(``corrected_weight_decay``), ``timm.clion``, ``timm.clionc`` (``caution``), ``timm.adabelief``,
+``timm.radabelief``, ``timm.adan``, ``timm.adanw``, ``timm.cadan`` and ``timm.cadanw``.
 
-Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)``
-passes (the class's own, then ``weight_decay=0`` and the registry entry's ``rectify`` or
-``no_prox``); the numbers are those of timm's single-tensor implementations, the ones it runs on
-CPU. There is no torch.optim counterpart, so no torch state conversion (``torch_state`` is
-empty). Lion optimizes complex parameters as their real view (``torch.view_as_real``, as
-``timm.optim.Lion`` does); AdaBelief and Adan do not take the real view, and complex parameters
-are refused.
-"""
+Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)`` passes
+(the class's own, then ``weight_decay=0`` and the registry entry's ``rectify``, ``no_prox``,
+``caution`` or ``corrected_weight_decay``); the numbers are those of timm's single-tensor
+implementations, the ones it runs on CPU. There is no torch.optim counterpart, so no torch state
+conversion (``torch_state`` is empty). Lion optimizes complex parameters as their real view
+(``torch.view_as_real``, as ``timm.optim.Lion`` does); AdaBelief and Adan do not take the real view,
+and complex parameters are refused."""
 
 from __future__ import annotations
 
