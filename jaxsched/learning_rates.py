@@ -126,7 +126,9 @@ def group_learning_rate(
 ) -> tuple[Any, dict[str, Any]]:
   """Group ``index`` of ``count``'s learning rate (a float, a schedule of the optimizer step,
   a Plateau or a Chain) and its optimizer keywords (the momentum cycled where a scheduler
-  does).
+  does; the optimizer's :attr:`~jaxsched.optimizers.OptimizerSpec.peak_lr` keywords, where the
+  config does not set them, the config's base LR: timm's ``max_lr_snapshot``, the constructor's
+  lr, the same for every param group).
 
   Args:
     plan: the config's plan.
@@ -153,7 +155,8 @@ def group_learning_rate(
     lr = group.learning_rate
   if swa_swap is not None and plan.swa is not None:
     lr, momentum = averaging.swa_learning_rate(plan.swa, lr, momentum, index, count, *swa_swap)
-  return lr, _with_momentum(plan.optimizer, dict(group.optimizer_kwargs), momentum)
+  peak = dict.fromkeys(plan.spec.peak_lr, base_lr(plan.config)) if plan.spec is not None else {}
+  return lr, _with_momentum(plan.optimizer, {**peak, **group.optimizer_kwargs}, momentum)
 
 
 def _learning_rate(

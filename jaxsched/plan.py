@@ -120,11 +120,12 @@ class Plan:
   def shares_direction(self, held: list[Group]) -> bool:
     """Whether the groups that hold parameters (``held``) can share one optimizer for the
     direction, each scaling it by its own LR: several groups that differ only in their LR,
-    an optimizer linear in the LR (``OptimizerSpec.lr_linear``), no momentum cycled per group."""
+    an optimizer linear in the LR with their keywords (``OptimizerSpec.is_lr_linear``), no momentum
+    cycled per group."""
     return (
       len(held) > 1
       and self.spec is not None
-      and self.spec.lr_linear
+      and self.spec.is_lr_linear(held[0].optimizer_kwargs)
       and all(g.optimizer_kwargs == held[0].optimizer_kwargs for g in held)
       and not any(isinstance(e.kwargs.get(k), (list, tuple)) for e in self.schedulers for k in MOMENTUM_KEYS)
     )

@@ -101,7 +101,8 @@ def optimizer(name: str, learning_rate: Any = None, **kwargs: Any) -> optax.Grad
 
 
 def resolve(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-  """Checks ``learning_rate`` and ``kwargs`` against ``spec``; fills defaults."""
+  """Checks ``learning_rate`` and ``kwargs`` against ``spec``; fills defaults (a null
+  :attr:`OptimizerSpec.peak_lr` keyword: the learning rate, where that is a number)."""
   for key in IMPLEMENTATION_FLAGS:
     if key in kwargs and kwargs.pop(key) not in (None, True, False):
       raise ConfigError(f'{spec.name}: {key} must be true, false or null.')
@@ -112,6 +113,9 @@ def resolve(spec: OptimizerSpec, learning_rate: Any, kwargs: dict[str, Any]) -> 
   checked = {
     key: check(f'{spec.name}: {key}', kwargs.get(key, default)) for key, (default, check) in spec.kwargs.items()
   }
+  for key in spec.peak_lr:  # null: the learning rate given, where that is a number (not a schedule)
+    if checked[key] is None and not callable(lr):
+      checked[key] = lr
   if spec.cross_check is not None:
     spec.cross_check(checked)
   return lr, checked

@@ -107,6 +107,15 @@ def decoupled_decay(learning_rate: Any, weight_decay: Any) -> optax.GradientTran
   return optax.stateless(fn)
 
 
+def decay_learning_rate(learning_rate: Any, corrected: bool, max_lr: Any) -> jax.Array:
+  """The LR factor of timm's decoupled weight decay ``p *= 1 - factor * wd`` (``wd_scale`` in
+  ``timm.optim.Lion``, ``NAdamW``, ``Adopt``, ``LaProp``, ``Lamb``, ``NvNovoGrad``): the LR, or with
+  ``corrected_weight_decay`` ``lr**2 / max_lr``, max_lr being the peak LR (timm's ``max_lr_snapshot``,
+  the constructor's lr), so that the decay per step follows the schedule as ``(lr / max_lr) * lr``."""
+  lr = jnp.asarray(learning_rate)
+  return lr**2 / max_lr if corrected else lr
+
+
 def chain(*transforms: optax.GradientTransformation | None) -> optax.GradientTransformationExtraArgs:
   """``optax.chain`` that skips None, so factories can write optional terms inline."""
   return optax.chain(*(t for t in transforms if t is not None))

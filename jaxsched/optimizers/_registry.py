@@ -95,6 +95,13 @@ class OptimizerSpec:
       gradients together, where the optimizer's step reads them all at once (timm's ``Lamb``
       clips by the norm of all its groups' gradients): :func:`jaxsched.build` applies it once
       before the groups' own steps, which get the keyword as None.
+    peak_lr: keywords that hold the peak learning rate (timm's ``max_lr_snapshot``, the
+      constructor's lr): null stands for the learning rate given, where that is a number;
+      :func:`jaxsched.build` gives them the config's base LR, as timm gives every param
+      group its constructor's.
+    lr_nonlinear: boolean keywords that, when true, make the step non-linear in the LR
+      even where :attr:`lr_linear` holds (timm's ``corrected_weight_decay``: ``lr**2 / max_lr``);
+      see :meth:`is_lr_linear`.
   """
 
   name: str
@@ -115,12 +122,59 @@ class OptimizerSpec:
   closure: bool = False
   check_layout: Callable[[Layout, str, str, tuple[int, ...], Mapping[str, Any]], None] | None = None
   across_groups: Mapping[str, Callable[[Any], optax.GradientTransformation]] = dataclasses.field(default_factory=dict)
+  peak_lr: tuple[str, ...] = ()
+  lr_nonlinear: tuple[str, ...] = ()
 
   @property
   def doc(self) -> str:
     return (self.factory.__doc__ or '').strip().splitlines()[0] if self.factory.__doc__ else ''
 
+  def is_lr_linear(self, kwargs: Mapping[str, Any]) -> bool:
+    """Whether the step with keywords ``kwargs`` (a keyword not there: its default) is linear in
+    the LR: :attr:`lr_linear`, and none of :attr:`lr_nonlinear` true."""
+    return self.lr_linear and not any(kwargs.get(key, self.kwargs[key][0]) for key in self.lr_nonlinear)
+
   def check_groups(self, count: int) -> None:
     """ConfigError for ``count`` > 1 param groups where torch accepts one only (:attr:`groups`)."""
     if not self.groups and count > 1:
       raise ConfigError(f"{self.name} doesn't support per-parameter options (parameter groups), as in torch.")
+
+
+def with_corrected_decay(spec: OptimizerSpec, corrected: bool) -> OptimizerSpec:
+  """``spec`` with timm's corrected weight decay (``timm.optim.Lion``, ``NAdamW``, ``Adopt``,
+  ``LaProp``, ``Lamb``, ``NvNovoGrad``): the keyword ``corrected_weight_decay`` (default
+  ``corrected``), whose decoupled decay then scales with ``lr**2 / max_lr`` instead of ``lr``
+  (:func:`jaxsched.optimizers._common.decay_learning_rate`), and jaxsched's ``max_lr``, timm's
+  ``max_lr_snapshot``: the constructor's lr, here the learning rate given where that is a number
+  (:attr:`OptimizerSpec.peak_lr`). With corrected decay, a scheduled learning rate needs max_lr,
+  and max_lr must be > 0 (timm raises for a constructor lr <= 0)."""
+  own = spec.cross_check
+
+  def check(kw: dict[str, Any]) -> None:
+    if own is not None:
+      own(kw)
+    if not kw['corrected_weight_decay']:
+      return
+    if kw['max_lr'] is None:
+      raise ConfigError(
+        f'{spec.name}: corrected_weight_decay scales the decay by lr**2 / max_lr, and the learning rate is a '
+        f"schedule: set max_lr, the peak LR (timm takes the constructor's lr)."
+      )
+    if kw['max_lr'] <= 0:
+      raise ConfigError(
+        f'{spec.name}: max_lr={kw["max_lr"]!r} (the learning rate where max_lr is not set) must be > 0 with '
+        f'corrected_weight_decay, as timm requires.'
+      )
+
+  return dataclasses.replace(
+    spec,
+    kwargs={
+      **spec.kwargs,
+      'corrected_weight_decay': (corrected, _checks.Boolean()),
+      'max_lr': (None, _checks.Optional(_checks.Real())),
+    },
+    cross_check=check,
+    jax_only=(*spec.jax_only, 'max_lr'),
+    peak_lr=('max_lr',),
+    lr_nonlinear=('corrected_weight_decay',),
+  )

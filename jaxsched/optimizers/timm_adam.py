@@ -1,9 +1,11 @@
 """timm's Adam variants that torch.optim lacks: ``timm.optim.Adopt``, ``timm.optim.LaProp`` and
-``timm.optim.NAdamW``, by the IDs ``timm.adopt``, ``timm.adoptw``, ``timm.laprop`` and
-``timm.nadamw``.
+``timm.optim.NAdamW``, by the IDs ``timm.adopt``, ``timm.adoptw``, ``timm.adoptc``, ``timm.cadopt``,
+``timm.cadoptw``, ``timm.cadoptc``, ``timm.laprop``, ``timm.lapropc``, ``timm.claprop``, ``timm.nadamw``,
+``timm.nadamc``, ``timm.cnadamw`` and ``timm.cnadamc`` (a leading ``c``: ``caution``; a trailing ``c``:
+``corrected_weight_decay``, :func:`jaxsched.optimizers._registry.with_corrected_decay`).
 
 Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)``
-passes (the class's own, then ``weight_decay=0`` and the registry entry's ``decoupled``); the
+passes (the class's own, then ``weight_decay=0`` and the registry entry's own); the
 numbers are those of timm's single-tensor implementations, the ones it runs on CPU. There is no
 torch.optim counterpart, so no torch state conversion (``torch_state`` is empty). All three
 optimize complex parameters as their real view (``torch.view_as_real``), as timm does.
@@ -19,7 +21,7 @@ import optax
 
 from jaxsched import _checks
 from jaxsched.optimizers import _common, adam
-from jaxsched.optimizers._registry import OptimizerSpec
+from jaxsched.optimizers._registry import OptimizerSpec, with_corrected_decay
 
 
 class AdoptState(NamedTuple):
@@ -47,12 +49,23 @@ def _maximized(updates: Any, maximize: bool) -> Any:
 
 
 def adopt(
-  learning_rate, b1, b2, eps, clip_exp, weight_decay, decoupled: bool, caution: bool, maximize: bool
+  learning_rate,
+  b1,
+  b2,
+  eps,
+  clip_exp,
+  weight_decay,
+  decoupled: bool,
+  caution: bool,
+  maximize: bool,
+  corrected_weight_decay: bool,
+  max_lr,
 ) -> optax.GradientTransformation:
   """ADOPT, as ``timm.optim.Adopt``.
 
   ``g = -g`` if maximize; ``g += wd * p`` unless decoupled. The first step only sets
-  ``v = g²``. Later steps: ``p += -lr * wd * p`` if decoupled;
+  ``v = g²``. Later steps: ``p += -lr * wd * p`` if decoupled (``lr**2 / max_lr`` for lr with
+  corrected_weight_decay, :func:`_common.decay_learning_rate`);
   ``n = g / max(sqrt(v), eps)``, clamped to ``±(t - 1)**clip_exp`` unless clip_exp is null;
   ``m = lerp(m, n, 1 - b1)`` (caution as :func:`_common.cautious`); ``p += -lr * m``; then
   ``v = b2 v + (1 - b2) g²``.
@@ -69,7 +82,8 @@ def adopt(
     # the first step: weight 0 keeps m, decay 0 keeps v's 0 before adding 1 * g², step 0 keeps p
     weight = jnp.where(first, zero, 1 - b1)
     step = jnp.where(first, zero, -jnp.asarray(learning_rate))
-    decay = None if weight_decay is None or not decoupled else step * weight_decay
+    rate = _common.decay_learning_rate(learning_rate, corrected_weight_decay, max_lr)
+    decay = None if weight_decay is None or not decoupled else jnp.where(first, zero, -rate) * weight_decay
     clip = None if clip_exp is None else (count.astype(dtype) - 1) ** clip_exp
     interpolate = _common.lerp(weight)
 
@@ -97,13 +111,16 @@ def adopt(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def laprop(learning_rate, b1, b2, eps, weight_decay, caution: bool) -> optax.GradientTransformation:
+def laprop(
+  learning_rate, b1, b2, eps, weight_decay, caution: bool, corrected_weight_decay: bool, max_lr
+) -> optax.GradientTransformation:
   """LaProp, as ``timm.optim.LaProp``: momentum over the normalized gradient.
 
   ``v = b2 v + (1 - b2) g²``; ``m = b1 m + lr (1 - b1) g / (sqrt(v / c2) + eps)`` with
   ``c2 = b2 c2 + (1 - b2)`` (``1 - b2**t``, rounded to float32 as timm's tensor) and
   ``c1 = b1 c1 + (1 - b1) lr``; caution as :func:`_common.cautious`; ``p += -(lr / c1) m``
-  (0 while ``c1 = 0``); then ``p += -lr * wd * p``.
+  (0 while ``c1 = 0``); then ``p += -lr * wd * p`` (``lr**2 / max_lr`` for lr with
+  corrected_weight_decay, :func:`_common.decay_learning_rate`).
   """
 
   def init_fn(params):
@@ -125,6 +142,9 @@ def laprop(learning_rate, b1, b2, eps, weight_decay, caution: bool) -> optax.Gra
     size = -jnp.where(lr_average != 0, lr / jnp.where(lr_average != 0, lr_average, 1), 0)
     push = lr * (1 - b1)
     nu = jax.tree.map(_common.square_average(b2), state.nu, updates)
+    decay = (
+      None if weight_decay is None else -_common.decay_learning_rate(lr, corrected_weight_decay, max_lr) * weight_decay
+    )
 
     def moment(g, m, v):
       denom = jnp.sqrt(v / one_average.astype(v.dtype)) + _common.cast(eps, v)
@@ -136,8 +156,8 @@ def laprop(learning_rate, b1, b2, eps, weight_decay, caution: bool) -> optax.Gra
       if caution:
         m = _common.cautious(m, g)
       new = p + _common.cast(size, m) * m
-      if weight_decay is not None:
-        new = new + _common.cast(-lr * weight_decay, p) * new
+      if decay is not None:
+        new = new + _common.cast(decay, p) * new
       return new - p
 
     out = jax.tree.map(leaf, updates, mu, params)
@@ -146,10 +166,22 @@ def laprop(learning_rate, b1, b2, eps, weight_decay, caution: bool) -> optax.Gra
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def nadamw(learning_rate, b1, b2, eps, weight_decay, caution: bool, maximize: bool, clipping_threshold):
+def nadamw(
+  learning_rate,
+  b1,
+  b2,
+  eps,
+  weight_decay,
+  caution: bool,
+  maximize: bool,
+  clipping_threshold,
+  corrected_weight_decay: bool,
+  max_lr,
+):
   """NAdamW, as ``timm.optim.NAdamW`` (the MLCommons algorithmic-efficiency NAdam with decoupled decay).
 
-  ``g = -g`` if maximize; ``p *= 1 - lr * wd``; ``m = lerp(m, g, 1 - b1)``,
+  ``g = -g`` if maximize; ``p *= 1 - lr * wd`` (``lr**2 / max_lr`` for lr with
+  corrected_weight_decay, :func:`_common.decay_learning_rate`); ``m = lerp(m, g, 1 - b1)``,
   ``v = b2 v + (1 - b2) g²``; the Nesterov look-ahead ``n = lerp(m, g, 1 - b1)``;
   ``d = sqrt(v) / sqrt(1 - b2**t) + eps``, times ``max(1, rms(g / d) / clipping_threshold)``
   if clipping_threshold is set (StableAdamW); caution on ``n`` as :func:`_common.cautious`;
@@ -165,6 +197,9 @@ def nadamw(learning_rate, b1, b2, eps, weight_decay, caution: bool, maximize: bo
     lr = jnp.asarray(learning_rate)
     size = -(lr / adam.bias_correction(b1, count))
     bc2_sqrt = jnp.sqrt(adam.bias_correction(b2, count))
+    decay = (
+      None if weight_decay is None else -_common.decay_learning_rate(lr, corrected_weight_decay, max_lr) * weight_decay
+    )
 
     def leaf(g, m, v, p):
       ahead = interpolate(m, g)
@@ -175,7 +210,7 @@ def nadamw(learning_rate, b1, b2, eps, weight_decay, caution: bool, maximize: bo
       if caution:
         ahead = _common.cautious(ahead, g)
       u = _common.cast(size, ahead) * (ahead / denom)
-      return u if weight_decay is None else _common.cast(-lr * weight_decay, p) * p + u
+      return u if decay is None else _common.cast(decay, p) * p + u
 
     out = jax.tree.map(leaf, grads, mu, nu, params)
     return out, AdoptState(count, mu, nu)
@@ -190,8 +225,8 @@ _FLAG = _checks.Boolean()
 _WEIGHT_DECAY = (0.0, adam.WEIGHT_DECAY)  # create_optimizer_v2 passes weight_decay=0
 
 
-def _adopt_spec(name: str, decoupled: bool) -> OptimizerSpec:
-  return OptimizerSpec(
+def _adopt_spec(name: str, decoupled: bool = False, caution: bool = False, corrected: bool = False) -> OptimizerSpec:
+  spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=adopt,
     lr=1e-3,
@@ -201,43 +236,63 @@ def _adopt_spec(name: str, decoupled: bool) -> OptimizerSpec:
       'clip_exp': (0.333, _checks.Optional(_checks.Real())),
       'weight_decay': _WEIGHT_DECAY,
       'decoupled': (decoupled, _FLAG),
-      'caution': (False, _FLAG),
+      'caution': (caution, _FLAG),
       'maximize': (False, _FLAG),
     },
     switchable=('weight_decay',),
     lr_linear=True,
   )
+  return with_corrected_decay(spec, corrected)
 
 
-SPECS = (
-  _adopt_spec('adopt', decoupled=False),
-  _adopt_spec('adoptw', decoupled=True),
-  OptimizerSpec(
-    name='timm.laprop',
+def _laprop_spec(name: str, caution: bool = False, corrected: bool = False) -> OptimizerSpec:
+  spec = OptimizerSpec(
+    name=f'timm.{name}',
     factory=laprop,
     lr=4e-4,
     kwargs={
       'betas': ((0.9, 0.999), adam.BETAS),
       'eps': (1e-15, _checks.NON_NEGATIVE),
       'weight_decay': _WEIGHT_DECAY,
-      'caution': (False, _FLAG),
+      'caution': (caution, _FLAG),
     },
     switchable=('weight_decay',),
     lr_linear=False,  # the momentum sums lr-weighted steps: a changing lr is not a scale of one direction
-  ),
-  OptimizerSpec(
-    name='timm.nadamw',
+  )
+  return with_corrected_decay(spec, corrected)
+
+
+def _nadamw_spec(name: str, caution: bool = False, corrected: bool = False) -> OptimizerSpec:
+  spec = OptimizerSpec(
+    name=f'timm.{name}',
     factory=nadamw,
     lr=1e-3,
     kwargs={
       'betas': ((0.9, 0.999), adam.BETAS),
       'eps': (1e-8, _checks.NON_NEGATIVE),
       'weight_decay': _WEIGHT_DECAY,
-      'caution': (False, _FLAG),
+      'caution': (caution, _FLAG),
       'maximize': (False, _FLAG),
       'clipping_threshold': (None, _checks.Optional(_checks.POSITIVE)),
     },
     switchable=('weight_decay',),
     lr_linear=True,
-  ),
+  )
+  return with_corrected_decay(spec, corrected)
+
+
+SPECS = (
+  _adopt_spec('adopt'),
+  _adopt_spec('adoptw', decoupled=True),
+  _adopt_spec('adoptc', decoupled=True, corrected=True),
+  _adopt_spec('cadopt', caution=True),
+  _adopt_spec('cadoptw', decoupled=True, caution=True),
+  _adopt_spec('cadoptc', decoupled=True, caution=True, corrected=True),
+  _laprop_spec('laprop'),
+  _laprop_spec('lapropc', corrected=True),
+  _laprop_spec('claprop', caution=True),
+  _nadamw_spec('nadamw'),
+  _nadamw_spec('nadamc', corrected=True),
+  _nadamw_spec('cnadamw', caution=True),
+  _nadamw_spec('cnadamc', caution=True, corrected=True),
 )

@@ -1,10 +1,12 @@
 """timm's layer-wise adaptive optimizers: ``timm.optim.Lamb`` and ``timm.optim.Lars``, by the
-IDs ``timm.lamb``, ``timm.lambc``, ``timm.lambw``, ``timm.lambcw``, ``timm.lars``,
+IDs ``timm.lamb``, ``timm.lambc``, ``timm.lambw``, ``timm.lambcw``, ``timm.lambcd``
+(``corrected_weight_decay``), ``timm.clamb``, ``timm.clambw`` (``caution``), ``timm.lars``,
 ``timm.larc``, ``timm.nlars`` and ``timm.nlarc``.
 
 Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)``
 passes: the class's own, then ``weight_decay=0`` and (LARS) ``momentum=0.9`` from the factory,
-then the registry entry's (``trust_clip``, ``decoupled_decay``, ``nesterov``). The numbers
+then the registry entry's (``trust_clip``, ``decoupled_decay``, ``nesterov``, ``caution``,
+``corrected_weight_decay``). The numbers
 are those of timm's single-tensor implementation (``_single_tensor_lamb``,
 ``_single_tensor_lars``), the one it runs on CPU. There is no torch.optim counterpart, so no
 torch state conversion (``torch_state`` is empty). timm does not take the real view of complex
@@ -24,7 +26,7 @@ import optax
 from jaxsched import _checks
 from jaxsched._errors import ConfigError
 from jaxsched.optimizers import _common, adam
-from jaxsched.optimizers._registry import OptimizerSpec
+from jaxsched.optimizers._registry import OptimizerSpec, with_corrected_decay
 from jaxsched.optimizers.sgd import torch_momentum
 
 
@@ -71,6 +73,8 @@ def lamb(
   always_adapt: bool,
   caution: bool,
   decoupled_decay: bool,
+  corrected_weight_decay: bool,
+  max_lr,
 ) -> optax.GradientTransformation:
   """LAMB, as ``timm.optim.Lamb`` (NVIDIA's NvLamb variant, apex's FusedLAMB).
 
@@ -78,7 +82,8 @@ def lamb(
   max_grad_norm is null); ``m = lerp(m, g, 1 - b1)`` (``b1 m + g`` without grad_averaging),
   ``v = b2 v + (1 - b2) g²``; ``u = (m / (1 - b1**t)) / (sqrt(v) / sqrt(1 - b2**t) + eps)``
   (no bias correction if bias_correction is false); caution as :func:`_common.cautious`;
-  ``u += wd * p`` or, with decoupled_decay, ``p += -lr * wd * p``; if wd != 0 or always_adapt,
+  ``u += wd * p`` or, with decoupled_decay, ``p += -lr * wd * p`` (``lr**2 / max_lr`` for lr with
+  corrected_weight_decay, :func:`_common.decay_learning_rate`); if wd != 0 or always_adapt,
   ``u *= |p| / |u|`` (1 if either norm is 0; at most 1 with trust_clip, LAMBC), ``|p|`` after
   the decoupled decay; ``p += -lr * u``.
   """
@@ -99,7 +104,8 @@ def lamb(
       (adam.bias_correction(b1, count), jnp.sqrt(adam.bias_correction(b2, count))) if bias_correction else (one, one)
     )
     step = -jnp.asarray(learning_rate)
-    decay = step * weight_decay if weight_decay is not None and decoupled_decay else None
+    rate = _common.decay_learning_rate(learning_rate, corrected_weight_decay, max_lr)
+    decay = -rate * weight_decay if weight_decay is not None and decoupled_decay else None
 
     def leaf(g, m, v, p):
       u = (m / _common.cast(bc1, m)) / (jnp.sqrt(v) / _common.cast(bc2_sqrt, v) + _common.cast(eps, v))
@@ -172,8 +178,10 @@ def _check_nesterov(kw: dict[str, Any]) -> None:
 _FLAG = _checks.Boolean()
 
 
-def _lamb_spec(name: str, trust_clip: bool = False, decoupled_decay: bool = False) -> OptimizerSpec:
-  return OptimizerSpec(
+def _lamb_spec(
+  name: str, trust_clip: bool = False, decoupled_decay: bool = False, caution: bool = False, corrected: bool = False
+) -> OptimizerSpec:
+  spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=lamb,
     lr=1e-3,
@@ -188,7 +196,7 @@ def _lamb_spec(name: str, trust_clip: bool = False, decoupled_decay: bool = Fals
       'max_grad_norm': (1.0, _checks.Optional(_checks.POSITIVE)),
       'trust_clip': (trust_clip, _FLAG),
       'always_adapt': (False, _FLAG),
-      'caution': (False, _FLAG),
+      'caution': (caution, _FLAG),
       'decoupled_decay': (decoupled_decay, _FLAG),
     },
     switchable=('weight_decay',),
@@ -199,6 +207,7 @@ def _lamb_spec(name: str, trust_clip: bool = False, decoupled_decay: bool = Fals
     # not linear with decoupled_decay: the trust ratio reads |p| after p -= lr * wd * p
     lr_linear=False,
   )
+  return with_corrected_decay(spec, corrected)
 
 
 def _lars_spec(name: str, trust_clip: bool = False, nesterov: bool = False) -> OptimizerSpec:
@@ -229,6 +238,9 @@ SPECS = (
   _lamb_spec('lambc', trust_clip=True),
   _lamb_spec('lambw', decoupled_decay=True),
   _lamb_spec('lambcw', trust_clip=True, decoupled_decay=True),
+  _lamb_spec('lambcd', decoupled_decay=True, corrected=True),
+  _lamb_spec('clamb', caution=True),
+  _lamb_spec('clambw', decoupled_decay=True, caution=True),
   _lars_spec('lars'),
   _lars_spec('larc', trust_clip=True),
   _lars_spec('nlars', nesterov=True),

@@ -1,10 +1,11 @@
 """timm's other optimizers that torch.optim lacks: ``timm.optim.MADGRAD``,
 ``timm.optim.NvNovoGrad`` and ``timm.optim.Mars``, by the IDs ``timm.madgrad``,
-``timm.madgradw``, ``timm.novograd``, ``timm.novogradw`` and ``timm.mars``.
+``timm.madgradw``, ``timm.novograd``, ``timm.novogradw``, ``timm.novogradc``
+(``corrected_weight_decay``), ``timm.mars`` and ``timm.cmars`` (``caution``).
 
 Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)``
 passes (the class's own, then ``weight_decay=0``, MADGRAD's ``momentum=0.9`` and the registry
-entry's ``decoupled_decay``); the numbers are those of timm's implementations. There is no
+entry's own); the numbers are those of timm's implementations. There is no
 torch.optim counterpart, so no torch state conversion (``torch_state`` is empty). None of the
 three takes the real view of complex parameters: complex parameters are refused.
 """
@@ -19,7 +20,7 @@ import optax
 
 from jaxsched import _checks
 from jaxsched.optimizers import _common, adam
-from jaxsched.optimizers._registry import OptimizerSpec
+from jaxsched.optimizers._registry import OptimizerSpec, with_corrected_decay
 
 
 class MadgradState(NamedTuple):
@@ -99,13 +100,23 @@ def madgrad(learning_rate, momentum, weight_decay, eps, decoupled_decay: bool) -
 
 
 def novograd(
-  learning_rate, b1, b2, eps, weight_decay, grad_averaging: bool, amsgrad: bool, decoupled_decay: bool
+  learning_rate,
+  b1,
+  b2,
+  eps,
+  weight_decay,
+  grad_averaging: bool,
+  amsgrad: bool,
+  decoupled_decay: bool,
+  corrected_weight_decay: bool,
+  max_lr,
 ) -> optax.GradientTransformation:
   """NovoGrad, as ``timm.optim.NvNovoGrad``: a second moment per parameter array.
 
   ``n = |g|²`` (the sum of squares) at the first step (and whenever ``v`` is 0), else
   ``v = b2 v + (1 - b2) n``, ``v`` a float32 number (with amsgrad, its running max is used);
-  ``u = g / (sqrt(v) + eps)``; ``u += wd * p``, or with decoupled_decay ``p *= 1 - lr * wd``;
+  ``u = g / (sqrt(v) + eps)``; ``u += wd * p``, or with decoupled_decay ``p *= 1 - lr * wd``
+  (``lr**2 / max_lr`` for lr with corrected_weight_decay, :func:`_common.decay_learning_rate`);
   ``u *= 1 - b1`` with grad_averaging; ``m = b1 m + u``; ``p += -lr * m``.
   """
   f32 = _common.float32_rounded
@@ -130,7 +141,8 @@ def novograd(
     nu = jax.tree.map(second, updates, state.nu)
     nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
     step = -lr
-    decay = 1.0 - lr * weight_decay if weight_decay is not None and decoupled_decay else None
+    rate = _common.decay_learning_rate(lr, corrected_weight_decay, max_lr)
+    decay = 1.0 - rate * weight_decay if weight_decay is not None and decoupled_decay else None
 
     def leaf(g, v, m, p):
       wide_v = v.astype(wide)
@@ -234,8 +246,8 @@ def _madgrad_spec(name: str, decoupled_decay: bool) -> OptimizerSpec:
   )
 
 
-def _novograd_spec(name: str, decoupled_decay: bool) -> OptimizerSpec:
-  return OptimizerSpec(
+def _novograd_spec(name: str, decoupled_decay: bool, corrected: bool = False) -> OptimizerSpec:
+  spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=novograd,
     lr=1e-3,
@@ -251,15 +263,12 @@ def _novograd_spec(name: str, decoupled_decay: bool) -> OptimizerSpec:
     complex_params=False,
     lr_linear=True,
   )
+  return with_corrected_decay(spec, corrected)
 
 
-SPECS = (
-  _madgrad_spec('madgrad', decoupled_decay=False),
-  _madgrad_spec('madgradw', decoupled_decay=True),
-  _novograd_spec('novograd', decoupled_decay=False),
-  _novograd_spec('novogradw', decoupled_decay=True),
-  OptimizerSpec(
-    name='timm.mars',
+def _mars_spec(name: str, caution: bool = False) -> OptimizerSpec:
+  return OptimizerSpec(
+    name=f'timm.{name}',
     factory=mars,
     lr=3e-3,
     kwargs={
@@ -271,10 +280,20 @@ SPECS = (
       'optimize_1d': (False, _FLAG),
       'lr_1d_factor': (1.0, _checks.Real()),
       'betas_1d': (None, _checks.Optional(_checks.Sequence(_checks.PROBABILITY, 2))),
-      'caution': (False, _FLAG),
+      'caution': (caution, _FLAG),
     },
     switchable=('weight_decay',),
     complex_params=False,
     lr_linear=True,
-  ),
+  )
+
+
+SPECS = (
+  _madgrad_spec('madgrad', decoupled_decay=False),
+  _madgrad_spec('madgradw', decoupled_decay=True),
+  _novograd_spec('novograd', decoupled_decay=False),
+  _novograd_spec('novogradw', decoupled_decay=True),
+  _novograd_spec('novogradc', decoupled_decay=True, corrected=True),
+  _mars_spec('mars'),
+  _mars_spec('cmars', caution=True),
 )

@@ -1,15 +1,15 @@
 """timm's moment-based optimizers that torch.optim lacks: ``timm.optim.Lion``,
-``timm.optim.AdaBelief`` and ``timm.optim.Adan``, by the IDs ``timm.lion``,
-``timm.adabelief``, ``timm.radabelief``, ``timm.adan`` and ``timm.adanw``.
+``timm.optim.AdaBelief`` and ``timm.optim.Adan``, by the IDs ``timm.lion``, ``timm.lionc``
+(``corrected_weight_decay``), ``timm.clion``, ``timm.clionc`` (``caution``), ``timm.adabelief``,
+``timm.radabelief``, ``timm.adan``, ``timm.adanw``, ``timm.cadan`` and ``timm.cadanw``.
 
-Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)``
-passes (the class's own, then ``weight_decay=0`` and the registry entry's ``rectify`` or
-``no_prox``); the numbers are those of timm's single-tensor implementations, the ones it runs on
-CPU. There is no torch.optim counterpart, so no torch state conversion (``torch_state`` is
-empty). Lion optimizes complex parameters as their real view (``torch.view_as_real``, as
-``timm.optim.Lion`` does); AdaBelief and Adan do not take the real view, and complex parameters
-are refused.
-"""
+Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)`` passes
+(the class's own, then ``weight_decay=0`` and the registry entry's ``rectify``, ``no_prox``,
+``caution`` or ``corrected_weight_decay``); the numbers are those of timm's single-tensor
+implementations, the ones it runs on CPU. There is no torch.optim counterpart, so no torch state
+conversion (``torch_state`` is empty). Lion optimizes complex parameters as their real view
+(``torch.view_as_real``, as ``timm.optim.Lion`` does); AdaBelief and Adan do not take the real view,
+and complex parameters are refused."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import optax
 
 from jaxsched import _checks
 from jaxsched.optimizers import _common, adam
-from jaxsched.optimizers._registry import OptimizerSpec
+from jaxsched.optimizers._registry import OptimizerSpec, with_corrected_decay
 
 
 class LionState(NamedTuple):
@@ -51,17 +51,21 @@ class AdanState(NamedTuple):
   prev_grad: Any
 
 
-def lion(learning_rate, b1, b2, weight_decay, caution: bool, maximize: bool) -> optax.GradientTransformation:
+def lion(
+  learning_rate, b1, b2, weight_decay, caution: bool, maximize: bool, corrected_weight_decay: bool, max_lr
+) -> optax.GradientTransformation:
   """Lion, as ``timm.optim.Lion``.
 
-  ``g = -g`` if maximize; ``p *= 1 - lr * wd``; ``u = sign(lerp(m, g, 1 - b1))`` (caution as
+  ``g = -g`` if maximize; ``p *= 1 - lr * wd`` (``lr**2 / max_lr`` for lr with corrected_weight_decay,
+  :func:`_common.decay_learning_rate`); ``u = sign(lerp(m, g, 1 - b1))`` (caution as
   :func:`_common.cautious`); ``p += -lr * u``; then ``m = lerp(m, g, 1 - b2)``.
   """
 
   def update_fn(updates, state, params):
     grads = jax.tree.map(jnp.negative, updates) if maximize else updates
     step = -jnp.asarray(learning_rate)
-    decay = None if weight_decay is None else step * weight_decay
+    rate = _common.decay_learning_rate(learning_rate, corrected_weight_decay, max_lr)
+    decay = None if weight_decay is None else -rate * weight_decay
     interpolate = _common.lerp(1 - b1)
 
     def leaf(g, m, p):
@@ -221,7 +225,7 @@ def _adabelief_spec(name: str, rectify: bool) -> OptimizerSpec:
   )
 
 
-def _adan_spec(name: str, no_prox: bool) -> OptimizerSpec:
+def _adan_spec(name: str, no_prox: bool, caution: bool = False) -> OptimizerSpec:
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=adan,
@@ -231,7 +235,7 @@ def _adan_spec(name: str, no_prox: bool) -> OptimizerSpec:
       'eps': (1e-8, _checks.NON_NEGATIVE),
       'weight_decay': _WEIGHT_DECAY,
       'no_prox': (no_prox, _FLAG),
-      'caution': (False, _FLAG),
+      'caution': (caution, _FLAG),
     },
     switchable=('weight_decay',),
     complex_params=False,
@@ -239,23 +243,33 @@ def _adan_spec(name: str, no_prox: bool) -> OptimizerSpec:
   )
 
 
-SPECS = (
-  OptimizerSpec(
-    name='timm.lion',
+def _lion_spec(name: str, caution: bool = False, corrected: bool = False) -> OptimizerSpec:
+  spec = OptimizerSpec(
+    name=f'timm.{name}',
     factory=lion,
     lr=1e-4,
     kwargs={
       'betas': ((0.9, 0.99), adam.BETAS),
       'weight_decay': _WEIGHT_DECAY,
-      'caution': (False, _FLAG),
+      'caution': (caution, _FLAG),
       'maximize': (False, _FLAG),
     },
     switchable=('weight_decay',),
     lr_linear=True,
     torch_step=None,
-  ),
+  )
+  return with_corrected_decay(spec, corrected)
+
+
+SPECS = (
+  _lion_spec('lion'),
+  _lion_spec('lionc', corrected=True),
+  _lion_spec('clion', caution=True),
+  _lion_spec('clionc', caution=True, corrected=True),
   _adabelief_spec('adabelief', rectify=False),
   _adabelief_spec('radabelief', rectify=True),
   _adan_spec('adan', no_prox=False),
   _adan_spec('adanw', no_prox=True),
+  _adan_spec('cadan', no_prox=False, caution=True),
+  _adan_spec('cadanw', no_prox=True, caution=True),
 )

@@ -19,15 +19,18 @@ SHAPES = {'w': (4, 3), 'b': (3,)}  # a matrix and a vector: MARS and the layer-w
 STEPS = 20
 
 
-def timm_trajectory(name, kwargs, params, grads, dtype, complex_=False):
-  """Parameters after each step of ``create_optimizer_v2(opt=name, **kwargs)``."""
+def timm_trajectory(name, kwargs, params, grads, dtype, complex_=False, lrs=None):
+  """Parameters after each step of ``create_optimizer_v2(opt=name, **kwargs)``; with ``lrs``, the
+  group's lr set to ``lrs[i]`` before step i (the constructor's lr is kept as timm's max_lr)."""
   tdtype = getattr(torch, dtype)
   tensors = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in params.items()}
   if complex_:
     tensors = {k: torch.view_as_complex(t.detach()).requires_grad_() for k, t in tensors.items()}
   opt = TIMM_OPTIM.create_optimizer_v2(list(tensors.values()), opt=name, **kwargs)
   out = []
-  for g in grads:
+  for i, g in enumerate(grads):
+    if lrs is not None:
+      opt.param_groups[0]['lr'] = lrs[i]
     for k, t in tensors.items():
       grad = torch.tensor(g[k], dtype=tdtype)
       t.grad = torch.view_as_complex(grad) if complex_ else grad
