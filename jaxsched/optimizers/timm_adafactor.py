@@ -164,7 +164,9 @@ def adafactor(
       step = _common.cast(size, p_wide)
       if relative and scale_parameter:
         step = step * jnp.maximum(_common.cast(eps_scale, p_wide), _rms(p_wide))
-      v, factors = _second_moments(v, g * g + _common.cast(eps, g), adafactor_dims(g.shape, min_dim_size_to_factor), mix)
+      v, factors = _second_moments(
+        v, g * g + _common.cast(eps, g), adafactor_dims(g.shape, min_dim_size_to_factor), mix
+      )
       u = factors[0] * factors[1] * g if len(factors) == 2 else factors[0] * g
       u = _clipped(u, clip_threshold) * step
       if momentum is not None:
@@ -207,6 +209,25 @@ class MomentumDtype:
     return str(self.names)
 
 
+def _momentum_average(weight: Any, md: Any, exact: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """``(m, u) -> m.lerp_(u.to(md), weight)`` as torch's CPU kernel computes it for a momentum ``m`` in
+  ``md`` (float16, bfloat16 or float32): in float32, as one fused multiply-add
+  ``base + coef * (end - start)`` with torch's two formulas (:func:`_common.lerp`), rounded to
+  ``md``. Exactly so where ``exact`` (the hyperparameters' dtype) is float64: a product of float32
+  values is exact there, so rounding the sum to float32 once gives the fused result."""
+  work = jnp.promote_types(md, jnp.float32)
+  w = jnp.asarray(weight, work)
+  near_start = jnp.abs(w) < 0.5
+  coef = jnp.where(near_start, w, w - 1).astype(exact)
+
+  def apply(m: jax.Array, u: jax.Array) -> jax.Array:
+    start, end = m.astype(work), u.astype(md).astype(work)
+    fused = coef * (end - start).astype(exact) + jnp.where(near_start, start, end).astype(exact)
+    return (_common.float32_rounded(fused) if fused.dtype != work else fused).astype(md)
+
+  return apply
+
+
 def adafactor_big_vision(
   learning_rate,
   min_dim_size_to_factor: int,
@@ -227,13 +248,12 @@ def adafactor_big_vision(
   1e-30) with weight ``1 - min(beta2_cap, 1 - max(t - decay_offset, 1)**-decay_rate)``, factored
   on the two largest dimensions (:func:`big_vision_dims`, :func:`_second_moments`);
   ``u = g / sqrt(V)``, clipped to rms clipping_threshold if set. With momentum (not null; 0
-  keeps the term): ``m = lerp(m, u, 1 - momentum)`` with ``m`` in momentum_dtype (``u`` rounded
-  to it, the lerp worked in float32 for float16 and bfloat16, as torch's CPU kernel), ``u = m``
+  keeps the term): ``m = lerp(m, u, 1 - momentum)`` with ``m`` in momentum_dtype
+  (:func:`_momentum_average`), ``u = m``
   in the gradient's dtype, caution as :func:`_common.cautious`. Then
   ``p *= 1 - lr * wd`` (``1 - wd`` with unscaled_wd) and ``p -= lr * u``.
   """
   md = jnp.dtype(momentum_dtype)
-  work = jnp.promote_types(md, jnp.float32)
 
   def init_fn(params):
     def second(p):
@@ -248,7 +268,7 @@ def adafactor_big_vision(
     t = count.astype(lr.dtype)
     beta2 = jnp.minimum(beta2_cap, 1 - jnp.maximum(t - decay_offset, 1) ** -decay_rate)
     mix = _common.lerp(1 - beta2)
-    ema = _common.lerp(1 - momentum) if momentum is not None else None
+    ema = _momentum_average(1 - momentum, md, lr.dtype) if momentum is not None else None
     decay = None
     if weight_decay is not None:
       decay = 1 - (weight_decay if unscaled_wd else lr * weight_decay)
@@ -264,7 +284,7 @@ def adafactor_big_vision(
       if clipping_threshold is not None:
         u = _clipped(u, clipping_threshold)
       if ema is not None:
-        m = ema(m.astype(work), u.astype(md).astype(work)).astype(md)
+        m = ema(m, u)
         u = m.astype(g.dtype)
         if caution:
           u = _common.cautious(u, g)
@@ -286,7 +306,10 @@ class Betas:
   timm reads the first. Null is checked as no items, so that jaxsched passes no b1 and b2."""
 
   def __call__(self, key: str, value: Any) -> tuple:
-    return () if value is None else adam.BETAS(key, value)
+    try:
+      return () if value is None else adam.BETAS(key, value)
+    except ConfigError:
+      raise ConfigError(f'{key}={_checks.shown(value)} is not allowed: expected {self}.') from None
 
   def __str__(self) -> str:
     return f'null or {adam.BETAS}'
