@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from timm_runs import TIMM_OPTIM, check_against_timm
 
 import jaxsched
+from jaxsched import lints
 from jaxsched.optimizers.timm_adafactor import adafactor_dims, big_vision_dims
 from oracle import assert_config_error
 
@@ -151,3 +152,14 @@ def test_momentum_dtype_takes_timms_names_and_torch_dtypes():
   value = check('k', torch.float16)
   assert value == 'float16' and value == torch.float16 and value != torch.bfloat16
   assert check('k', 'bfloat16') == torch.bfloat16
+
+
+def test_a_config_without_learning_rate_trains_with_the_relative_step():
+  # timm's default lr is None (relative_step); no LR to lint against
+  config = jaxsched.load_config({'optimizer': 'timm.adafactor', 'scheduler': None})
+  assert lints.learning_rate_out_of_range(config, lints.Run(10, 10)) == []
+  params = {'w': jnp.ones((20, 18))}
+  tx = jaxsched.build(config, params)
+  updates, _ = tx.update({'w': jnp.full((20, 18), 0.5)}, tx.init(params), params)
+  # the first relative step: min(1e-2, 1) * max(eps_scale, rms(p) = 1) times the clipped g / sqrt(g²), rms 1
+  assert jnp.allclose(updates['w'], -0.01, rtol=1e-5)
