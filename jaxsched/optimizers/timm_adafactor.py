@@ -13,6 +13,13 @@ as size 1 (timm's Adafactor drops it). Complex parameters are refused: timm take
 them but runs complex arithmetic (``g**2``, not ``|g|²``), which AdafactorBigVision's momentum then
 casts to real, and caution raises for them.
 
+The learning rate of ``timm.adafactor`` and ``timm.cadafactor`` is timm's ``lr``: null (the default,
+what ``create_optimizer_v2`` passes when given none, and a config without ``learning_rate``) is timm's
+``relative_step``; a number or a schedule is an external LR, with which timm ignores
+scale_parameter and refuses warmup_init (a ConfigError at ``init``, where the LR is first seen
+with the keywords). AdafactorBigVision's momentum is kept in its ``momentum_dtype``, bfloat16 by
+default, rounded as timm's CPU kernel rounds it.
+
 AdafactorBigVision's ``corrected_weight_decay`` keyword (and the IDs ``adafactorbvc``,
 ``cadafactorbvc``) is not taken here.
 """
