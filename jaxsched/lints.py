@@ -317,7 +317,7 @@ def learning_rate_out_of_range(config: Config, run: Run) -> list[str]:
   """A learning rate far outside the usual range for the optimizer."""
   del run
   spec = spec_of(config.optimizer)
-  if spec is None:
+  if spec is None or spec.lr is None:  # no default to compare with (timm's Adafactor: its relative step)
     return []
   default = spec.lr
   lo, hi = default / RANGE, default * RANGE

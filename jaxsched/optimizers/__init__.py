@@ -23,6 +23,7 @@ from jaxsched.optimizers import (
   rprop,
   sgd,
   sparse_adam,
+  timm_adafactor,
   timm_adam,
   timm_layerwise,
   timm_misc,
@@ -42,7 +43,9 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 not in the table."""
 
 TIMM_OPTIMIZERS: dict[str, OptimizerSpec] = {
-  spec.name: spec for module in (timm_layerwise, timm_moments, timm_adam, timm_misc) for spec in module.SPECS
+  spec.name: spec
+  for module in (timm_layerwise, timm_moments, timm_adam, timm_misc, timm_adafactor)
+  for spec in module.SPECS
 }
 """timm's optimizers that torch.optim lacks, keyed by ``timm.<name>`` (``timm.optim.create_optimizer_v2``'s
 ``opt`` name): :class:`OptimizerSpec` s with timm's keywords and the defaults that factory passes. Kept

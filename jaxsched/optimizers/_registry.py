@@ -43,7 +43,8 @@ class OptimizerSpec:
       be scheduled; float values arrive as traced scalars (they live in the
       optimizer state), everything else as Python values.
     lr: the learning rate used when none is given (torch's default, or the
-      reference page's where it lists one).
+      reference page's where it lists one); None where the default is no
+      learning rate (timm's Adafactor: its relative step).
     kwargs: torch's constructor keywords (without ``lr``) mapped to
       ``(default, check)``.
     switchable: float keywords whose term is dropped from the computation when
@@ -106,7 +107,7 @@ class OptimizerSpec:
 
   name: str
   factory: Callable[..., optax.GradientTransformation]
-  lr: float
+  lr: float | None
   kwargs: Mapping[str, tuple[Any, _checks.Check]]
   switchable: tuple[str, ...] = ()
   cross_check: Callable[[dict[str, Any]], None] | None = None

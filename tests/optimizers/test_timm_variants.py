@@ -10,12 +10,12 @@ import numpy as np
 import optax
 import pytest
 import torch
-from timm_runs import SHAPES, timm_trajectory
-from timm_runs import TIMM_OPTIM as timm_optim
 
 import jaxsched
 from jaxsched.optimizers import TIMM_OPTIMIZERS
 from oracle import assert_config_error, assert_trajectories_close, problem, x64
+from timm_runs import SHAPES, timm_trajectory
+from timm_runs import TIMM_OPTIM as timm_optim
 
 VARIANTS = [
   'adoptc',
