@@ -1,6 +1,7 @@
 """timm's two Adafactors: ``timm.optim.Adafactor`` (fairseq's, with timm's choice of factored
 dimensions) by the IDs ``timm.adafactor`` and ``timm.cadafactor``, and
-``timm.optim.AdafactorBigVision`` (big_vision's) by ``timm.adafactorbv`` and ``timm.cadafactorbv``.
+``timm.optim.AdafactorBigVision`` (big_vision's) by ``timm.adafactorbv``, ``timm.cadafactorbv``,
+``timm.adafactorbvc`` and ``timm.cadafactorbvc``.
 
 Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., opt=<name>)``
 passes (the class's own, then ``weight_decay=0``, AdafactorBigVision's ``momentum=0.9``, and the
@@ -20,8 +21,10 @@ scale_parameter and refuses warmup_init (a ConfigError at ``init``, where the LR
 with the keywords). AdafactorBigVision's momentum is kept in its ``momentum_dtype``, bfloat16 by
 default, rounded as timm's CPU kernel rounds it.
 
-AdafactorBigVision's ``corrected_weight_decay`` keyword (and the IDs ``adafactorbvc``,
-``cadafactorbvc``) is not taken here.
+AdafactorBigVision takes timm's ``corrected_weight_decay`` (and ``max_lr``,
+:func:`jaxsched.optimizers._registry.with_corrected_decay`), by the IDs ``timm.adafactorbvc`` and
+``timm.cadafactorbvc`` too: the decay's ``lr`` becomes ``lr**2 / max_lr``, and with unscaled_wd its
+``1`` becomes ``lr / max_lr``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import optax
 from jaxsched import _checks
 from jaxsched._errors import ConfigError
 from jaxsched.optimizers import _common, adam
-from jaxsched.optimizers._registry import LEARNING_RATE, OptimizerSpec
+from jaxsched.optimizers._registry import LEARNING_RATE, OptimizerSpec, with_corrected_decay
 
 
 class FactoredState(NamedTuple):
@@ -248,6 +251,8 @@ def adafactor_big_vision(
   clipping_threshold,
   unscaled_wd: bool,
   caution: bool,
+  corrected_weight_decay: bool,
+  max_lr,
 ) -> optax.GradientTransformation:
   """Adafactor, as ``timm.optim.AdafactorBigVision``.
 
@@ -258,7 +263,8 @@ def adafactor_big_vision(
   keeps the term): ``m = lerp(m, u, 1 - momentum)`` with ``m`` in momentum_dtype
   (:func:`_momentum_average`), ``u = m``
   in the gradient's dtype, caution as :func:`_common.cautious`. Then
-  ``p *= 1 - lr * wd`` (``1 - wd`` with unscaled_wd) and ``p -= lr * u``.
+  ``p *= 1 - lr * wd`` (``1 - wd`` with unscaled_wd; with corrected_weight_decay
+  ``1 - lr**2 / max_lr * wd`` and ``1 - lr / max_lr * wd``) and ``p -= lr * u``.
   """
   md = jnp.dtype(momentum_dtype)
 
@@ -278,7 +284,10 @@ def adafactor_big_vision(
     ema = _momentum_average(1 - momentum, md, lr.dtype) if momentum is not None else None
     decay = None
     if weight_decay is not None:
-      decay = 1 - (weight_decay if unscaled_wd else lr * weight_decay)
+      if unscaled_wd:
+        decay = 1 - (lr / max_lr * weight_decay if corrected_weight_decay else weight_decay)
+      else:
+        decay = 1 - _common.decay_learning_rate(lr, corrected_weight_decay, max_lr) * weight_decay
 
     def leaf(g, v, m, p):
       floor = eps if eps is not None else (1e-7 if g.dtype == jnp.float16 else 1e-30)
@@ -350,8 +359,8 @@ def _adafactor_spec(name: str, caution: bool) -> OptimizerSpec:
   )
 
 
-def _big_vision_spec(name: str, caution: bool) -> OptimizerSpec:
-  return OptimizerSpec(
+def _big_vision_spec(name: str, caution: bool, corrected: bool) -> OptimizerSpec:
+  spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=adafactor_big_vision,
     lr=1.0,
@@ -372,11 +381,14 @@ def _big_vision_spec(name: str, caution: bool) -> OptimizerSpec:
     complex_params=False,  # timm runs complex arithmetic; the momentum's cast drops the imaginary part
     lr_linear=False,  # unscaled_wd: p *= 1 - wd whatever the lr
   )
+  return with_corrected_decay(spec, corrected)
 
 
 SPECS = (
   _adafactor_spec('adafactor', caution=False),
   _adafactor_spec('cadafactor', caution=True),
-  _big_vision_spec('adafactorbv', caution=False),
-  _big_vision_spec('cadafactorbv', caution=True),
+  _big_vision_spec('adafactorbv', caution=False, corrected=False),
+  _big_vision_spec('cadafactorbv', caution=True, corrected=False),
+  _big_vision_spec('adafactorbvc', caution=False, corrected=True),
+  _big_vision_spec('cadafactorbvc', caution=True, corrected=True),
 )

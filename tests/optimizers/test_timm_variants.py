@@ -37,8 +37,12 @@ VARIANTS = [
   'cnadamc',
   'nadamc',
   'novogradc',
+  'adafactorbvc',
+  'cadafactorbvc',
 ]
-CORRECTED = ['adoptc', 'lambcd', 'lapropc', 'lionc', 'nadamc', 'novogradc']
+CORRECTED = ['adoptc', 'lambcd', 'lapropc', 'lionc', 'nadamc', 'novogradc', 'adafactorbvc', 'cadafactorbvc']
+# AdafactorBigVision's unscaled decay: 1 - wd becomes 1 - lr / max_lr * wd
+UNSCALED = {'weight_decay': 0.1, 'unscaled_wd': True}
 DECAY = {'weight_decay': 0.1}
 # timm's NvNovoGrad takes its float32 second moment's sqrt with torch's CPU kernel, one float32 ulp off at
 # times (see test_timm_optimizers.py)
@@ -109,6 +113,7 @@ def test_variants_match_timm(dtype):
       else (n, DECAY, {'lr': MAX_LR, **DECAY}, None)
       for n in VARIANTS
     ]
+    cases.append(('adafactorbvc', UNSCALED, {'lr': _descending, 'max_lr': MAX_LR, **UNSCALED}, LRS))
   else:
     cases = [(n, DECAY, {'lr': MAX_LR, **DECAY}, None) for n in ('cadoptc', 'clionc', 'lambcd')]
   _check_all_against_timm(cases, dtype)
