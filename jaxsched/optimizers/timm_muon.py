@@ -64,6 +64,9 @@ COEFFICIENTS: dict[str, tuple[tuple[float, float, float], ...]] = {
     (1.8749999923301852, -1.2499999836060613, 0.374999991275876),
   ),
 }
+# the precision of timm's Newton–Schulz: ``zeropower_via_newtonschulz``'s default, which timm's steps
+# never change (the tests set both sides to the parameters' dtype to compare the rest of the step tightly)
+NS_DTYPE = 'bfloat16'
 # timm's get_lr_scale (Muon) and get_adamuon_lr_scale (AdaMuon) names; another name fails timm's assert
 ADJUST_LR_FNS = {
   'muon': ('original', 'match_rms_adamw', 'rms_to_rms'),
@@ -180,7 +183,7 @@ def scale_by_timm_muon(
       matrices = _as_matrices(u, conv_mode)
       dout, din = matrices.shape[-2:]
       scaled_eps = eps * (din / dout) ** 0.5 if scale_eps else eps
-      o = muon.newton_schulz(matrices, ns_coefficients, ns_steps, scaled_eps, 'bfloat16', safety_factor, scale_eps)
+      o = muon.newton_schulz(matrices, ns_coefficients, ns_steps, scaled_eps, NS_DTYPE, safety_factor, scale_eps)
       return _from_matrices(o, u.shape), lr_scale(u.shape, matrices.shape, algo, adjust_lr_fn, normalize_spatial)
 
     if not ada:
