@@ -51,7 +51,7 @@ def newton_schulz(
   matrices (each its own norm), the norm times ``safety_factor`` (rounded to
   ``dtype``), and with ``damped`` ``eps`` added to it instead of being its floor.
   """
-  schedule = [*coefficients[:steps], *coefficients[-1:] * max(0, steps - len(coefficients))]
+  schedule = [*coefficients[:steps], *[coefficients[-1]] * max(0, steps - len(coefficients))]
   work = jnp.dtype(dtype)
   acc = jnp.promote_types(work, jnp.float32)
 
