@@ -28,6 +28,7 @@ from jaxsched.optimizers import (
   timm_layerwise,
   timm_misc,
   timm_moments,
+  timm_muon,
   timm_unported,
 )
 from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS, OptimizerSpec
@@ -44,7 +45,7 @@ not in the table."""
 
 TIMM_OPTIMIZERS: dict[str, OptimizerSpec] = {
   spec.name: spec
-  for module in (timm_layerwise, timm_moments, timm_adam, timm_misc, timm_adafactor)
+  for module in (timm_layerwise, timm_moments, timm_adam, timm_misc, timm_adafactor, timm_muon)
   for spec in module.SPECS
 }
 """timm's optimizers that torch.optim lacks, keyed by ``timm.<name>`` (``timm.optim.create_optimizer_v2``'s

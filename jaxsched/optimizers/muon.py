@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,13 @@ class MuonState(NamedTuple):
 
 
 def newton_schulz(
-  x: jax.Array, coefficients: tuple[float, float, float], steps: int, eps: Any, dtype: str
+  x: jax.Array,
+  coefficients: Sequence[tuple[float, float, float]],
+  steps: int,
+  eps: Any,
+  dtype: str,
+  safety_factor: Any = None,
+  damped: bool = False,
 ) -> jax.Array:
   """torch's ``_zeropower_via_newtonschulz`` run in ``dtype``, returned in ``x``'s dtype.
 
@@ -38,28 +44,45 @@ def newton_schulz(
   In bfloat16 each matmul accumulates in float32 and its ``alpha``/``beta``
   combination is rounded to bfloat16 once, as torch's ``addmm`` does; float64
   inputs pass through float32 on the way to bfloat16, as torch converts them.
+
+  ``coefficients`` holds an (a, b, c) per iteration, the last one repeating for the
+  iterations beyond them (torch's one triple is a sequence of one); with timm's
+  ``timm.optim.muon.zeropower_via_newtonschulz`` also a leading batch axis of
+  matrices (each its own norm), the norm times ``safety_factor`` (rounded to
+  ``dtype``), and with ``damped`` ``eps`` added to it instead of being its floor.
   """
-  a, b, c = coefficients
+  schedule = [*coefficients[:steps], *[coefficients[-1]] * max(0, steps - len(coefficients))]
   work = jnp.dtype(dtype)
   acc = jnp.promote_types(work, jnp.float32)
 
   def mm(p, q):
     return jnp.matmul(p, q, precision=jax.lax.Precision.HIGHEST, preferred_element_type=acc)
 
-  y = x.astype(acc).astype(work)
-  tall = y.shape[0] > y.shape[1]
-  if tall:
-    y = y.T
-  norm = jnp.sqrt(jnp.sum(jnp.square(y.astype(acc)))).astype(work)
-  y = (y.astype(acc) / jnp.maximum(norm, jnp.asarray(eps, work)).astype(acc)).astype(work)
+  def flip(m):
+    return jnp.swapaxes(m, -1, -2)
 
-  def iterate(_, y):
-    gram = mm(y, y.T).astype(work)
+  y = x.astype(acc).astype(work)
+  tall = y.shape[-2] > y.shape[-1]
+  if tall:
+    y = flip(y)
+  norm = jnp.sqrt(jnp.sum(jnp.square(y.astype(acc)), axis=(-2, -1), keepdims=True)).astype(work)
+  if safety_factor is not None:
+    norm = (norm.astype(acc) * jnp.asarray(safety_factor, acc)).astype(work)
+  if damped:
+    norm = (norm.astype(acc) + jnp.asarray(eps, acc)).astype(work)
+  else:
+    norm = jnp.maximum(norm, jnp.asarray(eps, work))
+  y = (y.astype(acc) / norm.astype(acc)).astype(work)
+
+  def iterate(i, y):
+    a, b, c = jnp.asarray(schedule, acc)[i]
+    gram = mm(y, flip(y)).astype(work)
     poly = (b * gram.astype(acc) + c * mm(gram, gram)).astype(work)
     return (a * y.astype(acc) + mm(poly, y)).astype(work)
 
-  y = jax.lax.fori_loop(0, steps, iterate, y)
-  return (y.T if tall else y).astype(x.dtype)
+  if steps:
+    y = jax.lax.fori_loop(0, steps, iterate, y)
+  return (flip(y) if tall else y).astype(x.dtype)
 
 
 def lr_ratio(shape: tuple[int, ...], adjust_lr_fn: str | None) -> float:
@@ -118,7 +141,7 @@ def scale_by_muon(
     updates = jax.tree.map(
       lambda u: flip(
         _common.cast(lr_ratio(flip(u).shape, adjust_lr_fn), u)
-        * newton_schulz(flip(u), ns_coefficients, ns_steps, eps, ns_dtype)
+        * newton_schulz(flip(u), (ns_coefficients,), ns_steps, eps, ns_dtype)
       ),
       updates,
     )
