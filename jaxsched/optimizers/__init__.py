@@ -25,6 +25,7 @@ from jaxsched.optimizers import (
   sparse_adam,
   timm_adam,
   timm_layerwise,
+  timm_legacy,
   timm_misc,
   timm_moments,
 )
@@ -41,7 +42,9 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 not in the table."""
 
 TIMM_OPTIMIZERS: dict[str, OptimizerSpec] = {
-  spec.name: spec for module in (timm_layerwise, timm_moments, timm_adam, timm_misc) for spec in module.SPECS
+  spec.name: spec
+  for module in (timm_layerwise, timm_moments, timm_adam, timm_misc, timm_legacy)
+  for spec in module.SPECS
 }
 """timm's optimizers that torch.optim lacks, keyed by ``timm.<name>`` (``timm.optim.create_optimizer_v2``'s
 ``opt`` name): :class:`OptimizerSpec` s with timm's keywords and the defaults that factory passes. Kept
