@@ -14,12 +14,25 @@ counterpart, so no torch state conversion (``torch_state`` is empty). timm's
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxsched import _checks
 from jaxsched.optimizers import _common, adam, sgd
 from jaxsched.optimizers._registry import OptimizerSpec
+
+
+class RMSpropTFState(NamedTuple):
+  """timm's per-parameter ``step``, ``square_avg`` (ones at first), and ``grad_avg`` (centered)
+  and ``momentum_buffer`` (momentum > 0) where timm keeps them."""
+
+  count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
+  nu: Any
+  grad_avg: Any = None
+  buffer: Any = None
 
 
 def cautious_against_input(inner: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -52,6 +65,70 @@ def sgdw(learning_rate, momentum, dampening, weight_decay, nesterov: bool, cauti
   )
 
 
+def rmsprop_tf(
+  learning_rate,
+  alpha,
+  eps,
+  weight_decay,
+  momentum,
+  centered: bool,
+  decoupled_decay: bool,
+  lr_in_momentum: bool,
+  caution: bool,
+) -> optax.GradientTransformation:
+  """RMSprop in TensorFlow's form, as ``timm.optim.RMSpropTF``.
+
+  ``p *= 1 - lr * wd`` with decoupled_decay, else ``g += wd * p``; ``v += (1 - alpha) (g² - v)``
+  with ``v`` starting at 1; centered: ``a += (1 - alpha) (g - a)``, ``d = sqrt(v - a² + eps)``, else
+  ``d = sqrt(v + eps)`` (eps inside the root). With momentum: ``b = momentum b + lr g / d`` and
+  ``p -= b`` (lr_in_momentum, TensorFlow's), or ``b = momentum b + g / d`` and ``p += -lr b``;
+  caution on ``b`` against ``g`` as :func:`_common.cautious` (the kept buffer is not masked).
+  Without momentum ``p += -lr g / d``.
+  """
+
+  def init_fn(params):
+    zeros = _common.zeros_like
+    return RMSpropTFState(
+      jnp.zeros([], jnp.int32),
+      jax.tree.map(jnp.ones_like, params),
+      zeros(params) if centered else None,
+      zeros(params) if momentum is not None else None,
+    )
+
+  def update_fn(updates, state, params):
+    lr = jnp.asarray(learning_rate)
+    step = -lr
+    decay = None
+    if weight_decay is not None and decoupled_decay:
+      decay = step * weight_decay
+    elif weight_decay is not None:
+      updates = jax.tree.map(lambda g, p: g + _common.cast(weight_decay, p) * p, updates, params)
+    rest = 1 - alpha
+    nu = jax.tree.map(lambda v, g: v + _common.cast(rest, v) * (g * g - v), state.nu, updates)
+    if centered:
+      grad_avg = jax.tree.map(lambda a, g: a + _common.cast(rest, a) * (g - a), state.grad_avg, updates)
+      denom = jax.tree.map(lambda v, a: jnp.sqrt(v - a * a + _common.cast(eps, v)), nu, grad_avg)
+    else:
+      grad_avg = None
+      denom = jax.tree.map(lambda v: jnp.sqrt(v + _common.cast(eps, v)), nu)
+    buffer = None
+    if momentum is None:
+      out = jax.tree.map(lambda g, d: _common.cast(step, g) * (g / d), updates, denom)
+    else:
+      scale = lr if lr_in_momentum else jnp.ones_like(lr)
+      size = -jnp.ones_like(lr) if lr_in_momentum else step
+      buffer = jax.tree.map(
+        lambda b, g, d: b * _common.cast(momentum, b) + _common.cast(scale, g) * (g / d), state.buffer, updates, denom
+      )
+      shown = jax.tree.map(_common.cautious, buffer, updates) if caution else buffer
+      out = jax.tree.map(lambda b: _common.cast(size, b) * b, shown)
+    if decay is not None:
+      out = jax.tree.map(lambda u, p: _common.cast(decay, p) * p + u, out, params)
+    return out, RMSpropTFState(optax.safe_increment(state.count), nu, grad_avg, buffer)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 _FLAG = _checks.Boolean()
 _WEIGHT_DECAY = (0.0, adam.WEIGHT_DECAY)  # create_optimizer_v2 passes weight_decay=0
 _MOMENTUM = (0.9, _checks.Schedulable(_checks.NON_NEGATIVE))  # create_optimizer_v2's; the classes' is 0
@@ -79,8 +156,33 @@ def _sgdw_spec(name: str, caution: bool) -> OptimizerSpec:
   )
 
 
+def _rmsprop_tf_spec(name: str, decoupled_decay: bool, caution: bool) -> OptimizerSpec:
+  return OptimizerSpec(
+    name=f'timm.{name}',
+    factory=rmsprop_tf,
+    lr=1e-2,
+    kwargs={
+      'alpha': (0.9, _checks.Schedulable(_checks.NON_NEGATIVE)),
+      'eps': (1e-10, _checks.NON_NEGATIVE),
+      'weight_decay': _WEIGHT_DECAY,
+      'momentum': _MOMENTUM,
+      'centered': (False, _FLAG),
+      'decoupled_decay': (decoupled_decay, _FLAG),
+      'lr_in_momentum': (True, _FLAG),
+      'caution': (caution, _FLAG),
+    },
+    switchable=('momentum', 'weight_decay'),
+    # timm squares a complex gradient as a complex number (g * g, not |g|²): no real view
+    complex_params=False,
+    lr_linear=False,  # lr_in_momentum: the buffer sums lr-weighted steps
+  )
+
+
 SPECS = (
   _sgdw_spec('sgdw', caution=False),
   _sgdw_spec('nesterovw', caution=False),
   _sgdw_spec('csgdw', caution=True),
+  _rmsprop_tf_spec('rmsproptf', decoupled_decay=False, caution=False),
+  _rmsprop_tf_spec('rmsproptfw', decoupled_decay=True, caution=False),
+  _rmsprop_tf_spec('crmsproptf', decoupled_decay=False, caution=True),
 )

@@ -22,9 +22,16 @@ CASES = [
   ('nesterovw', {'weight_decay': 0.1}),
   ('csgdw', {'weight_decay': 0.1}),
   ('csgdw', {'nesterov': False, 'maximize': True}),
+  ('rmsproptf', {}),
+  ('rmsproptf', {'weight_decay': 0.1, 'centered': True}),
+  ('rmsproptf', {'momentum': 0.0, 'weight_decay': 0.1, 'centered': True}),
+  ('rmsproptf', {'lr_in_momentum': False, 'alpha': 0.0}),
+  ('rmsproptfw', {'weight_decay': 0.1}),
+  ('rmsproptfw', {'weight_decay': 0.1, 'lr_in_momentum': False, 'caution': True}),
+  ('crmsproptf', {'weight_decay': 0.1, 'centered': True}),
 ]
 # float32 with options (the drawn-hyperparameter test runs every class in float32 with its defaults)
-FLOAT32 = [CASES[i] for i in (1, 5)]
+FLOAT32 = [CASES[i] for i in (1, 5, 8, 13)]
 
 
 def _check(name, kwargs, dtype, **options):
@@ -39,9 +46,11 @@ def test_options_match_timm(name, kwargs, dtype):
 
 
 DECAY = st.floats(0.0, 0.2)
+EPS = st.floats(1e-10, 1e-4)
 # the float keywords drawn per class (the options are the defaults of its base ID)
 DRAWS = {
   'sgdw': {'momentum': st.floats(0.0, 0.95), 'weight_decay': DECAY},
+  'rmsproptf': {'alpha': st.floats(0.0, 0.999), 'eps': EPS, 'momentum': st.floats(0.0, 0.95), 'weight_decay': DECAY},
 }
 SWITCHABLE = ('weight_decay', 'momentum')  # 0 drops the term: part of the compiled computation
 
@@ -69,6 +78,8 @@ def test_random_hyperparameters_match_timm(dtype, data, name, lr):
   [
     ('timm.sgdw', {'momentum': 0.0}, ['nesterov=True', 'momentum', 'timm.optim.SGDW']),
     ('timm.sgdw', {'momentum': -0.1}, ['timm.sgdw: momentum=-0.1', '>= 0']),
+    ('timm.rmsproptf', {'alpha': -0.1}, ['timm.rmsproptf: alpha=-0.1', '>= 0']),
+    ('timm.rmsproptfw', {'centered': 1}, ['timm.rmsproptfw: centered=1', 'true or false']),
     ('timm.csgdw', {'corrected_weight_decay': True}, ['keyword for timm.csgdw', "'corrected_weight_decay'"]),
   ],
   ids=str,
