@@ -129,6 +129,48 @@ def rmsprop_tf(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def adamw_legacy(
+  learning_rate, b1, b2, eps, weight_decay, amsgrad: bool, caution: bool, maximize: bool, clipping_threshold
+) -> optax.GradientTransformation:
+  """AdamW, as ``timm.optim.AdamWLegacy``.
+
+  ``g = -g`` if maximize; ``p *= 1 - lr * wd``; ``m = lerp(m, g, 1 - b1)``,
+  ``v = b2 v + (1 - b2) g²`` (with amsgrad its running max ``v_max`` in the denominator);
+  ``d = sqrt(v) / sqrt(1 - b2**t) + eps``, times ``max(1, rms(g / d) / clipping_threshold)`` if
+  clipping_threshold is set (StableAdamW); caution on ``m`` as :func:`_common.cautious`;
+  ``p += -lr / (1 - b1**t) * m / d``.
+  """
+
+  def init_fn(params):
+    zeros = _common.zeros_like
+    return adam.AdamState(jnp.zeros([], jnp.int32), zeros(params), zeros(params), zeros(params) if amsgrad else None)
+
+  def update_fn(updates, state, params):
+    grads = jax.tree.map(jnp.negative, updates) if maximize else updates
+    count = optax.safe_increment(state.count)
+    mu = adam.first_moment(grads, state.mu, b1)
+    nu = jax.tree.map(_common.square_average(b2), state.nu, grads)
+    nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
+    lr = jnp.asarray(learning_rate)
+    size = -(lr / adam.bias_correction(b1, count))
+    bc2_sqrt = jnp.sqrt(adam.bias_correction(b2, count))
+
+    def leaf(g, m, v, p):
+      denom = jnp.sqrt(v) / _common.cast(bc2_sqrt, v) + _common.cast(eps, v)
+      if clipping_threshold is not None:
+        rms = _common.norm(g / denom) / jnp.sqrt(jnp.asarray(g.size, g.dtype))
+        denom = denom * jnp.maximum(rms / _common.cast(clipping_threshold, rms), 1)
+      if caution:
+        m = _common.cautious(m, g)
+      u = _common.cast(size, m) * (m / denom)
+      return u if weight_decay is None else _common.cast(-lr * weight_decay, p) * p + u
+
+    out = jax.tree.map(leaf, grads, mu, nu_max if amsgrad else nu, params)
+    return out, adam.AdamState(count, mu, nu, nu_max)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 _FLAG = _checks.Boolean()
 _WEIGHT_DECAY = (0.0, adam.WEIGHT_DECAY)  # create_optimizer_v2 passes weight_decay=0
 _MOMENTUM = (0.9, _checks.Schedulable(_checks.NON_NEGATIVE))  # create_optimizer_v2's; the classes' is 0
@@ -178,6 +220,25 @@ def _rmsprop_tf_spec(name: str, decoupled_decay: bool, caution: bool) -> Optimiz
   )
 
 
+def _adamw_legacy_spec(name: str, caution: bool) -> OptimizerSpec:
+  return OptimizerSpec(
+    name=f'timm.{name}',
+    factory=adamw_legacy,
+    lr=1e-3,
+    kwargs={
+      'betas': ((0.9, 0.999), adam.BETAS),
+      'eps': (1e-8, _checks.NON_NEGATIVE),
+      'weight_decay': _WEIGHT_DECAY,  # the class's default is 0.01
+      'amsgrad': (False, _FLAG),
+      'caution': (caution, _FLAG),
+      'maximize': (False, _FLAG),
+      'clipping_threshold': (None, _checks.Optional(_checks.POSITIVE)),
+    },
+    switchable=('weight_decay',),
+    lr_linear=True,
+  )
+
+
 SPECS = (
   _sgdw_spec('sgdw', caution=False),
   _sgdw_spec('nesterovw', caution=False),
@@ -185,4 +246,6 @@ SPECS = (
   _rmsprop_tf_spec('rmsproptf', decoupled_decay=False, caution=False),
   _rmsprop_tf_spec('rmsproptfw', decoupled_decay=True, caution=False),
   _rmsprop_tf_spec('crmsproptf', decoupled_decay=False, caution=True),
+  _adamw_legacy_spec('adamwlegacy', caution=False),
+  _adamw_legacy_spec('cadamw', caution=True),
 )

@@ -29,9 +29,13 @@ CASES = [
   ('rmsproptfw', {'weight_decay': 0.1}),
   ('rmsproptfw', {'weight_decay': 0.1, 'lr_in_momentum': False, 'caution': True}),
   ('crmsproptf', {'weight_decay': 0.1, 'centered': True}),
+  ('adamwlegacy', {}),
+  ('adamwlegacy', {'weight_decay': 0.1, 'amsgrad': True, 'maximize': True}),
+  ('adamwlegacy', {'clipping_threshold': 1.0, 'caution': True}),
+  ('cadamw', {'weight_decay': 0.1, 'amsgrad': True, 'clipping_threshold': 0.5}),
 ]
 # float32 with options (the drawn-hyperparameter test runs every class in float32 with its defaults)
-FLOAT32 = [CASES[i] for i in (1, 5, 8, 13)]
+FLOAT32 = [CASES[i] for i in (1, 5, 8, 13, 17)]
 
 
 def _check(name, kwargs, dtype, **options):
@@ -45,14 +49,19 @@ def test_options_match_timm(name, kwargs, dtype):
   _check(name, kwargs, dtype)
 
 
-DECAY = st.floats(0.0, 0.2)
+DECAY = st.floats(0.01, 0.2)
 EPS = st.floats(1e-10, 1e-4)
+MOMENTUM = st.floats(0.05, 0.95)
+ADAM = {'betas': st.tuples(st.floats(0.0, 0.99), st.floats(0.5, 0.999)), 'eps': EPS, 'weight_decay': DECAY}
 # the float keywords drawn per class (the options are the defaults of its base ID)
 DRAWS = {
-  'sgdw': {'momentum': st.floats(0.0, 0.95), 'weight_decay': DECAY},
-  'rmsproptf': {'alpha': st.floats(0.0, 0.999), 'eps': EPS, 'momentum': st.floats(0.0, 0.95), 'weight_decay': DECAY},
+  'adamwlegacy': {**ADAM, 'clipping_threshold': st.floats(0.5, 2.0)},
+  'sgdw': {'momentum': MOMENTUM, 'weight_decay': DECAY},
+  'rmsproptf': {'alpha': st.floats(0.0, 0.999), 'eps': EPS, 'momentum': MOMENTUM, 'weight_decay': DECAY},
 }
-SWITCHABLE = ('weight_decay', 'momentum')  # 0 drops the term: part of the compiled computation
+# drawn apart from 0 (which drops the term, a compile of its own: CASES has them) and None, so that
+# each class compiles once per dtype, its floats in the state
+STATIC = {'weight_decay': 0.5, 'momentum': 0.5, 'clipping_threshold': 1.0}
 
 
 @pytest.mark.parametrize('dtype', ('float64', 'float32'))
@@ -60,16 +69,14 @@ SWITCHABLE = ('weight_decay', 'momentum')  # 0 drops the term: part of the compi
 def test_random_hyperparameters_match_timm(dtype, data, name, lr):
   # one compile per class and dtype: the drawn floats go into the state
   kwargs = data.draw(st.fixed_dictionaries(DRAWS[name]))
-  static = {k: 0.0 if v == 0 else 0.5 for k, v in kwargs.items() if k in SWITCHABLE}
+  # lr is drawn too: a fixed lr in the built keywords, the drawn one in the state
+  static = {'lr': 0.05, **{k: v for k, v in STATIC.items() if k in kwargs}}
   hyperparams = {'learning_rate': lr}
   for key, value in kwargs.items():
     if key == 'betas':
       hyperparams.update(zip(('b1', 'b2'), value))
-    elif static.get(key, 1.0) != 0:
+    else:
       hyperparams[key] = value
-  if name == 'sgdw' and kwargs['momentum'] == 0:
-    kwargs = {**kwargs, 'nesterov': False}
-    static = {**static, 'nesterov': False}
   _check(name, kwargs, dtype, lr=lr, hyperparams=hyperparams, jax_kwargs=static, steps=10)
 
 
