@@ -171,6 +171,92 @@ def adamw_legacy(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _momentum_average(decay: Any) -> Any:
+  """``(m, g) -> decay * m + (1 - decay) * g`` as ``m.mul_(decay).add_(g, alpha=1 - decay)`` (not
+  torch.optim.Adam's lerp), ``1 - decay`` computed once."""
+  rest = 1 - decay
+  return lambda m, g: m * _common.cast(decay, m) + _common.cast(rest, g) * g
+
+
+def nadam_legacy(learning_rate, b1, b2, eps, weight_decay, schedule_decay) -> optax.GradientTransformation:
+  """NAdam with Dozat's warming momentum schedule, as ``timm.optim.NAdamLegacy``.
+
+  ``g += wd * p``; ``mu_t = b1 (1 - 0.5 * 0.96**(t * schedule_decay))``, the product
+  ``P_t = P_{t-1} mu_t`` (``m_schedule``, a Python float in timm: here in the hyperparameters'
+  precision); ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g²``,
+  ``d = sqrt(v) / sqrt(1 - b2**t) + eps``;
+  ``p += -lr (1 - mu_t) / (1 - P_t) * g / d - lr mu_{t+1} / (1 - P_t mu_{t+1}) * m / d``.
+  """
+
+  def init_fn(params):
+    zeros = _common.zeros_like
+    schedule = jnp.ones([], jnp.asarray(b1).dtype)
+    return adam.NAdamState(jnp.zeros([], jnp.int32), schedule, zeros(params), zeros(params))
+
+  def update_fn(updates, state, params):
+    if weight_decay is not None:
+      updates = jax.tree.map(lambda g, p: g + _common.cast(weight_decay, p) * p, updates, params)
+    count = optax.safe_increment(state.count)
+    t = count.astype(state.mu_product.dtype)
+    mu_t = b1 * (1.0 - 0.5 * 0.96 ** (t * schedule_decay))
+    mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * schedule_decay))
+    product = state.mu_product * mu_t
+    lr = jnp.asarray(learning_rate)
+    c_grad = -lr * (1.0 - mu_t) / (1.0 - product)
+    c_avg = -lr * mu_next / (1.0 - product * mu_next)
+    bc2_sqrt = jnp.sqrt(adam.bias_correction(b2, count))
+    mu = jax.tree.map(_momentum_average(b1), state.mu, updates)
+    nu = jax.tree.map(_common.square_average(b2), state.nu, updates)
+
+    def leaf(g, m, v):
+      denom = jnp.sqrt(v) / _common.cast(bc2_sqrt, v) + _common.cast(eps, v)
+      return _common.cast(c_grad, g) * (g / denom) + _common.cast(c_avg, m) * (m / denom)
+
+    return jax.tree.map(leaf, updates, mu, nu), adam.NAdamState(count, product, mu, nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def radam_legacy(learning_rate, b1, b2, eps, weight_decay) -> optax.GradientTransformation:
+  """RAdam, as ``timm.optim.RAdamLegacy``: computed in float32 whatever the parameters' dtype
+  (timm steps ``p.float()`` with ``grad.float()`` and float32 moments, then copies back).
+
+  ``v = b2 v + (1 - b2) g²``, ``m = b1 m + (1 - b1) g``; RAdam's ``rho_t``
+  (:func:`jaxsched.optimizers.adam.sma_lengths`); ``p += -lr * wd * p``; if ``rho_t >= 5``,
+  ``p += -lr r_t m / (sqrt(v) + eps)`` with
+  ``r_t = sqrt((1 - b2**t) (rho_t - 4) / (rho_inf - 4) (rho_t - 2) / rho_t rho_inf / (rho_inf - 2)) / (1 - b1**t)``,
+  else ``p += -lr / (1 - b1**t) * m``.
+  """
+
+  def init_fn(params):
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    return adam.AdamState(jnp.zeros([], jnp.int32), zeros, jax.tree.map(jnp.copy, zeros))
+
+  def update_fn(updates, state, params):
+    grads = jax.tree.map(lambda g: g.astype(jnp.float32), updates)
+    nu = jax.tree.map(_common.square_average(b2), state.nu, grads)
+    mu = jax.tree.map(_momentum_average(b1), state.mu, grads)
+    count = optax.safe_increment(state.count)
+    bc1, bc2 = adam.bias_correction(b1, count), adam.bias_correction(b2, count)
+    rho_inf, rho_t = adam.sma_lengths(b2, count.astype(bc2.dtype))
+    rectified = rho_t >= 5
+    ratio = (rho_t - 4) / (rho_inf - 4) * (rho_t - 2) / rho_t * rho_inf / (rho_inf - 2)
+    lr = jnp.asarray(learning_rate)
+    step = -jnp.where(rectified, lr * jnp.sqrt(bc2 * ratio), lr) / bc1
+    decay = None if weight_decay is None else -weight_decay * lr
+
+    def leaf(m, v, p):
+      p32 = p.astype(jnp.float32)
+      new = p32 if decay is None else p32 + _common.cast(decay, p32) * p32
+      direction = jax.lax.select(rectified, m / (jnp.sqrt(v) + _common.cast(eps, v)), m)
+      new = new + _common.cast(step, direction) * direction
+      return new.astype(p.dtype) - p
+
+    return jax.tree.map(leaf, mu, nu, params), adam.AdamState(count, mu, nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 _FLAG = _checks.Boolean()
 _WEIGHT_DECAY = (0.0, adam.WEIGHT_DECAY)  # create_optimizer_v2 passes weight_decay=0
 _MOMENTUM = (0.9, _checks.Schedulable(_checks.NON_NEGATIVE))  # create_optimizer_v2's; the classes' is 0
@@ -248,4 +334,31 @@ SPECS = (
   _rmsprop_tf_spec('crmsproptf', decoupled_decay=False, caution=True),
   _adamw_legacy_spec('adamwlegacy', caution=False),
   _adamw_legacy_spec('cadamw', caution=True),
+  OptimizerSpec(
+    name='timm.nadamlegacy',
+    factory=nadam_legacy,
+    lr=2e-3,
+    kwargs={
+      'betas': ((0.9, 0.999), adam.BETAS),
+      'eps': (1e-8, _checks.NON_NEGATIVE),
+      'weight_decay': _WEIGHT_DECAY,
+      'schedule_decay': (4e-3, _checks.Schedulable(_checks.Real())),
+    },
+    switchable=('weight_decay',),
+    complex_params=False,  # timm squares a complex gradient as a complex number: no real view
+    lr_linear=True,
+  ),
+  OptimizerSpec(
+    name='timm.radamlegacy',
+    factory=radam_legacy,
+    lr=1e-3,
+    kwargs={
+      'betas': ((0.9, 0.999), adam.BETAS),
+      'eps': (1e-8, _checks.NON_NEGATIVE),
+      'weight_decay': _WEIGHT_DECAY,
+    },
+    switchable=('weight_decay',),
+    complex_params=False,  # timm's p.float() drops a complex parameter's imaginary part
+    lr_linear=True,
+  ),
 )

@@ -3,15 +3,19 @@ RAdamLegacy) and its projected ones (AdamP, SGDP) against timm itself:
 ``timm.optim.create_optimizer_v2(params, opt=<name>, lr=..., **kwargs)`` and jaxsched's ID with the
 same keywords, compared after every step of a 20-step run, compiled once per case."""
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from timm_runs import check_against_timm
+from timm_runs import SHAPES, check_against_timm, jax_trajectory
 
 import jaxsched
-from oracle import assert_config_error
+from oracle import assert_config_error, problem
 
-RTOL: dict[tuple[str, str], float] = {}
+# timm's RAdamLegacy steps float64 parameters in float32 (p.float(), copied back), and torch's CPU
+# add/addcdiv with alpha round the product and the sum once (a fused multiply-add), XLA twice: the
+# float64 runs agree to two float32 ulps (2**-22 relative), not to 1e-9.
+RTOL = {('radamlegacy', 'float64'): 2.5e-7}
 
 # timm keywords per ID: every option at least once, weight decay on and off.
 CASES = [
@@ -33,9 +37,13 @@ CASES = [
   ('adamwlegacy', {'weight_decay': 0.1, 'amsgrad': True, 'maximize': True}),
   ('adamwlegacy', {'clipping_threshold': 1.0, 'caution': True}),
   ('cadamw', {'weight_decay': 0.1, 'amsgrad': True, 'clipping_threshold': 0.5}),
+  ('nadamlegacy', {}),
+  ('nadamlegacy', {'weight_decay': 0.1, 'schedule_decay': 0.1}),
+  ('radamlegacy', {}),
+  ('radamlegacy', {'weight_decay': 0.1, 'betas': (0.8, 0.9)}),
 ]
 # float32 with options (the drawn-hyperparameter test runs every class in float32 with its defaults)
-FLOAT32 = [CASES[i] for i in (1, 5, 8, 13, 17)]
+FLOAT32 = [CASES[i] for i in (1, 5, 8, 13, 17, 19, 21)]
 
 
 def _check(name, kwargs, dtype, **options):
@@ -56,6 +64,8 @@ ADAM = {'betas': st.tuples(st.floats(0.0, 0.99), st.floats(0.5, 0.999)), 'eps': 
 # the float keywords drawn per class (the options are the defaults of its base ID)
 DRAWS = {
   'adamwlegacy': {**ADAM, 'clipping_threshold': st.floats(0.5, 2.0)},
+  'nadamlegacy': {**ADAM, 'schedule_decay': st.floats(0.0, 0.1)},
+  'radamlegacy': ADAM,
   'sgdw': {'momentum': MOMENTUM, 'weight_decay': DECAY},
   'rmsproptf': {'alpha': st.floats(0.0, 0.999), 'eps': EPS, 'momentum': MOMENTUM, 'weight_decay': DECAY},
 }
@@ -78,6 +88,14 @@ def test_random_hyperparameters_match_timm(dtype, data, name, lr):
     else:
       hyperparams[key] = value
   _check(name, kwargs, dtype, lr=lr, hyperparams=hyperparams, jax_kwargs=static, steps=10)
+
+
+def test_radamlegacy_steps_float64_parameters_in_float32():
+  params, grads = problem(SHAPES, 5)
+  for step in jax_trajectory('radamlegacy', {'weight_decay': 0.1}, params, grads, 'float64'):
+    for value in step.values():
+      assert value.dtype == np.float64
+      np.testing.assert_array_equal(value, value.astype(np.float32).astype(np.float64))
 
 
 @pytest.mark.parametrize(
