@@ -28,6 +28,7 @@ from jaxsched.optimizers import (
   timm_legacy,
   timm_misc,
   timm_moments,
+  timm_projected,
 )
 from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS, OptimizerSpec
 
@@ -43,7 +44,7 @@ not in the table."""
 
 TIMM_OPTIMIZERS: dict[str, OptimizerSpec] = {
   spec.name: spec
-  for module in (timm_layerwise, timm_moments, timm_adam, timm_misc, timm_legacy)
+  for module in (timm_layerwise, timm_moments, timm_adam, timm_misc, timm_legacy, timm_projected)
   for spec in module.SPECS
 }
 """timm's optimizers that torch.optim lacks, keyed by ``timm.<name>`` (``timm.optim.create_optimizer_v2``'s

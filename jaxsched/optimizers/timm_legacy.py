@@ -171,7 +171,7 @@ def adamw_legacy(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _momentum_average(decay: Any) -> Any:
+def momentum_average(decay: Any) -> Any:
   """``(m, g) -> decay * m + (1 - decay) * g`` as ``m.mul_(decay).add_(g, alpha=1 - decay)`` (not
   torch.optim.Adam's lerp), ``1 - decay`` computed once."""
   rest = 1 - decay
@@ -205,7 +205,7 @@ def nadam_legacy(learning_rate, b1, b2, eps, weight_decay, schedule_decay) -> op
     c_grad = -lr * (1.0 - mu_t) / (1.0 - product)
     c_avg = -lr * mu_next / (1.0 - product * mu_next)
     bc2_sqrt = jnp.sqrt(adam.bias_correction(b2, count))
-    mu = jax.tree.map(_momentum_average(b1), state.mu, updates)
+    mu = jax.tree.map(momentum_average(b1), state.mu, updates)
     nu = jax.tree.map(_common.square_average(b2), state.nu, updates)
 
     def leaf(g, m, v):
@@ -235,7 +235,7 @@ def radam_legacy(learning_rate, b1, b2, eps, weight_decay) -> optax.GradientTran
   def update_fn(updates, state, params):
     grads = jax.tree.map(lambda g: g.astype(jnp.float32), updates)
     nu = jax.tree.map(_common.square_average(b2), state.nu, grads)
-    mu = jax.tree.map(_momentum_average(b1), state.mu, grads)
+    mu = jax.tree.map(momentum_average(b1), state.mu, grads)
     count = optax.safe_increment(state.count)
     bc1, bc2 = adam.bias_correction(b1, count), adam.bias_correction(b2, count)
     rho_inf, rho_t = adam.sma_lengths(b2, count.astype(bc2.dtype))

@@ -3,14 +3,19 @@ RAdamLegacy) and its projected ones (AdamP, SGDP) against timm itself:
 ``timm.optim.create_optimizer_v2(params, opt=<name>, lr=..., **kwargs)`` and jaxsched's ID with the
 same keywords, compared after every step of a 20-step run, compiled once per case."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from timm_runs import SHAPES, check_against_timm, jax_trajectory
+from timm_runs import SHAPES, TIMM_OPTIM, check_against_timm, jax_trajectory, timm_trajectory
 
 import jaxsched
-from oracle import assert_config_error, problem
+from jaxsched.optimizers import TIMM_OPTIMIZERS
+from oracle import assert_config_error, assert_trajectories_close, problem, x64
 
 # timm's RAdamLegacy steps float64 parameters in float32 (p.float(), copied back), and torch's CPU
 # add/addcdiv with alpha round the product and the sum once (a fused multiply-add), XLA twice: the
@@ -19,35 +24,43 @@ RTOL = {('radamlegacy', 'float64'): 2.5e-7}
 
 # timm keywords per ID: every option at least once, weight decay on and off.
 CASES = [
-  ('sgdw', {}),
   ('sgdw', {'weight_decay': 0.1, 'maximize': True}),
-  ('sgdw', {'weight_decay': 0.1, 'nesterov': False, 'dampening': 0.3}),
+  ('sgdw', {'nesterov': False, 'dampening': 0.3}),
   ('sgdw', {'momentum': 0.0, 'nesterov': False, 'weight_decay': 0.1}),
-  ('nesterovw', {'weight_decay': 0.1}),
+  ('nesterovw', {}),
   ('csgdw', {'weight_decay': 0.1}),
   ('csgdw', {'nesterov': False, 'maximize': True}),
   ('rmsproptf', {}),
   ('rmsproptf', {'weight_decay': 0.1, 'centered': True}),
-  ('rmsproptf', {'momentum': 0.0, 'weight_decay': 0.1, 'centered': True}),
+  ('rmsproptf', {'momentum': 0.0, 'weight_decay': 0.1}),
   ('rmsproptf', {'lr_in_momentum': False, 'alpha': 0.0}),
-  ('rmsproptfw', {'weight_decay': 0.1}),
   ('rmsproptfw', {'weight_decay': 0.1, 'lr_in_momentum': False, 'caution': True}),
   ('crmsproptf', {'weight_decay': 0.1, 'centered': True}),
   ('adamwlegacy', {}),
   ('adamwlegacy', {'weight_decay': 0.1, 'amsgrad': True, 'maximize': True}),
-  ('adamwlegacy', {'clipping_threshold': 1.0, 'caution': True}),
   ('cadamw', {'weight_decay': 0.1, 'amsgrad': True, 'clipping_threshold': 0.5}),
   ('nadamlegacy', {}),
   ('nadamlegacy', {'weight_decay': 0.1, 'schedule_decay': 0.1}),
   ('radamlegacy', {}),
   ('radamlegacy', {'weight_decay': 0.1, 'betas': (0.8, 0.9)}),
+  # delta=1 on these shapes takes each branch of the projection (the channel view, the layer view,
+  # neither) at some steps, 0.1 the layer view and neither
+  ('adamp', {}),
+  ('adamp', {'weight_decay': 0.1, 'delta': 1.0, 'nesterov': False}),
+  ('cadamp', {'weight_decay': 0.1, 'delta': 1.0}),
+  ('sgdp', {}),
+  ('sgdp', {'weight_decay': 0.1, 'delta': 1.0, 'nesterov': False, 'dampening': 0.2}),
+  ('csgdp', {'weight_decay': 0.1, 'delta': 1.0, 'momentum': 0.0}),
 ]
+PROJECTED = {'adamp', 'cadamp', 'sgdp', 'csgdp'}
+PROJECTED_SHAPES = {'w': (4, 3), 'b': (3,), 'k': (3, 2, 2)}  # a 3-d array: timm's views reshape it
 # float32 with options (the drawn-hyperparameter test runs every class in float32 with its defaults)
-FLOAT32 = [CASES[i] for i in (1, 5, 8, 13, 17, 19, 21)]
+FLOAT32 = [CASES[i] for i in (4, 7, 14, 18, 21)]
 
 
 def _check(name, kwargs, dtype, **options):
-  check_against_timm(name, kwargs, dtype, rtol=RTOL.get((name, dtype)), **options)
+  shapes = PROJECTED_SHAPES if name in PROJECTED else SHAPES
+  check_against_timm(name, kwargs, dtype, rtol=RTOL.get((name, dtype)), shapes=shapes, **options)
 
 
 @pytest.mark.parametrize(
@@ -66,6 +79,15 @@ DRAWS = {
   'adamwlegacy': {**ADAM, 'clipping_threshold': st.floats(0.5, 2.0)},
   'nadamlegacy': {**ADAM, 'schedule_decay': st.floats(0.0, 0.1)},
   'radamlegacy': ADAM,
+  'adamp': {**ADAM, 'delta': st.floats(0.05, 2.0), 'wd_ratio': st.floats(0.0, 1.0)},
+  'sgdp': {
+    'momentum': MOMENTUM,
+    'dampening': st.floats(0.0, 0.5),
+    'weight_decay': DECAY,
+    'eps': EPS,
+    'delta': st.floats(0.05, 2.0),
+    'wd_ratio': st.floats(0.0, 1.0),
+  },
   'sgdw': {'momentum': MOMENTUM, 'weight_decay': DECAY},
   'rmsproptf': {'alpha': st.floats(0.0, 0.999), 'eps': EPS, 'momentum': MOMENTUM, 'weight_decay': DECAY},
 }
@@ -98,6 +120,43 @@ def test_radamlegacy_steps_float64_parameters_in_float32():
       np.testing.assert_array_equal(value, value.astype(np.float32).astype(np.float64))
 
 
+@pytest.mark.parametrize('name, kwargs', [('adamwlegacy', {'weight_decay': 0.1, 'caution': True}), ('sgdw', {})])
+def test_complex_parameters_train_as_timms_real_view(name, kwargs):
+  # AdamWLegacy steps torch.view_as_real(p); SGDW's complex arithmetic is the real view's; jax.grad's
+  # gradient is the conjugate of torch's p.grad
+  params, grads = problem({'z': (3, 2, 2)}, 8)
+  expected = timm_trajectory(name, {'lr': 0.05, **kwargs}, params, grads, 'float64', complex_=True)
+  with x64('float64'):
+    tx = jaxsched.optimizer(f'timm.{name}', lr=0.05, **kwargs)
+
+    def to_complex(tree):
+      return {k: jax.lax.complex(jnp.asarray(v[..., 0]), jnp.asarray(v[..., 1])) for k, v in tree.items()}
+
+    @jax.jit
+    def step(p, state, g):
+      u, state = tx.update(g, state, p)
+      return optax.apply_updates(p, u), state
+
+    p = to_complex(params)
+    state, actual = tx.init(p), []
+    for g in grads:
+      p, state = step(p, state, jax.tree.map(jnp.conj, to_complex(g)))
+      actual.append({k: np.stack([np.real(v), np.imag(v)], -1) for k, v in p.items()})
+  assert_trajectories_close(actual, expected, 'float64')
+
+
+@pytest.mark.parametrize('name', ['timm.rmsproptf', 'timm.nadamlegacy', 'timm.radamlegacy', 'timm.adamp', 'timm.sgdp'])
+def test_complex_parameters_are_refused_where_timm_takes_no_real_view(name):
+  tx = jaxsched.optimizer(name)
+  assert_config_error(lambda: tx.init({'w': jnp.ones(3), 'z': jnp.ones(3, jnp.complex64)}), [name, "['z']", 'complex'])
+
+
+def test_sgdp_takes_torchs_default_lr_where_timm_requires_one():
+  with pytest.raises(ValueError, match='required optimization parameter lr'):
+    TIMM_OPTIM.create_optimizer_v2([torch.nn.Parameter(torch.ones(2, 2))], opt='sgdp')
+  assert TIMM_OPTIMIZERS['timm.sgdp'].lr == TIMM_OPTIMIZERS['timm.csgdp'].lr == 1e-3  # torch.optim.SGD's default
+
+
 @pytest.mark.parametrize(
   'name, kwargs, words',
   [
@@ -105,6 +164,8 @@ def test_radamlegacy_steps_float64_parameters_in_float32():
     ('timm.sgdw', {'momentum': -0.1}, ['timm.sgdw: momentum=-0.1', '>= 0']),
     ('timm.rmsproptf', {'alpha': -0.1}, ['timm.rmsproptf: alpha=-0.1', '>= 0']),
     ('timm.rmsproptfw', {'centered': 1}, ['timm.rmsproptfw: centered=1', 'true or false']),
+    ('timm.adamp', {'delta': 'wide'}, ['timm.adamp: delta=', "'wide'", 'finite real number']),
+    ('timm.csgdp', {'eps': -1.0}, ['timm.csgdp: eps=-1.0', '>= 0']),
     ('timm.csgdw', {'corrected_weight_decay': True}, ['keyword for timm.csgdw', "'corrected_weight_decay'"]),
   ],
   ids=str,
