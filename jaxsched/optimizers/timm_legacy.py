@@ -359,6 +359,6 @@ SPECS = (
     },
     switchable=('weight_decay',),
     complex_params=False,  # timm's p.float() drops a complex parameter's imaginary part
-    lr_linear=True,
+    lr_linear=False,  # the new parameters are rounded to float32: a group's own lr is not a scale of lr = 1's step
   ),
 )

@@ -52,6 +52,7 @@ CASES = [
   ('sgdp', {'weight_decay': 0.1, 'delta': 1.0, 'nesterov': False, 'dampening': 0.2}),
   ('csgdp', {'weight_decay': 0.1, 'delta': 1.0, 'momentum': 0.0}),
 ]
+IDS = {name for name, _ in CASES}
 PROJECTED = {'adamp', 'cadamp', 'sgdp', 'csgdp'}
 PROJECTED_SHAPES = {'w': (4, 3), 'b': (3,), 'k': (3, 2, 2)}  # a 3-d array: timm's views reshape it
 # float32 with options (the drawn-hyperparameter test runs every class in float32 with its defaults)
@@ -110,6 +111,25 @@ def test_random_hyperparameters_match_timm(dtype, data, name, lr):
     else:
       hyperparams[key] = value
   _check(name, kwargs, dtype, lr=lr, hyperparams=hyperparams, jax_kwargs=static, steps=10)
+
+
+@pytest.mark.parametrize('name', [n for n, spec in TIMM_OPTIMIZERS.items() if n[5:] in IDS and spec.lr_linear])
+def test_lr_linear_steps_scale_with_the_lr(name):
+  # the same gradients at the same parameters: every update (decay included) scales with lr
+  with x64('float64'):
+    params = {'w': jnp.linspace(-1.0, 1.0, 12).reshape(4, 3), 'b': jnp.linspace(0.5, 1.0, 3)}
+    grads = [jax.tree.map(lambda p, k=k: jnp.cos(k + 3 * p), params) for k in range(3)]
+    runs = []
+    for lr in (1.0, 0.25):
+      tx = jaxsched.optimizer(name, lr=lr, weight_decay=0.1)
+      state, updates = tx.init(params), []
+      for g in grads:
+        u, state = tx.update(g, state, params)
+        updates.append(u)
+      runs.append(updates)
+    for full, quarter in zip(*runs, strict=True):
+      for k in params:
+        np.testing.assert_allclose(quarter[k], 0.25 * full[k], rtol=1e-9, atol=0)
 
 
 def test_radamlegacy_steps_float64_parameters_in_float32():
