@@ -26,9 +26,11 @@ from jaxsched.optimizers import (
   timm_adafactor,
   timm_adam,
   timm_layerwise,
+  timm_legacy,
   timm_misc,
   timm_moments,
   timm_muon,
+  timm_projected,
   timm_unported,
 )
 from jaxsched.optimizers._registry import IMPLEMENTATION_FLAGS, OptimizerSpec
@@ -45,7 +47,16 @@ not in the table."""
 
 TIMM_OPTIMIZERS: dict[str, OptimizerSpec] = {
   spec.name: spec
-  for module in (timm_layerwise, timm_moments, timm_adam, timm_misc, timm_adafactor, timm_muon)
+  for module in (
+    timm_layerwise,
+    timm_moments,
+    timm_adam,
+    timm_misc,
+    timm_adafactor,
+    timm_muon,
+    timm_legacy,
+    timm_projected,
+  )
   for spec in module.SPECS
 }
 """timm's optimizers that torch.optim lacks, keyed by ``timm.<name>`` (``timm.optim.create_optimizer_v2``'s

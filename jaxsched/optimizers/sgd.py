@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,12 +63,18 @@ def sgd(learning_rate, momentum, dampening, weight_decay, nesterov, maximize):
   )
 
 
-def _check_nesterov(kw: dict[str, Any]) -> None:
-  if kw['nesterov'] and (kw['momentum'] == 0 or kw['dampening'] != 0):
-    raise ConfigError(
-      f'nesterov=True requires momentum > 0 and dampening == 0 (as torch.optim.SGD); '
-      f'got momentum={kw["momentum"]!r}, dampening={kw["dampening"]!r}.'
-    )
+def nesterov_check(owner: str) -> Callable[[dict[str, Any]], None]:
+  """The cross-check of torch.optim.SGD's rule, which ``owner`` (a class name) shares: nesterov
+  needs momentum > 0 and dampening == 0."""
+
+  def check(kw: dict[str, Any]) -> None:
+    if kw['nesterov'] and (kw['momentum'] == 0 or kw['dampening'] != 0):
+      raise ConfigError(
+        f'nesterov=True requires momentum > 0 and dampening == 0 (as {owner}); '
+        f'got momentum={kw["momentum"]!r}, dampening={kw["dampening"]!r}.'
+      )
+
+  return check
 
 
 SPECS = (
@@ -84,7 +90,7 @@ SPECS = (
       'maximize': (False, _checks.Boolean()),
     },
     switchable=('momentum', 'weight_decay'),
-    cross_check=_check_nesterov,
+    cross_check=nesterov_check('torch.optim.SGD'),
     lr_linear=True,
     torch_state={MomentumState: {'buffer': 'momentum_buffer'}},
     torch_step=None,

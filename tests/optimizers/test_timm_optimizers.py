@@ -177,7 +177,9 @@ def test_every_timm_id_is_timms_name_with_its_defaults():
   for spec in TIMM_OPTIMIZERS.values():
     name = spec.name[len('timm.') :]
     assert name in listed, name
-    opt = timm_optim.create_optimizer_v2([torch.nn.Parameter(torch.ones(2, 2))], opt=name)
+    # timm's SGDP has no default lr (test_timm_classes.py checks that it requires one): the spec's is given
+    given = {'lr': spec.lr} if name in ('sgdp', 'csgdp') else {}
+    opt = timm_optim.create_optimizer_v2([torch.nn.Parameter(torch.ones(2, 2))], opt=name, **given)
     (group,) = opt.param_groups
     assert group['lr'] == spec.lr, name
     for key, (default, _) in spec.kwargs.items():
