@@ -8,8 +8,10 @@ Each ID is timm's class with the defaults ``timm.optim.create_optimizer_v2(..., 
 passes (the class's own, then ``weight_decay=0``, ``momentum=0.9`` where the class has momentum,
 and the registry entry's ``nesterov``, ``alpha``, ``decoupled_decay`` or ``caution``); the numbers
 are those of timm's single-tensor implementations, the ones it runs on CPU. There is no torch.optim
-counterpart, so no torch state conversion (``torch_state`` is empty). timm's
-``corrected_weight_decay`` (``lr**2 / max_lr`` decay) is not a keyword here.
+counterpart, so no torch state conversion (``torch_state`` is empty). SGDW, RMSpropTF (with
+decoupled_decay) and AdamWLegacy take timm's ``corrected_weight_decay`` (and ``max_lr``,
+:func:`jaxsched.optimizers._registry.with_corrected_decay`), by the IDs ``timm.sgdc``,
+``timm.csgdc``, ``timm.rmsproptfc``, ``timm.adamc`` and ``timm.cadamc`` too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import optax
 
 from jaxsched import _checks
 from jaxsched.optimizers import _common, adam, sgd
-from jaxsched.optimizers._registry import OptimizerSpec
+from jaxsched.optimizers._registry import OptimizerSpec, with_corrected_decay
 
 
 class RMSpropTFState(NamedTuple):
@@ -46,10 +48,21 @@ def cautious_against_input(inner: optax.GradientTransformation) -> optax.Gradien
   return optax.GradientTransformation(inner.init, update_fn)
 
 
-def sgdw(learning_rate, momentum, dampening, weight_decay, nesterov: bool, caution: bool, maximize: bool):
+def sgdw(
+  learning_rate,
+  momentum,
+  dampening,
+  weight_decay,
+  nesterov: bool,
+  caution: bool,
+  maximize: bool,
+  corrected_weight_decay: bool,
+  max_lr,
+):
   """SGD with decoupled weight decay, as ``timm.optim.SGDW``.
 
-  ``g = -g`` if maximize; ``p *= 1 - lr * wd``; with momentum, torch.optim.SGD's buffer, dampening
+  ``g = -g`` if maximize; ``p *= 1 - lr * wd`` (``lr**2 / max_lr`` for ``lr`` with corrected_weight_decay,
+  :func:`_common.decay_learning_rate`); with momentum, torch.optim.SGD's buffer, dampening
   and nesterov (:func:`jaxsched.optimizers.sgd.torch_momentum`), then caution against ``g`` as
   :func:`_common.cautious` (timm cautions only with momentum); ``p += -lr * u``.
   """
@@ -61,7 +74,11 @@ def sgdw(learning_rate, momentum, dampening, weight_decay, nesterov: bool, cauti
     _common.negate() if maximize else None,
     buffer,
     _common.descend(learning_rate),
-    _common.decoupled_decay(learning_rate, weight_decay) if weight_decay is not None else None,
+    None
+    if weight_decay is None
+    else _common.decoupled_decay(
+      _common.decay_learning_rate(learning_rate, corrected_weight_decay, max_lr), weight_decay
+    ),
   )
 
 
@@ -75,10 +92,13 @@ def rmsprop_tf(
   decoupled_decay: bool,
   lr_in_momentum: bool,
   caution: bool,
+  corrected_weight_decay: bool,
+  max_lr,
 ) -> optax.GradientTransformation:
   """RMSprop in TensorFlow's form, as ``timm.optim.RMSpropTF``.
 
-  ``p *= 1 - lr * wd`` with decoupled_decay, else ``g += wd * p``; ``v += (1 - alpha) (g² - v)``
+  ``p *= 1 - lr * wd`` with decoupled_decay (``lr**2 / max_lr`` for ``lr`` with
+  corrected_weight_decay), else ``g += wd * p``; ``v += (1 - alpha) (g² - v)``
   with ``v`` starting at 1; centered: ``a += (1 - alpha) (g - a)``, ``d = sqrt(v - a² + eps)``, else
   ``d = sqrt(v + eps)`` (eps inside the root). With momentum: ``b = momentum b + lr g / d`` and
   ``p -= b`` (lr_in_momentum, TensorFlow's), or ``b = momentum b + g / d`` and ``p += -lr b``;
@@ -100,7 +120,7 @@ def rmsprop_tf(
     step = -lr
     decay = None
     if weight_decay is not None and decoupled_decay:
-      decay = step * weight_decay
+      decay = -_common.decay_learning_rate(lr, corrected_weight_decay, max_lr) * weight_decay
     elif weight_decay is not None:
       updates = jax.tree.map(lambda g, p: g + _common.cast(weight_decay, p) * p, updates, params)
     rest = 1 - alpha
@@ -130,12 +150,23 @@ def rmsprop_tf(
 
 
 def adamw_legacy(
-  learning_rate, b1, b2, eps, weight_decay, amsgrad: bool, caution: bool, maximize: bool, clipping_threshold
+  learning_rate,
+  b1,
+  b2,
+  eps,
+  weight_decay,
+  amsgrad: bool,
+  caution: bool,
+  maximize: bool,
+  clipping_threshold,
+  corrected_weight_decay: bool,
+  max_lr,
 ) -> optax.GradientTransformation:
   """AdamW, as ``timm.optim.AdamWLegacy``.
 
-  ``g = -g`` if maximize; ``p *= 1 - lr * wd``; ``m = lerp(m, g, 1 - b1)``,
-  ``v = b2 v + (1 - b2) g²`` (with amsgrad its running max ``v_max`` in the denominator);
+  ``g = -g`` if maximize; ``p *= 1 - lr * wd`` (``lr**2 / max_lr`` for ``lr`` with
+  corrected_weight_decay); ``m = lerp(m, g, 1 - b1)``, ``v = b2 v + (1 - b2) g²`` (with amsgrad
+  its running max ``v_max`` in the denominator);
   ``d = sqrt(v) / sqrt(1 - b2**t) + eps``, times ``max(1, rms(g / d) / clipping_threshold)`` if
   clipping_threshold is set (StableAdamW); caution on ``m`` as :func:`_common.cautious`;
   ``p += -lr / (1 - b1**t) * m / d``.
@@ -154,6 +185,9 @@ def adamw_legacy(
     lr = jnp.asarray(learning_rate)
     size = -(lr / adam.bias_correction(b1, count))
     bc2_sqrt = jnp.sqrt(adam.bias_correction(b2, count))
+    decay = None
+    if weight_decay is not None:
+      decay = -_common.decay_learning_rate(lr, corrected_weight_decay, max_lr) * weight_decay
 
     def leaf(g, m, v, p):
       denom = jnp.sqrt(v) / _common.cast(bc2_sqrt, v) + _common.cast(eps, v)
@@ -163,7 +197,7 @@ def adamw_legacy(
       if caution:
         m = _common.cautious(m, g)
       u = _common.cast(size, m) * (m / denom)
-      return u if weight_decay is None else _common.cast(-lr * weight_decay, p) * p + u
+      return u if decay is None else _common.cast(decay, p) * p + u
 
     out = jax.tree.map(leaf, grads, mu, nu_max if amsgrad else nu, params)
     return out, adam.AdamState(count, mu, nu, nu_max)
@@ -262,8 +296,8 @@ _WEIGHT_DECAY = (0.0, adam.WEIGHT_DECAY)  # create_optimizer_v2 passes weight_de
 _MOMENTUM = (0.9, _checks.Schedulable(_checks.NON_NEGATIVE))  # create_optimizer_v2's; the classes' is 0
 
 
-def _sgdw_spec(name: str, caution: bool) -> OptimizerSpec:
-  return OptimizerSpec(
+def _sgdw_spec(name: str, caution: bool, corrected: bool = False) -> OptimizerSpec:
+  spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=sgdw,
     lr=1e-3,
@@ -282,10 +316,11 @@ def _sgdw_spec(name: str, caution: bool) -> OptimizerSpec:
     lr_linear=True,
     torch_step=None,
   )
+  return with_corrected_decay(spec, corrected)
 
 
-def _rmsprop_tf_spec(name: str, decoupled_decay: bool, caution: bool) -> OptimizerSpec:
-  return OptimizerSpec(
+def _rmsprop_tf_spec(name: str, decoupled_decay: bool, caution: bool, corrected: bool = False) -> OptimizerSpec:
+  spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=rmsprop_tf,
     lr=1e-2,
@@ -304,10 +339,11 @@ def _rmsprop_tf_spec(name: str, decoupled_decay: bool, caution: bool) -> Optimiz
     complex_params=False,
     lr_linear=False,  # lr_in_momentum: the buffer sums lr-weighted steps
   )
+  return with_corrected_decay(spec, corrected)
 
 
-def _adamw_legacy_spec(name: str, caution: bool) -> OptimizerSpec:
-  return OptimizerSpec(
+def _adamw_legacy_spec(name: str, caution: bool, corrected: bool = False) -> OptimizerSpec:
+  spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=adamw_legacy,
     lr=1e-3,
@@ -323,17 +359,23 @@ def _adamw_legacy_spec(name: str, caution: bool) -> OptimizerSpec:
     switchable=('weight_decay',),
     lr_linear=True,
   )
+  return with_corrected_decay(spec, corrected)
 
 
 SPECS = (
   _sgdw_spec('sgdw', caution=False),
   _sgdw_spec('nesterovw', caution=False),
   _sgdw_spec('csgdw', caution=True),
+  _sgdw_spec('sgdc', caution=False, corrected=True),
+  _sgdw_spec('csgdc', caution=True, corrected=True),
   _rmsprop_tf_spec('rmsproptf', decoupled_decay=False, caution=False),
   _rmsprop_tf_spec('rmsproptfw', decoupled_decay=True, caution=False),
   _rmsprop_tf_spec('crmsproptf', decoupled_decay=False, caution=True),
+  _rmsprop_tf_spec('rmsproptfc', decoupled_decay=True, caution=False, corrected=True),
   _adamw_legacy_spec('adamwlegacy', caution=False),
   _adamw_legacy_spec('cadamw', caution=True),
+  _adamw_legacy_spec('adamc', caution=False, corrected=True),
+  _adamw_legacy_spec('cadamc', caution=True, corrected=True),
   OptimizerSpec(
     name='timm.nadamlegacy',
     factory=nadam_legacy,
