@@ -336,7 +336,8 @@ def lr_log_names(config: Any, opt_state: Any) -> dict[str, Any]:
     base = given
     if not base:
       unnamed += 1
-      base = f'lr-{plan.optimizer}' + (f'-{unnamed - 1}' if unnamed > 1 else '')
+      optimizer = plan.optimizer if plan.spec is None else plan.spec.logged_name
+      base = f'lr-{optimizer}' + (f'-{unnamed - 1}' if unnamed > 1 else '')
     single = len(lrs) == 1 and not given
     for group, v in lrs.items():
       name = base if single else f'{base}/{group}'

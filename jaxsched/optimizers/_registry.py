@@ -100,6 +100,9 @@ class OptimizerSpec:
       constructor's lr): null stands for the learning rate given, where that is a number;
       :func:`jaxsched.build` gives them the config's base LR, as timm gives every param
       group its constructor's.
+    class_name: the optimizer class's name where the ID is not that name (timm's class:
+      ``Lamb`` for ``timm.lamb``), which Lightning's LearningRateMonitor logs (``lr-Lamb``);
+      see :attr:`logged_name`.
     lr_nonlinear: boolean keywords that, when true, make the step non-linear in the LR
       even where :attr:`lr_linear` holds (timm's ``corrected_weight_decay``: ``lr**2 / max_lr``);
       see :meth:`is_lr_linear`.
@@ -125,6 +128,12 @@ class OptimizerSpec:
   across_groups: Mapping[str, Callable[[Any], optax.GradientTransformation]] = dataclasses.field(default_factory=dict)
   peak_lr: tuple[str, ...] = ()
   lr_nonlinear: tuple[str, ...] = ()
+  class_name: str | None = None
+
+  @property
+  def logged_name(self) -> str:
+    """The optimizer's name in Lightning's LearningRateMonitor keys (``optimizer.__class__.__name__``)."""
+    return self.class_name or self.name
 
   @property
   def doc(self) -> str:

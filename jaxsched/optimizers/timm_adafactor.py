@@ -339,6 +339,7 @@ def _adafactor_spec(name: str, caution: bool) -> OptimizerSpec:
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=adafactor,
+    class_name='Adafactor',
     lr=None,  # timm's default: the relative step
     lr_check=_checks.Optional(LEARNING_RATE),
     kwargs={
@@ -363,6 +364,7 @@ def _big_vision_spec(name: str, caution: bool, corrected: bool) -> OptimizerSpec
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=adafactor_big_vision,
+    class_name='AdafactorBigVision',
     lr=1.0,
     kwargs={
       'min_dim_size_to_factor': (16, _checks.Integer()),

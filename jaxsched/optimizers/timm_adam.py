@@ -229,6 +229,7 @@ def _adopt_spec(name: str, decoupled: bool = False, caution: bool = False, corre
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=adopt,
+    class_name='Adopt',
     lr=1e-3,
     kwargs={
       'betas': ((0.9, 0.9999), adam.BETAS),
@@ -249,6 +250,7 @@ def _laprop_spec(name: str, caution: bool = False, corrected: bool = False) -> O
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=laprop,
+    class_name='LaProp',
     lr=4e-4,
     kwargs={
       'betas': ((0.9, 0.999), adam.BETAS),
@@ -266,6 +268,7 @@ def _nadamw_spec(name: str, caution: bool = False, corrected: bool = False) -> O
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=nadamw,
+    class_name='NAdamW',
     lr=1e-3,
     kwargs={
       'betas': ((0.9, 0.999), adam.BETAS),

@@ -184,6 +184,7 @@ def _lamb_spec(
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=lamb,
+    class_name='Lamb',
     lr=1e-3,
     kwargs={
       'bias_correction': (True, _FLAG),
@@ -214,6 +215,7 @@ def _lars_spec(name: str, trust_clip: bool = False, nesterov: bool = False) -> O
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=lars,
+    class_name='Lars',
     lr=1.0,
     kwargs={
       'momentum': (0.9, _checks.Schedulable(_checks.NON_NEGATIVE)),  # create_optimizer_v2's; the class's is 0

@@ -300,6 +300,7 @@ def _sgdw_spec(name: str, caution: bool, corrected: bool = False) -> OptimizerSp
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=sgdw,
+    class_name='SGDW',
     lr=1e-3,
     kwargs={
       'momentum': _MOMENTUM,
@@ -323,6 +324,7 @@ def _rmsprop_tf_spec(name: str, decoupled_decay: bool, caution: bool, corrected:
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=rmsprop_tf,
+    class_name='RMSpropTF',
     lr=1e-2,
     kwargs={
       'alpha': (0.9, _checks.Schedulable(_checks.NON_NEGATIVE)),
@@ -346,6 +348,7 @@ def _adamw_legacy_spec(name: str, caution: bool, corrected: bool = False) -> Opt
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=adamw_legacy,
+    class_name='AdamWLegacy',
     lr=1e-3,
     kwargs={
       'betas': ((0.9, 0.999), adam.BETAS),
@@ -379,6 +382,7 @@ SPECS = (
   OptimizerSpec(
     name='timm.nadamlegacy',
     factory=nadam_legacy,
+    class_name='NAdamLegacy',
     lr=2e-3,
     kwargs={
       'betas': ((0.9, 0.999), adam.BETAS),
@@ -393,6 +397,7 @@ SPECS = (
   OptimizerSpec(
     name='timm.radamlegacy',
     factory=radam_legacy,
+    class_name='RAdamLegacy',
     lr=1e-3,
     kwargs={
       'betas': ((0.9, 0.999), adam.BETAS),

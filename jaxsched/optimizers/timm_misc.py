@@ -232,6 +232,7 @@ def _madgrad_spec(name: str, decoupled_decay: bool) -> OptimizerSpec:
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=madgrad,
+    class_name='MADGRAD',
     lr=1e-2,
     kwargs={
       'momentum': (0.9, _checks.Schedulable(_checks.PROBABILITY)),  # create_optimizer_v2's
@@ -250,6 +251,7 @@ def _novograd_spec(name: str, decoupled_decay: bool, corrected: bool = False) ->
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=novograd,
+    class_name='NvNovoGrad',
     lr=1e-3,
     kwargs={
       'betas': ((0.95, 0.98), adam.BETAS),
@@ -270,6 +272,7 @@ def _mars_spec(name: str, caution: bool = False) -> OptimizerSpec:
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=mars,
+    class_name='Mars',
     lr=3e-3,
     kwargs={
       'betas': ((0.9, 0.99), adam.BETAS),

@@ -208,6 +208,7 @@ def _adabelief_spec(name: str, rectify: bool) -> OptimizerSpec:
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=adabelief,
+    class_name='AdaBelief',
     lr=1e-3,
     kwargs={
       'betas': ((0.9, 0.999), adam.BETAS),
@@ -229,6 +230,7 @@ def _adan_spec(name: str, no_prox: bool, caution: bool = False) -> OptimizerSpec
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=adan,
+    class_name='Adan',
     lr=1e-3,
     kwargs={
       'betas': ((0.98, 0.92, 0.99), _checks.Sequence(_checks.Schedulable(_checks.PROBABILITY), 3)),
@@ -247,6 +249,7 @@ def _lion_spec(name: str, caution: bool = False, corrected: bool = False) -> Opt
   spec = OptimizerSpec(
     name=f'timm.{name}',
     factory=lion,
+    class_name='Lion',
     lr=1e-4,
     kwargs={
       'betas': ((0.9, 0.99), adam.BETAS),

@@ -252,6 +252,7 @@ def _spec(name: str, algo: str, nesterov: bool) -> OptimizerSpec:
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=timm_muon,
+    class_name='Muon',
     lr=0.02,
     kwargs={
       'weight_decay': (0.0, adam.WEIGHT_DECAY),  # create_optimizer_v2 passes weight_decay=0

@@ -160,6 +160,7 @@ def _adamp_spec(name: str, caution: bool) -> OptimizerSpec:
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=adamp,
+    class_name='AdamP',
     lr=1e-3,
     kwargs={
       'betas': ((0.9, 0.999), adam.BETAS),
@@ -180,6 +181,7 @@ def _sgdp_spec(name: str, caution: bool) -> OptimizerSpec:
   return OptimizerSpec(
     name=f'timm.{name}',
     factory=sgdp,
+    class_name='SGDP',
     lr=1e-3,  # timm's SGDP requires an lr; torch.optim.SGD's default
     kwargs={
       'momentum': (0.9, _checks.Schedulable(_checks.NON_NEGATIVE)),  # create_optimizer_v2's; the class's is 0
