@@ -110,7 +110,8 @@ SWITCHABLE = ('weight_decay', 'momentum')  # 0 drops the term: part of the compi
 def test_random_hyperparameters_match_timm(dtype, data, name, lr):
   # one compile per class and dtype: the drawn floats go into the state
   kwargs = data.draw(st.fixed_dictionaries(DRAWS[name]))
-  static = {k: 0.0 if v == 0 else 0.5 for k, v in kwargs.items() if k in SWITCHABLE}
+  # the placeholder lr too: the drawn one is set in the state (a drawn lr here would compile each example)
+  static = {'lr': 0.5, **{k: 0.0 if v == 0 else 0.5 for k, v in kwargs.items() if k in SWITCHABLE}}
   hyperparams = {'learning_rate': lr}
   for key, value in kwargs.items():
     if key == 'betas':
