@@ -1,0 +1,127 @@
+"""hf.greedy against transformers' GreedyLR (``get_scheduler('greedy', ...)``) fed the same metrics: every
+group's LR after every ``step(metric)``, in one jit-compiled scan of report(), float64 and float32."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from transformers import get_scheduler
+
+import jaxsched
+from jaxsched import plateau as P
+from oracle import assert_config_error, x64
+
+RTOL = {'float64': 1e-12, 'float32': 1e-6}
+
+
+def hf_lrs(base_lrs, metrics, **kwargs):
+  """Each group's LR after every ``GreedyLR.step(metric)``."""
+  groups = [{'params': [torch.zeros(1, requires_grad=True)], 'lr': lr} for lr in base_lrs]
+  opt = torch.optim.SGD(groups)
+  sched = get_scheduler('greedy', opt, scheduler_specific_kwargs=kwargs)
+  out = []
+  for m in metrics:
+    sched.step(m)
+    out.append([g['lr'] for g in opt.param_groups])
+  return np.array(out)
+
+
+def per_group(value, i):
+  return value[i] if isinstance(value, (list, tuple)) else value
+
+
+def jax_lrs(base_lrs, metrics, **kwargs):
+  """The same through jaxsched: one Plateau per group (its own min_lr / max_lr), report() scanned under jit."""
+  plateaus = [
+    P.metric_scheduler('hf.greedy', lr, **{k: per_group(v, i) for k, v in kwargs.items()})
+    for i, lr in enumerate(base_lrs)
+  ]
+
+  def body(state, metric):
+    state = P.report(state, metric)
+    return state, jnp.stack([p(s) for p, s in zip(plateaus, state)])
+
+  run = jax.jit(lambda ms: jax.lax.scan(body, tuple(p.init() for p in plateaus), ms)[1])
+  return np.asarray(run(jnp.asarray(metrics)))
+
+
+def check(metrics, dtype, base=(0.1, 0.02), **kwargs):
+  expected = hf_lrs(base, metrics, **kwargs)
+  with x64(dtype):
+    actual = jax_lrs(base, metrics, **kwargs)
+  np.testing.assert_allclose(actual, expected, rtol=RTOL[dtype])
+  return expected
+
+
+# dyadic metrics: the same numbers, sums and ties in float32 as in float64
+metric_values = st.one_of(st.integers(-16, 16).map(lambda k: k / 8), st.just(math.nan))
+
+
+@given(
+  dtype=st.sampled_from(['float64', 'float32']),
+  metrics=st.lists(metric_values, min_size=1, max_size=40),
+  mode=st.sampled_from(['min', 'max']),
+  threshold_mode=st.sampled_from(['rel', 'abs']),
+  threshold=st.sampled_from([0.0, 1e-6, 0.25]),
+  factor=st.sampled_from([0.5, 0.95]),
+  patience=st.integers(0, 3),
+  cooldown=st.integers(0, 2),
+  warmup=st.integers(0, 2),
+  min_lr=st.one_of(st.sampled_from([1e-3, 0.05]), st.tuples(st.sampled_from([1e-3, 0.05]), st.just(0.01))),
+  max_lr=st.one_of(st.sampled_from([1.0, 0.2]), st.tuples(st.just(0.4), st.sampled_from([0.05, 1.0]))),
+  reset_start=st.integers(0, 3),
+  smooth=st.booleans(),
+  window_size=st.integers(1, 4),
+)
+def test_matches_greedy_lr(dtype, metrics, min_lr, max_lr, **kwargs):
+  as_list = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+  check(metrics, dtype, min_lr=as_list(min_lr), max_lr=as_list(max_lr), **kwargs)
+
+
+@pytest.mark.parametrize('dtype', ['float64', 'float32'])
+def test_increase_reduce_reset_and_smoothing_by_hand(dtype):
+  # improvements raise the LR to max_lr, a plateau lowers it to min_lr, where reset_start=2 resets it
+  metrics = [5 - k for k in range(6)] + [1.0] * 12 + [0.5, 0.25, 0.125] + [1.0] * 8
+  lrs = check(metrics, dtype, factor=0.5, patience=1, min_lr=0.01, max_lr=0.3, reset_start=2, cooldown=1, warmup=1)
+  assert lrs.max() == 0.3 and lrs.min() == 0.01 and 0.1 in lrs[10:, 0]  # it rose, fell and was reset
+  # smoothing: a window of 3 values, ties at the abs threshold (1.0 - 0.5 is not better than 0.5 + 0)
+  check([3.0, 1.0, 2.0, 0.5, 0.5, 0.5, 4.0, 0.0, 0.0], dtype, smooth=True, window_size=3, patience=0, threshold=0.5)
+
+
+def test_through_a_config_with_a_monitor():
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'scheduler': 'hf.greedy',
+    'scheduler_kwargs': {'factor': 0.5, 'patience': 1, 'min_lr': 0.01},
+    'scheduler_configs': {'monitor': 'val_loss'},
+  }
+  metrics = [1.0, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8]
+  expected = hf_lrs([0.1], metrics, factor=0.5, patience=1, min_lr=0.01)[:, 0]
+  with x64('float64'):
+    params = {'w': jnp.ones(2)}
+    state = jaxsched.build(config, params).init(params)
+    got = []
+    for m in metrics:
+      state = jaxsched.report(state, {'val_loss': jnp.asarray(m)})
+      got.append(float(P.value(P.plateau_states(state)[0])))
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_bad_input_is_a_config_error():
+  assert_config_error(lambda: P.metric_scheduler('hf.greedy', 0.1, factr=0.5), ['factr', 'factor'])
+  assert_config_error(lambda: P.metric_scheduler('hf.greedy', 0.1, factor=1.0), ['factor', '1'])
+  assert_config_error(lambda: P.metric_scheduler('hf.greedy', 0.1, mode='mni'), ['mode', 'min'])
+  assert_config_error(lambda: P.metric_scheduler('hf.greedy', 0.1, smooth=True, window_size=0), ['window_size'])
+  config = {'optimizer': 'SGD', 'scheduler': 'hf.greedy', 'scheduler_kwargs': {'min_lr': [0.1, 0.2]}}
+  params = {'w': jnp.ones(2)}
+  assert_config_error(lambda: jaxsched.build(config, params), ['min_lr', '2 values'])
+  bad = {**config, 'scheduler_kwargs': {'patience': -1}}
+  assert_config_error(lambda: jaxsched.build(bad, params), ['patience', '-1', 'in [0'])
