@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,7 +17,8 @@ from transformers import get_scheduler
 
 import jaxsched
 from jaxsched import plateau as P
-from oracle import assert_config_error, x64
+from jaxsched.interop import configure_optimizers
+from oracle import assert_config_error, lightning_fit, x64
 
 RTOL = {'float64': 1e-12, 'float32': 1e-6}
 
@@ -125,3 +127,47 @@ def test_bad_input_is_a_config_error():
   assert_config_error(lambda: jaxsched.build(config, params), ['min_lr', '2 values'])
   bad = {**config, 'scheduler_kwargs': {'patience': -1}}
   assert_config_error(lambda: jaxsched.build(bad, params), ['patience', '-1', 'in [0'])
+
+
+class Scored(pl.LightningModule):
+  """One parameter; logs ``scores[epoch]`` as 'score' and records the LR of each epoch."""
+
+  def __init__(self, config, scores):
+    super().__init__()
+    self.w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    self.config, self.scores, self.lrs = config, scores, []
+
+  def training_step(self, batch, batch_idx):
+    self.log('score', self.scores[self.current_epoch], on_step=False, on_epoch=True)
+    return (self.w * 0).sum()
+
+  def on_train_epoch_start(self):
+    self.lrs.append(self.optimizers().param_groups[0]['lr'])
+
+  def train_dataloader(self):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(2)), batch_size=1)
+
+  def configure_optimizers(self):
+    return configure_optimizers(self.config, self)
+
+
+class SteppedByMetric(Scored):
+  def lr_scheduler_step(self, scheduler, metric):
+    scheduler.step(metric)
+
+
+def test_lightning_steps_it_with_the_monitored_metric():
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'scheduler': 'hf.greedy',
+    'scheduler_kwargs': {'factor': 0.5, 'patience': 0, 'min_lr': 0.01, 'max_lr': 0.4},
+    'scheduler_configs': {'monitor': 'score'},
+  }
+  scores = [3.0, 2.0, 1.0, 1.0, 1.0, 0.5, 0.5]
+  model = SteppedByMetric(config, scores)
+  lightning_fit(model, max_epochs=len(scores), limit_val_batches=0)
+  expected = hf_lrs([0.1], scores[:-1], factor=0.5, patience=0, min_lr=0.01, max_lr=0.4)[:, 0]
+  np.testing.assert_allclose(model.lrs, [0.1, *expected], rtol=1e-12)
+  with pytest.raises(jaxsched.ConfigError, match='lr_scheduler_step'):
+    lightning_fit(Scored(config, scores), max_epochs=1, limit_val_batches=0)
