@@ -18,6 +18,7 @@ from transformers import get_scheduler
 import jaxsched
 from jaxsched import plateau as P
 from jaxsched.interop import configure_optimizers
+from jaxsched.interop.state import to_torch
 from oracle import assert_config_error, lightning_fit, x64
 
 RTOL = {'float64': 1e-12, 'float32': 1e-6}
@@ -171,3 +172,10 @@ def test_lightning_steps_it_with_the_monitored_metric():
   np.testing.assert_allclose(model.lrs, [0.1, *expected], rtol=1e-12)
   with pytest.raises(jaxsched.ConfigError, match='lr_scheduler_step'):
     lightning_fit(Scored(config, scores), max_epochs=1, limit_val_batches=0)
+
+
+def test_checkpoint_conversion_is_refused():
+  config = {'optimizer': 'SGD', 'scheduler': 'hf.greedy', 'scheduler_configs': {'monitor': 'val_loss'}}
+  params = {'w': jnp.ones(2)}
+  state = jaxsched.build(config, params).init(params)
+  assert_config_error(lambda: to_torch(config, state, params, torch_names=['w']), ['hf.greedy', 'not supported'])
