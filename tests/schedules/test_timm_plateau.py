@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import jaxsched
 from jaxsched import plateau as P
+from jaxsched.interop import configure_optimizers
 from oracle import assert_config_error, import_timm, x64
 
 _, TIMM = import_timm()
@@ -93,6 +94,9 @@ def test_warmup_cooldown_noise_and_mode_max_by_hand(dtype):
   assert lrs[0, 0] == 0.01 and lrs[3, 0] == pytest.approx(0.1) and lrs[-1, 0] == 0.002
   # noise from t = 2 to 7, restored before each step: the cuts act on the LR without noise
   check(metrics, dtype, warmup_t=1, patience_t=0, noise_range_t=[2, 8], noise_pct=0.5, noise_std=0.5, mode='min')
+  # ties at the relative threshold are no improvement: 0.625 == 0.5 * (1 + 0.25) cuts with patience 0
+  lrs = check([0.5, 0.625, 0.625, 0.78125], dtype, threshold=0.25, patience_t=0, decay_rate=0.5)
+  assert list(lrs[:, 0]) == [0.1, 0.1, 0.05, 0.025, 0.025]
 
 
 def test_through_a_config_with_a_monitor():
@@ -124,3 +128,13 @@ def test_bad_input_is_a_config_error():
   config = {'optimizer': 'SGD', 'scheduler': 'timm.plateau', 'scheduler_kwargs': {'warmup_t': -1}}
   assert_config_error(lambda: jaxsched.build(config, {'w': jnp.ones(2)}), ['warmup_t', '-1', 'in [0'])
   assert_config_error(lambda: jaxsched.schedule('timm.plateau', 0.1), ['timm.plateau', 'PlateauLRScheduler', 'metric'])
+  entries = [
+    {'scheduler': 'timm.plateau', 'scheduler_configs': {'monitor': 'acc'}},
+    {'scheduler': 'StepLR', 'scheduler_kwargs': {'step_size': 2}},
+  ]
+  chained = {'optimizer': 'SGD', 'schedulers': entries}
+  assert_config_error(
+    lambda: jaxsched.build(chained, {'w': jnp.ones(2)}), ['schedulers[0]', 'timm.plateau', 'cannot share']
+  )
+  with pytest.raises(jaxsched.ConfigError, match="timm's schedulers are not"):
+    configure_optimizers({'optimizer': 'SGD', 'scheduler': 'timm.plateau'}, torch.nn.Linear(2, 1))
