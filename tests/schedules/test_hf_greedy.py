@@ -3,7 +3,9 @@ group's LR after every ``step(metric)``, in one jit-compiled scan of report(), f
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ from transformers import get_scheduler
 
 import jaxsched
 from jaxsched import plateau as P
+from jaxsched.cli import main
 from jaxsched.interop import configure_optimizers
 from jaxsched.interop.state import to_torch
 from oracle import assert_config_error, lightning_fit, x64
@@ -184,3 +187,29 @@ def test_checkpoint_conversion_is_refused():
   params = {'w': jnp.ones(2)}
   state = jaxsched.build(config, params).init(params)
   assert_config_error(lambda: to_torch(config, state, params, torch_names=['w']), ['hf.greedy', 'not supported'])
+
+
+def test_cli_lists_and_checks_it_against_a_metrics_file(tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv('JAXSCHED_PLAIN', '1')
+  assert main(['list', 'schedulers']) == 0
+  listed = capsys.readouterr().out
+  assert re.search(r'^hf\.greedy\s+mode\s', listed, re.M) and re.search(r'^\s+reset_start\s+500\s', listed, re.M)
+  assert re.search(r'^timm\.plateau\s+decay_rate\s', listed, re.M)
+  scores = [1.0, 0.5, 0.25, 0.25, 0.25, 0.25]
+  (tmp_path / 'm.json').write_text(json.dumps({'val_loss': scores}))
+  kwargs = {'factor': 0.5, 'patience': 1, 'min_lr': 0.01, 'max_lr': 0.4}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'scheduler': 'hf.greedy',
+    'scheduler_kwargs': kwargs,
+    'scheduler_configs': {'monitor': 'val_loss'},
+  }
+  (tmp_path / 'c.json').write_text(json.dumps(config))
+  run = ['--epochs', '6', '--batches-per-epoch', '1', '--metrics', str(tmp_path / 'm.json')]
+  assert main(['check', str(tmp_path / 'c.json'), *run]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith('step '))
+  shown = {int(line.split()[0]): float(line.split()[-1]) for line in lines[start + 2 :] if line[:1].isdigit()}
+  expected = [0.1, *hf_lrs([0.1], scores, **kwargs)[:-1, 0]]  # the LR of epoch e: after e reports
+  assert shown and all(v == pytest.approx(expected[k], rel=1e-6) for k, v in shown.items()), (shown, expected)
