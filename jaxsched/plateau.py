@@ -38,6 +38,7 @@ from flax import struct
 from jaxsched import _checks, state_tree
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.schedules import _numeric
+from jaxsched.schedules._registry import METRIC_DRIVEN
 from jaxsched.schedules.timm_schedules import NoiseRange, noise_table
 
 # torch's keywords (besides the optimizer), their defaults (the reference page's
@@ -87,13 +88,12 @@ GREEDY_KWARGS: dict[str, tuple[Any, _checks.Check]] = {
   'window_size': (50, _checks.Integer(0, 10**6)),
   'reset_start': (500, _checks.Integer(-_checks.COUNT_MAX, _checks.COUNT_MAX)),
 }
-METRIC_KWARGS: dict[str, dict[str, tuple[Any, _checks.Check]]] = {
-  'ReduceLROnPlateau': KWARGS,
-  'timm.plateau': TIMM_KWARGS,
-  'hf.greedy': GREEDY_KWARGS,
-}
-"""The schedulers driven by a metric through :func:`report`, by name, with their keywords
-(defaults and checks); :func:`metric_scheduler` builds them."""
+METRIC_KWARGS: dict[str, dict[str, tuple[Any, _checks.Check]]] = dict(
+  zip(METRIC_DRIVEN, (KWARGS, TIMM_KWARGS, GREEDY_KWARGS), strict=True)
+)
+"""The schedulers driven by a metric through :func:`report` (ReduceLROnPlateau, timm.plateau, hf.greedy:
+:data:`jaxsched.schedules._registry.METRIC_DRIVEN`'s names) with their keywords (defaults and checks);
+:func:`metric_scheduler` builds them."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
