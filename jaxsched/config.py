@@ -22,7 +22,7 @@ import yaml
 from jaxsched import _checks, averaging
 from jaxsched._errors import ConfigError, ConfigWarning, unknown
 from jaxsched.optimizers import IMPLEMENTATION_FLAGS, optax_aliases, spec_of
-from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
+from jaxsched.plateau import METRIC_KWARGS
 from jaxsched.schedules import SCHEDULES, hf
 
 SCHEDULER_CONFIG_KEYS: dict[str, tuple[Any, Any]] = {
@@ -116,10 +116,10 @@ class Config:
   @property
   def monitor(self) -> str:
     """The monitored metric: scheduler_configs.monitor, or with ``schedulers`` the
-    first ReduceLROnPlateau's (else the first entry's)."""
+    first metric-driven one's (ReduceLROnPlateau; else the first entry's)."""
     if not self.schedulers:
       return self.scheduler_configs['monitor']
-    plateaus = [e for e in self.schedulers if e['scheduler'] == 'ReduceLROnPlateau']
+    plateaus = [e for e in self.schedulers if e['scheduler'] in METRIC_KWARGS]
     return (plateaus or list(self.schedulers))[0]['scheduler_configs']['monitor']
 
   def to_dict(self) -> dict[str, Any]:
@@ -462,8 +462,8 @@ def _keywords(kind: str, name: Any) -> frozenset[str] | None:
       return frozenset(optax_aliases.parameters(alias)) if alias in optax_aliases.ALIASES else None
     spec = spec_of(name)
     return None if spec is None else frozenset({*spec.kwargs, 'lr', *IMPLEMENTATION_FLAGS})
-  if name == 'ReduceLROnPlateau':
-    return frozenset(PLATEAU_KWARGS)
+  if name in METRIC_KWARGS:
+    return frozenset(METRIC_KWARGS[name])
   schedule = SCHEDULES.get(name)
   return None if schedule is None else frozenset(schedule.kwargs)
 

@@ -15,7 +15,7 @@ from jaxsched import averaging
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.groups import base_lr
 from jaxsched.optimizers import spec_of
-from jaxsched.plateau import Chain, chain_schedules, reduce_on_plateau
+from jaxsched.plateau import METRIC_KWARGS, Chain, chain_schedules, metric_scheduler, reduce_on_plateau
 from jaxsched.schedules import SCHEDULES, schedule
 from jaxsched.schedules.composite import COMPOSITES, TIMM_PREFIX
 from jaxsched.stepping import scheduler_steps
@@ -30,6 +30,7 @@ PER_GROUP = {
   'OneCycleLR': ('max_lr', 'base_momentum', 'max_momentum'),
   'CyclicLR': ('base_lr', 'max_lr', 'base_momentum', 'max_momentum'),
   PLATEAU: ('min_lr',),
+  'hf.greedy': ('min_lr', 'max_lr'),
   'SWALR': ('swa_lr',),
 }
 # Schedulers that cannot share an optimizer with others in Lightning's list (schedulers:).
@@ -41,6 +42,10 @@ NOT_CHAINABLE = {
   'OneCycleLR': (
     "its constructor overwrites the optimizer's initial_lr (the base of every scheduler built after "
     'it), and every step overwrites the lr and cycles the momentum'
+  ),
+  'hf.greedy': (
+    'GreedyLR is not a torch LRScheduler, and its reset restores the LR it was constructed with, undoing the '
+    'other schedulers'
   ),
 }
 # Why a timm scheduler cannot join a list: Lightning steps a list's schedulers, and timm's are not torch's.
@@ -163,7 +168,7 @@ def _learning_rate(
   plan: Plan, entry: SchedulerEntry, group: Group, kwargs: dict[str, Any], batches: int | None, run_steps: int | None
 ):
   """The group's LR under the one scheduler ``entry`` and its momentum schedule (or None)."""
-  if entry.scheduler == PLATEAU:
+  if entry.scheduler in METRIC_KWARGS:
     return _plateau(entry, group, kwargs), None
   if entry.scheduler == 'SequentialLR' and ends_in_plateau(kwargs):
     return _warmup_then_plateau(entry, group, kwargs), None
@@ -189,8 +194,14 @@ def _scheduled(
 
 
 def _plateau(entry: SchedulerEntry, group: Group, kwargs: dict[str, Any]):
-  return reduce_on_plateau(
-    group.learning_rate, monitor=entry.monitor, strict=entry.strict, frequency=entry.frequency, **kwargs
+  """The group's :class:`jaxsched.plateau.Plateau` under the metric-driven scheduler of ``entry``."""
+  return metric_scheduler(
+    entry.scheduler,
+    group.learning_rate,
+    monitor=entry.monitor,
+    strict=entry.strict,
+    frequency=entry.frequency,
+    **kwargs,
   )
 
 

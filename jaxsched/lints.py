@@ -30,6 +30,7 @@ from jaxsched.groups import RECURRENT, REGULAR, base_lr, configured_groups
 from jaxsched.learning_rates import PLATEAU
 from jaxsched.optimizers import spec_of
 from jaxsched.plan import SchedulerEntry, scheduler_entries
+from jaxsched.plateau import METRIC_KWARGS
 from jaxsched.stepping import optimizer_steps_per_epoch, scheduler_steps
 
 ABSOLUTE_LR = {'OneCycleLR': 'max_lr', 'CyclicLR': 'base_lr/max_lr'}
@@ -107,7 +108,7 @@ def _members(entry: SchedulerEntry) -> list[tuple[str, Mapping[str, Any]]]:
 
 
 def _is_plateau(entry: SchedulerEntry) -> bool:
-  return any(name == PLATEAU for name, _ in _members(entry))
+  return any(name in METRIC_KWARGS for name, _ in _members(entry))
 
 
 def _counts(config: Config, entry: SchedulerEntry, run: Run) -> tuple[int, int]:
@@ -230,14 +231,15 @@ def one_cycle_total_steps(config: Config, entry: SchedulerEntry, run: Run) -> li
 
 @_per_scheduler
 def plateau_val_metric_per_step(config: Config, entry: SchedulerEntry, run: Run) -> list[str]:
-  """ReduceLROnPlateau on a validation metric, stepped every batch."""
+  """ReduceLROnPlateau (or another metric-driven scheduler) on a validation metric, stepped every batch."""
   if not _is_plateau(entry) or entry.interval != 'step':
     return []
   monitor = entry.monitor
   if not monitor.startswith('val'):
     return []
   return [
-    f'ReduceLROnPlateau monitors {monitor!r} with interval "step": Lightning steps it every batch, but '
+    f'{entry.scheduler if entry.scheduler in METRIC_KWARGS else PLATEAU} monitors {monitor!r} with interval "step": '
+    'Lightning steps it every batch, but '
     f'{monitor} is only logged after validation: before the first validation it is missing (an error with '
     f'strict: true), and after it the same value is seen every batch, so patience counts batches. '
     f'Use interval "epoch".'

@@ -21,10 +21,10 @@ from jaxsched import averaging
 from jaxsched._errors import ConfigError
 from jaxsched.config import Config, read_config
 from jaxsched.groups import Group, configured_groups
-from jaxsched.learning_rates import PLATEAU, ends_in_plateau, group_learning_rate, group_lists, per_group
+from jaxsched.learning_rates import ends_in_plateau, group_learning_rate, group_lists, per_group
 from jaxsched.optimizers import OptimizerSpec, optax_aliases, optimizer, spec_of
 from jaxsched.optimizers import resolve as resolve_keywords
-from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
+from jaxsched.plateau import METRIC_KWARGS
 from jaxsched.schedules import SCHEDULES
 
 # Scheduler keywords that cycle the momentum per parameter group (a list: one value per group).
@@ -61,8 +61,9 @@ class SchedulerEntry:
 
   @property
   def is_plateau(self) -> bool:
-    """Whether a ReduceLROnPlateau drives it, alone or as the end of a SequentialLR."""
-    return self.scheduler == PLATEAU or (self.scheduler == 'SequentialLR' and ends_in_plateau(self.kwargs))
+    """Whether a metric drives it: ReduceLROnPlateau (alone or as the end of a SequentialLR),
+    timm.plateau or hf.greedy."""
+    return self.scheduler in METRIC_KWARGS or (self.scheduler == 'SequentialLR' and ends_in_plateau(self.kwargs))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,8 +273,8 @@ def _optimizer_numbers(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 def _checked_scheduler_kwargs(name: str, kwargs: dict[str, Any], count: int) -> dict[str, Any]:
   kwargs = per_group(name, kwargs, 0, count)
-  if name == PLATEAU:
-    return {k: PLATEAU_KWARGS[k][1](k, v) for k, v in kwargs.items()}
+  if name in METRIC_KWARGS:
+    return {k: METRIC_KWARGS[name][k][1](k, v) for k, v in kwargs.items()}
   if name in SCHEDULES and not ends_in_plateau(kwargs):
     return SCHEDULES[name].resolve(kwargs)
   return {}

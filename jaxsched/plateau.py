@@ -11,6 +11,11 @@ With several parameter groups each group carries its own :class:`PlateauState`
 (its own LR and ``min_lr``); they are fed the same metric, so their counters
 agree, as torch keeps one set of counters for all groups.
 
+The same transform, with more data in its :class:`PlateauConfig` and state, is timm's
+``PlateauLRScheduler`` (``timm.plateau``: torch's rule after a linear warm-up, with timm's lr
+noise) and Hugging Face's ``GreedyLR`` (``hf.greedy``: ``rule='greedy'``, a :class:`GreedyState`
+in the state); :func:`metric_scheduler` builds any of them by name (:data:`METRIC_KWARGS`).
+
 Lightning's list of schedulers for one optimizer makes a group's learning rate a
 :class:`Chain`: its state, a :class:`ChainState`, holds the group's current LR,
 which each scheduler's chainable step moves in turn (the step-count ones at the
@@ -26,12 +31,15 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
 from jaxsched import _checks, state_tree
-from jaxsched._errors import ConfigError
+from jaxsched._errors import ConfigError, unknown
 from jaxsched.schedules import _numeric
+from jaxsched.schedules._registry import METRIC_DRIVEN
+from jaxsched.schedules.timm_schedules import NoiseRange, noise_table
 
 # torch's keywords (besides the optimizer), their defaults (the reference page's
 # where it lists them, which are torch's) and checks.
@@ -45,6 +53,56 @@ KWARGS: dict[str, tuple[Any, _checks.Check]] = {
   'min_lr': (0.0, _checks.NON_NEGATIVE),
   'eps': (1e-8, _checks.NON_NEGATIVE),
 }
+
+_COUNTER = _checks.Integer(0, _checks.COUNT_MAX)
+# timm.scheduler.PlateauLRScheduler's keywords (timm 1.0), besides the optimizer and ``initialize``.
+TIMM_KWARGS: dict[str, tuple[Any, _checks.Check]] = {
+  'decay_rate': (0.1, _checks.Real(0.0, 1.0, lo_open=True, hi_open=True)),
+  'patience_t': (10, _COUNTER),
+  'threshold': (1e-4, _checks.NON_NEGATIVE),
+  'cooldown_t': (0, _COUNTER),
+  'warmup_t': (0, _COUNTER),
+  'warmup_lr_init': (0.0, _checks.NON_NEGATIVE),
+  'lr_min': (0.0, _checks.NON_NEGATIVE),
+  'mode': ('max', _checks.Choice(('min', 'max'))),
+  'noise_range_t': (None, NoiseRange()),
+  'noise_type': ('normal', _checks.Choice(('normal', 'uniform'))),
+  'noise_pct': (0.67, _checks.Real()),
+  'noise_std': (1.0, _checks.Real()),
+  'noise_seed': (None, _checks.Optional(_checks.Integer())),
+}
+# transformers.optimization.GreedyLR's keywords (transformers 5), besides the optimizer.
+GREEDY_KWARGS: dict[str, tuple[Any, _checks.Check]] = {
+  'mode': ('min', _checks.Choice(('min', 'max'))),
+  'factor': (0.95, _checks.Real(0.0, 1.0, lo_open=True, hi_open=True)),
+  'patience': (10, _COUNTER),
+  'threshold': (1e-6, _checks.NON_NEGATIVE),
+  'threshold_mode': ('abs', _checks.Choice(('rel', 'abs'))),
+  'cooldown': (0, _COUNTER),
+  'warmup': (0, _COUNTER),
+  'min_lr': (1e-3, _checks.NON_NEGATIVE),
+  'max_lr': (1.0, _checks.NON_NEGATIVE),
+  'eps': (1e-8, _checks.NON_NEGATIVE),
+  'verbose': (False, _checks.Boolean()),
+  'smooth': (False, _checks.Boolean()),
+  'window_size': (50, _checks.Integer(0, 10**6)),
+  'reset_start': (500, _checks.Integer(-_checks.COUNT_MAX, _checks.COUNT_MAX)),
+}
+METRIC_KWARGS: dict[str, dict[str, tuple[Any, _checks.Check]]] = dict(
+  zip(METRIC_DRIVEN, (KWARGS, TIMM_KWARGS, GREEDY_KWARGS), strict=True)
+)
+"""The schedulers driven by a metric through :func:`report` (ReduceLROnPlateau, timm.plateau, hf.greedy:
+:data:`jaxsched.schedules._registry.METRIC_DRIVEN`'s names) with their keywords (defaults and checks);
+:func:`metric_scheduler` builds them."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Noise:
+  """timm's lr noise of the counted reports ``first, first + 1, ...``
+  (:func:`jaxsched.schedules.timm_schedules.noise_table`)."""
+
+  first: int
+  factors: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +118,12 @@ class PlateauConfig:
       the plateau phase (SequentialLR ending in ReduceLROnPlateau); they do
       not count towards patience, and the plateau phase starts from the base LR.
     warmup: the warm-up schedule, a function of the counted reports.
+    rule: 'torch' (ReduceLROnPlateau's step) or 'greedy' (GreedyLR's).
+    noise: timm's lr noise on the LR after the warm-up (PlateauLRScheduler), or None.
+    max_lr: GreedyLR's upper bound of the LR.
+    wait: GreedyLR's ``warmup``: counted reports ignored after an increase.
+    reset_start: GreedyLR's reductions at ``min_lr`` (all groups) before it resets.
+    window: GreedyLR's smoothing window (``window_size`` with ``smooth``), or 0.
   """
 
   mode: str = 'min'
@@ -75,6 +139,34 @@ class PlateauConfig:
   frequency: int = 1
   warmup_steps: int = 0
   warmup: Callable[[jax.Array], jax.Array] | None = None
+  rule: str = 'torch'
+  noise: Noise | None = None
+  max_lr: float = math.inf
+  wait: int = 0
+  reset_start: int = 0
+  window: int = 0
+
+
+class GreedyState(NamedTuple):
+  """GreedyLR's state beyond ReduceLROnPlateau's (``transformers.optimization.GreedyLR``).
+
+  Attributes:
+    initial: the group's LR at construction (``_init_lrs``), restored at a reset.
+    num_good_epochs: counted reports with improvement in a row.
+    warmup_counter: counted reports left to ignore after an increase.
+    reset_counter: ``reset_start``: reductions left at ``min_lr`` before a reset.
+    window: the smoothing window's values (``StreamingAverage.values``), the newest last.
+    window_sum: ``StreamingAverage.sum``, the running sum as HF keeps it.
+    window_len: values in the window.
+  """
+
+  initial: jax.Array
+  num_good_epochs: jax.Array
+  warmup_counter: jax.Array
+  reset_counter: jax.Array
+  window: jax.Array
+  window_sum: jax.Array
+  window_len: jax.Array
 
 
 class PlateauState(struct.PyTreeNode):
@@ -89,6 +181,7 @@ class PlateauState(struct.PyTreeNode):
     reports: calls of :func:`report` so far (for ``frequency``).
     steps: counted reports so far (scheduler steps, warm-up included).
     config: static; not a leaf, so checkpoints hold the numbers only.
+    greedy: GreedyLR's further state, or None.
   """
 
   lr: jax.Array
@@ -98,6 +191,7 @@ class PlateauState(struct.PyTreeNode):
   reports: jax.Array
   steps: jax.Array
   config: PlateauConfig = struct.field(pytree_node=False)
+  greedy: GreedyState | None = None
 
 
 def _float_dtype():
@@ -123,6 +217,17 @@ class Plateau:
     dtype = _float_dtype()
     worse = math.inf if self.config.mode == 'min' else -math.inf
     zero = lambda: jnp.zeros([], jnp.int32)  # noqa: E731  (one array per field, so the state can be donated)
+    greedy = None
+    if self.config.rule == 'greedy':
+      greedy = GreedyState(
+        initial=jnp.asarray(self.learning_rate, dtype),
+        num_good_epochs=zero(),
+        warmup_counter=zero(),
+        reset_counter=jnp.asarray(self.config.reset_start, jnp.int32),
+        window=jnp.zeros([self.config.window], dtype),
+        window_sum=jnp.zeros([], dtype),
+        window_len=zero(),
+      )
     return PlateauState(
       lr=jnp.asarray(self.learning_rate, dtype),
       best=jnp.asarray(worse, dtype),
@@ -131,6 +236,7 @@ class Plateau:
       reports=zero(),
       steps=zero(),
       config=self.config,
+      greedy=greedy,
     )
 
   def update(self, state: PlateauState, **extra_args) -> PlateauState:
@@ -144,11 +250,19 @@ class Plateau:
 
 def value(state: PlateauState) -> jax.Array:
   """The LR a plateau state gives: ``warmup(steps)`` while ``steps < warmup_steps``,
-  then the plateau LR, which starts at the base LR."""
+  then the plateau LR, which starts at the base LR; with timm's noise, ``lr + lr * noise``
+  where the counted report ``steps > warmup_steps`` has noise (PlateauLRScheduler's
+  ``_apply_noise``: the plateau steps on the LR from before the noise, ``restore_lr``)."""
   c = state.config
+  lr = state.lr
+  if c.noise is not None:
+    factors = jnp.asarray(c.noise.factors, lr.dtype)
+    d = state.steps - c.noise.first
+    f = jnp.take(factors, jnp.clip(d, 0, len(factors) - 1))
+    lr = jnp.where((d >= 0) & (d < len(factors)) & (state.steps > c.warmup_steps), lr + lr * f, lr)
   if c.warmup is None:
-    return jnp.array(state.lr)  # a copy, so a donated state never holds one buffer twice
-  return jnp.where(state.steps < c.warmup_steps, jnp.asarray(c.warmup(state.steps), state.lr.dtype), state.lr)
+    return jnp.array(lr)  # a copy, so a donated state never holds one buffer twice
+  return jnp.where(state.steps < c.warmup_steps, jnp.asarray(c.warmup(state.steps), lr.dtype), lr)
 
 
 def reduce_on_plateau(
@@ -179,19 +293,10 @@ def reduce_on_plateau(
   Raises:
     ConfigError: an unknown keyword or a value torch would reject.
   """
-  from jaxsched._errors import unknown
-
-  for key in kwargs:
-    if key not in KWARGS:
-      raise unknown('keyword for ReduceLROnPlateau', key, KWARGS)
-  checked = {k: check(f'ReduceLROnPlateau: {k}', kwargs.get(k, default)) for k, (default, check) in KWARGS.items()}
-  if not isinstance(monitor, str) or not monitor:
-    raise ConfigError(f'monitor={monitor!r} must be the name of a logged metric, e.g. "val_loss".')
+  checked = _resolve('ReduceLROnPlateau', KWARGS, kwargs)
   config = PlateauConfig(
     **checked,
-    monitor=monitor,
-    strict=_checks.Boolean()('strict', strict),
-    frequency=_checks.COUNT('frequency', frequency),
+    **_reporting(monitor, strict, frequency),
     warmup_steps=_checks.Integer(0)('warmup_steps', warmup_steps),
     warmup=warmup,
   )
@@ -199,6 +304,111 @@ def reduce_on_plateau(
     raise ConfigError('give warmup and warmup_steps > 0 together, or neither.')
   lr = _checks.NON_NEGATIVE('learning_rate', learning_rate)
   return Plateau(lr, config)
+
+
+def _resolve(name: str, table: Mapping[str, tuple[Any, _checks.Check]], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+  """``kwargs`` checked against ``table``, the defaults filled in."""
+  for key in kwargs:
+    if key not in table:
+      raise unknown(f'keyword for {name}', key, table)
+  return {k: check(f'{name}: {k}', kwargs.get(k, default)) for k, (default, check) in table.items()}
+
+
+def _reporting(monitor: Any, strict: Any, frequency: Any) -> dict[str, Any]:
+  """Lightning's ``monitor``, ``strict`` and ``frequency``, checked."""
+  if not isinstance(monitor, str) or not monitor:
+    raise ConfigError(f'monitor={monitor!r} must be the name of a logged metric, e.g. "val_loss".')
+  strict = _checks.Boolean()('strict', strict)
+  return dict(monitor=monitor, strict=strict, frequency=_checks.COUNT('frequency', frequency))
+
+
+def metric_scheduler(
+  name: str,
+  learning_rate: float,
+  *,
+  monitor: str = 'train_loss',
+  strict: bool = True,
+  frequency: int = 1,
+  **kwargs: Any,
+) -> Plateau:
+  """The metric-driven scheduler ``name`` (:data:`METRIC_KWARGS`) as a :class:`Plateau` fed by :func:`report`.
+
+  * 'ReduceLROnPlateau': :func:`reduce_on_plateau`.
+  * 'timm.plateau': ``timm.scheduler.PlateauLRScheduler``. Report k is timm's ``step(k, metric)``
+    (timm's train loop passes the next epoch): for ``k <= warmup_t`` the LR is
+    ``warmup_lr_init + k * (lr - warmup_lr_init) / warmup_t`` and the metric is not read
+    (``warmup_lr_init`` before the first report); after it torch's ReduceLROnPlateau
+    (``factor=decay_rate``, ``patience=patience_t``, ``cooldown=cooldown_t``, ``min_lr=lr_min``,
+    threshold_mode 'rel', eps 1e-8) steps from the LR the warm-up left, and for k in
+    ``noise_range_t`` the LR shown until the next report is ``lr + lr * noise(k)``
+    (``_apply_noise``; the next step restores the LR from before the noise). The noise is timm's,
+    seeded with ``noise_seed + k`` (42 for null), normal or uniform (``noise_type``).
+  * 'hf.greedy': ``transformers.optimization.GreedyLR``. Each counted report: the metric
+    (smoothed by the mean of the last ``window_size`` with ``smooth``, HF's ``StreamingAverage``)
+    counts as good or bad as ReduceLROnPlateau's ``is_better`` judges it, unless in cooldown
+    (after a reduction) or warmup (after an increase); more than ``patience`` good ones in a row
+    divide the LR by ``factor`` (at most ``max_lr``, where the change exceeds ``eps``), more than
+    ``patience`` bad ones multiply it (at least ``min_lr``). A reduction that leaves every group at
+    its ``min_lr`` counts down ``reset_start``; at 0 the LR, ``best``, the counters and the window
+    are reset (the cooldown then starts, as GreedyLR sets it after ``_reduce_lr``). ``min_lr``
+    and ``max_lr`` may be one per group (lists in configs).
+
+  Args:
+    name: 'ReduceLROnPlateau', 'timm.plateau' or 'hf.greedy'.
+    learning_rate: the group's base LR.
+    monitor, strict, frequency: as :func:`reduce_on_plateau`'s.
+    **kwargs: the scheduler's keywords (:data:`METRIC_KWARGS`).
+
+  Raises:
+    ConfigError: an unknown name or keyword, or a value the library would reject.
+  """
+  table = METRIC_KWARGS.get(name) if isinstance(name, str) else None
+  if table is None:
+    raise unknown('metric-driven scheduler', name, METRIC_KWARGS)
+  if name == 'ReduceLROnPlateau':
+    return reduce_on_plateau(learning_rate, monitor=monitor, strict=strict, frequency=frequency, **kwargs)
+  kw = _resolve(name, table, kwargs)
+  reporting = _reporting(monitor, strict, frequency)
+  lr = _checks.NON_NEGATIVE('learning_rate', learning_rate)
+  if name == 'timm.plateau':
+    return _timm_plateau(lr, kw, reporting)
+  if kw['smooth'] and kw['window_size'] < 1:
+    raise ConfigError(f'hf.greedy: window_size={kw["window_size"]} with smooth: expected an integer >= 1.')
+  config = PlateauConfig(
+    **{k: kw[k] for k in ('mode', 'factor', 'patience', 'threshold', 'threshold_mode', 'cooldown', 'min_lr', 'eps')},
+    **reporting,
+    rule='greedy',
+    max_lr=kw['max_lr'],
+    wait=kw['warmup'],
+    reset_start=kw['reset_start'],
+    window=kw['window_size'] if kw['smooth'] else 0,
+  )
+  return Plateau(lr, config)
+
+
+def _timm_plateau(lr: float, kw: dict[str, Any], reporting: dict[str, Any]) -> Plateau:
+  """timm.plateau's :class:`Plateau`: torch's rule from the LR timm's warm-up ends at, with the noise."""
+  w, init = kw['warmup_t'], kw['warmup_lr_init']
+  warmup, start = None, lr
+  if w:
+    slope = (lr - init) / w  # timm's warmup_steps, in Python floats
+    start = init + w * slope  # the LR of step(warmup_t), which the plateau starts from
+    warmup = lambda n: _numeric.const(init) + _numeric.to_float(n) * _numeric.const(slope)  # noqa: E731
+  seed = 42 if kw['noise_seed'] is None else kw['noise_seed']
+  table = noise_table((kw['noise_range_t'], kw['noise_pct'], kw['noise_std'], seed), None, kw['noise_type'])
+  config = PlateauConfig(
+    mode=kw['mode'],
+    factor=kw['decay_rate'],
+    patience=kw['patience_t'],
+    threshold=kw['threshold'],
+    cooldown=kw['cooldown_t'],
+    min_lr=kw['lr_min'],
+    **reporting,
+    warmup_steps=w,
+    warmup=warmup,
+    noise=None if table is None else Noise(*table),
+  )
+  return Plateau(start, config)
 
 
 class ChainState(NamedTuple):
@@ -299,13 +509,25 @@ def _is_better(c: PlateauConfig, current: jax.Array, best: jax.Array) -> jax.Arr
   return current > bound
 
 
-def _step(state: PlateauState, metric: jax.Array) -> PlateauState:
-  """One call of torch's ``ReduceLROnPlateau.step(metric)`` where it counts."""
+def _step(state: PlateauState, metric: jax.Array, all_at_min: Any = True) -> PlateauState:
+  """One call of the scheduler's ``step(metric)`` where it counts: torch's ReduceLROnPlateau's,
+  or GreedyLR's (``all_at_min``: whether a reduction now leaves every group at its min_lr)."""
   c = state.config
   counts = (state.reports + 1) % c.frequency == 0
   active = counts & (state.steps >= c.warmup_steps)
   current = jnp.asarray(metric, state.best.dtype)
+  moved = _greedy_move(state, current, all_at_min) if c.rule == 'greedy' else _torch_move(state, current)
+  keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+  return state.replace(
+    **{k: jax.tree.map(keep, v, getattr(state, k)) for k, v in moved.items()},
+    reports=state.reports + 1,
+    steps=state.steps + counts.astype(state.steps.dtype),
+  )
 
+
+def _torch_move(state: PlateauState, current: jax.Array) -> dict[str, Any]:
+  """torch's ``ReduceLROnPlateau.step``: the fields it changes."""
+  c = state.config
   better = _is_better(c, current, state.best)
   best = jnp.where(better, current, state.best)
   bad = jnp.where(better, 0, state.num_bad_epochs + 1)
@@ -313,20 +535,83 @@ def _step(state: PlateauState, metric: jax.Array) -> PlateauState:
   cooldown = jnp.where(in_cooldown, state.cooldown_counter - 1, state.cooldown_counter)
   bad = jnp.where(in_cooldown, 0, bad)
   reduce = bad > c.patience
-  new_lr = jnp.maximum(state.lr * c.factor, c.min_lr)
-  lr = jnp.where(reduce & (state.lr - new_lr > c.eps), new_lr, state.lr)
+  lr = jnp.where(reduce, _reduced(state), state.lr)
   cooldown = jnp.where(reduce, c.cooldown, cooldown)
   bad = jnp.where(reduce, 0, bad)
+  return dict(lr=lr, best=best, num_bad_epochs=bad, cooldown_counter=cooldown)
 
-  keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
-  return state.replace(
-    lr=keep(lr, state.lr),
-    best=keep(best, state.best),
-    num_bad_epochs=keep(bad, state.num_bad_epochs),
-    cooldown_counter=keep(cooldown, state.cooldown_counter),
-    reports=state.reports + 1,
-    steps=state.steps + counts.astype(state.steps.dtype),
+
+def _reduced(state: PlateauState) -> jax.Array:
+  """``_reduce_lr``'s new LR: ``max(lr * factor, min_lr)`` where it moves the LR by more than eps."""
+  c = state.config
+  new_lr = jnp.maximum(state.lr * c.factor, c.min_lr)
+  return jnp.where(state.lr - new_lr > c.eps, new_lr, state.lr)
+
+
+def _smoothed(g: GreedyState, current: jax.Array, window: int) -> tuple[GreedyState, jax.Array]:
+  """HF's ``StreamingAverage.streamavg``: the value joins the window (the oldest leaves past
+  ``window`` values), ``sum += value`` then ``sum -= removed``, and the mean is ``sum / len``."""
+  total = g.window_sum + current
+  total = jnp.where(g.window_len >= window, total - g.window[0], total)  # the oldest value leaves a full window
+  length = jnp.minimum(g.window_len + 1, window)
+  g = g._replace(window=jnp.append(g.window[1:], current), window_sum=total, window_len=length)
+  return g, total / length.astype(total.dtype)
+
+
+def _greedy_move(state: PlateauState, current: jax.Array, all_at_min: Any) -> dict[str, Any]:
+  """``transformers.optimization.GreedyLR.step``: the fields it changes."""
+  c, g = state.config, state.greedy
+  assert g is not None
+  if c.window:
+    g, current = _smoothed(g, current, c.window)
+  cooling = state.cooldown_counter > 0
+  waiting = ~cooling & (g.warmup_counter > 0)
+  judged = ~cooling & ~waiting
+  better = _is_better(c, current, state.best)
+  best = jnp.where(judged & better, current, state.best)
+  bad = jnp.where(judged & ~better, state.num_bad_epochs + 1, 0)
+  good = jnp.where(judged & better, g.num_good_epochs + 1, 0)
+  cooldown = jnp.where(cooling, state.cooldown_counter - 1, state.cooldown_counter)
+  wait = jnp.where(waiting, g.warmup_counter - 1, g.warmup_counter)
+
+  increase = good > c.patience
+  reduce = ~increase & (bad > c.patience)
+  factor = jnp.where(jnp.isnan(state.lr), 1.0, c.factor)  # a divisor XLA keeps (x / c is not x * (1 / c))
+  up = jnp.minimum(state.lr / factor, c.max_lr)
+  lr = jnp.where(increase & (up - state.lr > c.eps), up, state.lr)
+  lr = jnp.where(reduce, _reduced(state), lr)
+  wait = jnp.where(increase, c.wait, wait)
+  good = jnp.where(increase, 0, good)
+  cooldown = jnp.where(reduce, c.cooldown, cooldown)
+  bad = jnp.where(reduce, 0, bad)
+  at_min = reduce & all_at_min
+  countdown = jnp.where(increase, c.reset_start, g.reset_counter - at_min.astype(g.reset_counter.dtype))
+  reset = at_min & (countdown <= 0)  # _reset(), inside _reduce_lr: the cooldown is set after it
+  worse = jnp.asarray(math.inf if c.mode == 'min' else -math.inf, best.dtype)
+  g = g._replace(
+    num_good_epochs=good,
+    warmup_counter=jnp.where(reset, 0, wait),
+    reset_counter=jnp.where(reset, c.reset_start, countdown),
+    window=jnp.where(reset, 0.0, g.window).astype(g.window.dtype),
+    window_sum=jnp.where(reset, 0.0, g.window_sum).astype(g.window_sum.dtype),
+    window_len=jnp.where(reset, 0, g.window_len),
   )
+  return dict(
+    lr=jnp.where(reset, g.initial, lr),
+    best=jnp.where(reset, worse, best),
+    num_bad_epochs=bad,
+    cooldown_counter=cooldown,
+    greedy=g,
+  )
+
+
+def _at_min(state: PlateauState, metrics: Any) -> jax.Array | None:
+  """Whether the group's LR is at its min_lr after a reduction now (GreedyLR's ``all_at_min``
+  term), or None where the report skips it."""
+  metric = _metric(state.config, metrics) if state.config.rule == 'greedy' else None
+  if metric is None:
+    return None
+  return ~(_reduced(state) > state.config.min_lr)
 
 
 def _metric(config: PlateauConfig, metrics: Any) -> Any:
@@ -403,31 +688,35 @@ def report(opt_state: Any, metrics: Any) -> Any:
     nnx.update(opt_state.opt_state, nnx.state(new))
     return opt_state
 
-  return _walk(opt_state, metrics)
+  with warnings.catch_warnings():  # the second pass reads the metric again: warn once
+    warnings.simplefilter('ignore')
+    flags = [f for f in (_at_min(p, metrics) for p in plateau_states(opt_state)) if f is not None]
+  all_at_min = jnp.all(jnp.stack(flags)) if flags else True
+  return _walk(opt_state, metrics, all_at_min)
 
 
-def _walk(tree: Any, metrics: Any) -> Any:
+def _walk(tree: Any, metrics: Any, all_at_min: Any) -> Any:
   reported = (PlateauState, ChainState, optax.InjectStatefulHyperparamsState)
-  return state_tree.replace(tree, reported, lambda node: _visit(node, metrics))
+  return state_tree.replace(tree, reported, lambda node: _visit(node, metrics, all_at_min))
 
 
-def _visit(node: Any, metrics: Any) -> Any:
+def _visit(node: Any, metrics: Any, all_at_min: Any) -> Any:
   if isinstance(node, PlateauState):
     metric = _metric(node.config, metrics)
-    return node if metric is None else _step(node, metric)
+    return node if metric is None else _step(node, metric, all_at_min)
   if isinstance(node, ChainState):
     return _chain_report(node, metrics)
   if isinstance(node, optax.InjectStatefulHyperparamsState):
     # A plateau-driven hyperparameter: step it and show its new value in
     # ``hyperparams``, which holds the values the next update will use.
     reported = lambda v: isinstance(v, (PlateauState, ChainState))  # noqa: E731
-    states = {k: _visit(v, metrics) if reported(v) else v for k, v in node.hyperparams_states.items()}
+    states = {k: _visit(v, metrics, all_at_min) if reported(v) else v for k, v in node.hyperparams_states.items()}
     hyperparams = {
       k: jnp.asarray(_current(states[k]), v.dtype) if reported(states.get(k)) else v
       for k, v in node.hyperparams.items()
     }
     return node._replace(
-      hyperparams_states=states, hyperparams=hyperparams, inner_state=_walk(node.inner_state, metrics)
+      hyperparams_states=states, hyperparams=hyperparams, inner_state=_walk(node.inner_state, metrics, all_at_min)
     )
   return node
 

@@ -51,11 +51,11 @@ from jaxsched.accumulate import AccumulateState
 from jaxsched.build import build, current_lr, current_momentum, load_config
 from jaxsched.config import Config
 from jaxsched.groups import RECURRENT, REGULAR, configured_groups, groups, param_labels, uses_timm
-from jaxsched.learning_rates import PLATEAU, ends_in_plateau
+from jaxsched.learning_rates import ends_in_plateau
 from jaxsched.lints import Run
 from jaxsched.optimizers import spec_of
 from jaxsched.plan import SchedulerEntry, scheduler_entries
-from jaxsched.plateau import KWARGS, ChainState, PlateauState, report
+from jaxsched.plateau import METRIC_KWARGS, ChainState, PlateauState, report
 from jaxsched.stepping import epoch_batches, reports_before, reports_per_epoch, scheduler_steps, steps_after
 
 MAX_STEPS = 2**31 - 1  # build's step counters are int32
@@ -215,9 +215,10 @@ def plateau_kwargs(config) -> dict[str, Any] | None:
 
 
 def _followed(entry: SchedulerEntry) -> dict[str, Any] | None:
-  """The keywords of the ReduceLROnPlateau that drives ``entry`` (alone, or ending a SequentialLR)."""
-  if entry.scheduler == PLATEAU:
-    return dict(entry.kwargs)
+  """The keywords of the metric-driven scheduler that drives ``entry`` (alone, or a ReduceLROnPlateau
+  ending a SequentialLR), its defaults filled in."""
+  if entry.scheduler in METRIC_KWARGS:
+    return {k: entry.kwargs.get(k, d) for k, (d, _) in METRIC_KWARGS[entry.scheduler].items()}
   if entry.scheduler == 'SequentialLR' and ends_in_plateau(entry.kwargs):
     return dict(entry.kwargs['schedulers'][-1].get('scheduler_kwargs') or {})
   return None
@@ -230,14 +231,15 @@ def _report_interval(config) -> str:
   found = scheduler_entries(config)
   if len(found) <= 1:
     return config.scheduler_configs['interval']
-  per_batch = any(e.scheduler == PLATEAU and e.interval == 'step' for e in found)
+  per_batch = any(e.scheduler in METRIC_KWARGS and e.interval == 'step' for e in found)
   return 'step' if per_batch else 'epoch'
 
 
 def improving_metrics(kwargs: Mapping[str, Any], n: int) -> list[float]:
-  """n metric values each better than the last under torch's rule: the plateau
-  never cuts, so its curve is the upper bound of any run."""
-  kw = {k: kwargs.get(k, d) for k, (d, _) in KWARGS.items()}
+  """n metric values each better than the last under torch's rule (ReduceLROnPlateau's keywords by
+  default; timm.plateau's threshold is relative): a plateau never cuts, so its curve is the upper
+  bound of any run (GreedyLR raises its LR on them, towards max_lr)."""
+  kw = {k: kwargs.get(k, d) for k, (d, _) in METRIC_KWARGS['ReduceLROnPlateau'].items()}
   th = float(kw['threshold']) if kw['threshold_mode'] == 'abs' else 0.0
   if kw['mode'] == 'min':  # rel: x < best * (1 - t) holds for negative x = best - 1
     return [-(k + 1) * (1.0 + th) for k in range(n)]
@@ -360,7 +362,7 @@ def _spread(n: int, samples: int) -> np.ndarray:
 def _marks(config, entry: SchedulerEntry, run: Run, named: bool) -> list[tuple[int, str]]:
   """(optimizer step, label) of :func:`schedule_marks` under ``entry``'s scheduler steps,
   each label after the scheduler's name where ``named``."""
-  if entry.scheduler == PLATEAU:
+  if entry.scheduler in METRIC_KWARGS:
     return []
   n = run.steps
   count = scheduler_steps(config, run.batches_per_epoch, entry)
@@ -558,7 +560,7 @@ def _chained_curve(
   b = run.batches_per_epoch
   reports = reports_before(steps, interval, b, run.accumulate)
   counts = [
-    reports if e.scheduler == PLATEAU else np.asarray(scheduler_steps(config, b, e)(steps), np.int64)
+    reports if e.scheduler in METRIC_KWARGS else np.asarray(scheduler_steps(config, b, e)(steps), np.int64)
     for e in scheduler_entries(config)
   ]
   followed = given.get(config.monitor)

@@ -27,7 +27,7 @@ from jaxsched.config import SCHEDULER_CONFIG_KEYS, patterns
 from jaxsched.lints import Run, lint
 from jaxsched.optimizers import OPTIMIZERS, TIMM_OPTIMIZERS
 from jaxsched.plan import SchedulerEntry, scheduler_entries
-from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
+from jaxsched.plateau import METRIC_KWARGS
 from jaxsched.schedules import SCHEDULES, hf
 from jaxsched.simulate import MAX_CHAINED, MAX_EPOCHS, MAX_STEPS, check_run, plateau_monitors, scheduler_name, simulate
 from jaxsched.stepping import epoch_batches, optimizer_steps_per_epoch
@@ -57,8 +57,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         for i, (key, (default, check)) in enumerate(schedule_spec.kwargs.items())
       ] or [[name, '', '', 'no keywords']]
     rows += [
-      ['ReduceLROnPlateau' if i == 0 else '', key, fmt(default), str(check)]
-      for i, (key, (default, check)) in enumerate(PLATEAU_KWARGS.items())
+      [name if i == 0 else '', key, fmt(default), str(check)]
+      for name, table in METRIC_KWARGS.items()
+      for i, (key, (default, check)) in enumerate(table.items())
     ]
     rows += [[alias, '', '', f'{target}, the same keywords'] for alias, target in hf.ALIASES.items()]
     rows.append(['none', '', '', 'no scheduler: a constant LR (scheduler: null)'])
@@ -303,9 +304,11 @@ def cmd_check(args: argparse.Namespace) -> int:
   if error is not None:
     raise error
   if curve.plateau and curve.metrics is None:
+    greedy = scheduler_name(config) == 'hf.greedy'  # GreedyLR raises the LR on improvements
+    what = 'the LR of a metric that always improves (raised towards max_lr)' if greedy else 'the upper bound'
     note(
-      f'{scheduler_name(config)} follows the metric {config.monitor!r}: without --metrics the table shows the '
-      f'upper bound (the metric always improves, so the LR is never cut).'
+      f'{scheduler_name(config)} follows the metric {config.monitor!r}: without --metrics the table shows '
+      f'{what}' + ('.' if greedy else ' (the metric always improves, so the LR is never cut).')
     )
   if curve.sampled:
     print(_sampling_note(curve))

@@ -14,7 +14,7 @@ from jaxsched.cli.output import CliError
 from jaxsched.learning_rates import PER_GROUP, group_lists, per_group
 from jaxsched.optimizers import resolve, spec_of
 from jaxsched.plan import SchedulerEntry, scheduler_entries
-from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
+from jaxsched.plateau import METRIC_KWARGS
 from jaxsched.schedules import SCHEDULES
 from jaxsched.simulate import Curve
 
@@ -51,8 +51,8 @@ def _scheduler_kwargs(entry: SchedulerEntry) -> dict[str, Any]:
       k: given.get(k, v) if k in PER_GROUP.get(name, ()) else v for k, v in SCHEDULES[name].resolve(first).items()
     }
     return {k: given[k] if callable(v) or k in ('schedulers',) and k in given else v for k, v in checked.items()}
-  if name == 'ReduceLROnPlateau':
-    return {k: given.get(k, d) for k, (d, _) in PLATEAU_KWARGS.items()}
+  if name in METRIC_KWARGS:
+    return {k: given.get(k, d) for k, (d, _) in METRIC_KWARGS[name].items()}
   return given
 
 

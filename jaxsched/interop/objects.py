@@ -28,6 +28,7 @@ from jaxsched.interop.layouts import Rule, as_numpy, as_rule
 from jaxsched.learning_rates import PER_GROUP, PLATEAU, ends_in_plateau
 from jaxsched.optimizers import OPTIMIZERS, resolve
 from jaxsched.plan import plan_of
+from jaxsched.plateau import GREEDY_KWARGS
 from jaxsched.plateau import KWARGS as PLATEAU_KWARGS
 from jaxsched.schedules import SCHEDULES
 from jaxsched.schedules._expr import lambda_function
@@ -164,6 +165,9 @@ def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
     if name == 'SequentialLR':
       return lr_scheduler.SequentialLR(optimizer, members, milestones=list(kwargs['milestones']))
     return lr_scheduler.ChainedScheduler(members, optimizer=optimizer)
+  if name == 'hf.greedy':  # min_lr and max_lr may be lists, one per group
+    checked = {k: v if isinstance(v, (list, tuple)) else GREEDY_KWARGS[k][1](k, v) for k, v in kwargs.items()}
+    return _hf_scheduler(name, optimizer, checked)
   if name.startswith('hf.'):
     return _hf_scheduler(name, optimizer, SCHEDULES[name].resolve(kwargs))
   if not hasattr(lr_scheduler, name) and name not in ('LinearWarmupCosineAnnealingLR', 'SWALR'):
@@ -188,7 +192,8 @@ def _scheduler(name: str, optimizer: Any, kwargs: dict[str, Any]):
 
 def _hf_scheduler(name: str, optimizer: Any, checked: dict[str, Any]):
   """Hugging Face's ``transformers.get_scheduler`` for ``hf.<name>``: a ``torch.optim.lr_scheduler.LambdaLR``
-  that Lightning steps (interval "step", as HF's Trainer steps it after every optimizer step)."""
+  that Lightning steps (interval "step", as HF's Trainer steps it after every optimizer step); for
+  ``hf.greedy``, ``transformers.optimization.GreedyLR`` (see :func:`configure_optimizers`)."""
   try:
     from transformers import get_scheduler
   except ImportError:
@@ -263,7 +268,16 @@ def configure_optimizers(config: Any, module: Any, rule: Rule | Mapping | None =
   composite is one torch scheduler); with ``schedulers:``, Lightning's two lists
   ``([optimizer], [{'scheduler': ..., 'interval', ...}, ...])``, one dict per entry with
   its own ``scheduler_configs``, the schedulers constructed in list order
-  (:func:`torch_scheduler`)."""
+  (:func:`torch_scheduler`).
+
+  ``hf.greedy``: transformers' ``GreedyLR`` is not a ``torch.optim.lr_scheduler.LRScheduler``, so
+  Lightning 2.6's ``_configure_schedulers_automatic_opt`` would not feed it the monitored metric
+  (it sets ``reduce_on_plateau`` only for ReduceLROnPlateau) and ``_validate_scheduler_api``
+  refuses it unless the LightningModule overrides ``lr_scheduler_step``. Its dict carries
+  ``reduce_on_plateau: True`` (Lightning's key: the loop then reads ``monitor`` and calls
+  ``lr_scheduler_step(scheduler, metric)``), and with automatic optimization a LightningModule
+  that does not override ``lr_scheduler_step`` (e.g. ``scheduler.step(metric)``) is a ConfigError
+  here rather than Lightning's MisconfigurationException at ``fit``."""
   plan = plan_of(config)
   config, entries = plan.config, plan.schedulers
   optimizer = torch_optimizer(config, module.named_parameters(), rule)
@@ -271,8 +285,28 @@ def configure_optimizers(config: Any, module: Any, rule: Rule | Mapping | None =
   if scheduler is None:
     return optimizer
   built = scheduler if len(entries) > 1 else [scheduler]
-  configs = [{'scheduler': s, **{k: e.configs[k] for k in LIGHTNING_KEYS}} for s, e in zip(built, entries, strict=True)]
+  configs = [
+    {'scheduler': s, **{k: e.configs[k] for k in LIGHTNING_KEYS}, **_greedy_keys(e.scheduler, module)}
+    for s, e in zip(built, entries, strict=True)
+  ]
   return ([optimizer], configs) if len(entries) > 1 else {'optimizer': optimizer, 'lr_scheduler': configs[0]}
+
+
+def _greedy_keys(name: str, module: Any) -> dict[str, Any]:
+  """``{'reduce_on_plateau': True}`` for hf.greedy (see :func:`configure_optimizers`), else nothing."""
+  if name != 'hf.greedy':
+    return {}
+  import pytorch_lightning as pl
+  from pytorch_lightning.utilities.model_helpers import is_overridden
+
+  lightning = isinstance(module, pl.LightningModule)
+  if lightning and module.automatic_optimization and not is_overridden('lr_scheduler_step', module):
+    raise ConfigError(
+      f"hf.greedy: transformers' GreedyLR is not a torch LRScheduler, and Lightning 2.6 refuses such a scheduler "
+      f'unless the LightningModule overrides lr_scheduler_step: give {type(module).__name__} '
+      '"def lr_scheduler_step(self, scheduler, metric): scheduler.step(metric)".'
+    )
+  return {'reduce_on_plateau': True}
 
 
 def trainer_kwargs(config: Any, *, max_epochs: int | None = None) -> dict[str, Any]:

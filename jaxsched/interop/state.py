@@ -69,7 +69,17 @@ SCHEDULER_POSITION = {
 
 
 def _fresh_torch(config: Config, params: Any, corr: Correspondence, rule: Rule):
-  """The torch optimizer and scheduler the config builds, on zero tensors of torch's shapes and the params' dtypes."""
+  """The torch optimizer and scheduler the config builds, on zero tensors of torch's shapes and the params' dtypes.
+
+  Raises:
+    ConfigError: hf.greedy, whose GreedyLR state (good-epoch, warmup and reset counters, the smoothing
+      window) is not converted.
+  """
+  if config.scheduler == 'hf.greedy' or any(e['scheduler'] == 'hf.greedy' for e in config.schedulers or ()):
+    raise ConfigError(
+      "hf.greedy: converting transformers' GreedyLR state (its good-epoch, warmup and reset counters and "
+      'smoothing window) to or from jaxsched is not supported; checkpoint the jaxsched state itself.'
+    )
   torch = import_torch()
   by_path = leaf_paths(params)
   tensors = []

@@ -18,7 +18,7 @@ from jaxsched import _checks
 from jaxsched._errors import ConfigError, unknown
 from jaxsched.schedules import _numeric, basic, composite, cosine, cyclic, hf, swalr, timm_schedules
 from jaxsched.schedules._expr import compile_expression
-from jaxsched.schedules._registry import Schedule, ScheduleSpec, momentum_schedule
+from jaxsched.schedules._registry import METRIC_DRIVEN, Schedule, ScheduleSpec, momentum_schedule
 
 # Each family module contributes its SPECS; the table is keyed by torch's class name.
 SCHEDULES: dict[str, ScheduleSpec] = {
@@ -71,8 +71,12 @@ def schedule(name: str, learning_rate: Any, *, optimizer_lr: float | None = None
     raise ConfigError(f'scheduler={name!r} must be a string ID such as "StepLR".')
   spec = SCHEDULES.get(name)
   if spec is None:
-    if hf.ALIASES.get(name, name) == 'ReduceLROnPlateau':
-      raise ConfigError(f'{name} depends on a metric, not the step count: it is not a schedule.')
+    metric_driven = METRIC_DRIVEN.get(hf.ALIASES.get(name, name))
+    if metric_driven is not None:
+      raise ConfigError(
+        f'{name} ({metric_driven}) depends on a metric, not the step count: it is not a schedule '
+        '(jaxsched.plateau.metric_scheduler builds it).'
+      )
     if name in hf.REFUSED:
       raise ConfigError(hf.REFUSED[name])
     raise unknown('scheduler', name, SCHEDULES)

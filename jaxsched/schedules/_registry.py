@@ -27,6 +27,13 @@ class _Required:
 
 REQUIRED = _Required()
 
+METRIC_DRIVEN = {
+  'ReduceLROnPlateau': "torch's ReduceLROnPlateau",
+  'timm.plateau': "timm's PlateauLRScheduler",
+  'hf.greedy': "transformers' GreedyLR",
+}
+"""The schedulers a metric drives, not the step count (:func:`jaxsched.plateau.metric_scheduler`), and their classes."""
+
 Fn = Callable[[jax.Array], jax.Array]
 Map = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 

@@ -12,7 +12,7 @@ steps the scheduler after every optimizer step: the default ``interval`` is 'ste
 
 ``hf.reduce_lr_on_plateau`` (torch's ReduceLROnPlateau with the same keywords)
 is an alias of ``ReduceLROnPlateau`` in configs (:data:`ALIASES`); ``hf.greedy``
-(``transformers.optimization.GreedyLR``, driven by a metric) is not supported.
+(``transformers.optimization.GreedyLR``, driven by a metric) is :func:`jaxsched.plateau.metric_scheduler`'s.
 """
 
 from __future__ import annotations
@@ -35,12 +35,7 @@ ALIASES = {'hf.reduce_lr_on_plateau': 'ReduceLROnPlateau'}
 """HF names that configs resolve to another scheduler: get_scheduler returns torch's
 ``ReduceLROnPlateau(optimizer, **scheduler_specific_kwargs)`` for 'reduce_lr_on_plateau'."""
 
-REFUSED = {
-  'hf.greedy': (
-    "transformers' GreedyLR (hf.greedy) follows a metric with its own state (smoothing window, warmup, "
-    'resets) that jaxsched does not port; use ReduceLROnPlateau (hf.reduce_lr_on_plateau) for a metric-driven LR.'
-  )
-}
+REFUSED: dict[str, str] = {}
 """HF names jaxsched knows but does not support, with why."""
 
 _Kwargs = dict[str, tuple[Any, _checks.Check]]

@@ -89,3 +89,18 @@ def normal_noise(seeds: np.ndarray, pct: float, std: float) -> np.ndarray:
         pending[todo[done]] = False
       rows, mt = rows[pending], mt[:, pending]
   return out
+
+
+def uniform_noise(seeds: np.ndarray, pct: float) -> np.ndarray:
+  """timm's ``_calculate_noise`` for a ``noise_type`` other than 'normal': ``2 * (torch.rand(1,
+  generator=g).item() - 0.5) * pct`` with ``g`` seeded with each of ``seeds``, float64. torch's CPU
+  ``rand`` of one float32 is ``uniform_real_distribution<float>`` of the generator's first 32-bit word:
+  its low 24 bits times 2**-24."""
+  seeds = np.asarray(seeds, np.int64)
+  out = np.empty(len(seeds))
+  for start in range(0, len(seeds), _CHUNK):
+    mt = _seeded(seeds[start : start + _CHUNK])
+    _twist(mt)
+    u = (_tempered(mt[0]) & np.uint64(2**24 - 1)).astype(np.float64) * 2.0**-24
+    out[start : start + _CHUNK] = 2.0 * (u - 0.5) * pct
+  return out

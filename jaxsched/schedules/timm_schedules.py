@@ -38,7 +38,7 @@ from jaxsched._errors import ConfigError
 from jaxsched.schedules import _numeric
 from jaxsched.schedules._numeric import const, power, to_float
 from jaxsched.schedules._registry import REQUIRED, Curve, ScheduleSpec
-from jaxsched.schedules.timm_noise import normal_noise
+from jaxsched.schedules.timm_noise import normal_noise, uniform_noise
 
 MAX_CYCLES = 4096  # cycles tabulated for cycle_mul != 1
 _EXACT = 2**53  # the largest step index whose float64 timm's arithmetic holds exactly
@@ -66,10 +66,11 @@ class NoiseRange:
     return 'null, a number a (noise for steps t >= a) or a list [a, b] (noise for a <= t < b)'
 
 
-def _noise_table(noise, horizon: int | None):
+def noise_table(noise, horizon: int | None, noise_type: str = 'normal'):
   """``(lo, noise)`` from ``noise = (noise_range_t, noise_pct, noise_std, noise_seed)``: timm's noise of
   steps ``lo, lo + 1, ...`` (the integers t >= 1 in the range; t = 0 is the constructor's lr, without
-  noise), or None where no step has noise."""
+  noise), or None where no step has noise. ``noise_type``: 'normal', or 'uniform' (timm's
+  ``_calculate_noise`` draws a uniform for any other type; only PlateauLRScheduler passes one)."""
   noise_range_t, noise_pct, noise_std, noise_seed = noise
   if noise_range_t is None:
     return None
@@ -93,13 +94,15 @@ def _noise_table(noise, horizon: int | None):
     )
   if hi <= lo:
     return None
-  if noise_pct <= 0:
+  if noise_pct <= 0 and noise_type == 'normal':
     raise ConfigError(
       f'noise_pct={noise_pct:g} with noise_range_t={_checks.shown(noise_range_t)}: timm redraws the noise '
       f'until its magnitude is below noise_pct, forever for noise_pct <= 0; expected noise_pct > 0.'
     )
   seeds = (np.arange(hi - lo, dtype=np.int64) + (noise_seed + lo) % 2**32) % 2**32  # torch keeps 32 bits
-  return lo, normal_noise(seeds, noise_pct, noise_std)
+  if noise_type == 'normal':
+    return lo, normal_noise(seeds, noise_pct, noise_std)
+  return lo, uniform_noise(seeds, noise_pct)
 
 
 def _timm_cycle(t: int, t_initial: int, cycle_mul: float) -> int:
@@ -204,7 +207,7 @@ def _warmup(lr, warmup_t, warmup_lr_init, warmup_prefix, main, noise, last=None,
   slope = (lr if target is None else target) - warmup_lr_init
   slope = slope / warmup_t if warmup_t else 0.0
   horizon = None if last is None else max(last + shift, warmup_t - 1)
-  table = _noise_table(noise, horizon)
+  table = noise_table(noise, horizon)
 
   def plain(n):
     after = main(jnp.maximum(n - shift, 0))

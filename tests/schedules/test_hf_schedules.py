@@ -19,6 +19,7 @@ from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
 
 import jaxsched
 from jaxsched.schedules import SCHEDULES, hf
+from jaxsched.schedules._registry import METRIC_DRIVEN
 from oracle import assert_config_error, x64
 
 NAMES = [t.value for t in transformers.SchedulerType if f'hf.{t.value}' in SCHEDULES]
@@ -57,7 +58,7 @@ def assert_close(actual, expected, lr, dtype):
 def test_every_scheduler_type_is_an_id_with_the_functions_keywords():
   for t in transformers.SchedulerType:
     name = f'hf.{t.value}'
-    assert (name in SCHEDULES) + (name in hf.ALIASES) + (name in hf.REFUSED) == 1, name
+    assert (name in SCHEDULES) + (name in hf.ALIASES) + (name in hf.REFUSED) + (name in METRIC_DRIVEN) == 1, name
   for value in NAMES:
     params = inspect.signature(TYPE_TO_SCHEDULER_FUNCTION[transformers.SchedulerType(value)]).parameters
     spec = SCHEDULES[f'hf.{value}']
@@ -281,7 +282,8 @@ def test_bad_input(name, kwargs, words):
 
 
 def test_bad_input_in_a_config():
-  assert_config_error(lambda: jaxsched.load_config({'scheduler': 'hf.greedy'}), ['scheduler', 'GreedyLR'])
+  greedy = {'scheduler': 'hf.greedy', 'scheduler_kwargs': {'factr': 0.5}}
+  assert_config_error(lambda: jaxsched.load_config(greedy), ['factr', "'factor'"])
   assert_config_error(
     lambda: jaxsched.load_config({'scheduler': 'hf.cosine', 'scheduler_kwargs': {'num_warmup_steps': 1}}),
     ['hf.cosine', "'num_training_steps'"],
