@@ -9,11 +9,12 @@ A scheduler that cycles the momentum drives the optimizer's momentum or beta1.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from jaxsched import averaging
 from jaxsched._errors import ConfigError, unknown
-from jaxsched.groups import base_lr
+from jaxsched.groups import base_lr, uses_timm
 from jaxsched.optimizers import spec_of
 from jaxsched.plateau import METRIC_KWARGS, Chain, chain_schedules, metric_scheduler, reduce_on_plateau
 from jaxsched.schedules import SCHEDULES, schedule
@@ -169,9 +170,15 @@ def _learning_rate(
 ):
   """The group's LR under the one scheduler ``entry`` and its momentum schedule (or None)."""
   if entry.scheduler in METRIC_KWARGS:
-    return _plateau(entry, group, kwargs), None
+    return _plateau(plan, entry, group, kwargs), None
   if entry.scheduler == 'SequentialLR' and ends_in_plateau(kwargs):
     return _warmup_then_plateau(entry, group, kwargs), None
+  if entry.scheduler.startswith(TIMM_PREFIX) and uses_timm(plan.config):
+    # timm's scheduler runs from the base LR and sets each group's lr to its value times the group's
+    # lr_scale (timm.scheduler.Scheduler._update_param_groups): the warm-up start and lr_min scale too
+    base = dataclasses.replace(group, learning_rate=base_lr(plan.config))  # type: ignore[arg-type]  # as Group's
+    sched, steps = _scheduled(plan, entry, base, kwargs, batches, run_steps)
+    return (lambda k: sched(steps(k)) * group.lr_factor), None
   sched, steps = _scheduled(plan, entry, group, kwargs, batches, run_steps)
   lr = lambda k: sched(steps(k))  # noqa: E731
   if sched.momentum is None:
@@ -193,14 +200,19 @@ def _scheduled(
   return sched, steps
 
 
-def _plateau(entry: SchedulerEntry, group: Group, kwargs: dict[str, Any]):
-  """The group's :class:`jaxsched.plateau.Plateau` under the metric-driven scheduler of ``entry``."""
+def _plateau(plan: Plan, entry: SchedulerEntry, group: Group, kwargs: dict[str, Any]):
+  """The group's :class:`jaxsched.plateau.Plateau` under the metric-driven scheduler of ``entry``
+  (timm's on timm's groups: from the base LR, its values times the group's lr_scale)."""
+  if 'lr_scale' in kwargs:  # metric_scheduler()'s own argument, set from the groups
+    raise unknown(f'keyword for {entry.scheduler}', 'lr_scale', METRIC_KWARGS[entry.scheduler])
+  timm_scaled = entry.scheduler.startswith(TIMM_PREFIX) and uses_timm(plan.config)
   return metric_scheduler(
     entry.scheduler,
-    group.learning_rate,
+    base_lr(plan.config) if timm_scaled else group.learning_rate,  # type: ignore[arg-type]  # as Group's
     monitor=entry.monitor,
     strict=entry.strict,
     frequency=entry.frequency,
+    **({'lr_scale': group.lr_factor} if timm_scaled else {}),
     **kwargs,
   )
 
@@ -232,7 +244,7 @@ def _chain(plan: Plan, group: Group, index: int, count: int, batches: int | None
       if why:
         raise ConfigError(f'{name} cannot share the optimizer with other schedulers: {why}.')
       if name == PLATEAU:
-        plateaus.append((entry.interval, _plateau(entry, group, kwargs)))
+        plateaus.append((entry.interval, _plateau(plan, entry, group, kwargs)))
         continue
       sched, steps = _scheduled(plan, entry, group, kwargs, batches, run_steps)
       members.append((entry.interval, sched.curve.step, steps))

@@ -329,6 +329,7 @@ def metric_scheduler(
   monitor: str = 'train_loss',
   strict: bool = True,
   frequency: int = 1,
+  lr_scale: float = 1.0,
   **kwargs: Any,
 ) -> Plateau:
   """The metric-driven scheduler ``name`` (:data:`METRIC_KWARGS`) as a :class:`Plateau` fed by :func:`report`.
@@ -357,6 +358,9 @@ def metric_scheduler(
     name: 'ReduceLROnPlateau', 'timm.plateau' or 'hf.greedy'.
     learning_rate: the group's base LR.
     monitor, strict, frequency: as :func:`reduce_on_plateau`'s.
+    lr_scale: timm.plateau: the group's timm ``lr_scale`` (layer decay), with ``learning_rate`` the
+      optimizer's base LR: timm's scheduler sets the group's lr to ``value * lr_scale`` from
+      construction through the warm-up, and torch's ReduceLROnPlateau then steps that lr.
     **kwargs: the scheduler's keywords (:data:`METRIC_KWARGS`).
 
   Raises:
@@ -371,7 +375,7 @@ def metric_scheduler(
   reporting = _reporting(monitor, strict, frequency)
   lr = _checks.NON_NEGATIVE('learning_rate', learning_rate)
   if name == 'timm.plateau':
-    return _timm_plateau(lr, kw, reporting)
+    return _timm_plateau(lr, kw, reporting, lr_scale)
   if kw['smooth'] and kw['window_size'] < 1:
     raise ConfigError(f'hf.greedy: window_size={kw["window_size"]} with smooth: expected an integer >= 1.')
   config = PlateauConfig(
@@ -386,14 +390,15 @@ def metric_scheduler(
   return Plateau(lr, config)
 
 
-def _timm_plateau(lr: float, kw: dict[str, Any], reporting: dict[str, Any]) -> Plateau:
-  """timm.plateau's :class:`Plateau`: torch's rule from the LR timm's warm-up ends at, with the noise."""
+def _timm_plateau(lr: float, kw: dict[str, Any], reporting: dict[str, Any], scale: float) -> Plateau:
+  """timm.plateau's :class:`Plateau`: torch's rule from the LR timm's warm-up ends at, with the noise;
+  the warm-up's values times the group's lr_scale (``Scheduler.update_groups``)."""
   w, init = kw['warmup_t'], kw['warmup_lr_init']
-  warmup, start = None, lr
+  warmup, start = None, lr * scale
   if w:
     slope = (lr - init) / w  # timm's warmup_steps, in Python floats
-    start = init + w * slope  # the LR of step(warmup_t), which the plateau starts from
-    warmup = lambda n: _numeric.const(init) + _numeric.to_float(n) * _numeric.const(slope)  # noqa: E731
+    start = (init + w * slope) * scale  # the LR of step(warmup_t), which the plateau starts from
+    warmup = lambda n: (_numeric.const(init) + _numeric.to_float(n) * _numeric.const(slope)) * scale  # noqa: E731
   seed = 42 if kw['noise_seed'] is None else kw['noise_seed']
   table = noise_table((kw['noise_range_t'], kw['noise_pct'], kw['noise_std'], seed), None, kw['noise_type'])
   config = PlateauConfig(

@@ -383,3 +383,64 @@ def test_from_torch_refuses_a_tree_whose_order_makes_other_timm_groups():
     ),
     ["timm's groups depend on the parameters' order", 'blocks_5/fc/bias in layer_1_no_decay', 'layer_groups'],
   )
+
+
+def test_timm_schedule_scales_each_layer_decay_group_as_timm():
+  """timm's scheduler sets each group's lr to its schedule of the base LR times the group's ``lr_scale``
+  (``Scheduler._update_param_groups``): the warm-up start and ``lr_min`` are scaled too."""
+  timm_optim, timm_scheduler = import_timm()
+  keys = {'layer_decay': 0.5, 'layer_decay_classifier': ['head']}
+  kwargs = {'t_initial': 6, 'warmup_t': 2, 'warmup_lr_init': 0.01, 'lr_min': 0.005}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'scheduler': 'timm.cosine',
+    'scheduler_kwargs': kwargs,
+    **keys,
+  }
+  with x64('float64'):
+    model, params = models()
+    opt = timm_optim.create_optimizer_v2(model, opt='momentum', lr=0.1, momentum=0.0, layer_decay=0.5)
+    sched = timm_scheduler.CosineLRScheduler(opt, **kwargs)
+    tx = jaxsched.build(config, params, batches_per_epoch=1)
+    state = tx.init(params)
+    names = [g.name for g in groups(jaxsched.load_config(config), params)]
+    update = jax.jit(tx.update)
+    for epoch in range(8):
+      got = jaxsched.current_lr(state)
+      want = {name: g['lr'] for name, g in zip(names, opt.param_groups)}
+      assert {k: float(v) for k, v in got.items()} == pytest.approx(want, rel=1e-12), epoch
+      _, state = update(jax.tree.map(jnp.zeros_like, params), state, params)
+      sched.step(epoch + 1)
+
+
+def test_timm_plateau_scales_each_layer_decay_group_as_timm():
+  """timm's PlateauLRScheduler sets each group's lr to its value times ``lr_scale`` at construction and
+  through the warm-up; torch's ReduceLROnPlateau then steps the group's (scaled) lr."""
+  timm_optim, timm_scheduler = import_timm()
+  kwargs = {'warmup_t': 2, 'warmup_lr_init': 0.01, 'patience_t': 1, 'decay_rate': 0.5, 'mode': 'min'}
+  config = {
+    'optimizer': 'SGD',
+    'learning_rate': 0.1,
+    'optimizer_kwargs': {'momentum': 0.0},
+    'scheduler': 'timm.plateau',
+    'scheduler_kwargs': kwargs,
+    'scheduler_configs': {'monitor': 'val_loss'},
+    'layer_decay': 0.5,
+    'layer_decay_classifier': ['head'],
+  }
+  metrics = [1.0, 0.9, 0.95, 0.96, 0.97, 0.5, 0.6, 0.7]
+  with x64('float64'):
+    model, params = models()
+    opt = timm_optim.create_optimizer_v2(model, opt='momentum', lr=0.1, momentum=0.0, layer_decay=0.5)
+    with pytest.warns(FutureWarning):
+      sched = timm_scheduler.PlateauLRScheduler(opt, **kwargs)
+    state = jaxsched.build(config, params).init(params)
+    names = [g.name for g in groups(jaxsched.load_config(config), params)]
+    for epoch, metric in enumerate([None, *metrics]):
+      if metric is not None:
+        state = jaxsched.report(state, {'val_loss': jnp.asarray(metric)})
+        sched.step(epoch, metric)
+      got = {k: float(v) for k, v in jaxsched.current_lr(state).items()}
+      assert got == pytest.approx({n: g['lr'] for n, g in zip(names, opt.param_groups)}, rel=1e-12), epoch

@@ -193,7 +193,7 @@ def _optimizer_steps(
   if steps:
     return steps.pop()
   scheduled = entry is not None and entry.scheduler != PLATEAU
-  if scheduled and sched is not None and entry.interval == 'step' and entry.frequency == 1:
+  if entry is not None and scheduled and sched is not None and entry.interval == 'step' and entry.frequency == 1:
     return _position(sched)
   if scheduled or config.accumulate_grad_batches > 1:
     raise ConfigError(

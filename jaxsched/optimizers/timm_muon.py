@@ -225,7 +225,7 @@ def timm_muon(
   (the fallback's with its LR)."""
   fallback_lr = learning_rate * fallback_lr_scale
   if nesterov:
-    fallback = timm_adam.nadamw(fallback_lr, b1, b2, eps, weight_decay, False, False, None)
+    fallback = timm_adam.nadamw(fallback_lr, b1, b2, eps, weight_decay, False, False, None, False, None)
   else:
     fallback = adam.adamw(fallback_lr, b1, b2, eps, weight_decay, False, False)
   direction = scale_by_timm_muon(
