@@ -137,7 +137,7 @@ def test_complex_parameters_are_refused(name):
     ('timm.cadafactor', {'beta1': 0.9}, ['keyword for timm.cadafactor', "'beta1'", 'betas']),
     ('timm.adafactorbv', {'momentum_dtype': 'float64'}, ['momentum_dtype', "'bfloat16'", "'float32'"]),
     ('timm.adafactorbv', {'momentum': 1.0}, ['momentum', '[0, 1)']),
-    ('timm.adafactorbvc', {'lr': lambda k: 0.1}, ['timm.adafactorbvc', 'set max_lr']),
+    ('timm.adafactorbvc', {'lr': jaxsched.schedule('StepLR', 0.1, step_size=2)}, ['timm.adafactorbvc', 'set max_lr']),
     ('timm.cadafactorbv', {'decay_offset': -1}, ['decay_offset', '>= 0']),
   ],
   ids=str,

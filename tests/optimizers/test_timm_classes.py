@@ -186,7 +186,7 @@ def test_sgdp_takes_torchs_default_lr_where_timm_requires_one():
     ('timm.rmsproptfw', {'centered': 1}, ['timm.rmsproptfw: centered=1', 'true or false']),
     ('timm.adamp', {'delta': 'wide'}, ['timm.adamp: delta=', "'wide'", 'finite real number']),
     ('timm.csgdp', {'eps': -1.0}, ['timm.csgdp: eps=-1.0', '>= 0']),
-    ('timm.csgdc', {'lr': lambda k: 0.1}, ['timm.csgdc', 'set max_lr']),
+    ('timm.csgdc', {'lr': jaxsched.schedule('StepLR', 0.1, step_size=2)}, ['timm.csgdc', 'set max_lr']),
   ],
   ids=str,
 )

@@ -188,7 +188,10 @@ def test_a_config_with_parameter_groups_trains_as_timm_does(name, config_max_lr)
 @pytest.mark.parametrize(
   'kwargs, words',
   [
-    ({'lr': lambda k: 0.01}, ['timm.lionc', 'corrected_weight_decay', 'schedule', 'max_lr']),
+    (
+      {'lr': jaxsched.schedule('StepLR', 0.01, step_size=2)},
+      ['timm.lionc', 'corrected_weight_decay', 'schedule', 'max_lr'],
+    ),
     ({'lr': 0.0}, ['timm.lionc', 'max_lr=0.0', '> 0']),
     ({'lr': 0.01, 'max_lr': -1.0}, ['timm.lionc', 'max_lr=-1.0', '> 0']),
     ({'max_lr': 'big'}, ['timm.lionc: max_lr', "'big'"]),
