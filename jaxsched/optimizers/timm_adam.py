@@ -166,6 +166,17 @@ def laprop(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def stable_denominator(g: jax.Array, v: jax.Array, bc2_sqrt: Any, eps: Any, clipping_threshold: Any) -> jax.Array:
+  """timm's Adam denominator ``sqrt(v) / sqrt(1 - b2**t) + eps``, times ``max(1, rms(g / d) /
+  clipping_threshold)`` where clipping_threshold is set (StableAdamW's update clipping, as
+  ``timm.optim.NAdamW`` and ``AdamWLegacy`` write it)."""
+  denom = jnp.sqrt(v) / _common.cast(bc2_sqrt, v) + _common.cast(eps, v)
+  if clipping_threshold is not None:
+    rms = _common.norm(g / denom) / jnp.sqrt(jnp.asarray(g.size, g.dtype))
+    denom = denom * jnp.maximum(rms / _common.cast(clipping_threshold, rms), 1)
+  return denom
+
+
 def nadamw(
   learning_rate,
   b1,
@@ -203,10 +214,7 @@ def nadamw(
 
     def leaf(g, m, v, p):
       ahead = interpolate(m, g)
-      denom = jnp.sqrt(v) / _common.cast(bc2_sqrt, v) + _common.cast(eps, v)
-      if clipping_threshold is not None:
-        rms = _common.norm(g / denom) / jnp.sqrt(jnp.asarray(g.size, g.dtype))
-        denom = denom * jnp.maximum(rms / _common.cast(clipping_threshold, rms), 1)
+      denom = stable_denominator(g, v, bc2_sqrt, eps, clipping_threshold)
       if caution:
         ahead = _common.cautious(ahead, g)
       u = _common.cast(size, ahead) * (ahead / denom)

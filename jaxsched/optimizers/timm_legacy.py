@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsched import _checks
-from jaxsched.optimizers import _common, adam, sgd
+from jaxsched.optimizers import _common, adam, sgd, timm_adam
 from jaxsched.optimizers._registry import OptimizerSpec, with_corrected_decay
 
 
@@ -190,10 +190,7 @@ def adamw_legacy(
       decay = -_common.decay_learning_rate(lr, corrected_weight_decay, max_lr) * weight_decay
 
     def leaf(g, m, v, p):
-      denom = jnp.sqrt(v) / _common.cast(bc2_sqrt, v) + _common.cast(eps, v)
-      if clipping_threshold is not None:
-        rms = _common.norm(g / denom) / jnp.sqrt(jnp.asarray(g.size, g.dtype))
-        denom = denom * jnp.maximum(rms / _common.cast(clipping_threshold, rms), 1)
+      denom = timm_adam.stable_denominator(g, v, bc2_sqrt, eps, clipping_threshold)
       if caution:
         m = _common.cautious(m, g)
       u = _common.cast(size, m) * (m / denom)

@@ -6,7 +6,6 @@ same keywords, compared after every step of a 20-step run, compiled once per cas
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 from hypothesis import given
@@ -14,8 +13,14 @@ from hypothesis import strategies as st
 
 import jaxsched
 from jaxsched.optimizers import TIMM_OPTIMIZERS
-from oracle import assert_config_error, assert_trajectories_close, problem, x64
-from timm_runs import SHAPES, TIMM_OPTIM, check_against_timm, jax_trajectory, timm_trajectory
+from oracle import assert_config_error, problem, x64
+from timm_runs import (
+  SHAPES,
+  TIMM_OPTIM,
+  check_against_timm,
+  check_complex_against_timm,
+  jax_trajectory,
+)
 
 # timm's RAdamLegacy steps float64 parameters in float32 (p.float(), copied back), and torch's CPU
 # add/addcdiv with alpha round the product and the sum once (a fused multiply-add), XLA twice: the
@@ -142,27 +147,8 @@ def test_radamlegacy_steps_float64_parameters_in_float32():
 
 @pytest.mark.parametrize('name, kwargs', [('adamwlegacy', {'weight_decay': 0.1, 'caution': True}), ('sgdw', {})])
 def test_complex_parameters_train_as_timms_real_view(name, kwargs):
-  # AdamWLegacy steps torch.view_as_real(p); SGDW's complex arithmetic is the real view's; jax.grad's
-  # gradient is the conjugate of torch's p.grad
-  params, grads = problem({'z': (3, 2, 2)}, 8)
-  expected = timm_trajectory(name, {'lr': 0.05, **kwargs}, params, grads, 'float64', complex_=True)
-  with x64('float64'):
-    tx = jaxsched.optimizer(f'timm.{name}', lr=0.05, **kwargs)
-
-    def to_complex(tree):
-      return {k: jax.lax.complex(jnp.asarray(v[..., 0]), jnp.asarray(v[..., 1])) for k, v in tree.items()}
-
-    @jax.jit
-    def step(p, state, g):
-      u, state = tx.update(g, state, p)
-      return optax.apply_updates(p, u), state
-
-    p = to_complex(params)
-    state, actual = tx.init(p), []
-    for g in grads:
-      p, state = step(p, state, jax.tree.map(jnp.conj, to_complex(g)))
-      actual.append({k: np.stack([np.real(v), np.imag(v)], -1) for k, v in p.items()})
-  assert_trajectories_close(actual, expected, 'float64')
+  # AdamWLegacy steps torch.view_as_real(p); SGDW's complex arithmetic is the real view's
+  check_complex_against_timm(name, kwargs)
 
 
 @pytest.mark.parametrize('name', ['timm.rmsproptf', 'timm.nadamlegacy', 'timm.radamlegacy', 'timm.adamp', 'timm.sgdp'])

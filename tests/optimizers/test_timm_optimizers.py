@@ -2,7 +2,6 @@
 opt=<name>, lr=..., **kwargs)`` (timm's class with its factory's defaults) and jaxsched's ID with
 the same keywords, compared after every step of a 20-step run, compiled once per case."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -13,9 +12,9 @@ from hypothesis import strategies as st
 
 import jaxsched
 from jaxsched.optimizers import TIMM_OPTIMIZERS
-from oracle import assert_config_error, assert_trajectories_close, problem, x64
+from oracle import assert_config_error, x64
 from timm_runs import TIMM_OPTIM as timm_optim
-from timm_runs import check_against_timm, timm_trajectory
+from timm_runs import check_against_timm, check_complex_against_timm
 
 # timm's NvNovoGrad keeps its second moment as a float32 number and takes its sqrt in float32 with
 # torch's CPU kernel (MKL), which is not correctly rounded (one float32 ulp off at times): the float64
@@ -122,26 +121,8 @@ def test_random_hyperparameters_match_timm(dtype, data, name, lr):
 
 
 def test_complex_parameters_train_as_timms_real_view():
-  # timm.optim.Lion steps torch.view_as_real(p); jax.grad's gradient is the conjugate of torch's p.grad
-  params, grads = problem({'z': (3, 2, 2)}, 8)
-  expected = timm_trajectory('lion', {'lr': 0.05, 'weight_decay': 0.1}, params, grads, 'float64', complex_=True)
-  with x64('float64'):
-    tx = jaxsched.optimizer('timm.lion', lr=0.05, weight_decay=0.1)
-
-    def to_complex(tree):
-      return {k: jax.lax.complex(jnp.asarray(v[..., 0]), jnp.asarray(v[..., 1])) for k, v in tree.items()}
-
-    @jax.jit
-    def step(p, state, g):
-      u, state = tx.update(g, state, p)
-      return optax.apply_updates(p, u), state
-
-    p = to_complex(params)
-    state, actual = tx.init(p), []
-    for g in grads:
-      p, state = step(p, state, jax.tree.map(jnp.conj, to_complex(g)))
-      actual.append({k: np.stack([np.real(v), np.imag(v)], -1) for k, v in p.items()})
-  assert_trajectories_close(actual, expected, 'float64')
+  # timm.optim.Lion steps torch.view_as_real(p)
+  check_complex_against_timm('lion', {'weight_decay': 0.1})
 
 
 @pytest.mark.parametrize('name', ['timm.lamb', 'timm.adan', 'timm.mars'])

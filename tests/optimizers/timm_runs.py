@@ -86,3 +86,28 @@ def check_against_timm(
     name, {'lr': lr, **(kwargs if jax_kwargs is None else jax_kwargs)}, params, grads, dtype, hyperparams
   )
   assert_trajectories_close(actual, expected, dtype, rtol)
+
+
+def check_complex_against_timm(name, kwargs, lr=0.05, steps=8):
+  """Asserts that ``timm.<name>`` steps complex parameters as timm does (its ``torch.view_as_real``
+  view, or complex arithmetic with the same numbers), float64; jax.grad's gradient is the conjugate
+  of torch's ``p.grad``."""
+  params, grads = problem({'z': (3, 2, 2)}, steps)
+  expected = timm_trajectory(name, {'lr': lr, **kwargs}, params, grads, 'float64', complex_=True)
+  with x64('float64'):
+    tx = jaxsched.optimizer(f'timm.{name}', lr=lr, **kwargs)
+
+    def to_complex(tree):
+      return {k: jax.lax.complex(jnp.asarray(v[..., 0]), jnp.asarray(v[..., 1])) for k, v in tree.items()}
+
+    @jax.jit
+    def step(p, state, g):
+      u, state = tx.update(g, state, p)
+      return optax.apply_updates(p, u), state
+
+    p = to_complex(params)
+    state, actual = tx.init(p), []
+    for g in grads:
+      p, state = step(p, state, jax.tree.map(jnp.conj, to_complex(g)))
+      actual.append({k: np.stack([np.real(v), np.imag(v)], -1) for k, v in p.items()})
+  assert_trajectories_close(actual, expected, 'float64')
