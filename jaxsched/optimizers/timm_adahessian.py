@@ -103,6 +103,7 @@ def mt19937_words(generator: MT19937, n: int) -> tuple[jax.Array, MT19937]:
   traced: the twists that may be needed (``ceil(n / 624)``, whatever ``used`` is) are all run, and
   the outputs and the state picked out of them."""
   twists = -(-n // _N)
+
   def twist(mt, _):
     mt = _twist(mt)
     return mt, mt
@@ -150,7 +151,8 @@ def adahessian(
     hess = [jnp.zeros_like(leaf) for leaf in leaves]
     for sample in bits:
       zs = [
-        sample[lo:hi].reshape(leaf.shape).astype(leaf.dtype) * 2 - 1 for leaf, lo, hi in zip(leaves, offsets, offsets[1:])
+        sample[lo:hi].reshape(leaf.shape).astype(leaf.dtype) * 2 - 1
+        for leaf, lo, hi in zip(leaves, offsets, offsets[1:])
       ]
       h_zs = jax.tree.leaves(hvp((jax.tree.unflatten(treedef, zs),))[1])
       hess = [h + h_z * z / _common.cast(n_samples, h) for h, h_z, z in zip(hess, h_zs, zs)]
