@@ -17,7 +17,8 @@ probes are timm's, step after step. The draws follow the order of the parameters
 (``jax.tree.leaves``), which is timm's order where the pytree lists the parameters as the torch
 module does. timm draws across all its param groups in turn and differentiates all parameters
 together, which separate optimizers per group cannot do: several param groups are refused.
-timm's ``Adahessian`` takes no complex parameters (its probes are real), nor does this ID.
+timm's ``Adahessian`` fails at its first step for complex parameters (torch refuses its real probes as
+``grad_outputs`` of complex gradients), and this ID refuses them.
 """
 
 from __future__ import annotations
@@ -216,6 +217,8 @@ SPECS = (
       'avg_conv_kernel': (False, _checks.Boolean()),
     },
     switchable=('weight_decay',),
+    # attributes of timm's optimizer, not of its param groups
+    constructor_only=('update_each', 'n_samples', 'avg_conv_kernel'),
     complex_params=False,
     lr_linear=True,
     groups=False,
