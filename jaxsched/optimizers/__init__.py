@@ -24,6 +24,7 @@ from jaxsched.optimizers import (
   sgd,
   sparse_adam,
   timm_adafactor,
+  timm_adahessian,
   timm_adam,
   timm_layerwise,
   timm_legacy,
@@ -56,6 +57,7 @@ TIMM_OPTIMIZERS: dict[str, OptimizerSpec] = {
     timm_muon,
     timm_legacy,
     timm_projected,
+    timm_adahessian,
   )
   for spec in module.SPECS
 }

@@ -21,10 +21,6 @@ UNPORTED: dict[str, str] = {
     )
     for name in ('kron', 'kronw', 'kronc')
   },
-  'timm.adahessian': (
-    'timm.adahessian (timm.optim.Adahessian) needs Hessian-vector products of the loss with probe vectors from '
-    "torch's generator at every step (loss.backward(create_graph=True)); it is not ported"
-  ),
   **{
     f'timm.{name}': _TORCH.format(name=name, cls=cls, extra=extra, kwargs=kwargs)
     for name, cls, extra, kwargs in (

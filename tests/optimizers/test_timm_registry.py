@@ -22,7 +22,7 @@ def test_every_registry_name_is_an_id_or_says_why_not():
   'name, words',
   [
     ('timm.kron', ['timm.kron', 'timm.optim.Kron', 'not ported']),
-    ('timm.adahessian', ['Hessian-vector products', 'not ported']),
+    ('timm.kronc', ['timm.kronc', 'timm.optim.Kron', 'not ported']),
     ('timm.sgd', ['torch.optim.SGD', 'nesterov: true, momentum: 0.9']),
     ('timm.rmsprop', ['optimizer RMSprop', 'alpha: 0.9']),
     ('timm.fusedlamb', ["apex's CUDA kernel", 'use timm.lamb']),
