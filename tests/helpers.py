@@ -57,21 +57,62 @@ def jax_trajectory(tx_fn: Callable[[], optax.GradientTransformation], params, gr
     tx = tx_fn()
     p = {k: jnp.asarray(v, dtype) for k, v in params.items()}
     state = jax.jit(tx.init)(p)
-    state_dtypes = jax.tree.map(lambda x: x.dtype, state)
 
     @jax.jit
     def step(p, state, g):
       u, state = tx.update(g, state, p, **extra_args)
       return optax.apply_updates(p, u), u, state
 
-    out = []
-    for g in grads:
-      gj = {k: jnp.asarray(v, dtype) for k, v in g.items()}
-      p, u, state = step(p, state, gj)
-      for leaf in jax.tree.leaves(u):
-        assert leaf.dtype == jnp.dtype(dtype), f'update dtype {leaf.dtype} != {dtype}'
-      assert jax.tree.map(lambda x: x.dtype, state) == state_dtypes, 'state dtypes changed'
-      out.append({k: np.asarray(v) for k, v in p.items()})
+    return _run(step, p, state, grads, dtype)
+
+
+# jaxsched keywords -> the names of their float hyperparameters in the state
+_HELD_AS = {'lr': ('learning_rate',), 'betas': ('b1', 'b2', 'b3')}
+_STEPS: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+
+def optimizer_trajectory(name: str, kwargs: Mapping[str, Any], params, grads, dtype: str):
+  """:func:`jax_trajectory` of ``jaxsched.optimizer(name, **kwargs)``, compiled once for all the
+  ``kwargs`` that differ only in float hyperparameters the state holds (drawn hyperparameters): each
+  run starts from its own ``kwargs``' initial state, hyperparameters included, and takes the step
+  compiled for the first of them, which reads the hyperparameters from the state."""
+  with x64(dtype):
+    tx = jaxsched.optimizer(name, **kwargs)
+    p = {k: jnp.asarray(v, dtype) for k, v in params.items()}
+    state = tx.init(p)
+    held = set(state.hyperparams)
+
+    def in_state(key: str, value: Any) -> bool:  # a float the state holds (betas as b1, b2, ...)
+      if isinstance(value, bool) or not isinstance(value, (int, float, tuple, list)):
+        return False
+      names = _HELD_AS.get(key, (key,))
+      if isinstance(value, (tuple, list)):
+        names = names[: len(value)] if key in _HELD_AS else ()
+      return bool(names) and all(n in held for n in names)
+
+    static = tuple(sorted((k, repr(v)) for k, v in kwargs.items() if not in_state(k, v)))
+    key = (name, dtype, static, tuple(sorted(held)))
+    if key not in _STEPS:
+
+      @jax.jit
+      def step(p, state, g):
+        u, state = tx.update(g, state, p)
+        return optax.apply_updates(p, u), u, state
+
+      _STEPS[key] = step
+    return _run(_STEPS[key], p, state, grads, dtype)
+
+
+def _run(step: Callable[..., Any], p, state, grads, dtype: str):
+  state_dtypes = jax.tree.map(lambda x: x.dtype, state)
+  out = []
+  for g in grads:
+    gj = {k: jnp.asarray(v, dtype) for k, v in g.items()}
+    p, u, state = step(p, state, gj)
+    for leaf in jax.tree.leaves(u):
+      assert leaf.dtype == jnp.dtype(dtype), f'update dtype {leaf.dtype} != {dtype}'
+    assert jax.tree.map(lambda x: x.dtype, state) == state_dtypes, 'state dtypes changed'
+    out.append({k: np.asarray(v) for k, v in p.items()})
   return out
 
 

@@ -15,7 +15,6 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-import jaxsched
 from helpers import (
   DTYPES,
   PY_MATH,
@@ -26,6 +25,7 @@ from helpers import (
   assert_trajectories_close,
   jax_trajectory,
   max_rel_diff,
+  optimizer_trajectory,
   problem,
   x64,
 )
@@ -94,7 +94,7 @@ def assert_matches_torch(
   params, grads = problem(shapes, steps, seed, scale)
   expected = torch_trajectory(name, kwargs, params, grads, dtype)
   jk = dict(kwargs if jax_kwargs is None else jax_kwargs)
-  actual = jax_trajectory(lambda: jaxsched.optimizer(name, **jk), params, grads, dtype)
+  actual = optimizer_trajectory(name, jk, params, grads, dtype)
   assert_trajectories_close(actual, expected, dtype, rtol)
 
 
