@@ -189,7 +189,15 @@ def test_checkpoint_conversion_is_refused():
   assert_config_error(lambda: to_torch(config, state, params, torch_names=['w']), ['hf.greedy', 'not supported'])
 
 
-def test_cli_lists_and_checks_it_against_a_metrics_file(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def precision_kept():
+  """The command line switches float64 on (jaxsched.cli.main): JAX's precision is restored after the test."""
+  before = jax.config.jax_enable_x64
+  yield
+  jax.config.update('jax_enable_x64', before)
+
+
+def test_cli_lists_and_checks_it_against_a_metrics_file(tmp_path, capsys, monkeypatch, precision_kept):
   monkeypatch.setenv('JAXSCHED_PLAIN', '1')
   assert main(['list', 'schedulers']) == 0
   listed = capsys.readouterr().out
