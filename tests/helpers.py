@@ -15,6 +15,7 @@ import optax
 import pytest
 
 import jaxsched
+from jaxsched import plateau
 
 TOLERANCE = {'float64': 1e-9, 'float32': 1e-5}
 # The names an lr_lambda expression may use, as Python's math has them: expressions are
@@ -142,3 +143,16 @@ def assert_config_error(call: Callable[[], Any], words) -> None:
 def assert_rejected(name: str, kwargs: Mapping[str, Any], words) -> None:
   """jaxsched.optimizer(name, **kwargs) raises a ConfigError whose message holds every word."""
   assert_config_error(lambda: jaxsched.optimizer(name, **kwargs), words)
+
+
+def reported_lrs(config: Any, metrics, monitor: str = 'val_loss') -> list[float]:
+  """The LR of ``jaxsched.build(config, ...)``'s metric-driven scheduler after each of ``metrics``
+  reported under ``monitor`` (float64), one parameter group."""
+  with x64('float64'):
+    params = {'w': jnp.ones(2)}
+    state = jaxsched.build(config, params).init(params)
+    out = []
+    for m in metrics:
+      state = jaxsched.report(state, {monitor: jnp.asarray(m)})
+      out.append(float(plateau.value(plateau.plateau_states(state)[0])))
+  return out
