@@ -369,6 +369,9 @@ def metric_scheduler(
   table = METRIC_KWARGS.get(name) if isinstance(name, str) else None
   if table is None:
     raise unknown('metric-driven scheduler', name, METRIC_KWARGS)
+  lr_scale = _checks.NON_NEGATIVE('lr_scale', lr_scale)
+  if lr_scale != 1 and name != 'timm.plateau':
+    raise ConfigError(f"lr_scale={lr_scale!r}: only timm.plateau takes one (timm's layer decay), not {name}.")
   if name == 'ReduceLROnPlateau':
     return reduce_on_plateau(learning_rate, monitor=monitor, strict=strict, frequency=frequency, **kwargs)
   kw = _resolve(name, table, kwargs)

@@ -119,6 +119,10 @@ def test_bad_input_is_a_config_error():
   assert_config_error(lambda: P.metric_scheduler('timm.plateau', 0.1, mode='mx'), ['mode', "'max'"])
   assert_config_error(lambda: P.metric_scheduler('timm.plateau', 0.1, noise_range_t=3), ['noise_range_t', '[3, b]'])
   assert_config_error(lambda: P.metric_scheduler('timm.plateauu', 0.1), ['timm.plateauu', "'timm.plateau'"])
+  assert_config_error(lambda: P.metric_scheduler('timm.plateau', 0.1, lr_scale='2x'), ['lr_scale', "'2x'"])
+  assert_config_error(lambda: P.metric_scheduler('timm.plateau', 0.1, lr_scale=float('nan')), ['lr_scale', 'nan'])
+  assert_config_error(lambda: P.metric_scheduler('timm.plateau', 0.1, lr_scale=-0.5), ['lr_scale', '-0.5'])
+  assert_config_error(lambda: P.metric_scheduler('hf.greedy', 0.1, lr_scale=0.5), ['lr_scale', 'only timm.plateau'])
   config = {'optimizer': 'SGD', 'scheduler': 'timm.plateau', 'scheduler_kwargs': {'warmup_t': -1}}
   assert_config_error(lambda: jaxsched.build(config, {'w': jnp.ones(2)}), ['warmup_t', '-1', 'in [0'])
   assert_config_error(lambda: jaxsched.schedule('timm.plateau', 0.1), ['timm.plateau', 'PlateauLRScheduler', 'metric'])
