@@ -238,16 +238,17 @@ def check_config(key: str, value: Any) -> dict[str, Any] | None:
   return out
 
 
-def check_combination(ema: Any, swa: Any, scheduler: str | None, ends_in_plateau: bool) -> None:
+def check_combination(ema: Any, swa: Any, scheduler: str | None, metric_driven: bool) -> None:
   """ConfigError for ema and swa together (two averages of one model, each callback
-  overwriting the weights at the end) and for swa with ReduceLROnPlateau."""
+  overwriting the weights at the end) and for swa with a metric-driven ``scheduler``
+  (ReduceLROnPlateau, alone or ending a SequentialLR; timm.plateau; hf.greedy)."""
   if ema is not None and swa is not None:
     raise ConfigError(
       'ema and swa are both set: Lightning would run EMAWeightAveraging and StochasticWeightAveraging side by '
       'side, two averages of one model, each overwriting the weights with its own at the end of training; '
       'configure one weight average.'
     )
-  if swa is not None and (scheduler == 'ReduceLROnPlateau' or ends_in_plateau):
+  if swa is not None and metric_driven:
     raise ConfigError(
       f"swa with scheduler {scheduler} is not supported: Lightning's StochasticWeightAveraging replaces the "
       f"plateau with SWALR at swa_epoch_start, annealing from the LR the metrics left, which jaxsched's SWALR "

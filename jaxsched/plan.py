@@ -202,7 +202,7 @@ def make_plan(config: Config) -> Plan:
     config.ema,
     config.swa,
     one.scheduler if one else None,
-    one is not None and one.scheduler == 'SequentialLR' and ends_in_plateau(one.kwargs),
+    one is not None and one.is_plateau,
   )
   if config.swa is not None and len(entries) > 1:
     raise ConfigError(

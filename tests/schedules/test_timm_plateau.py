@@ -136,3 +136,10 @@ def test_bad_input_is_a_config_error():
   )
   with pytest.raises(jaxsched.ConfigError, match="timm's schedulers are not"):
     configure_optimizers({'optimizer': 'SGD', 'scheduler': 'timm.plateau'}, torch.nn.Linear(2, 1))
+
+
+@pytest.mark.parametrize('name', ['timm.plateau', 'hf.greedy'])
+def test_swa_with_a_metric_driven_scheduler_is_refused_as_with_reduce_lr_on_plateau(name):
+  # Lightning's StochasticWeightAveraging replaces the optimizer's scheduler with SWALR at swa_epoch_start
+  config = {'optimizer': 'SGD', 'scheduler': name, 'swa': {'swa_lrs': 0.01, 'swa_epoch_start': 2}}
+  assert_config_error(lambda: jaxsched.load_config(config), [f'swa with scheduler {name}', 'replaces the plateau'])
