@@ -442,7 +442,8 @@ def simulate(
   )
 
 
-def _lbfgs_args(config) -> dict[str, Any]:
+def _closure_args(config) -> dict[str, Any]:
+  """A loss for an optimizer whose update takes one (LBFGS, timm.adahessian): the LRs do not read it."""
   if (spec := spec_of(config.optimizer)) is None or not spec.closure:
     return {}
   return {'value_fn': lambda p: sum(jnp.sum(x) for x in jax.tree.leaves(p)) * 0.0}
@@ -469,7 +470,7 @@ def _counted(config, run: Run, tx, params, steps: np.ndarray) -> dict[str, np.nd
   from the initial state with its counters at k - 1, on the epoch's last micro-batch
   (where the optimizer always steps)."""
   grads = jax.tree.map(jnp.zeros_like, params)
-  extra = _lbfgs_args(config)
+  extra = _closure_args(config)
   start = tx.init(params)
 
   @jax.jit
@@ -584,7 +585,7 @@ def _chained(
   called with every monitor's value of the epoch after each epoch (after each micro-batch
   where ``per_batch``)."""
   grads = jax.tree.map(jnp.zeros_like, params)
-  extra = _lbfgs_args(config)
+  extra = _closure_args(config)
   monitors = list(per_monitor)
   dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
   values = np.array([list(per_monitor[m]) for m in monitors], np.float64).T.reshape(run.epochs, len(monitors))
