@@ -147,7 +147,12 @@ class OptimizerSpec:
   def check_groups(self, count: int) -> None:
     """ConfigError for ``count`` > 1 param groups where torch accepts one only (:attr:`groups`)."""
     if not self.groups and count > 1:
-      raise ConfigError(f"{self.name} doesn't support per-parameter options (parameter groups), as in torch.")
+      if self.class_name is None:
+        raise ConfigError(f"{self.name} doesn't support per-parameter options (parameter groups), as in torch.")
+      raise ConfigError(
+        f'{self.name} takes one parameter group: timm.optim.{self.class_name} reads all its groups together in '
+        "each step, which jaxsched's one optimizer per group cannot do."
+      )
 
 
 def with_corrected_decay(spec: OptimizerSpec, corrected: bool) -> OptimizerSpec:
